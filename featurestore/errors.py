@@ -1,0 +1,107 @@
+"""Every error the store raises on purpose.
+
+The tree::
+
+    FeatureStoreError                 root: catch this to catch everything below
+    ├── ConfigError                   no store here, or a bad featurestore.yaml
+    ├── DefinitionError               bad entity / feature view definitions (errors=[...])
+    ├── NotFoundError                 a name that is not registered
+    │   ├── UnknownViewError
+    │   └── UnknownFeatureError
+    ├── IngestionError                data that does not fit the view version (nothing written)
+    ├── StoreLockedError              another process holds the offline store
+    └── RegistryOutOfDate             the registry schema is behind the code
+
+Each message says where the problem is and, where one exists, how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+class FeatureStoreError(Exception):
+    """Root of every error the store raises on purpose."""
+
+
+class ConfigError(FeatureStoreError):
+    """The store directory or its featurestore.yaml is missing or invalid."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a file, with its position (1-based line and column)."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = self.file
+            if self.line is not None:
+                where += f":{self.line}"
+                if self.column is not None:
+                    where += f":{self.column}"
+            where += ": "
+        return where + self.message
+
+
+class DefinitionError(FeatureStoreError):
+    """Entity or feature view definitions are invalid; `errors` lists every problem found."""
+
+    def __init__(self, errors: Sequence[Problem]) -> None:
+        self.errors = list(errors)
+        count = len(self.errors)
+        head = f"{count} problem{'s' if count != 1 else ''} in the definitions:"
+        super().__init__("\n".join([head, *(f"  {e}" for e in self.errors)]))
+
+
+class NotFoundError(FeatureStoreError, LookupError):
+    """A name that is not registered."""
+
+
+class UnknownViewError(NotFoundError):
+    """A feature view (or a version of it) that is not registered."""
+
+
+class UnknownFeatureError(NotFoundError):
+    """A feature reference that does not resolve to a registered feature."""
+
+
+class IngestionError(FeatureStoreError):
+    """Data that does not fit the view version; nothing of the batch was written."""
+
+
+class StoreLockedError(FeatureStoreError):
+    """Another process holds the offline store file; `pid` is its process id when known."""
+
+    def __init__(self, message: str, *, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        super().__init__(message)
+
+
+class RegistryOutOfDate(FeatureStoreError):
+    """The registry's schema revision is behind the code's (run `featurestore db upgrade`)."""
+
+    def __init__(self, message: str, *, current: str | None, head: str) -> None:
+        self.current = current
+        self.head = head
+        super().__init__(message)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest choice, or ``""`` if none is close.
+
+    >>> did_you_mean("amont", ["amount", "country"])
+    " Did you mean 'amount'?"
+    >>> did_you_mean("zzz", ["amount"])
+    ''
+    """
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""

@@ -1,0 +1,238 @@
+"""Turning user data into validated Arrow batches for one feature view version (no I/O but reads).
+
+A source is a pyarrow Table or RecordBatchReader, a pandas or polars DataFrame, or a path to a
+Parquet or CSV file. Files and readers are streamed batch by batch, so a file larger than memory
+can be ingested; the caller writes every batch in one transaction.
+
+Validation, per batch, before anything is written:
+- every join key, the event-timestamp column and every feature is present; nothing else is;
+- each column converts to the declared type without loss (no truncated floats, no overflow,
+  no sub-microsecond timestamps, no float narrowing that changes a value);
+- timestamps are time-zone aware (naive ones are rejected, with how to declare a zone);
+- join keys and event timestamps have no nulls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import IngestionError, did_you_mean
+from .types import arrow_type
+
+STREAM_BATCH_ROWS = 1_000_000
+
+
+@dataclass(frozen=True)
+class TargetSchema:
+    """The columns one view version stores, with their definition type names."""
+
+    view: str
+    join_keys: Mapping[str, str]
+    timestamp_field: str
+    features: Mapping[str, str]
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Every stored column, in table order: keys, event time, features."""
+        return {**self.join_keys, self.timestamp_field: "timestamp", **self.features}
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(n, arrow_type(t)) for n, t in self.columns.items()])
+
+
+@dataclass
+class Source:
+    """Batches to ingest and a short description of where they came from."""
+
+    batches: Iterator[pa.RecordBatch | pa.Table]
+    description: str
+    schema: pa.Schema
+
+
+def open_source(data: Any, target: TargetSchema) -> Source:
+    """Adapt any supported input to a stream of Arrow batches."""
+    if isinstance(data, pa.Table):
+        return Source(iter([data]), f"arrow table ({data.num_rows} rows)", data.schema)
+    if isinstance(data, pa.RecordBatch):
+        return Source(iter([data]), f"arrow record batch ({data.num_rows} rows)", data.schema)
+    if isinstance(data, pa.RecordBatchReader):
+        return Source(iter(data), "arrow record batch stream", data.schema)
+    if isinstance(data, (str, Path)):
+        return _open_file(Path(data), target)
+    module = type(data).__module__.split(".", 1)[0]
+    if module == "pandas":
+        try:
+            table = pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise IngestionError(f"cannot convert the pandas DataFrame for '{target.view}': {exc}") from exc
+        return Source(iter([table]), f"pandas DataFrame ({table.num_rows} rows)", table.schema)
+    if module == "polars" and hasattr(data, "to_arrow"):
+        table = data.to_arrow()
+        return Source(iter([table]), f"polars DataFrame ({table.num_rows} rows)", table.schema)
+    raise IngestionError(
+        f"cannot ingest a {type(data).__name__} into '{target.view}': pass a pyarrow Table or "
+        "RecordBatchReader, a pandas or polars DataFrame, or the path of a .parquet or .csv file"
+    )
+
+
+def _open_file(path: Path, target: TargetSchema) -> Source:
+    if not path.is_file():
+        raise IngestionError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        try:
+            pfile = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise IngestionError(f"{path}: not a readable Parquet file: {exc}") from exc
+        batches = pfile.iter_batches(batch_size=STREAM_BATCH_ROWS)
+        return Source(_wrap_errors(batches, path), f"parquet file {path} ({pfile.metadata.num_rows} rows)", pfile.schema_arrow)
+    if suffix == ".csv":
+        import pyarrow.csv as pcsv
+
+        # Declared types keep keys such as "00123" as text; timestamps are left to inference
+        # so a value without a zone offset is caught by validation with a clear message.
+        types = {n: arrow_type(t) for n, t in target.columns.items() if t != "timestamp"}
+        try:
+            reader = pcsv.open_csv(
+                path,
+                read_options=pcsv.ReadOptions(block_size=64 << 20),
+                convert_options=pcsv.ConvertOptions(column_types=types),
+            )
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise IngestionError(f"{path}: cannot read CSV: {exc}") from exc
+        return Source(_wrap_errors(iter(reader), path), f"csv file {path}", reader.schema)
+    raise IngestionError(f"{path}: unsupported file type '{suffix}'; use .parquet or .csv")
+
+
+def _wrap_errors(batches: Iterator[pa.RecordBatch], path: Path) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from batches
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise IngestionError(f"{path}: {exc}") from exc
+
+
+def check_columns(schema: pa.Schema, target: TargetSchema) -> None:
+    """Raise IngestionError listing every missing and every unknown column at once."""
+    expected = list(target.columns)
+    present = list(schema.names)
+    problems: list[str] = []
+    dupes = sorted({n for n in present if present.count(n) > 1})
+    if dupes:
+        problems.append(f"duplicate columns: {', '.join(dupes)}")
+    missing = [c for c in expected if c not in present]
+    unknown = [c for c in present if c not in expected]
+    for col in missing:
+        problems.append(f"missing column '{col}'." + did_you_mean(col, unknown))
+    for col in unknown:
+        problems.append(
+            f"unknown column '{col}'." + did_you_mean(col, missing)
+            + " Drop it before ingesting, or add it to the view definition (a new version)."
+        )
+    if problems:
+        raise IngestionError(f"data for '{target.view}' does not match its columns:\n  " + "\n  ".join(problems))
+
+
+_INTS = {pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()}
+_FLOATS = {pa.float16(), pa.float32(), pa.float64()}
+
+
+def _family(t: pa.DataType) -> str:
+    if pa.types.is_dictionary(t):
+        return _family(t.value_type)
+    if t in _INTS:
+        return "int"
+    if t in _FLOATS:
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_date(t):
+        return "date"
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_null(t):
+        return "null"
+    return str(t)
+
+
+# Which source families may be converted to which declared type.
+_ALLOWED = {
+    "bool": {"bool"},
+    "int32": {"int"},
+    "int64": {"int"},
+    "float32": {"int", "float"},
+    "float64": {"int", "float"},
+    "string": {"string"},
+    "date": {"date"},
+    "timestamp": {"timestamp"},
+}
+
+
+def convert_column(column: pa.ChunkedArray | pa.Array, name: str, dtype: str, target: TargetSchema) -> pa.ChunkedArray | pa.Array:
+    """Convert one column to its declared type, or raise IngestionError saying why not."""
+    want = arrow_type(dtype)
+    have = column.type
+    if have == want:
+        return column
+    family = _family(have)
+    where = f"column '{name}' of '{target.view}'"
+    if family == "null":
+        return pa.nulls(len(column), want)
+    if family not in _ALLOWED[dtype]:
+        raise IngestionError(
+            f"{where} is {have} in the data but {dtype} in the definition; convert it before "
+            "ingesting, or change the feature's type (a new version)"
+        )
+    if family == "timestamp" and have.tz is None:
+        raise IngestionError(
+            f"{where} has time-zone-naive timestamps; declare their zone, e.g. in pandas "
+            f"df['{name}'] = df['{name}'].dt.tz_localize('UTC'), in Arrow "
+            "pa.timestamp('us', tz='UTC'), in CSV an offset like 2024-05-01T12:00:00Z"
+        )
+    if pa.types.is_dictionary(have):
+        column = pc.cast(column, have.value_type)
+    try:
+        converted = pc.cast(column, want, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        hint = ""
+        if family == "timestamp":
+            hint = " The store keeps microseconds: round first, e.g. df[col].dt.floor('us')."
+        raise IngestionError(f"{where} cannot be stored as {dtype} without loss: {exc}.{hint}") from exc
+    if family == "float" and dtype == "float32" and have != want:
+        back = pc.cast(converted, have)
+        same = pc.or_kleene(pc.equal(back, column), pc.and_(pc.is_nan(back), pc.is_nan(column)))
+        if not pc.all(pc.fill_null(same, True)).as_py():
+            raise IngestionError(
+                f"{where} cannot be stored as float32 without loss: some values need float64 "
+                "precision; declare the feature float64"
+            )
+    return converted
+
+
+def validate_batch(batch: pa.RecordBatch | pa.Table, target: TargetSchema, *, row_offset: int) -> pa.Table:
+    """Check one batch and return it as a Table with the stored column order and types."""
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    columns = []
+    for name, dtype in target.columns.items():
+        columns.append(convert_column(table.column(name), name, dtype, target))
+    for name in [*target.join_keys, target.timestamp_field]:
+        col = table.column(name)
+        if col.null_count:
+            first = pc.index(pc.is_null(col), True).as_py()
+            kind = "entity key" if name in target.join_keys else "event timestamp"
+            raise IngestionError(
+                f"column '{name}' of '{target.view}' has {col.null_count} null {kind}"
+                f"{'s' if col.null_count > 1 else ''} (first at row {row_offset + first}); "
+                "every row needs its key and event time: drop or fill those rows"
+            )
+    return pa.Table.from_arrays(columns, schema=target.arrow_schema)

@@ -1,0 +1,233 @@
+"""The offline store: every ingested feature row, one DuckDB table per feature view version.
+
+Each table holds the view's join keys, event timestamp and features, plus ``_ingested_at``
+(system time of the batch) and ``_batch_id``. The table ``_fs_batches`` records, in the same
+transaction as the rows, every batch that committed: it is the ground truth the registry's
+batch log is reconciled against after a crash.
+
+The file is opened per operation and closed, read-only for reads, so processes take turns. A
+process that finds the file held by another waits a bounded time, then raises
+StoreLockedError naming the holder's PID.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from ..errors import StoreLockedError
+from ..types import duckdb_type
+
+BATCHES_TABLE = "_fs_batches"
+_PID_RE = re.compile(r"PID (\d+)")
+
+
+def _open(database: str, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Connect, with the session in UTC whatever the machine's zone, so results match everywhere."""
+    con = duckdb.connect(database, read_only=read_only)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def quote(identifier: str) -> str:
+    """Quote a DuckDB identifier.
+
+    >>> quote('fv_a"b')
+    '"fv_a""b"'
+    """
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _is_lock_error(exc: duckdb.Error) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+class OfflineStore:
+    """Feature rows in one DuckDB file (or in memory, for throwaway stores).
+
+    Args:
+        path: The DuckDB file, or None for an in-memory database kept open by this object.
+        lock_timeout: Seconds to wait for another process that holds the file.
+    """
+
+    def __init__(self, path: Path | None, *, lock_timeout: float = 10.0) -> None:
+        self.path = path
+        self.lock_timeout = lock_timeout
+        self._memory: duckdb.DuckDBPyConnection | None = None
+        if path is None:
+            self._memory = _open(":memory:", read_only=False)
+            self._create_batches_table(self._memory)
+
+    def close(self) -> None:
+        if self._memory is not None:
+            self._memory.close()
+            self._memory = None
+
+    @staticmethod
+    def _create_batches_table(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {BATCHES_TABLE} (batch_id BIGINT PRIMARY KEY, "
+            "table_name VARCHAR NOT NULL, row_count BIGINT NOT NULL, ingested_at TIMESTAMPTZ NOT NULL)"
+        )
+
+    def initialize(self) -> None:
+        """Create the file and its bookkeeping table if they do not exist."""
+        with self.connect(read_only=False) as con:
+            self._create_batches_table(con)
+
+    @contextmanager
+    def connect(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the database for one operation, waiting a bounded time for another holder."""
+        if self._memory is not None:
+            cursor = self._memory.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+            return
+        assert self.path is not None
+        con = self._open_with_retry(read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _open_with_retry(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        assert self.path is not None
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.02
+        while True:
+            try:
+                return _open(str(self.path), read_only=read_only)
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    match = _PID_RE.search(str(exc))
+                    pid = int(match.group(1)) if match else None
+                    holder = f"process {pid}" if pid else "another process"
+                    raise StoreLockedError(
+                        f"the offline store {self.path} is held by {holder} (waited "
+                        f"{self.lock_timeout:g} s). DuckDB lets one process write a file at a time. "
+                        f"Wait for that process to finish and try again"
+                        + (f", or stop it (kill {pid}) if it is stuck." if pid else ".")
+                        + " Raise offline.lock_timeout_seconds in featurestore.yaml to wait longer.",
+                        path=str(self.path),
+                        pid=pid,
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+
+    # --- schema -----------------------------------------------------------------------------
+
+    def create_table(self, table: str, columns: dict[str, str]) -> None:
+        """Create a view version's table: its columns (definition types) plus bookkeeping."""
+        cols = [f"{quote(n)} {duckdb_type(t)} " for n, t in columns.items()]
+        cols += ["_ingested_at TIMESTAMPTZ NOT NULL", "_batch_id BIGINT NOT NULL"]
+        with self.connect(read_only=False) as con:
+            con.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} ({', '.join(cols)})")
+
+    def drop_table(self, table: str) -> None:
+        """Drop a table if it exists (an orphan left by an apply that did not finish)."""
+        with self.connect(read_only=False) as con:
+            con.execute(f"DROP TABLE IF EXISTS {quote(table)}")
+
+    @contextmanager
+    def try_connect(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """A read-only connection if the file is free right now, else None (no waiting)."""
+        if self._memory is not None or self.path is None or not self.path.exists():
+            with self.connect(read_only=True) as con:
+                yield con
+            return
+        try:
+            con = _open(str(self.path), read_only=True)
+        except duckdb.Error as exc:
+            if not _is_lock_error(exc):
+                raise
+            yield None
+            return
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # --- writes -----------------------------------------------------------------------------
+
+    @staticmethod
+    def append_on(
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        batches: Iterable[pa.Table],
+        *,
+        batch_id: int,
+        ingested_at: datetime,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> int:
+        """Append every batch in one transaction, stamped with its batch id and ingestion time.
+
+        Either all rows and the `_fs_batches` record commit, or none do (also on a crash or
+        when `batches` raises part-way). Returns the number of rows written.
+        """
+        stamp = ingested_at.isoformat()
+        total = 0
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for data in batches:
+                con.register("_fs_incoming", data)
+                try:
+                    con.execute(
+                        f"INSERT INTO {quote(table)} SELECT *, TIMESTAMPTZ '{stamp}', "
+                        f"{int(batch_id)} FROM _fs_incoming"
+                    )
+                finally:
+                    con.unregister("_fs_incoming")
+                total += data.num_rows
+                if on_rows is not None:
+                    on_rows(data.num_rows)
+            con.execute(
+                f"INSERT INTO {BATCHES_TABLE} VALUES (?, ?, ?, ?)",
+                [int(batch_id), table, total, ingested_at],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return total
+
+    # --- reads ------------------------------------------------------------------------------
+
+    @staticmethod
+    def committed_batches_on(con: duckdb.DuckDBPyConnection, batch_ids: Iterable[int]) -> dict[int, int]:
+        """Which of these batch ids committed, with their row counts."""
+        ids = [int(b) for b in batch_ids]
+        if not ids:
+            return {}
+        rows = con.execute(
+            f"SELECT batch_id, row_count FROM {BATCHES_TABLE} WHERE batch_id IN ({', '.join('?' * len(ids))})",
+            ids,
+        ).fetchall()
+        return {int(b): int(n) for b, n in rows}
+
+    def scan(self, table: str, columns: list[str], *, as_of: datetime | None = None) -> pa.Table:
+        """Every stored row of a table (the given columns), ingested at or before `as_of`."""
+        cols = ", ".join(quote(c) for c in columns)
+        sql = f"SELECT {cols} FROM {quote(table)}"
+        params: list[object] = []
+        if as_of is not None:
+            sql += " WHERE _ingested_at <= ?"
+            params.append(as_of)
+        sql += " ORDER BY _ingested_at, _batch_id, rowid"
+        with self.connect(read_only=True) as con:
+            return con.sql(sql, params=params).to_arrow_table()

@@ -1,0 +1,169 @@
+"""What ``apply`` would change: a pure comparison of definitions against the registry's state.
+
+>>> from featurestore.definitions import Entity, FeatureView
+>>> e = Entity(name="customer", join_keys={"customer_id": "string"})
+>>> v = FeatureView(name="profile", entity="customer", features={"age": "int64"})
+>>> print(compute_plan([e], [v], registered_entities={}, registered_views={}))
++ create entity 'customer' (join keys: customer_id string)
++ create feature view 'profile' v1 (features: age int64)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .definitions import Entity, FeatureView, format_ttl
+from .errors import DefinitionError, Problem, did_you_mean
+
+
+@dataclass(frozen=True)
+class RegisteredView:
+    """The latest registered version of a view, as the planner needs it."""
+
+    view: FeatureView
+    version: int
+    join_keys: Mapping[str, str]
+    schema_hash: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change `apply` makes. `kind` is one of: create_entity, update_entity, create_view,
+    new_version, update_view."""
+
+    kind: str
+    name: str
+    detail: str
+    version: int | None = None
+
+    def __str__(self) -> str:
+        mark = {"create_entity": "+", "create_view": "+", "new_version": "+"}.get(self.kind, "~")
+        return f"{mark} {self.detail}"
+
+
+@dataclass
+class Plan:
+    """The changes `apply` would make, in order; `unchanged` names what stays as it is."""
+
+    changes: list[Change] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if not self.changes:
+            return "No changes: the registry matches the definitions."
+        return "\n".join(str(c) for c in self.changes)
+
+
+def _keys_text(keys: Mapping[str, str]) -> str:
+    return ", ".join(f"{k} {t}" for k, t in keys.items())
+
+
+def _schema_diff(old: FeatureView, old_keys: Mapping[str, str], new: FeatureView, new_keys: Mapping[str, str]) -> list[str]:
+    parts: list[str] = []
+    old_f = {f.name: f.dtype for f in old.features}
+    new_f = {f.name: f.dtype for f in new.features}
+    added = [f"{n} {t}" for n, t in new_f.items() if n not in old_f]
+    removed = [n for n in old_f if n not in new_f]
+    retyped = [f"{n} {old_f[n]} -> {new_f[n]}" for n in new_f if n in old_f and old_f[n] != new_f[n]]
+    if added:
+        parts.append("adds " + ", ".join(added))
+    if removed:
+        parts.append("removes " + ", ".join(removed))
+    if retyped:
+        parts.append("retypes " + ", ".join(retyped))
+    if old.timestamp_field != new.timestamp_field:
+        parts.append(f"event time column {old.timestamp_field} -> {new.timestamp_field}")
+    if dict(old_keys) != dict(new_keys) or old.entity != new.entity:
+        parts.append(f"entity {old.entity} ({_keys_text(old_keys)}) -> {new.entity} ({_keys_text(new_keys)})")
+    return parts
+
+
+def _metadata_diff(old: FeatureView, new: FeatureView) -> list[str]:
+    parts: list[str] = []
+    if old.ttl != new.ttl:
+        parts.append(f"ttl {format_ttl(old.ttl) or 'none'} -> {format_ttl(new.ttl) or 'none'}")
+    if old.owner != new.owner:
+        parts.append(f"owner {old.owner or '-'} -> {new.owner or '-'}")
+    if dict(old.tags) != dict(new.tags):
+        parts.append(f"tags {dict(old.tags)} -> {dict(new.tags)}")
+    if old.description != new.description:
+        parts.append("description")
+    old_desc = {f.name: f.description for f in old.features}
+    changed = [f.name for f in new.features if old_desc.get(f.name, f.description) != f.description]
+    if changed:
+        parts.append("feature descriptions of " + ", ".join(changed))
+    if [f.name for f in old.features] != [f.name for f in new.features] and not _schema_diff(old, {}, new, {}):
+        parts.append("feature order")
+    return parts
+
+
+def compute_plan(
+    entities: Sequence[Entity],
+    views: Sequence[FeatureView],
+    *,
+    registered_entities: Mapping[str, Entity],
+    registered_views: Mapping[str, RegisteredView],
+    entity_positions: Mapping[str, Problem] | None = None,
+) -> Plan:
+    """Compare definitions with what is registered; raise DefinitionError for what cannot apply.
+
+    A view's schema change (keys, event-time column, feature names or types) makes a new
+    version; a change of TTL, owner, tags or descriptions updates the latest version in place.
+    An entity's join keys never change once registered. Nothing is ever deleted by apply.
+    """
+    plan = Plan()
+    problems: list[Problem] = []
+    known: dict[str, Entity] = dict(registered_entities)
+    for entity in entities:
+        old = registered_entities.get(entity.name)
+        if old is None:
+            plan.changes.append(Change("create_entity", entity.name, f"create entity '{entity.name}' (join keys: {_keys_text(entity.join_keys)})"))
+        elif dict(old.join_keys) != dict(entity.join_keys):
+            problems.append(Problem(
+                f"entity '{entity.name}' is registered with join keys ({_keys_text(old.join_keys)}); "
+                f"they cannot change to ({_keys_text(entity.join_keys)}). Define a new entity "
+                f"(e.g. '{entity.name}_v2') and point the views at it."
+            ))
+        elif old.description != entity.description:
+            plan.changes.append(Change("update_entity", entity.name, f"update entity '{entity.name}': description"))
+        else:
+            plan.unchanged.append(f"entity '{entity.name}'")
+        known[entity.name] = entity
+    for view in views:
+        entity = known.get(view.entity)
+        if entity is None:
+            where = (entity_positions or {}).get(view.name)
+            message = f"feature view '{view.name}' names unknown entity '{view.entity}'." + did_you_mean(view.entity, known)
+            problems.append(Problem(message, where.file, where.line, where.column) if where else Problem(message))
+            continue
+        clash = set(view.feature_names) & set(entity.join_keys)
+        if clash or view.timestamp_field in entity.join_keys:
+            problems.append(Problem(
+                f"feature view '{view.name}': {', '.join(sorted(clash or {view.timestamp_field}))} "
+                f"is a join key of entity '{entity.name}' and cannot also be a feature or the event time"
+            ))
+            continue
+        new_hash = view.schema_hash(entity.join_keys)
+        old_reg = registered_views.get(view.name)
+        feats = ", ".join(f"{f.name} {f.dtype}" for f in view.features)
+        if old_reg is None:
+            plan.changes.append(Change("create_view", view.name, f"create feature view '{view.name}' v1 (features: {feats})", 1))
+        elif old_reg.schema_hash != new_hash:
+            diff = "; ".join(_schema_diff(old_reg.view, old_reg.join_keys, view, entity.join_keys))
+            new_version = old_reg.version + 1
+            plan.changes.append(Change(
+                "new_version", view.name,
+                f"feature view '{view.name}': schema change ({diff}) makes v{new_version}; "
+                f"v{old_reg.version} and older stay readable by pinned refs like '{view.name}@v{old_reg.version}:...'",
+                new_version,
+            ))
+        else:
+            meta = _metadata_diff(old_reg.view, view)
+            if meta:
+                plan.changes.append(Change("update_view", view.name, f"update feature view '{view.name}' v{old_reg.version}: {', '.join(meta)}", old_reg.version))
+            else:
+                plan.unchanged.append(f"feature view '{view.name}' v{old_reg.version}")
+    if problems:
+        raise DefinitionError(problems)
+    return plan

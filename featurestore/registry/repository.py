@@ -1,0 +1,208 @@
+"""Reads and writes of the registry, and its schema revision (Alembic)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from ..errors import ConfigError, RegistryOutOfDate
+from .models import EntityRow, FeatureViewRow, FeatureViewVersionRow, IngestionBatchRow
+
+
+def migrations_dir() -> Path:
+    """The Alembic folder: inside the installed package, or ``migrations/`` in a checkout."""
+    try:
+        import featurestore.migrations as shipped
+
+        if shipped.__file__ is not None:
+            return Path(shipped.__file__).parent
+    except ImportError:  # pragma: no cover - only in an unusual source layout
+        pass
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        memory = url in ("sqlite://", "sqlite:///:memory:")
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            poolclass=StaticPool if memory else None,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            if not memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+        return engine
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except Exception as exc:  # a missing driver or a malformed URL
+        raise ConfigError(f"cannot use registry URL {url!r}: {exc}") from exc
+
+
+class Registry:
+    """The store's metadata, through SQLAlchemy.
+
+    Args:
+        url: A SQLAlchemy URL (``sqlite:///path``, ``postgresql+psycopg://...``).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    # --- schema revision -------------------------------------------------------------------
+
+    def _alembic_config(self) -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(migrations_dir()))
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        return cfg
+
+    def head_revision(self) -> str:
+        """The newest revision the code knows."""
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        assert head is not None, "the migrations folder has no revision"
+        return head
+
+    def current_revision(self) -> str | None:
+        """The revision the registry database is at (None if it was never migrated)."""
+        try:
+            with self.engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        except OperationalError as exc:
+            raise ConfigError(f"cannot reach the registry at {self._safe_url()}: {exc.orig}") from exc
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Migrate the registry schema up to `revision` (default: the newest)."""
+        cfg = self._alembic_config()
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+
+    def check(self) -> None:
+        """Raise if the models and the migrations disagree (Alembic's ``check``)."""
+        cfg = self._alembic_config()
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.check(cfg)
+
+    def ensure_current(self, store_hint: str) -> None:
+        """Raise RegistryOutOfDate, naming the upgrade command, unless the schema is at head."""
+        current, head = self.current_revision(), self.head_revision()
+        if current != head:
+            state = "has no schema yet" if current is None else f"is at revision {current}"
+            raise RegistryOutOfDate(
+                f"the registry ({self._safe_url()}) {state}, but this version of featurestore "
+                f"needs revision {head}. Run `featurestore db upgrade --store {store_hint}` "
+                "(back up the registry first).",
+                current=current,
+                head=head,
+            )
+
+    def _safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # --- sessions ----------------------------------------------------------------------------
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed on success and rolled back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def entity(self, name: str) -> EntityRow | None:
+        with self._sessions() as s:
+            return s.get(EntityRow, name)
+
+    def entities(self) -> list[EntityRow]:
+        with self._sessions() as s:
+            return list(s.scalars(select(EntityRow).order_by(EntityRow.name)))
+
+    def view(self, name: str) -> FeatureViewRow | None:
+        with self._sessions() as s:
+            return s.get(FeatureViewRow, name)
+
+    def views(self) -> list[FeatureViewRow]:
+        with self._sessions() as s:
+            return list(s.scalars(select(FeatureViewRow).order_by(FeatureViewRow.name)))
+
+    def view_versions(self, name: str | None = None) -> list[FeatureViewVersionRow]:
+        query = select(FeatureViewVersionRow).order_by(
+            FeatureViewVersionRow.view_name, FeatureViewVersionRow.version
+        )
+        if name is not None:
+            query = query.where(FeatureViewVersionRow.view_name == name)
+        with self._sessions() as s:
+            return list(s.scalars(query))
+
+    def view_version(self, name: str, version: int) -> FeatureViewVersionRow | None:
+        with self._sessions() as s:
+            return s.scalars(
+                select(FeatureViewVersionRow).where(
+                    FeatureViewVersionRow.view_name == name,
+                    FeatureViewVersionRow.version == version,
+                )
+            ).first()
+
+    def batches(self, view: str | None = None, *, status: str | None = None) -> list[IngestionBatchRow]:
+        query = select(IngestionBatchRow).order_by(IngestionBatchRow.id)
+        if view is not None:
+            query = query.where(IngestionBatchRow.view_name == view)
+        if status is not None:
+            query = query.where(IngestionBatchRow.status == status)
+        with self._sessions() as s:
+            return list(s.scalars(query))
+
+    # --- batch bookkeeping ---------------------------------------------------------------------
+
+    def start_batch(self, view: str, version: int, *, source: str, ingested_at: datetime) -> int:
+        """Record a pending batch and return its id (committed at once, before any data)."""
+        with self.session() as s:
+            row = IngestionBatchRow(
+                view_name=view,
+                version=version,
+                status="pending",
+                source=source,
+                ingested_at=ingested_at,
+                started_at=ingested_at,
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def finish_batch(
+        self, batch_id: int, *, status: str, finished_at: datetime, row_count: int | None = None, error: str | None = None
+    ) -> None:
+        """Mark a batch committed (with its row count) or aborted (with the reason)."""
+        with self.session() as s:
+            row = s.get(IngestionBatchRow, batch_id)
+            assert row is not None
+            row.status = status
+            row.row_count = row_count
+            row.finished_at = finished_at
+            row.error = error

@@ -1,0 +1,539 @@
+"""The FeatureStore facade: every SDK and admin verb goes through this class."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from . import ingest as ingest_mod
+from .config import CONFIG_FILE, DEFAULT_CONFIG_TEXT, StoreConfig, load_config
+from .definitions import Definitions, Entity, FeatureRef, FeatureView, load_definitions, parse_view_ref
+from .errors import (
+    ConfigError,
+    FeatureStoreError,
+    IngestionError,
+    StoreLockedError,
+    UnknownFeatureError,
+    UnknownViewError,
+    did_you_mean,
+)
+from .offline.duckdb_store import OfflineStore
+from .plan import Plan, RegisteredView, compute_plan
+from .registry import Registry
+from .registry.models import EntityRow, FeatureViewRow, FeatureViewVersionRow, IngestionBatchRow
+
+Clock = Callable[[], datetime]
+Progress = Callable[[int, int | None], None]
+"""Called with (rows written so far, total rows if known) while a batch is ingested."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ViewVersion:
+    """One registered version of a feature view."""
+
+    view: FeatureView
+    version: int
+    join_keys: dict[str, str]
+    table: str
+    latest: bool
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        return f"{self.view.name}@v{self.version}"
+
+
+@dataclass(frozen=True)
+class ResolvedFeature:
+    """A feature reference resolved to one view version."""
+
+    ref: str
+    view: str
+    version: int
+    feature: str
+    dtype: str
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ``ingest`` call wrote."""
+
+    batch_id: int
+    view: str
+    version: int
+    rows: int
+    ingested_at: datetime
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """One ingestion batch as the registry records it."""
+
+    batch_id: int
+    view: str
+    version: int
+    status: str
+    rows: int | None
+    source: str
+    ingested_at: datetime
+    error: str | None
+
+
+class FeatureStore:
+    """A feature store: open one with ``FeatureStore("path/to/store")`` or ``FeatureStore(memory=True)``.
+
+    Args:
+        path: A store directory made by :meth:`init` (``featurestore init DIR``).
+        memory: A throwaway store held in memory (tests, notebooks).
+        clock: Returns the current time (time-zone aware); stamps ingestion batches.
+        lock_timeout: Seconds to wait for another process holding the offline store
+            (default: the config's ``offline.lock_timeout_seconds``).
+
+    Raises:
+        ConfigError: `path` is not a store.
+        RegistryOutOfDate: the registry's schema is older than this code; run
+            ``featurestore db upgrade``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        memory: bool = False,
+        clock: Clock | None = None,
+        lock_timeout: float | None = None,
+    ) -> None:
+        if memory == (path is not None):
+            raise ConfigError("give either a store path, FeatureStore('dir'), or memory=True")
+        self._clock = clock or _utc_now
+        if memory:
+            self.config = StoreConfig(root=None, registry_url="sqlite://", offline_path=None)
+            self.registry = Registry("sqlite://")
+            self.registry.upgrade()
+        else:
+            assert path is not None
+            root = Path(path).resolve()
+            self.config = load_config(root)
+            self.registry = Registry(self.config.registry_url)
+            try:
+                self.registry.ensure_current(str(path))
+            except FeatureStoreError:
+                self.registry.close()
+                raise
+        timeout = self.config.lock_timeout if lock_timeout is None else lock_timeout
+        self.offline = OfflineStore(self.config.offline_path, lock_timeout=timeout)
+        self._reconcile(wait=False)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: str | Path, *, registry_url: str | None = None, **kwargs: Any) -> FeatureStore:
+        """Create a store directory (config, ``features/``, ``policies/``, registry, offline file).
+
+        Args:
+            path: The directory; created if missing, and must not hold a store already.
+            registry_url: Registry database (default: SQLite ``registry.db`` in the directory).
+        """
+        root = Path(path)
+        if (root / CONFIG_FILE).exists():
+            raise ConfigError(f"{root} already holds a feature store ({CONFIG_FILE} exists)")
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "features").mkdir(exist_ok=True)
+        (root / "policies").mkdir(exist_ok=True)
+        text = DEFAULT_CONFIG_TEXT
+        if registry_url is not None:
+            text = text.replace("registry: sqlite:///registry.db", f"registry: {registry_url}")
+        (root / CONFIG_FILE).write_text(text, encoding="utf-8")
+        config = load_config(root.resolve())
+        registry = Registry(config.registry_url)
+        try:
+            registry.upgrade()
+        finally:
+            registry.close()
+        assert config.offline_path is not None
+        OfflineStore(config.offline_path, lock_timeout=config.lock_timeout).initialize()
+        return cls(root, **kwargs)
+
+    @staticmethod
+    def registry_revision(path: str | Path) -> tuple[str | None, str]:
+        """The registry's schema revision and the newest one this code knows: (current, head)."""
+        registry = Registry(load_config(Path(path).resolve()).registry_url)
+        try:
+            return registry.current_revision(), registry.head_revision()
+        finally:
+            registry.close()
+
+    @staticmethod
+    def upgrade_registry(path: str | Path) -> tuple[str | None, str]:
+        """Migrate the registry's schema to the newest revision: returns (before, after)."""
+        registry = Registry(load_config(Path(path).resolve()).registry_url)
+        try:
+            before = registry.current_revision()
+            registry.upgrade()
+            return before, registry.head_revision()
+        finally:
+            registry.close()
+
+    def close(self) -> None:
+        """Release the registry's connections (and the in-memory database of a memory store)."""
+        self.offline.close()
+        self.registry.close()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def root(self) -> Path | None:
+        """The store directory (None for a memory store)."""
+        return self.config.root
+
+    # --- definitions ------------------------------------------------------------------------
+
+    def load_definitions(self) -> Definitions:
+        """Read every ``*.yaml`` / ``*.yml`` under the store's ``features/`` folder."""
+        if self.root is None:
+            raise ConfigError("a memory store has no features/ folder: pass definitions to plan/apply")
+        folder = self.root / "features"
+        files = sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")])
+        return load_definitions(files)
+
+    def _as_definitions(self, definitions: Definitions | Iterable[Entity | FeatureView] | None) -> Definitions:
+        if definitions is None:
+            return self.load_definitions()
+        if isinstance(definitions, Definitions):
+            return definitions
+        defs = Definitions()
+        for obj in definitions:
+            if isinstance(obj, Entity):
+                defs.entities.append(obj)
+            elif isinstance(obj, FeatureView):
+                defs.views.append(obj)
+            else:
+                raise TypeError(f"apply takes Entity and FeatureView objects, not {type(obj).__name__}")
+        return defs
+
+    def plan(self, definitions: Definitions | Iterable[Entity | FeatureView] | None = None) -> Plan:
+        """What :meth:`apply` would change (default: the definitions under ``features/``)."""
+        defs = self._as_definitions(definitions)
+        registered_entities = {
+            row.name: Entity(name=row.name, join_keys=row.join_keys, description=row.description)
+            for row in self.registry.entities()
+        }
+        registered_views = {
+            vv.view.name: RegisteredView(vv.view, vv.version, vv.join_keys, self._schema_hash(vv))
+            for vv in self.list_views()
+        }
+        return compute_plan(
+            defs.entities,
+            defs.views,
+            registered_entities=registered_entities,
+            registered_views=registered_views,
+            entity_positions=defs.entity_positions,
+        )
+
+    @staticmethod
+    def _schema_hash(vv: ViewVersion) -> str:
+        return vv.view.schema_hash(vv.join_keys)
+
+    def apply(self, definitions: Definitions | Iterable[Entity | FeatureView] | None = None) -> Plan:
+        """Register entities and feature views; a schema change makes a new view version.
+
+        Returns the plan that was carried out. Nothing is deleted: views that are no longer
+        defined stay registered with their data.
+        """
+        defs = self._as_definitions(definitions)
+        plan = self.plan(defs)
+        if not plan.changes:
+            return plan
+        entities = {e.name: e for e in defs.entities}
+        views = {v.name: v for v in defs.views}
+        now = self._now()
+        # Tables first: a table without a registry row is an orphan that the next apply
+        # replaces; a registry row without its table could not be ingested into.
+        for change in plan.changes:
+            if change.kind in ("create_view", "new_version"):
+                view = views[change.name]
+                keys = self._entity_keys(view.entity, entities)
+                assert change.version is not None
+                table = _table_name(view.name, change.version)
+                self.offline.drop_table(table)
+                self.offline.create_table(
+                    table, {**keys, view.timestamp_field: "timestamp", **{f.name: f.dtype for f in view.features}}
+                )
+        with self.registry.session() as s:
+            for change in plan.changes:
+                if change.kind == "create_entity":
+                    e = entities[change.name]
+                    s.add(EntityRow(name=e.name, join_keys=dict(e.join_keys), description=e.description, created_at=now, updated_at=now))
+                elif change.kind == "update_entity":
+                    row = s.get(EntityRow, change.name)
+                    assert row is not None
+                    row.description = entities[change.name].description
+                    row.updated_at = now
+            s.flush()
+            for change in plan.changes:
+                if change.kind not in ("create_view", "new_version", "update_view"):
+                    continue
+                view = views[change.name]
+                assert change.version is not None
+                if change.kind == "update_view":
+                    vrow = s.query(FeatureViewVersionRow).filter_by(view_name=view.name, version=change.version).one()
+                    vrow.definition = view.to_dict()
+                    vrow.updated_at = now
+                    continue
+                keys = self._entity_keys(view.entity, entities)
+                head = s.get(FeatureViewRow, view.name)
+                if head is None:
+                    s.add(FeatureViewRow(name=view.name, entity_name=view.entity, latest_version=change.version, created_at=now, updated_at=now))
+                else:
+                    head.latest_version = change.version
+                    head.entity_name = view.entity
+                    head.updated_at = now
+                s.flush()
+                s.add(FeatureViewVersionRow(
+                    view_name=view.name,
+                    version=change.version,
+                    definition=view.to_dict(),
+                    join_keys=dict(keys),
+                    schema_hash=view.schema_hash(keys),
+                    table_name=_table_name(view.name, change.version),
+                    created_at=now,
+                    updated_at=now,
+                ))
+        return plan
+
+    def _entity_keys(self, name: str, pending: dict[str, Entity]) -> dict[str, str]:
+        if name in pending:
+            return dict(pending[name].join_keys)
+        row = self.registry.entity(name)
+        assert row is not None, f"entity {name} vanished"
+        return dict(row.join_keys)
+
+    # --- lookups ----------------------------------------------------------------------------
+
+    def list_entities(self) -> list[Entity]:
+        """Every registered entity."""
+        return [Entity(name=r.name, join_keys=r.join_keys, description=r.description) for r in self.registry.entities()]
+
+    def list_views(self) -> list[ViewVersion]:
+        """The latest version of every registered feature view."""
+        latest = {row.name: row.latest_version for row in self.registry.views()}
+        return [_view_version(r, latest[r.view_name]) for r in self.registry.view_versions() if r.version == latest[r.view_name]]
+
+    def view_versions(self, name: str) -> list[ViewVersion]:
+        """Every version of one feature view, oldest first."""
+        head = self._view_row(name)
+        return [_view_version(r, head.latest_version) for r in self.registry.view_versions(name)]
+
+    def get_view(self, ref: str) -> ViewVersion:
+        """A view version: ``"name"`` (latest) or ``"name@v2"`` (pinned)."""
+        name, version = parse_view_ref(ref)
+        head = self._view_row(name)
+        wanted = head.latest_version if version is None else version
+        row = self.registry.view_version(name, wanted)
+        if row is None:
+            raise UnknownViewError(
+                f"feature view '{name}' has no version v{wanted}; it has v1 to v{head.latest_version}"
+            )
+        return _view_version(row, head.latest_version)
+
+    def _view_row(self, name: str) -> FeatureViewRow:
+        row = self.registry.view(name)
+        if row is None:
+            names = [r.name for r in self.registry.views()]
+            hint = did_you_mean(name, names) or (" Register it with `featurestore apply`." if not names else "")
+            raise UnknownViewError(f"unknown feature view '{name}'." + hint)
+        return row
+
+    def resolve_features(self, refs: Sequence[str]) -> list[ResolvedFeature]:
+        """Resolve ``"view:feature"``, ``"view@v2:feature"`` and ``"view:*"`` references.
+
+        A feature missing from the latest version but present in an older one gets an error
+        that names the version to pin, so a dropped or renamed feature never breaks silently.
+        """
+        resolved: list[ResolvedFeature] = []
+        for text in refs:
+            ref = FeatureRef.parse(text)
+            vv = self.get_view(f"{ref.view}@v{ref.version}" if ref.version is not None else ref.view)
+            names = vv.view.feature_names if ref.feature == "*" else [ref.feature]
+            for name in names:
+                if name not in vv.view.feature_names:
+                    raise UnknownFeatureError(self._missing_feature_message(vv, name, pinned=ref.version is not None))
+                dtype = vv.view.feature(name).dtype
+                resolved.append(ResolvedFeature(f"{vv.view.name}@v{vv.version}:{name}", vv.view.name, vv.version, name, dtype))
+        return resolved
+
+    def _missing_feature_message(self, vv: ViewVersion, name: str, *, pinned: bool) -> str:
+        which = f"v{vv.version}" + ("" if pinned else " (latest)")
+        message = f"feature view '{vv.view.name}' {which} has no feature '{name}'."
+        holders = [o.version for o in self.view_versions(vv.view.name) if name in o.view.feature_names]
+        if holders:
+            return message + f" It is in v{holders[-1]}: pin it as '{vv.view.name}@v{holders[-1]}:{name}'."
+        return message + did_you_mean(name, vv.view.feature_names)
+
+    # --- ingestion --------------------------------------------------------------------------
+
+    def ingest(self, view: str, data: Any, *, progress: Progress | None = None) -> IngestResult:
+        """Validate `data` and append it to a view version as one batch, atomically.
+
+        Args:
+            view: ``"name"`` (latest version) or ``"name@v1"``.
+            data: A pyarrow Table or RecordBatchReader, a pandas or polars DataFrame, or the
+                path of a Parquet or CSV file (streamed, so it may be larger than memory).
+            progress: Called with (rows written, total rows if known) after each chunk.
+
+        Returns:
+            The batch id, view version, row count and ingestion time.
+
+        Raises:
+            IngestionError: the data does not fit; nothing of it was written.
+            StoreLockedError: another process held the offline store past the lock timeout.
+        """
+        vv = self.get_view(view)
+        target = ingest_mod.TargetSchema(
+            view=vv.ref,
+            join_keys=vv.join_keys,
+            timestamp_field=vv.view.timestamp_field,
+            features={f.name: f.dtype for f in vv.view.features},
+        )
+        source = ingest_mod.open_source(data, target)
+        ingest_mod.check_columns(source.schema, target)
+        total = _known_rows(data)
+        ingested_at = self._now()
+        done = 0
+
+        def validated() -> Iterator[pa.Table]:
+            offset = 0
+            for batch in source.batches:
+                ingest_mod.check_columns(batch.schema, target)
+                table = ingest_mod.validate_batch(batch, target, row_offset=offset)
+                offset += table.num_rows
+                yield table
+
+        def advance(rows: int) -> None:
+            nonlocal done
+            done += rows
+            if progress is not None:
+                progress(done, total)
+
+        # The batch is recorded as pending while this process holds the offline store for
+        # writing, so any process that can open the store knows no pending batch is in flight.
+        with self.offline.connect(read_only=False) as con:
+            self._reconcile_with(con)
+            batch_id = self.registry.start_batch(vv.view.name, vv.version, source=source.description, ingested_at=ingested_at)
+            try:
+                rows = self.offline.append_on(con, vv.table, validated(), batch_id=batch_id, ingested_at=ingested_at, on_rows=advance)
+            except BaseException as exc:
+                self.registry.finish_batch(batch_id, status="aborted", finished_at=self._now(), error=str(exc) or type(exc).__name__)
+                raise
+            self.registry.finish_batch(batch_id, status="committed", finished_at=self._now(), row_count=rows)
+        return IngestResult(batch_id, vv.view.name, vv.version, rows, ingested_at)
+
+    def list_batches(self, view: str | None = None) -> list[BatchInfo]:
+        """Ingestion batches (all views, or one view's), oldest first."""
+        if view is not None:
+            self._view_row(view)
+        self._reconcile(wait=True)
+        return [_batch_info(r) for r in self.registry.batches(view)]
+
+    def _reconcile(self, *, wait: bool) -> None:
+        """Settle batches left pending by a crashed process, against the offline store's record."""
+        if not self.registry.batches(status="pending"):
+            return
+        try:
+            with self.offline.connect(read_only=True) if wait else self.offline.try_connect() as con:
+                if con is not None:
+                    self._reconcile_with(con)
+        except StoreLockedError:
+            if wait:
+                raise
+
+    def _reconcile_with(self, con: Any) -> None:
+        pending = self.registry.batches(status="pending")
+        if not pending:
+            return
+        committed = self.offline.committed_batches_on(con, [b.id for b in pending])
+        now = self._now()
+        for batch in pending:
+            if batch.id in committed:
+                self.registry.finish_batch(batch.id, status="committed", finished_at=now, row_count=committed[batch.id])
+            else:
+                self.registry.finish_batch(
+                    batch.id, status="aborted", finished_at=now,
+                    error="the ingesting process stopped before its transaction committed; no row of this batch was written",
+                )
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def read(self, view: str, *, features: Sequence[str] | None = None, as_of: datetime | None = None) -> pa.Table:
+        """Every stored row of a view version: keys, event time, features, ``_ingested_at``, ``_batch_id``.
+
+        Args:
+            view: ``"name"`` (latest version) or ``"name@v1"`` (pinned).
+            features: Feature names to return (default: all of that version).
+            as_of: Only rows ingested at or before this time (time travel on ingestion time).
+        """
+        vv = self.get_view(view)
+        names = list(features) if features is not None else vv.view.feature_names
+        for name in names:
+            if name not in vv.view.feature_names:
+                raise UnknownFeatureError(self._missing_feature_message(vv, name, pinned="@" in view))
+        if as_of is not None and as_of.tzinfo is None:
+            raise FeatureStoreError("as_of must be time-zone aware, e.g. datetime(2025, 1, 1, tzinfo=UTC)")
+        columns = [*vv.join_keys, vv.view.timestamp_field, *names, "_ingested_at", "_batch_id"]
+        return self.offline.scan(vv.table, columns, as_of=as_of)
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise FeatureStoreError("the store's clock returned a time-zone-naive datetime")
+        return now.astimezone(UTC)
+
+
+def _table_name(view: str, version: int) -> str:
+    return f"fv_{view}_v{version}"
+
+
+def _view_version(row: FeatureViewVersionRow, latest: int) -> ViewVersion:
+    return ViewVersion(
+        view=FeatureView.from_dict(row.definition),
+        version=row.version,
+        join_keys=dict(row.join_keys),
+        table=row.table_name,
+        latest=row.version == latest,
+        created_at=row.created_at,
+    )
+
+
+def _batch_info(row: IngestionBatchRow) -> BatchInfo:
+    return BatchInfo(row.id, row.view_name, row.version, row.status, row.row_count, row.source, row.ingested_at, row.error)
+
+
+def _known_rows(data: Any) -> int | None:
+    if isinstance(data, (pa.Table, pa.RecordBatch)):
+        return int(data.num_rows)
+    if isinstance(data, (str, Path)) and str(data).lower().endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        try:
+            return int(pq.ParquetFile(data).metadata.num_rows)
+        except (pa.ArrowInvalid, OSError):
+            return None
+    shape = getattr(data, "shape", None)
+    if isinstance(shape, tuple) and shape:
+        return int(shape[0])
+    return None
+
+

@@ -1,0 +1,1 @@
+"""Alembic migrations of the featurestore registry (shipped as ``featurestore.migrations``)."""
