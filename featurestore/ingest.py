@@ -5,7 +5,8 @@ Parquet or CSV file. Files and readers are streamed batch by batch, so a file la
 can be ingested; the caller writes every batch in one transaction.
 
 Validation, per batch, before anything is written:
-- every join key, the event-timestamp column and every feature is present; nothing else is;
+- every join key, the event-timestamp column and every feature is present; nothing else is
+  (checked on the schema, before anything is recorded, with every problem listed at once);
 - each column converts to the declared type without loss (no truncated floats, no overflow,
   no sub-microsecond timestamps, no float narrowing that changes a value);
 - timestamps are time-zone aware (naive ones are rejected, with how to declare a zone);
@@ -120,8 +121,9 @@ def _wrap_errors(batches: Iterator[pa.RecordBatch], path: Path) -> Iterator[pa.R
         raise IngestionError(f"{path}: {exc}") from exc
 
 
-def check_columns(schema: pa.Schema, target: TargetSchema) -> None:
-    """Raise IngestionError listing every missing and every unknown column at once."""
+def check_schema(schema: pa.Schema, target: TargetSchema) -> None:
+    """Raise IngestionError listing every column problem at once: missing, unknown, duplicate,
+    of a type that cannot hold the declared one, or timestamps without a time zone."""
     expected = list(target.columns)
     present = list(schema.names)
     problems: list[str] = []
@@ -137,8 +139,31 @@ def check_columns(schema: pa.Schema, target: TargetSchema) -> None:
             f"unknown column '{col}'." + did_you_mean(col, missing)
             + " Drop it before ingesting, or add it to the view definition (a new version)."
         )
+    for name, dtype in target.columns.items():
+        if name in present and not dupes:
+            problem = _type_problem(schema.field(name).type, name, dtype)
+            if problem:
+                problems.append(problem)
     if problems:
-        raise IngestionError(f"data for '{target.view}' does not match its columns:\n  " + "\n  ".join(problems))
+        raise IngestionError(f"data for '{target.view}' does not fit its columns:\n  " + "\n  ".join(problems))
+
+
+def _type_problem(have: pa.DataType, name: str, dtype: str) -> str | None:
+    family = _family(have)
+    if have == arrow_type(dtype) or family == "null":
+        return None
+    if family not in _ALLOWED[dtype]:
+        return (
+            f"column '{name}' is {have} in the data but {dtype} in the definition; convert it "
+            "before ingesting, or change the feature's type (a new version)"
+        )
+    if family == "timestamp" and have.tz is None:
+        return (
+            f"column '{name}' has time-zone-naive timestamps; declare their zone, e.g. in pandas "
+            f"df['{name}'] = df['{name}'].dt.tz_localize('UTC'), in Arrow "
+            "pa.timestamp('us', tz='UTC'), in CSV an offset like 2024-05-01T12:00:00Z"
+        )
+    return None
 
 
 _INTS = {pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()}
@@ -188,17 +213,9 @@ def convert_column(column: pa.ChunkedArray | pa.Array, name: str, dtype: str, ta
     where = f"column '{name}' of '{target.view}'"
     if family == "null":
         return pa.nulls(len(column), want)
-    if family not in _ALLOWED[dtype]:
-        raise IngestionError(
-            f"{where} is {have} in the data but {dtype} in the definition; convert it before "
-            "ingesting, or change the feature's type (a new version)"
-        )
-    if family == "timestamp" and have.tz is None:
-        raise IngestionError(
-            f"{where} has time-zone-naive timestamps; declare their zone, e.g. in pandas "
-            f"df['{name}'] = df['{name}'].dt.tz_localize('UTC'), in Arrow "
-            "pa.timestamp('us', tz='UTC'), in CSV an offset like 2024-05-01T12:00:00Z"
-        )
+    problem = _type_problem(have, name, dtype)
+    if problem:
+        raise IngestionError(f"'{target.view}': {problem}")
     if pa.types.is_dictionary(have):
         column = pc.cast(column, have.value_type)
     try:

@@ -409,7 +409,7 @@ class FeatureStore:
             features={f.name: f.dtype for f in vv.view.features},
         )
         source = ingest_mod.open_source(data, target)
-        ingest_mod.check_columns(source.schema, target)
+        ingest_mod.check_schema(source.schema, target)
         total = _known_rows(data)
         ingested_at = self._now()
         done = 0
@@ -417,7 +417,8 @@ class FeatureStore:
         def validated() -> Iterator[pa.Table]:
             offset = 0
             for batch in source.batches:
-                ingest_mod.check_columns(batch.schema, target)
+                if batch.schema != source.schema:
+                    ingest_mod.check_schema(batch.schema, target)
                 table = ingest_mod.validate_batch(batch, target, row_offset=offset)
                 offset += table.num_rows
                 yield table

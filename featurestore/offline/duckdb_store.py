@@ -40,6 +40,17 @@ def _open(database: str, *, read_only: bool) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def utc_schema(table: pa.Table) -> pa.Table:
+    """Label every time-zone-aware timestamp column 'UTC' (DuckDB says 'Etc/UTC'); no data copy."""
+    fields = [
+        f.with_type(pa.timestamp(f.type.unit, tz="UTC"))
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None
+        else f
+        for f in table.schema
+    ]
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+
+
 def quote(identifier: str) -> str:
     """Quote a DuckDB identifier.
 
@@ -230,4 +241,4 @@ class OfflineStore:
             params.append(as_of)
         sql += " ORDER BY _ingested_at, _batch_id, rowid"
         with self.connect(read_only=True) as con:
-            return con.sql(sql, params=params).to_arrow_table()
+            return utc_schema(con.sql(sql, params=params).to_arrow_table())

@@ -1,0 +1,229 @@
+"""The demo: a store built from synthetic customers and a year of their card transactions.
+
+It shows every capability the store has, in the order a team meets them: create a store,
+write definitions, plan and apply them, ingest from Arrow and from Parquet, see bad input
+refused with nothing written, change a view's schema (v2) while v1 stays readable, and
+travel back in ingestion time.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import CONFIG_FILE
+from .errors import ConfigError, IngestionError
+from .store import FeatureStore
+
+Echo = Callable[[str], None]
+
+DEFINITIONS_V1 = """\
+# Definitions of the demo store. `featurestore plan` shows what `apply` would change.
+entities:
+  - name: customer
+    description: A retail bank customer.
+    join_keys:
+      customer_id: string
+
+feature_views:
+  - name: customer_profile
+    entity: customer
+    description: Slow-moving facts about a customer, one row per profile change.
+    owner: growth-analytics@example.com
+    timestamp_field: event_timestamp
+    features:
+      country: string
+      segment: {type: string, description: "retail, premium or business"}
+      signup_date: date
+
+  - name: customer_spend_daily
+    entity: customer
+    description: Card spend per customer and day, known at the end of that day.
+    owner: risk-features@example.com
+    ttl: 30d
+    tags: {domain: payments}
+    features:
+      txn_count: int64
+      spend_total: float64
+      spend_max: float64
+"""
+
+# v2 of customer_profile adds the customer's tenure; the rest is unchanged.
+DEFINITIONS_V2 = DEFINITIONS_V1.replace(
+    "      signup_date: date\n",
+    "      signup_date: date\n      tenure_days: {type: int64, description: \"days since signup\"}\n",
+)
+
+COUNTRIES = ["DE", "FR", "NL", "ES", "IT", "PL", "SE", "IE"]
+SEGMENTS = ["retail", "retail", "retail", "premium", "business"]
+FIRST = ["anna", "ben", "chloe", "david", "emma", "felix", "greta", "hugo", "ines", "jonas"]
+LAST = ["schmidt", "martin", "jansen", "garcia", "rossi", "nowak", "berg", "murphy"]
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """The synthetic sources: customers (with PII) and their transactions."""
+
+    customers: pa.Table
+    transactions: pa.Table
+
+
+def make_data(n_customers: int, *, seed: int = 7, year: int = 2025) -> DemoData:
+    """Realistic synthetic customers (ids, emails, birth dates...) and a year of transactions."""
+    rng = random.Random(seed)
+    start = datetime(year, 1, 1, tzinfo=UTC)
+    ids, emails, births, countries, segments, signups, profile_ts = [], [], [], [], [], [], []
+    t_ids, t_ts, t_amounts, t_merchants = [], [], [], []
+    for i in range(n_customers):
+        cid = f"C{i + 1:06d}"
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        signup = date(year - 1, 1, 1) + timedelta(days=rng.randrange(365 * 3))
+        ids.append(cid)
+        emails.append(f"{first}.{last}{rng.randrange(100)}@example.com")
+        births.append(date(1950, 1, 1) + timedelta(days=rng.randrange(365 * 55)))
+        countries.append(rng.choice(COUNTRIES))
+        segments.append(rng.choice(SEGMENTS))
+        signups.append(signup)
+        profile_ts.append(max(start, datetime(signup.year, signup.month, signup.day, tzinfo=UTC)))
+        scale = {"retail": 40.0, "premium": 120.0, "business": 300.0}[segments[-1]]
+        for _ in range(rng.randrange(10, 90)):
+            t_ids.append(cid)
+            t_ts.append(start + timedelta(seconds=rng.randrange(365 * 86400)))
+            t_amounts.append(round(rng.lognormvariate(0, 0.8) * scale, 2))
+            t_merchants.append(rng.choice(["grocery", "travel", "fuel", "online", "restaurant"]))
+    ts = pa.timestamp("us", tz="UTC")
+    customers = pa.table({
+        "customer_id": ids,
+        "email": emails,
+        "birth_date": pa.array(births, pa.date32()),
+        "country": countries,
+        "segment": segments,
+        "signup_date": pa.array(signups, pa.date32()),
+        "event_timestamp": pa.array(profile_ts, ts),
+    })
+    transactions = pa.table({
+        "customer_id": t_ids,
+        "txn_timestamp": pa.array(t_ts, ts),
+        "amount": t_amounts,
+        "merchant_category": t_merchants,
+    })
+    return DemoData(customers, transactions)
+
+
+def daily_spend(transactions: pa.Table) -> pa.Table:
+    """Spend per customer and day, stamped at the end of the day (when it becomes known)."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("txn", transactions)
+        return con.sql(
+            """
+            SELECT customer_id,
+                   (date_trunc('day', txn_timestamp) + INTERVAL 1 DAY) AS event_timestamp,
+                   count(*)::BIGINT AS txn_count,
+                   round(sum(amount), 2) AS spend_total,
+                   max(amount) AS spend_max
+            FROM txn GROUP BY ALL ORDER BY event_timestamp, customer_id
+            """
+        ).to_arrow_table()
+    finally:
+        con.close()
+
+
+def run_demo(
+    directory: str | Path,
+    *,
+    customers: int = 2000,
+    force: bool = False,
+    echo: Echo | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> FeatureStore:
+    """Build the demo store in `directory` and narrate each step through `echo` (quiet if None).
+
+    Returns the open store; the caller closes it.
+    """
+    say: Echo = echo or (lambda _text: None)
+    root = Path(directory)
+    if root.exists() and any(root.iterdir()):
+        if not force:
+            raise ConfigError(f"{root} is not empty; pass --force to replace a demo store there")
+        if not (root / CONFIG_FILE).exists():
+            raise ConfigError(f"{root} is not empty and holds no feature store; refusing to delete it")
+        shutil.rmtree(root)
+
+    say(f"[bold]1. Create a store[/bold] in {root}")
+    store = FeatureStore.init(root, clock=clock)
+    say(f"   {CONFIG_FILE}, features/, policies/, registry.db (SQLite, migrated), offline.duckdb")
+
+    say("[bold]2. Write definitions[/bold] to features/customers.yaml and plan them")
+    (root / "features" / "customers.yaml").write_text(DEFINITIONS_V1, encoding="utf-8")
+    for line in str(store.plan()).splitlines():
+        say(f"   {line}")
+    store.apply()
+    say("   applied")
+
+    data = make_data(customers)
+    say(
+        f"[bold]3. Ingest[/bold] {data.customers.num_rows:,} synthetic customers and "
+        f"{data.transactions.num_rows:,} transactions over a year"
+    )
+    say("   Raw emails and birth dates stay out: no view declares them, and the store rejects unknown columns.")
+    try:
+        store.ingest("customer_profile", data.customers)
+    except IngestionError as exc:
+        say(f"   refused, nothing written: {str(exc).splitlines()[1].strip()}")
+    profile = data.customers.select(["customer_id", "event_timestamp", "country", "segment", "signup_date"])
+    r = store.ingest("customer_profile", profile)
+    say(f"   customer_profile@v{r.version}: {r.rows:,} rows from Arrow, batch {r.batch_id}")
+    daily = daily_spend(data.transactions)
+    with tempfile.TemporaryDirectory() as tmp:
+        parquet = Path(tmp) / "spend_daily.parquet"
+        pq.write_table(daily, parquet)
+        r = store.ingest("customer_spend_daily", parquet)
+    say(f"   customer_spend_daily@v{r.version}: {r.rows:,} rows from Parquet, batch {r.batch_id}")
+    first_spend = r
+
+    say("[bold]4. Bad input is refused whole[/bold], with where and how to fix it")
+    naive = daily.slice(0, 5).cast(daily.schema.set(1, pa.field("event_timestamp", pa.timestamp("us"))))
+    try:
+        store.ingest("customer_spend_daily", naive)
+    except IngestionError as exc:
+        say(f"   {exc}")
+
+    say("[bold]5. A schema change makes a new version[/bold]: customer_profile gains tenure_days")
+    (root / "features" / "customers.yaml").write_text(DEFINITIONS_V2, encoding="utf-8")
+    for line in str(store.apply()).splitlines():
+        say(f"   {line}")
+    as_of = datetime(2026, 1, 1, tzinfo=UTC)
+    tenure = [(as_of.date() - d).days for d in profile.column("signup_date").to_pylist()]
+    r = store.ingest("customer_profile", profile.append_column("tenure_days", pa.array(tenure, pa.int64())))
+    say(f"   customer_profile@v{r.version}: {r.rows:,} rows, batch {r.batch_id}")
+    v1 = store.read("customer_profile@v1")
+    say(f"   the pinned ref customer_profile@v1 still reads {v1.num_rows:,} rows with features "
+        f"{', '.join(store.get_view('customer_profile@v1').view.feature_names)}")
+
+    say("[bold]6. Time travel on ingestion time[/bold]")
+    extra = daily.slice(0, 100)
+    r = store.ingest("customer_spend_daily", extra)
+    now_rows = store.read("customer_spend_daily").num_rows
+    then_rows = store.read("customer_spend_daily", as_of=first_spend.ingested_at).num_rows
+    say(
+        f"   customer_spend_daily now has {now_rows:,} rows (batch {r.batch_id} added {r.rows}); "
+        f"as of batch {first_spend.batch_id}'s ingestion time it had {then_rows:,}"
+    )
+
+    say("[bold]7. The registry's record[/bold]")
+    for b in store.list_batches():
+        rows = f"{b.rows:,} rows" if b.rows is not None else "no rows"
+        say(f"   batch {b.batch_id}: {b.view}@v{b.version} {b.status}, {rows} ({b.source})")
+    say(f"Done. Explore with: featurestore views -s {root}   |   featurestore batches -s {root}")
+    return store
