@@ -72,7 +72,7 @@ def format_ttl(ttl: timedelta | None) -> str | None:
     if ttl is None:
         return None
     seconds = int(ttl.total_seconds())
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
@@ -444,13 +444,13 @@ def _view_from_yaml(item: YMap, defs: Definitions, at: Any, fname: str) -> None:
     feature_pos: dict[str, tuple[int, int]] = {}
     for key, pos in raw_features.duplicates:
         at(pos, f"{what}: feature '{key}' is written twice")
-    for fname, spec in raw_features.items():
-        feature_pos[str(fname)] = raw_features.value_pos(fname)
+    for feature_name, spec in raw_features.items():
+        feature_pos[str(feature_name)] = raw_features.value_pos(feature_name)
         if isinstance(spec, YMap):
-            _unknown_keys(spec, _FEATURE_KEYS, f"feature '{fname}'", at)
-            features.append(Feature(str(fname), str(spec.get("type")), str(spec.get("description") or "")))
+            _unknown_keys(spec, _FEATURE_KEYS, f"feature '{feature_name}'", at)
+            features.append(Feature(str(feature_name), str(spec.get("type")), str(spec.get("description") or "")))
         else:
-            features.append(Feature(str(fname), str(spec)))
+            features.append(Feature(str(feature_name), str(spec)))
     ttl = item.get("ttl")
     try:
         parse_ttl(ttl)

@@ -193,8 +193,8 @@ def _family(t: pa.DataType) -> str:
 # Which source families may be converted to which declared type.
 _ALLOWED = {
     "bool": {"bool"},
-    "int32": {"int"},
-    "int64": {"int"},
+    "int32": {"int", "float"},
+    "int64": {"int", "float"},
     "float32": {"int", "float"},
     "float64": {"int", "float"},
     "string": {"string"},

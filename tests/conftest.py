@@ -1,0 +1,115 @@
+"""Shared fixtures: throwaway stores, a controllable clock, and access to real servers.
+
+Tests that need PostgreSQL or Redis skip with the reason when the server is not running,
+unless FEATURESTORE_REQUIRE_SERVICES=1 (set by .ci/run), where a missing server fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from featurestore import Entity, FeatureStore, FeatureView
+
+REQUIRE_SERVICES = os.environ.get("FEATURESTORE_REQUIRE_SERVICES") == "1"
+POSTGRES_URL = os.environ.get("FEATURESTORE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+TS = pa.timestamp("us", tz="UTC")
+
+
+class StepClock:
+    """A clock that starts at `start` and moves `step` forward on every call."""
+
+    def __init__(self, start: datetime = datetime(2026, 1, 1, tzinfo=UTC), step: timedelta = timedelta(seconds=1)) -> None:
+        self.now = start
+        self.step = step
+
+    def __call__(self) -> datetime:
+        current = self.now
+        self.now += self.step
+        return current
+
+
+def service_unavailable(what: str, reason: str) -> None:
+    """Skip (or, in CI, fail) a test whose server is not running."""
+    message = f"{what} is not reachable: {reason}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (FEATURESTORE_REQUIRE_SERVICES=1: CI must not skip this)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL to a fresh, empty schema on the PostgreSQL test server, dropped afterwards."""
+    try:
+        import sqlalchemy as sa
+    except ImportError as exc:  # pragma: no cover
+        service_unavailable("PostgreSQL", str(exc))
+    schema = f"fs_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # noqa: BLE001 - any connection failure means "no server"
+        admin.dispose()
+        service_unavailable(f"PostgreSQL at {POSTGRES_URL}", str(exc).splitlines()[0])
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def clock() -> StepClock:
+    return StepClock()
+
+
+CUSTOMER = Entity(name="customer", join_keys={"customer_id": "string"}, description="A customer.")
+PROFILE = FeatureView(
+    name="profile",
+    entity="customer",
+    features={"age": "int64", "score": "float64", "country": "string"},
+    ttl="30d",
+    owner="team@example.com",
+)
+
+
+@pytest.fixture
+def store(clock: StepClock) -> Iterator[FeatureStore]:
+    """An in-memory store with the customer entity and the profile view applied."""
+    with FeatureStore(memory=True, clock=clock) as fs:
+        fs.apply([CUSTOMER, PROFILE])
+        yield fs
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path, clock: StepClock) -> Path:
+    """A store directory on disk with the customer entity and profile view applied."""
+    root = tmp_path / "store"
+    with FeatureStore.init(root, clock=clock) as fs:
+        fs.apply([CUSTOMER, PROFILE])
+    return root
+
+
+def ts(day: int, hour: int = 0) -> datetime:
+    return datetime(2025, 1, day, hour, tzinfo=UTC)
+
+
+def profile_rows(n: int = 3, *, start: int = 0) -> pa.Table:
+    """n valid rows for the profile view."""
+    ids = [f"c{i}" for i in range(start, start + n)]
+    return pa.table({
+        "customer_id": ids,
+        "event_timestamp": pa.array([ts(1 + i % 28) for i in range(n)], TS),
+        "age": pa.array([20 + i for i in range(n)], pa.int64()),
+        "score": pa.array([0.5 * i for i in range(n)], pa.float64()),
+        "country": ["DE"] * n,
+    })

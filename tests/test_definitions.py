@@ -1,0 +1,137 @@
+"""Definitions in YAML and Python: every problem reported at once, with file:line:column."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from featurestore import DefinitionError, Entity, FeatureView
+from featurestore.definitions import FeatureRef, load_definitions, parse_ttl
+
+GOOD = """\
+entities:
+  - name: customer
+    description: A customer.
+    join_keys:
+      customer_id: string
+feature_views:
+  - name: profile
+    entity: customer
+    ttl: 30d
+    owner: team@example.com
+    tags: {domain: growth}
+    features:
+      age: int64
+      score: {type: float64, description: "risk score"}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "defs.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_yaml_definitions_load(tmp_path: Path) -> None:
+    defs = load_definitions([write(tmp_path, GOOD)])
+    [entity] = defs.entities
+    [view] = defs.views
+    assert entity == Entity(name="customer", join_keys={"customer_id": "string"}, description="A customer.")
+    assert view.ttl == timedelta(days=30)
+    assert view.feature("score").description == "risk score"
+    assert view.tags == {"domain": "growth"}
+    assert view.timestamp_field == "event_timestamp"
+
+
+def test_every_problem_is_reported_with_file_line_column_and_suggestion(tmp_path: Path) -> None:
+    bad = """\
+entities:
+  - name: customer
+    join_keys:
+      customer_id: strin
+feature_views:
+  - name: profile
+    entity: customer
+    ttl: 30 days
+    ownr: me
+    features:
+      age: int46
+      score: {type: float64, descripton: x}
+"""
+    path = write(tmp_path, bad)
+    with pytest.raises(DefinitionError) as info:
+        load_definitions([path])
+    found = [str(e) for e in info.value.errors]
+    assert found == [
+        f"{path}:4:20: entity 'customer': join key 'customer_id' has type 'strin'; a join key must be one of int32, int64, string. Did you mean 'string'?",
+        f"{path}:9:5: unknown field 'ownr' in feature view 'profile'. Did you mean 'owner'?",
+        f"{path}:12:30: unknown field 'descripton' in feature 'score'. Did you mean 'description'?",
+        f"{path}:8:10: feature view 'profile': invalid TTL '30 days'; write a number and a unit like '30d', '12h', '90m', or an ISO 8601 duration like 'P30D'",
+        f"{path}:11:12: feature view 'profile': feature 'age' has unknown type 'int46'; use one of bool, int32, int64, float32, float64, string, date, timestamp. Did you mean 'int64'?",
+    ]
+    assert str(info.value).startswith("5 problems in the definitions:")
+
+
+def test_yaml_syntax_error_and_unknown_section(tmp_path: Path) -> None:
+    broken = write(tmp_path, "entities:\n  - name: [unclosed\n", "a.yaml")
+    typo = write(tmp_path, "feature_veiws: []\n", "b.yaml")
+    with pytest.raises(DefinitionError) as info:
+        load_definitions([broken, typo])
+    found = [str(e) for e in info.value.errors]
+    assert found[0].startswith(f"{broken}:3:1: invalid YAML")
+    assert found[1] == f"{typo}:1:1: unknown section 'feature_veiws'. Did you mean 'feature_views'?"
+
+
+def test_duplicate_keys_and_names_are_errors(tmp_path: Path) -> None:
+    text = GOOD + "  - name: profile\n    entity: customer\n    features:\n      a: int64\n      a: string\n"
+    path = write(tmp_path, text)
+    with pytest.raises(DefinitionError) as info:
+        load_definitions([path])
+    found = [str(e) for e in info.value.errors]
+    assert f"{path}:19:7: feature view 'profile': feature 'a' is written twice" in found
+    assert "feature view 'profile' is defined more than once" in found
+
+
+def test_python_constructors_validate() -> None:
+    with pytest.raises(DefinitionError, match=r"feature view 'v': feature 'x' has unknown type 'flaot64'.*Did you mean 'float64'\?"):
+        FeatureView(name="v", entity="e", features={"x": "flaot64"})
+    with pytest.raises(DefinitionError, match=r"a feature view needs at least one feature"):
+        FeatureView(name="v", entity="e", features={})
+    with pytest.raises(DefinitionError, match=r"feature 'event_timestamp' has the name of the timestamp column"):
+        FeatureView(name="v", entity="e", features={"event_timestamp": "timestamp"})
+    with pytest.raises(DefinitionError, match=r"entity 'e': an entity needs at least one join key"):
+        Entity(name="e", join_keys={})
+    with pytest.raises(DefinitionError, match=r"invalid name 'Bad-Name'"):
+        Entity(name="Bad-Name", join_keys={"id": "int64"})
+    with pytest.raises(DefinitionError, match=r"join key 'id' has type 'float64'"):
+        Entity(name="e", join_keys={"id": "float64"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("90m", timedelta(minutes=90)),
+     ("45s", timedelta(seconds=45)), ("2w", timedelta(weeks=2)), ("P1DT2H", timedelta(days=1, hours=2)),
+     (3600, timedelta(hours=1)), (None, None)],
+)
+def test_ttl_forms(text: object, expected: timedelta | None) -> None:
+    assert parse_ttl(text) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["0d", "-1d", "30 days", "P", "PT", True])
+def test_bad_ttls(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_ttl(text)  # type: ignore[arg-type]
+
+
+def test_feature_refs() -> None:
+    assert FeatureRef.parse("view:feat") == FeatureRef("view", None, "feat")
+    assert FeatureRef.parse("view@v12:feat") == FeatureRef("view", 12, "feat")
+    assert FeatureRef.parse("view:*") == FeatureRef("view", None, "*")
+    assert str(FeatureRef.parse("view@v2:f")) == "view@v2:f"
+    from featurestore import UnknownFeatureError
+
+    for bad in ["view", "view@2:f", "view:f:g", ":f"]:
+        with pytest.raises(UnknownFeatureError, match="write 'view:feature', 'view@v2:feature' or 'view:\\*'"):
+            FeatureRef.parse(bad)
