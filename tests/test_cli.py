@@ -1,0 +1,138 @@
+"""The CLI: each command calls one FeatureStore method; errors print a message and exit 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import featurestore.demo
+from featurestore import FeatureStore
+from featurestore.cli import COMMAND_METHODS, app
+
+from .conftest import profile_rows
+
+runner = CliRunner()
+
+DEFS = """\
+entities:
+  - name: customer
+    join_keys: {customer_id: string}
+feature_views:
+  - name: profile
+    entity: customer
+    ttl: 30d
+    features: {age: int64, score: float64, country: string}
+"""
+
+
+def run(*args: str, ok: bool = True) -> str:
+    result = runner.invoke(app, list(args))
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result.output
+
+
+def all_commands() -> dict[str, Any]:
+    """Every leaf command, by its full name ("db upgrade"). typer vendors click privately."""
+    root = typer.main.get_command(app)
+    found: dict[str, Any] = {}
+    for name, cmd in root.commands.items():  # type: ignore[attr-defined]
+        if hasattr(cmd, "commands"):
+            for sub, subcmd in cmd.commands.items():
+                found[f"{name} {sub}"] = subcmd
+        else:
+            found[name] = cmd
+    return found
+
+
+def test_every_command_has_help() -> None:
+    for name, cmd in all_commands().items():
+        assert cmd.help and len(cmd.help.strip()) > 20, f"`featurestore {name}` has no help text"
+        output = " ".join(run(*name.split(), "--help").split())
+        assert "Usage:" in output
+        assert " ".join(cmd.help.split())[:40] in output, f"`featurestore {name} --help` does not show its help"
+
+
+def test_commands_mirror_store_methods() -> None:
+    assert set(all_commands()) == set(COMMAND_METHODS)
+    for name, method in COMMAND_METHODS.items():
+        if "." in method:
+            module, _, attr = method.rpartition(".")
+            assert module == "featurestore.demo" and callable(getattr(featurestore.demo, attr)), name
+        else:
+            assert callable(getattr(FeatureStore, method, None)), f"`{name}` names missing method {method}"
+
+
+def test_init_apply_ingest_and_listings(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    assert f"Created a feature store in {store}" in run("init", str(store))
+    (store / "features" / "defs.yaml").write_text(DEFS)
+    assert "+ create feature view 'profile' v1 (features: age int64, score float64, country string)" in run("plan", "-s", str(store))
+    assert "Applied 2 changes." in run("apply", "-s", str(store))
+    assert "No changes: the registry matches the definitions." in run("apply", "-s", str(store))
+    data = tmp_path / "rows.parquet"
+    pq.write_table(profile_rows(12), data)
+    out = run("ingest", "profile", str(data), "-s", str(store))
+    assert "Ingested 12 rows into profile@v1 as batch 1 at " in out
+    views = run("views", "-s", str(store))
+    assert "profile" in views and "v1" in views and "age:int64" in views
+    assert "v1" in run("versions", "profile", "-s", str(store))
+    batches = run("batches", "-s", str(store))
+    assert "profile@v1" in batches and "committed" in batches and "12" in batches
+    current = run("db", "current", "-s", str(store))
+    assert "up to date" in current
+    assert "already at the newest revision" in run("db", "upgrade", "-s", str(store))
+
+
+def test_errors_print_a_message_and_exit_1_without_traceback(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["views", "-s", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1
+    assert "error: " in result.output
+    assert "is not a feature store: featurestore.yaml not found. Create one with `featurestore init" in result.output
+    assert "Traceback" not in result.output
+    store = tmp_path / "s"
+    run("init", str(store))
+    (store / "features" / "defs.yaml").write_text(DEFS.replace("int64", "int46"))
+    result = runner.invoke(app, ["apply", "-s", str(store)])
+    assert result.exit_code == 1
+    assert "feature 'age' has unknown type 'int46'" in result.output and "Did you mean 'int64'?" in result.output
+    result = runner.invoke(app, ["ingest", "profle", str(tmp_path / "x.csv"), "-s", str(store)])
+    assert result.exit_code == 1 and "unknown feature view 'profle'" in result.output
+
+
+def test_db_upgrade_brings_an_empty_registry_to_head(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    run("init", str(store))
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{store / 'registry.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM alembic_version"))
+    engine.dispose()
+    result = runner.invoke(app, ["views", "-s", str(store)])
+    assert result.exit_code == 1 and f"Run `featurestore db upgrade --store {store}`" in result.output
+    # The tables exist already, so upgrading from empty fails loudly rather than half-working.
+    result = runner.invoke(app, ["db", "upgrade", "-s", str(store)])
+    assert result.exit_code != 0
+
+
+@pytest.mark.slow
+def test_demo_runs_and_reports(tmp_path: Path) -> None:
+    out = run("demo", str(tmp_path / "demo"), "--customers", "50")
+    for step in ["1. Create a store", "2. Write definitions", "3. Ingest", "4. Bad input is refused whole",
+                 "5. A schema change makes a new version", "6. Time travel on ingestion time", "7. The registry's record"]:
+        assert step in out
+    assert "time-zone-naive timestamps" in out
+    assert "customer_profile@v2" in out
+    with FeatureStore(tmp_path / "demo") as fs:
+        assert [vv.ref for vv in fs.list_views()] == ["customer_profile@v2", "customer_spend_daily@v1"]
+        assert fs.read("customer_profile@v1").num_rows == 50
+        assert "email" not in fs.read("customer_profile").column_names
+    result = runner.invoke(app, ["demo", str(tmp_path / "demo"), "--customers", "50"])
+    assert result.exit_code == 1 and "is not empty; pass --force" in result.output
+    assert "1. Create a store" in run("demo", str(tmp_path / "demo"), "--customers", "50", "--force")
