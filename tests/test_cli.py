@@ -108,17 +108,15 @@ def test_errors_print_a_message_and_exit_1_without_traceback(tmp_path: Path) -> 
 def test_db_upgrade_brings_an_empty_registry_to_head(tmp_path: Path) -> None:
     store = tmp_path / "s"
     run("init", str(store))
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(f"sqlite:///{store / 'registry.db'}")
-    with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM alembic_version"))
-    engine.dispose()
+    (store / "registry.db").unlink()  # a registry database that was never migrated
     result = runner.invoke(app, ["views", "-s", str(store)])
-    assert result.exit_code == 1 and f"Run `featurestore db upgrade --store {store}`" in result.output
-    # The tables exist already, so upgrading from empty fails loudly rather than half-working.
-    result = runner.invoke(app, ["db", "upgrade", "-s", str(store)])
-    assert result.exit_code != 0
+    assert result.exit_code == 1
+    assert f"has no schema yet, but this version of featurestore needs revision" in result.output
+    assert f"Run `featurestore db upgrade --store {store}`" in result.output
+    assert "registry revision: none" in run("db", "current", "-s", str(store))
+    assert "Upgraded the registry from empty to " in run("db", "upgrade", "-s", str(store))
+    assert "up to date" in run("db", "current", "-s", str(store))
+    assert "view" in run("views", "-s", str(store))
 
 
 @pytest.mark.slow

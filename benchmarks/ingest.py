@@ -1,0 +1,103 @@
+"""Ingestion speed: FeatureStore.ingest against a plain DuckDB INSERT ... SELECT of the same table.
+
+Run:  python benchmarks/ingest.py [--rows 10000000] [--repeat 3]
+
+Both write the same Arrow table (1 int64 key, 1 timestamp, 6 float64, 2 int64, 2 string
+columns: 12 in all) into a fresh DuckDB file on the same disk; the store also validates the
+batch, adds _ingested_at and _batch_id, and records the batch in its registry. Prints rows/s
+for both and the ratio (store time / plain time; the goal is <= 1.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from featurestore import Entity, FeatureStore, FeatureView  # noqa: E402
+
+
+def make_table(rows: int, seed: int = 1) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    start = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp() * 1_000_000)
+    columns: dict[str, pa.Array] = {
+        "entity_id": pa.array(rng.integers(0, 1_000_000, rows), pa.int64()),
+        "event_timestamp": pa.array(start + rng.integers(0, 365 * 86_400_000_000, rows), pa.timestamp("us", tz="UTC")),
+    }
+    for i in range(6):
+        columns[f"f{i}"] = pa.array(rng.standard_normal(rows))
+    for i in range(6, 8):
+        columns[f"f{i}"] = pa.array(rng.integers(0, 1000, rows), pa.int64())
+    cats = pa.array([f"category_{i:03d}" for i in range(200)])
+    for i in range(8, 10):
+        columns[f"f{i}"] = cats.take(pa.array(rng.integers(0, 200, rows)))
+    return pa.table(columns)
+
+
+FEATURES = {**{f"f{i}": "float64" for i in range(6)}, "f6": "int64", "f7": "int64", "f8": "string", "f9": "string"}
+
+
+def time_plain(table: pa.Table, folder: Path) -> float:
+    path = folder / "plain.duckdb"
+    con = duckdb.connect(str(path))
+    cols = ", ".join(
+        f"{f.name} {'BIGINT' if pa.types.is_integer(f.type) else 'DOUBLE' if pa.types.is_floating(f.type) else 'TIMESTAMPTZ' if pa.types.is_timestamp(f.type) else 'VARCHAR'}"
+        for f in table.schema
+    )
+    con.execute(f"CREATE TABLE t ({cols})")
+    con.register("incoming", table)
+    started = time.perf_counter()
+    con.execute("BEGIN TRANSACTION")
+    con.execute("INSERT INTO t SELECT * FROM incoming")
+    con.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    assert con.execute("SELECT count(*) FROM t").fetchone()[0] == table.num_rows  # type: ignore[index]
+    con.close()
+    return elapsed
+
+
+def time_store(table: pa.Table, folder: Path) -> float:
+    store = FeatureStore.init(folder / "store")
+    store.apply([
+        Entity(name="entity", join_keys={"entity_id": "int64"}),
+        FeatureView(name="bench", entity="entity", features=FEATURES),
+    ])
+    started = time.perf_counter()
+    result = store.ingest("bench", table)
+    elapsed = time.perf_counter() - started
+    assert result.rows == table.num_rows
+    store.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    table = make_table(args.rows)
+    print(f"{args.rows:,} rows x {table.num_columns} columns, {table.nbytes / 2**20:,.0f} MiB in Arrow; {args.repeat} runs each")
+    plain, ours = [], []
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+            plain.append(time_plain(table, Path(tmp)))
+        with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+            ours.append(time_store(table, Path(tmp)))
+    p, o = statistics.median(plain), statistics.median(ours)
+    print(f"plain DuckDB INSERT ... SELECT : {p:6.2f} s  {args.rows / p / 1e6:6.2f} M rows/s (median)")
+    print(f"FeatureStore.ingest            : {o:6.2f} s  {args.rows / o / 1e6:6.2f} M rows/s (median)")
+    print(f"ratio store/plain              : {o / p:6.2f}  (goal <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()

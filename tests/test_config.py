@@ -1,0 +1,56 @@
+"""Store directories and featurestore.yaml: clear errors naming the line at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from featurestore import ConfigError, FeatureStore
+from featurestore.config import load_config
+
+
+def test_init_creates_the_layout_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    FeatureStore.init(root).close()
+    for name in ["featurestore.yaml", "features", "policies", "registry.db", "offline.duckdb"]:
+        assert (root / name).exists(), name
+    config = load_config(root.resolve())
+    assert config.registry_url == f"sqlite:///{(root / 'registry.db').resolve()}"
+    assert config.lock_timeout == 10.0
+    with pytest.raises(ConfigError, match=r"already holds a feature store \(featurestore.yaml exists\)"):
+        FeatureStore.init(root)
+
+
+def test_unknown_settings_name_line_column_and_suggestion(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    FeatureStore.init(root).close()
+    path = root / "featurestore.yaml"
+    path.write_text("registry: sqlite:///registry.db\nofline:\n  path: x.duckdb\noffline:\n  pth: y.duckdb\n  lock_timeout_seconds: -1\n")
+    with pytest.raises(ConfigError) as info:
+        FeatureStore(root)
+    assert str(info.value).splitlines() == [
+        f"{path.resolve()}:2:1: unknown setting 'ofline'. Did you mean 'offline'?",
+        f"{path.resolve()}:5:3: unknown setting 'offline.pth'. Did you mean 'path'?",
+        f"{path.resolve()}:6:25: 'lock_timeout_seconds' must be a number of seconds >= 0",
+    ]
+
+
+def test_not_a_store_and_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"is not a feature store: featurestore.yaml not found\. Create one with `featurestore init"):
+        FeatureStore(tmp_path)
+    with pytest.raises(ConfigError, match=r"give either a store path, FeatureStore\('dir'\), or memory=True"):
+        FeatureStore()
+    with pytest.raises(ConfigError, match="give either"):
+        FeatureStore(tmp_path, memory=True)
+
+
+def test_lock_timeout_comes_from_the_config(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    FeatureStore.init(root).close()
+    text = (root / "featurestore.yaml").read_text().replace("lock_timeout_seconds: 10", "lock_timeout_seconds: 2.5")
+    (root / "featurestore.yaml").write_text(text)
+    with FeatureStore(root) as fs:
+        assert fs.offline.lock_timeout == 2.5
+    with FeatureStore(root, lock_timeout=0) as fs:
+        assert fs.offline.lock_timeout == 0
