@@ -9,6 +9,7 @@ The tree::
     │   ├── UnknownViewError
     │   └── UnknownFeatureError
     ├── IngestionError                data that does not fit the view version (nothing written)
+    ├── RetrievalError                a bad entity frame or request for features
     ├── StoreLockedError              another process holds the offline store
     └── RegistryOutOfDate             the registry schema is behind the code
 
@@ -75,6 +76,10 @@ class UnknownFeatureError(NotFoundError):
 
 class IngestionError(FeatureStoreError):
     """Data that does not fit the view version; nothing of the batch was written."""
+
+
+class RetrievalError(FeatureStoreError):
+    """An entity frame or feature request that cannot be answered as asked."""
 
 
 class StoreLockedError(FeatureStoreError):

@@ -141,14 +141,15 @@ def check_schema(schema: pa.Schema, target: TargetSchema) -> None:
         )
     for name, dtype in target.columns.items():
         if name in present and not dupes:
-            problem = _type_problem(schema.field(name).type, name, dtype)
+            problem = type_problem(schema.field(name).type, name, dtype)
             if problem:
                 problems.append(problem)
     if problems:
         raise IngestionError(f"data for '{target.view}' does not fit its columns:\n  " + "\n  ".join(problems))
 
 
-def _type_problem(have: pa.DataType, name: str, dtype: str) -> str | None:
+def type_problem(have: pa.DataType, name: str, dtype: str) -> str | None:
+    """Why a column of Arrow type `have` cannot hold the declared type `dtype` (None if it can)."""
     family = _family(have)
     if have == arrow_type(dtype) or family == "null":
         return None
@@ -213,7 +214,7 @@ def convert_column(column: pa.ChunkedArray | pa.Array, name: str, dtype: str, ta
     where = f"column '{name}' of '{target.view}'"
     if family == "null":
         return pa.nulls(len(column), want)
-    problem = _type_problem(have, name, dtype)
+    problem = type_problem(have, name, dtype)
     if problem:
         raise IngestionError(f"'{target.view}': {problem}")
     if pa.types.is_dictionary(have):

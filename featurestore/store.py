@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +13,23 @@ import pyarrow as pa
 
 from . import ingest as ingest_mod
 from .config import CONFIG_FILE, DEFAULT_CONFIG_TEXT, StoreConfig, load_config
-from .definitions import Definitions, Entity, FeatureRef, FeatureView, load_definitions, parse_view_ref
+from .definitions import NAME_RE, Definitions, Entity, FeatureRef, FeatureView, load_definitions, parse_view_ref
 from .errors import (
     ConfigError,
     FeatureStoreError,
-    IngestionError,
+    NotFoundError,
+    RetrievalError,
     StoreLockedError,
     UnknownFeatureError,
     UnknownViewError,
     did_you_mean,
 )
-from .offline.duckdb_store import OfflineStore
+from .offline.duckdb_store import OfflineStore, utc_schema
+from .offline.pit import ViewRequest, pit_sql
 from .plan import Plan, RegisteredView, compute_plan
 from .registry import Registry
-from .registry.models import EntityRow, FeatureViewRow, FeatureViewVersionRow, IngestionBatchRow
+from .registry.models import EntityRow, FeatureViewRow, FeatureViewVersionRow, IngestionBatchRow, TrainingSetRow
+from .retrieval import KeyColumns, content_hash, join_frame, read_entity_frame
 
 Clock = Callable[[], datetime]
 Progress = Callable[[int, int | None], None]
@@ -72,6 +76,35 @@ class IngestResult:
     version: int
     rows: int
     ingested_at: datetime
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A saved training set's manifest."""
+
+    name: str
+    description: str
+    features: list[dict[str, Any]]
+    entity_columns: list[str]
+    timestamp_column: str
+    as_of: datetime
+    known_at_prediction_time: bool
+    row_count: int
+    content_hash: str
+    policy_hashes: list[str]
+    location: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """A rebuilt training set and whether it matches the saved one's content hash."""
+
+    name: str
+    expected_hash: str
+    content_hash: str
+    matches: bool
+    table: pa.Table
 
 
 @dataclass(frozen=True)
@@ -131,6 +164,7 @@ class FeatureStore:
                 raise
         timeout = self.config.lock_timeout if lock_timeout is None else lock_timeout
         self.offline = OfflineStore(self.config.offline_path, lock_timeout=timeout)
+        self._memory_training_data: dict[str, pa.Table] = {}
         self._reconcile(wait=False)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -411,7 +445,6 @@ class FeatureStore:
         source = ingest_mod.open_source(data, target)
         ingest_mod.check_schema(source.schema, target)
         total = _known_rows(data)
-        ingested_at = self._now()
         done = 0
 
         def validated() -> Iterator[pa.Table]:
@@ -433,6 +466,7 @@ class FeatureStore:
         # writing, so any process that can open the store knows no pending batch is in flight.
         with self.offline.connect(read_only=False) as con:
             self._reconcile_with(con)
+            ingested_at = self.offline.next_ingestion_time(con, self._now())
             batch_id = self.registry.start_batch(vv.view.name, vv.version, source=source.description, ingested_at=ingested_at)
             try:
                 rows = self.offline.append_on(con, vv.table, validated(), batch_id=batch_id, ingested_at=ingested_at, on_rows=advance)
@@ -496,6 +530,215 @@ class FeatureStore:
         columns = [*vv.join_keys, vv.view.timestamp_field, *names, "_ingested_at", "_batch_id"]
         return self.offline.scan(vv.table, columns, as_of=as_of)
 
+    # --- point-in-time retrieval -------------------------------------------------------------
+
+    def get_historical_features(
+        self,
+        entity_df: Any,
+        features: Sequence[str],
+        *,
+        as_of: datetime | None = None,
+        known_at_prediction_time: bool = False,
+        timestamp_column: str = "event_timestamp",
+        full_feature_names: bool = False,
+    ) -> pa.Table:
+        """Point-in-time correct feature values for each row of `entity_df` (for training).
+
+        For an entity row (key k, time t) and a view with TTL d, each feature comes from the
+        row with key k and t - d <= event time <= t that is latest in (event time, ingestion
+        time, position in its batch); no match gives nulls. Every entity row comes back once,
+        in input order, with its own columns untouched and the features appended. The full
+        rules are in :mod:`featurestore.offline.pit`.
+
+        Args:
+            entity_df: Join keys, a time-zone-aware timestamp column and any other columns
+                (labels, ids): a pyarrow Table, a pandas or polars DataFrame, or a
+                .parquet / .csv path.
+            features: References: ``"view:feature"``, ``"view@v2:feature"``, ``"view:*"``.
+            as_of: Ignore rows ingested after this time (rebuild what was known then).
+            known_at_prediction_time: Also ignore rows ingested after each entity row's time.
+            timestamp_column: The entity timestamp column (default ``event_timestamp``).
+            full_feature_names: Name output columns ``view__feature`` instead of ``feature``.
+
+        Returns:
+            A pyarrow Table (``.to_pandas()``, ``polars.from_arrow(...)``).
+        """
+        entity = read_entity_frame(entity_df)
+        if as_of is not None and as_of.tzinfo is None:
+            raise RetrievalError("as_of must be time-zone aware, e.g. datetime(2025, 1, 1, tzinfo=UTC)")
+        requests = self._requests(self.resolve_features(features), entity.column_names, timestamp_column, full_feature_names)
+        return self._point_in_time(entity, requests, timestamp_column, as_of=as_of, known=known_at_prediction_time)
+
+    def _requests(
+        self, resolved: list[ResolvedFeature], entity_columns: list[str], timestamp_column: str, full_names: bool
+    ) -> list[tuple[ViewVersion, ViewRequest]]:
+        outputs = [f"{r.view}__{r.feature}" if full_names else r.feature for r in resolved]
+        seen: dict[str, str] = {}
+        for r, out in zip(resolved, outputs, strict=True):
+            if out in seen or out in entity_columns:
+                other = seen.get(out, "a column of entity_df")
+                hint = " Pass full_feature_names=True to name columns view__feature." if not full_names else ""
+                raise RetrievalError(f"two columns would be named '{out}': {r.ref} and {other}.{hint}")
+            seen[out] = r.ref
+        groups: dict[tuple[str, int], tuple[ViewVersion, list[str], list[str]]] = {}
+        for r, out in zip(resolved, outputs, strict=True):
+            if (r.view, r.version) not in groups:
+                groups[(r.view, r.version)] = (self.get_view(f"{r.view}@v{r.version}"), [], [])
+            groups[(r.view, r.version)][1].append(r.feature)
+            groups[(r.view, r.version)][2].append(out)
+        return [
+            (vv, ViewRequest(vv.table, list(vv.join_keys), f"_k{i}_", vv.view.timestamp_field, vv.view.ttl, feats, outs))
+            for i, (vv, feats, outs) in enumerate(groups.values())
+        ]
+
+    def _point_in_time(
+        self,
+        entity: pa.Table,
+        requests: list[tuple[ViewVersion, ViewRequest]],
+        timestamp_column: str,
+        *,
+        as_of: datetime | None,
+        known: bool,
+    ) -> pa.Table:
+        keys = [KeyColumns(vv.ref, vv.join_keys, req.key_prefix) for vv, req in requests]
+        frame = join_frame(entity, timestamp_column, keys)
+        sql = pit_sql([req for _, req in requests], as_of=as_of, known_at_prediction_time=known)
+        with self.offline.connect(read_only=True) as con:
+            con.register("_fs_entities", frame)
+            try:
+                joined = utc_schema(con.sql(sql).to_arrow_table())
+            finally:
+                con.unregister("_fs_entities")
+        assert joined.num_rows == entity.num_rows, "a point-in-time join returns each entity row once"
+        result = entity
+        for _, req in requests:
+            for out in req.outputs:
+                result = result.append_column(joined.schema.field(out), joined.column(out))
+        return result
+
+    # --- training sets ------------------------------------------------------------------------
+
+    def create_training_set(
+        self,
+        name: str,
+        entity_df: Any,
+        features: Sequence[str],
+        *,
+        as_of: datetime | None = None,
+        known_at_prediction_time: bool = False,
+        timestamp_column: str = "event_timestamp",
+        full_feature_names: bool = False,
+        description: str = "",
+    ) -> TrainingSet:
+        """Build a point-in-time training set, save it in the store and record its manifest.
+
+        The manifest holds the resolved, version-pinned features with the TTLs used, the
+        ``as_of`` system time (default: the last committed ingestion, so later batches never
+        change it), the row count and a SHA-256 content hash, so
+        :meth:`reproduce_training_set` can rebuild it exactly.
+        """
+        if not NAME_RE.match(name):
+            raise RetrievalError(f"invalid training set name {name!r}: use letters, digits and _, starting with a letter")
+        if self.registry.training_set(name) is not None:
+            raise RetrievalError(f"a training set named '{name}' exists already; choose another name")
+        entity = read_entity_frame(entity_df)
+        if as_of is None:
+            as_of = self._last_ingestion() or self._now()
+        table = self.get_historical_features(
+            entity, features, as_of=as_of, known_at_prediction_time=known_at_prediction_time,
+            timestamp_column=timestamp_column, full_feature_names=full_feature_names,
+        )
+        resolved = self.resolve_features(features)
+        requests = self._requests(resolved, entity.column_names, timestamp_column, full_feature_names)
+        manifest_features = [
+            {
+                "ref": f"{vv.view.name}@v{vv.version}:{feature}",
+                "view": vv.view.name,
+                "version": vv.version,
+                "feature": feature,
+                "output": out,
+                "ttl_seconds": vv.view.ttl.total_seconds() if vv.view.ttl is not None else None,
+            }
+            for vv, req in requests
+            for feature, out in zip(req.features, req.outputs, strict=True)
+        ]
+        location = self._save_training_data(name, table)
+        now = self._now()
+        with self.registry.session() as s:
+            s.add(TrainingSetRow(
+                name=name, description=description, features=manifest_features,
+                entity_columns=list(entity.column_names), timestamp_column=timestamp_column, as_of=as_of,
+                known_at_prediction_time=known_at_prediction_time, full_feature_names=full_feature_names,
+                row_count=table.num_rows, content_hash=content_hash(table), policy_hashes=[],
+                location=location, created_at=now,
+            ))
+        return self.get_training_set(name)
+
+    def list_training_sets(self) -> list[TrainingSet]:
+        """Every saved training set's manifest, by name."""
+        return [_training_set(row) for row in self.registry.training_sets()]
+
+    def get_training_set(self, name: str) -> TrainingSet:
+        """One training set's manifest."""
+        row = self.registry.training_set(name)
+        if row is None:
+            names = [r.name for r in self.registry.training_sets()]
+            raise NotFoundError(f"no training set named '{name}'." + did_you_mean(name, names))
+        return _training_set(row)
+
+    def load_training_set(self, name: str) -> pa.Table:
+        """The saved data of a training set."""
+        ts = self.get_training_set(name)
+        if self.root is None:
+            return self._memory_training_data[ts.name]
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.root / ts.location)
+
+    def reproduce_training_set(self, name: str) -> Reproduction:
+        """Rebuild a training set from the offline store with its manifest and compare hashes.
+
+        The saved entity columns, the pinned feature versions, the recorded TTLs and ``as_of``
+        give the same content hash, however much was ingested since.
+        """
+        ts = self.get_training_set(name)
+        entity = self.load_training_set(name).select(ts.entity_columns)
+        groups: dict[tuple[str, int], tuple[ViewVersion, list[str], list[str], float | None]] = {}
+        for f in ts.features:
+            key = (f["view"], f["version"])
+            if key not in groups:
+                groups[key] = (self.get_view(f"{f['view']}@v{f['version']}"), [], [], f["ttl_seconds"])
+            groups[key][1].append(f["feature"])
+            groups[key][2].append(f["output"])
+        requests = [
+            (vv, ViewRequest(
+                vv.table, list(vv.join_keys), f"_k{i}_", vv.view.timestamp_field,
+                timedelta(seconds=ttl) if ttl is not None else None, feats, outs,
+            ))
+            for i, (vv, feats, outs, ttl) in enumerate(groups.values())
+        ]
+        table = self._point_in_time(entity, requests, ts.timestamp_column, as_of=ts.as_of, known=ts.known_at_prediction_time)
+        digest = content_hash(table)
+        return Reproduction(name, ts.content_hash, digest, digest == ts.content_hash, table)
+
+    def _save_training_data(self, name: str, table: pa.Table) -> str:
+        if self.root is None:
+            self._memory_training_data[name] = table
+            return f"memory:{name}"
+        import pyarrow.parquet as pq
+
+        folder = self.root / "training_sets"
+        folder.mkdir(exist_ok=True)
+        final = folder / f"{name}.parquet"
+        partial = folder / f".{name}.parquet.partial"
+        pq.write_table(table, partial)
+        os.replace(partial, final)
+        return f"training_sets/{name}.parquet"
+
+    def _last_ingestion(self) -> datetime | None:
+        committed = [b.ingested_at for b in self.registry.batches(status="committed")]
+        return max(committed) if committed else None
+
     def _now(self) -> datetime:
         now = self._clock()
         if now.tzinfo is None:
@@ -515,6 +758,14 @@ def _view_version(row: FeatureViewVersionRow, latest: int) -> ViewVersion:
         table=row.table_name,
         latest=row.version == latest,
         created_at=row.created_at,
+    )
+
+
+def _training_set(row: TrainingSetRow) -> TrainingSet:
+    return TrainingSet(
+        row.name, row.description, list(row.features), list(row.entity_columns), row.timestamp_column,
+        row.as_of, row.known_at_prediction_time, row.row_count, row.content_hash, list(row.policy_hashes),
+        row.location, row.created_at,
     )
 
 

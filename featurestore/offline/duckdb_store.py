@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -175,6 +175,19 @@ class OfflineStore:
             con.close()
 
     # --- writes -----------------------------------------------------------------------------
+
+    @staticmethod
+    def next_ingestion_time(con: duckdb.DuckDBPyConnection, now: datetime) -> datetime:
+        """`now`, or 1 microsecond after the last committed batch if the clock has not passed it.
+
+        Ingestion times are strictly increasing across a store's batches, so "latest ingestion
+        wins" and "latest batch wins" agree, and a later batch is never hidden by an `as_of`.
+        """
+        row = con.execute(f"SELECT epoch_us(max(ingested_at)) FROM {BATCHES_TABLE}").fetchone()
+        if row is None or row[0] is None:
+            return now
+        after_last = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=int(row[0]) + 1)
+        return max(now, after_last)
 
     @staticmethod
     def append_on(

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Integer,
@@ -111,3 +112,24 @@ class IngestionBatchRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class TrainingSetRow(Base):
+    """A saved training set: how it was built (enough to rebuild it) and a hash of its content."""
+
+    __tablename__ = "training_sets"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    features: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    """Resolved features: ref, view, version, feature, output column, TTL (seconds), timestamp field."""
+    entity_columns: Mapped[list[str]] = mapped_column(JSON)
+    timestamp_column: Mapped[str] = mapped_column(String(200))
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime())
+    known_at_prediction_time: Mapped[bool] = mapped_column(Boolean)
+    full_feature_names: Mapped[bool] = mapped_column(Boolean)
+    row_count: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    policy_hashes: Mapped[list[str]] = mapped_column(JSON)
+    location: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

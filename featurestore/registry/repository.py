@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from ..errors import ConfigError, RegistryOutOfDate
-from .models import EntityRow, FeatureViewRow, FeatureViewVersionRow, IngestionBatchRow
+from .models import EntityRow, FeatureViewRow, FeatureViewVersionRow, IngestionBatchRow, TrainingSetRow
 
 
 def migrations_dir() -> Path:
@@ -177,6 +177,14 @@ class Registry:
             query = query.where(IngestionBatchRow.status == status)
         with self._sessions() as s:
             return list(s.scalars(query))
+
+    def training_set(self, name: str) -> TrainingSetRow | None:
+        with self._sessions() as s:
+            return s.get(TrainingSetRow, name)
+
+    def training_sets(self) -> list[TrainingSetRow]:
+        with self._sessions() as s:
+            return list(s.scalars(select(TrainingSetRow).order_by(TrainingSetRow.name)))
 
     # --- batch bookkeeping ---------------------------------------------------------------------
 

@@ -1,0 +1,134 @@
+"""Point-in-time joins: the one implementation, on DuckDB's ASOF JOIN.
+
+For an entity row with key k and timestamp t, and a view version with TTL d, a feature comes
+from the stored row with key k and event time e, t - d <= e <= t (both edges inclusive; no TTL,
+no lower bound), that is greatest in the order (e, ingestion time, position in its batch):
+
+- the latest event time wins;
+- among equal event times, the latest ingestion wins (ingestion times are strictly increasing
+  across batches of a store, so this is also the later batch);
+- among rows of one batch with equal key and event time, the one later in the batch wins.
+
+``as_of`` ignores rows ingested after it. ``known_at_prediction_time`` also ignores rows
+ingested after t: the value a model could really have read at t. An entity row without a match
+(or with a null key or timestamp) gets nulls; a null value in the chosen row stays null. Every
+entity row comes back exactly once, in input order, its own columns untouched.
+
+Timestamps compare in UTC at microsecond precision, the precision of stored rows; an entity
+timestamp with a sub-microsecond part is compared exactly (floored for ``e <= t``, ceiled for
+``t - d <= e``), so no edge case shifts.
+
+Why the SQL looks as it does (measured in ``shared/research/privacy.md`` section 5): ASOF picks
+an arbitrary row among ties, so the inequality compares structs ``{event time, ingestion time,
+row id}``; a TTL in WHERE after an ASOF LEFT JOIN would drop entity rows, so it is a CASE on
+the chosen row; for ``known_at_prediction_time`` the join runs on availability time
+``greatest(e, ingested)`` against the running best row per key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .duckdb_store import quote
+
+MAX_BIGINT = 9_223_372_036_854_775_807
+
+
+@dataclass(frozen=True)
+class ViewRequest:
+    """One view version's part of a point-in-time join."""
+
+    table: str
+    join_keys: Sequence[str]
+    """The view's key columns; the entity table holds them as ``{prefix}{key}``."""
+    key_prefix: str
+    timestamp_field: str
+    ttl: timedelta | None
+    features: Sequence[str]
+    """Stored feature columns to read."""
+    outputs: Sequence[str]
+    """Output column names, one per feature."""
+
+
+def _ttl_sql(ttl: timedelta) -> str:
+    micros = ttl // timedelta(microseconds=1)
+    return f"INTERVAL {micros} MICROSECOND"
+
+
+def pit_sql(
+    views: Sequence[ViewRequest],
+    *,
+    entities: str = "_fs_entities",
+    as_of: datetime | None = None,
+    known_at_prediction_time: bool = False,
+) -> str:
+    """The SQL of a point-in-time join of `entities` (``_row``, keys, ``_t_floor``, ``_t_ceil``).
+
+    Returns ``_row`` and every requested feature, one row per entity row, ordered by ``_row``.
+
+    >>> print(pit_sql([ViewRequest("fv_p_v1", ["id"], "k0_", "ts", timedelta(days=1), ["x"], ["x"])]))
+    WITH f0 AS (
+      SELECT "id", "ts" AS _e, {'t': "ts", 'i': _ingested_at, 'r': rowid} AS _o, "x"
+      FROM "fv_p_v1"
+    )
+    SELECT e._row,
+      CASE WHEN f0._e >= e._t_ceil - INTERVAL 86400000000 MICROSECOND THEN f0."x" END AS "x"
+    FROM (SELECT _row, "k0_id", _t_floor, _t_ceil, coalesce(_t_floor, '-infinity'::TIMESTAMPTZ) AS _t FROM _fs_entities) e
+    ASOF LEFT JOIN f0 ON e."k0_id" = f0."id" AND {'t': e._t, 'i': 'infinity'::TIMESTAMPTZ, 'r': 9223372036854775807} >= f0._o
+    ORDER BY e._row
+    """
+    ctes: list[str] = []
+    selects: list[str] = ["e._row"]
+    joins: list[str] = []
+    entity_cols: list[str] = []
+    where = f" WHERE _ingested_at <= '{as_of.isoformat()}'::TIMESTAMPTZ" if as_of is not None else ""
+    for i, view in enumerate(views):
+        alias = f"f{i}"
+        keys = ", ".join(quote(k) for k in view.join_keys)
+        ts = quote(view.timestamp_field)
+        order = f"{{'t': {ts}, 'i': _ingested_at, 'r': rowid}}"
+        if known_at_prediction_time:
+            best = ", ".join([f"'_e': {ts}", *(f"{_lit(f)}: {quote(f)}" for f in view.features)])
+            ctes.append(
+                f"{alias} AS (\n  SELECT {keys}, greatest({ts}, _ingested_at) AS _avail,\n"
+                f"    arg_max({{{best}}}, {order}) OVER (PARTITION BY {keys} ORDER BY greatest({ts}, _ingested_at)\n"
+                f"      RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _best\n"
+                f"  FROM {quote(view.table)}{where}\n)"
+            )
+            chosen_e = f"{alias}._best._e"
+            value = lambda f, a=alias: f"{a}._best.{quote(f)}"  # noqa: E731
+            inequality = f"e._t >= {alias}._avail"
+        else:
+            cols = ", ".join(quote(f) for f in view.features)
+            ctes.append(
+                f"{alias} AS (\n  SELECT {keys}, {ts} AS _e, {order} AS _o, {cols}\n"
+                f"  FROM {quote(view.table)}{where}\n)"
+            )
+            chosen_e = f"{alias}._e"
+            value = lambda f, a=alias: f"{a}.{quote(f)}"  # noqa: E731
+            inequality = f"{{'t': e._t, 'i': 'infinity'::TIMESTAMPTZ, 'r': {MAX_BIGINT}}} >= {alias}._o"
+        for feature, output in zip(view.features, view.outputs, strict=True):
+            if view.ttl is None:
+                selects.append(f"{value(feature)} AS {quote(output)}")
+            else:
+                selects.append(
+                    f"CASE WHEN {chosen_e} >= e._t_ceil - {_ttl_sql(view.ttl)} THEN {value(feature)} END AS {quote(output)}"
+                )
+        key_eq = " AND ".join(f"e.{quote(view.key_prefix + k)} = {alias}.{quote(k)}" for k in view.join_keys)
+        joins.append(f"ASOF LEFT JOIN {alias} ON {key_eq} AND {inequality}")
+        entity_cols += [quote(view.key_prefix + k) for k in view.join_keys]
+    entity_select = ", ".join(["_row", *entity_cols, "_t_floor", "_t_ceil"])
+    select_list = ",\n  ".join(selects)
+    return (
+        f"WITH {', '.join(ctes)}\n"
+        f"SELECT {select_list}\n"
+        f"FROM (SELECT {entity_select}, coalesce(_t_floor, '-infinity'::TIMESTAMPTZ) AS _t FROM {entities}) e\n"
+        + "\n".join(joins)
+        + "\nORDER BY e._row"
+    )
+
+
+def _lit(name: str) -> str:
+    return "'" + name.replace("'", "''") + "'"
