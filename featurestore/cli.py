@@ -29,6 +29,11 @@ COMMAND_METHODS: dict[str, str] = {
     "views": "list_views",
     "versions": "view_versions",
     "batches": "list_batches",
+    "get-historical": "get_historical_features",
+    "training-set create": "create_training_set",
+    "training-set list": "list_training_sets",
+    "training-set show": "get_training_set",
+    "training-set reproduce": "reproduce_training_set",
     "demo": "featurestore.demo.run_demo",
 }
 
@@ -56,6 +61,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(cls=_Group, help="Inspect and migrate the registry database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+ts_app = typer.Typer(cls=_Group, help="Create, list, show and reproduce saved training sets.", no_args_is_help=True)
+app.add_typer(ts_app, name="training-set")
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="The store directory.", show_default=True)]
 
@@ -193,6 +200,123 @@ def batches(
                 f"{b.rows:,}" if b.rows is not None else "-", b.ingested_at.isoformat(timespec="seconds"), b.source,
             )
         out.print(table)
+
+
+FeatureOpt = Annotated[
+    list[str], typer.Option("--feature", "-f", help="A feature reference: view:feature, view@v2:feature or view:*. Repeat it.")
+]
+AsOfOpt = Annotated[
+    str | None, typer.Option(help="Ignore rows ingested after this ISO time, e.g. 2025-06-01T00:00:00Z.")
+]
+KnownOpt = Annotated[
+    bool, typer.Option("--known-at-prediction-time", help="Also ignore rows ingested after each entity row's time.")
+]
+TsColOpt = Annotated[str, typer.Option(help="The entity file's timestamp column.")]
+
+
+def _parse_time(text: str | None) -> Any:
+    from datetime import datetime
+
+    from .errors import RetrievalError
+
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise RetrievalError(f"--as-of {text!r} is not an ISO time like 2025-06-01T00:00:00Z") from None
+    if value.tzinfo is None:
+        raise RetrievalError(f"--as-of {text!r} has no time zone; add Z or an offset like +02:00")
+    return value
+
+
+@app.command("get-historical")
+def get_historical(
+    entity_file: Annotated[Path, typer.Argument(help="Parquet or CSV file with join keys and a timestamp column.")],
+    feature: FeatureOpt,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the result (.parquet).")],
+    as_of: AsOfOpt = None,
+    known_at_prediction_time: KnownOpt = False,
+    timestamp_column: TsColOpt = "event_timestamp",
+    full_feature_names: Annotated[bool, typer.Option(help="Name columns view__feature.")] = False,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Point-in-time join of an entity file with features, written to a Parquet file."""
+    import pyarrow.parquet as pq
+
+    with _open(store) as fs:
+        table = fs.get_historical_features(
+            entity_file, feature, as_of=_parse_time(as_of), known_at_prediction_time=known_at_prediction_time,
+            timestamp_column=timestamp_column, full_feature_names=full_feature_names,
+        )
+    pq.write_table(table, out_path)
+    out.print(f"Wrote {table.num_rows:,} rows x {table.num_columns} columns to {out_path}")
+
+
+@ts_app.command("create")
+def training_set_create(
+    name: Annotated[str, typer.Argument(help="Name of the new training set.")],
+    entity_file: Annotated[Path, typer.Argument(help="Parquet or CSV file with join keys, timestamps and labels.")],
+    feature: FeatureOpt,
+    as_of: AsOfOpt = None,
+    known_at_prediction_time: KnownOpt = False,
+    timestamp_column: TsColOpt = "event_timestamp",
+    description: Annotated[str, typer.Option(help="What the training set is for.")] = "",
+    store: StoreOpt = Path("."),
+) -> None:
+    """Build a training set, save it in the store and record its manifest."""
+    with _open(store) as fs:
+        ts = fs.create_training_set(
+            name, entity_file, feature, as_of=_parse_time(as_of), known_at_prediction_time=known_at_prediction_time,
+            timestamp_column=timestamp_column, description=description,
+        )
+    out.print(f"Saved training set '{ts.name}': {ts.row_count:,} rows, as of {ts.as_of.isoformat()}, sha256 {ts.content_hash}")
+
+
+@ts_app.command("list")
+def training_set_list(store: StoreOpt = Path(".")) -> None:
+    """List saved training sets with their row counts, as-of times and content hashes."""
+    with _open(store) as fs:
+        table = Table("name", "rows", "as of", "features", "sha256")
+        for ts in fs.list_training_sets():
+            table.add_row(ts.name, f"{ts.row_count:,}", ts.as_of.isoformat(), str(len(ts.features)), ts.content_hash[:16])
+        out.print(table)
+
+
+@ts_app.command("show")
+def training_set_show(
+    name: Annotated[str, typer.Argument(help="Training set name.")],
+    store: StoreOpt = Path("."),
+) -> None:
+    """Show a training set's manifest: features with versions and TTLs, as-of time, hash."""
+    with _open(store) as fs:
+        ts = fs.get_training_set(name)
+    out.print(f"training set {ts.name}" + (f": {ts.description}" if ts.description else ""), markup=False)
+    out.print(f"  rows:            {ts.row_count:,}")
+    out.print(f"  as of:           {ts.as_of.isoformat()} (rows ingested later are not in it)")
+    out.print(f"  known at t only: {'yes' if ts.known_at_prediction_time else 'no'}")
+    out.print(f"  entity columns:  {', '.join(ts.entity_columns)} (timestamp: {ts.timestamp_column})", markup=False)
+    out.print(f"  sha256:          {ts.content_hash}")
+    out.print(f"  policy hashes:   {', '.join(ts.policy_hashes) or 'none (no policies yet)'}")
+    out.print(f"  stored at:       {ts.location}", markup=False)
+    for f in ts.features:
+        ttl = f"{f['ttl_seconds']:g} s" if f["ttl_seconds"] is not None else "none"
+        out.print(f"  - {f['ref']} as {f['output']} (ttl {ttl})", markup=False)
+
+
+@ts_app.command("reproduce")
+def training_set_reproduce(
+    name: Annotated[str, typer.Argument(help="Training set name.")],
+    store: StoreOpt = Path("."),
+) -> None:
+    """Rebuild a training set from the offline store and check its content hash (exit 1 if it differs)."""
+    with _open(store) as fs:
+        result = fs.reproduce_training_set(name)
+    if result.matches:
+        out.print(f"Reproduced '{name}': {result.table.num_rows:,} rows, sha256 {result.content_hash} matches.")
+        return
+    err.print(f"error: '{name}' rebuilt to sha256 {result.content_hash}, but it was saved as {result.expected_hash}.")
+    raise typer.Exit(1)
 
 
 @app.command()

@@ -642,8 +642,14 @@ class FeatureStore:
         if self.registry.training_set(name) is not None:
             raise RetrievalError(f"a training set named '{name}' exists already; choose another name")
         entity = read_entity_frame(entity_df)
+        now = self._now()
         if as_of is None:
-            as_of = self._last_ingestion() or self._now()
+            as_of = self._last_ingestion() or now
+        elif as_of.tzinfo is not None and as_of > now:
+            raise RetrievalError(
+                f"as_of {as_of.isoformat()} is in the future: rows ingested until then would change "
+                "the training set, so it could not be reproduced. Omit as_of to use the last ingestion."
+            )
         table = self.get_historical_features(
             entity, features, as_of=as_of, known_at_prediction_time=known_at_prediction_time,
             timestamp_column=timestamp_column, full_feature_names=full_feature_names,
@@ -663,7 +669,6 @@ class FeatureStore:
             for feature, out in zip(req.features, req.outputs, strict=True)
         ]
         location = self._save_training_data(name, table)
-        now = self._now()
         with self.registry.session() as s:
             s.add(TrainingSetRow(
                 name=name, description=description, features=manifest_features,
