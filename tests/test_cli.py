@@ -123,10 +123,12 @@ def test_db_upgrade_brings_an_empty_registry_to_head(tmp_path: Path) -> None:
 def test_demo_runs_and_reports(tmp_path: Path) -> None:
     out = run("demo", str(tmp_path / "demo"), "--customers", "50")
     for step in ["1. Create a store", "2. Write definitions", "3. Ingest", "4. Bad input is refused whole",
-                 "5. A schema change makes a new version", "6. Time travel on ingestion time", "7. The registry's record"]:
+                 "5. A schema change makes a new version", "6. Time travel on ingestion time",
+                 "7. A point-in-time training set", "8. The registry's record"]:
         assert step in out
     assert "time-zone-naive timestamps" in out
     assert "customer_profile@v2" in out
+    assert "reproduce_training_set rebuilds it: hash matches" in out
     with FeatureStore(tmp_path / "demo") as fs:
         assert [vv.ref for vv in fs.list_views()] == ["customer_profile@v2", "customer_spend_daily@v1"]
         assert fs.read("customer_profile@v1").num_rows == 50

@@ -1,0 +1,146 @@
+"""Point-in-time join speed: get_historical_features against a hand-written DuckDB ASOF JOIN.
+
+Run:  python benchmarks/pit.py [--sizes small,large] [--repeat 3]
+
+Sizes: small = 1M feature rows x 100k entity rows, large = 10M x 1M; 10 float64 features,
+30-day TTL, keys over 100k entities, event times over one year, three ingestion batches (so
+ties on event time are broken by ingestion time). Both sides read the same DuckDB file and
+return an Arrow table in entity-row order with the same semantics (struct tie-break, TTL as a
+CASE after the LEFT ASOF JOIN). Each run is a fresh subprocess; peak memory is its max RSS.
+Prints seconds, the ratio (ours / hand-written; goal <= 1.3) and peak memory (goal <= 4 GiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SIZES = {"small": (1_000_000, 100_000), "large": (10_000_000, 1_000_000)}
+FEATURES = [f"f{i}" for i in range(10)]
+YEAR_US = 365 * 86_400 * 1_000_000
+START_US = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
+
+HAND_WRITTEN = """
+SELECT CASE WHEN f.event_timestamp >= e.event_timestamp - INTERVAL 30 DAY THEN f.{0} END AS {0}
+{1}
+FROM (SELECT row_number() OVER () - 1 AS rid, * FROM spine) e
+ASOF LEFT JOIN (
+    SELECT entity_id, event_timestamp, {{'t': event_timestamp, 'i': _ingested_at, 'r': rowid}} AS o, {2}
+    FROM fv_bench_v1
+) f
+ON e.entity_id = f.entity_id
+AND {{'t': coalesce(e.event_timestamp, '-infinity'::TIMESTAMPTZ), 'i': 'infinity'::TIMESTAMPTZ, 'r': 9223372036854775807}} >= f.o
+ORDER BY e.rid
+"""
+
+
+def build(folder: Path, feature_rows: int, entity_rows: int) -> tuple[Path, Path]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featurestore import Entity, FeatureStore, FeatureView
+
+    rng = np.random.default_rng(42)
+    store_dir = folder / "store"
+    with FeatureStore.init(store_dir) as store:
+        store.apply([
+            Entity(name="entity", join_keys={"entity_id": "int64"}),
+            FeatureView(name="bench", entity="entity", features={f: "float64" for f in FEATURES}, ttl="30d"),
+        ])
+        per_batch = feature_rows // 3
+        for b in range(3):
+            n = per_batch if b < 2 else feature_rows - 2 * per_batch
+            # Times on whole seconds, so equal (entity, event time) pairs occur across batches.
+            seconds = rng.integers(0, YEAR_US // 1_000_000, n)
+            table = pa.table({
+                "entity_id": pa.array(rng.integers(0, 100_000, n), pa.int64()),
+                "event_timestamp": pa.array(START_US + seconds * 1_000_000, pa.timestamp("us", tz="UTC")),
+                **{f: pa.array(rng.standard_normal(n)) for f in FEATURES},
+            })
+            store.ingest("bench", table)
+    spine = pa.table({
+        "entity_id": pa.array(rng.integers(0, 110_000, entity_rows), pa.int64()),  # ~9% unknown keys
+        "event_timestamp": pa.array(START_US + rng.integers(0, YEAR_US, entity_rows), pa.timestamp("us", tz="UTC")),
+        "label": pa.array(rng.integers(0, 2, entity_rows), pa.int64()),
+    })
+    spine_path = folder / "spine.parquet"
+    pq.write_table(spine, spine_path)
+    return store_dir, spine_path
+
+
+def run_once(kind: str, store_dir: Path, spine_path: Path) -> dict[str, float]:
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from featurestore import FeatureStore
+
+    spine = pq.read_table(spine_path)
+    started = time.perf_counter()  # imports are outside the timing for both sides
+    if kind == "ours":
+        with FeatureStore(store_dir) as store:
+            result = store.get_historical_features(spine, ["bench:*"])
+    else:
+        con = duckdb.connect(str(store_dir / "offline.duckdb"), read_only=True)
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("spine", spine)
+        rest = "".join(f", CASE WHEN f.event_timestamp >= e.event_timestamp - INTERVAL 30 DAY THEN f.{f} END AS {f}\n" for f in FEATURES[1:])
+        features = con.sql(HAND_WRITTEN.format(FEATURES[0], rest, ", ".join(FEATURES))).to_arrow_table()
+        result = spine
+        for name in features.column_names:
+            result = result.append_column(name, features.column(name))
+        con.close()
+    elapsed = time.perf_counter() - started
+    assert result.num_rows == spine.num_rows
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"seconds": elapsed, "peak_bytes": peak, "nulls_f0": result.column("f0").null_count}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="small,large")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--run", choices=["ours", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--spine", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        print(json.dumps(run_once(args.run, args.store, args.spine)))
+        return
+    for size in args.sizes.split(","):
+        feature_rows, entity_rows = SIZES[size]
+        with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+            started = time.perf_counter()
+            store_dir, spine_path = build(Path(tmp), feature_rows, entity_rows)
+            print(f"{size}: {feature_rows:,} feature rows x {entity_rows:,} entity rows (built in {time.perf_counter() - started:.1f} s)")
+            runs: dict[str, list[dict[str, float]]] = {"plain": [], "ours": []}
+            for _ in range(args.repeat):
+                for kind in ("plain", "ours"):
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--run", kind, "--store", str(store_dir), "--spine", str(spine_path)],
+                        check=True, capture_output=True, text=True,
+                    )
+                    runs[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            assert runs["plain"][0]["nulls_f0"] == runs["ours"][0]["nulls_f0"], "both sides must agree"
+            plain = statistics.median(r["seconds"] for r in runs["plain"])
+            ours = statistics.median(r["seconds"] for r in runs["ours"])
+            peak_plain = max(r["peak_bytes"] for r in runs["plain"]) / 2**30
+            peak_ours = max(r["peak_bytes"] for r in runs["ours"]) / 2**30
+            print(f"  hand-written ASOF JOIN     : {plain:6.2f} s   peak {peak_plain:5.2f} GiB (median of {args.repeat})")
+            print(f"  get_historical_features    : {ours:6.2f} s   peak {peak_ours:5.2f} GiB")
+            print(f"  ratio ours/hand-written    : {ours / plain:6.2f}   (goal <= 1.3; peak goal <= 4 GiB at large)")
+
+
+if __name__ == "__main__":
+    main()
