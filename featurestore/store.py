@@ -580,15 +580,29 @@ class FeatureStore:
                 hint = " Pass full_feature_names=True to name columns view__feature." if not full_names else ""
                 raise RetrievalError(f"two columns would be named '{out}': {r.ref} and {other}.{hint}")
             seen[out] = r.ref
-        groups: dict[tuple[str, int], tuple[ViewVersion, list[str], list[str]]] = {}
-        for r, out in zip(resolved, outputs, strict=True):
-            if (r.view, r.version) not in groups:
-                groups[(r.view, r.version)] = (self.get_view(f"{r.view}@v{r.version}"), [], [])
-            groups[(r.view, r.version)][1].append(r.feature)
-            groups[(r.view, r.version)][2].append(out)
+        return self._group_requests([(r.view, r.version, r.feature, out) for r, out in zip(resolved, outputs, strict=True)])
+
+    def _group_requests(
+        self,
+        entries: list[tuple[str, int, str, str]],
+        ttls: dict[tuple[str, int], timedelta | None] | None = None,
+    ) -> list[tuple[ViewVersion, ViewRequest]]:
+        """Group (view, version, feature, output) entries into one join request per view version.
+
+        Each version's TTL is the one registered now, unless `ttls` gives it (a training set's
+        manifest gives the TTLs recorded when it was built).
+        """
+        groups: dict[tuple[str, int], tuple[ViewVersion, list[str], list[str], timedelta | None]] = {}
+        for view, version, feature, out in entries:
+            if (view, version) not in groups:
+                vv = self.get_view(f"{view}@v{version}")
+                ttl = ttls[(view, version)] if ttls is not None else vv.view.ttl
+                groups[(view, version)] = (vv, [], [], ttl)
+            groups[(view, version)][1].append(feature)
+            groups[(view, version)][2].append(out)
         return [
-            (vv, ViewRequest(vv.table, list(vv.join_keys), f"_k{i}_", vv.view.timestamp_field, vv.view.ttl, feats, outs))
-            for i, (vv, feats, outs) in enumerate(groups.values())
+            (vv, ViewRequest(vv.table, list(vv.join_keys), f"_k{i}_", vv.view.timestamp_field, ttl, feats, outs))
+            for i, (vv, feats, outs, ttl) in enumerate(groups.values())
         ]
 
     def _point_in_time(
@@ -645,17 +659,15 @@ class FeatureStore:
         now = self._now()
         if as_of is None:
             as_of = self._last_ingestion() or now
-        elif as_of.tzinfo is not None and as_of > now:
+        elif as_of.tzinfo is None:
+            raise RetrievalError("as_of must be time-zone aware, e.g. datetime(2025, 1, 1, tzinfo=UTC)")
+        elif as_of > now:
             raise RetrievalError(
                 f"as_of {as_of.isoformat()} is in the future: rows ingested until then would change "
                 "the training set, so it could not be reproduced. Omit as_of to use the last ingestion."
             )
-        table = self.get_historical_features(
-            entity, features, as_of=as_of, known_at_prediction_time=known_at_prediction_time,
-            timestamp_column=timestamp_column, full_feature_names=full_feature_names,
-        )
-        resolved = self.resolve_features(features)
-        requests = self._requests(resolved, entity.column_names, timestamp_column, full_feature_names)
+        requests = self._requests(self.resolve_features(features), entity.column_names, timestamp_column, full_feature_names)
+        table = self._point_in_time(entity, requests, timestamp_column, as_of=as_of, known=known_at_prediction_time)
         manifest_features = [
             {
                 "ref": f"{vv.view.name}@v{vv.version}:{feature}",
@@ -708,20 +720,11 @@ class FeatureStore:
         """
         ts = self.get_training_set(name)
         entity = self.load_training_set(name).select(ts.entity_columns)
-        groups: dict[tuple[str, int], tuple[ViewVersion, list[str], list[str], float | None]] = {}
-        for f in ts.features:
-            key = (f["view"], f["version"])
-            if key not in groups:
-                groups[key] = (self.get_view(f"{f['view']}@v{f['version']}"), [], [], f["ttl_seconds"])
-            groups[key][1].append(f["feature"])
-            groups[key][2].append(f["output"])
-        requests = [
-            (vv, ViewRequest(
-                vv.table, list(vv.join_keys), f"_k{i}_", vv.view.timestamp_field,
-                timedelta(seconds=ttl) if ttl is not None else None, feats, outs,
-            ))
-            for i, (vv, feats, outs, ttl) in enumerate(groups.values())
-        ]
+        recorded = {
+            (f["view"], f["version"]): timedelta(seconds=f["ttl_seconds"]) if f["ttl_seconds"] is not None else None
+            for f in ts.features
+        }
+        requests = self._group_requests([(f["view"], f["version"], f["feature"], f["output"]) for f in ts.features], recorded)
         table = self._point_in_time(entity, requests, ts.timestamp_column, as_of=ts.as_of, known=ts.known_at_prediction_time)
         digest = content_hash(table)
         return Reproduction(name, ts.content_hash, digest, digest == ts.content_hash, table)
