@@ -11,6 +11,10 @@ The tree::
     ├── IngestionError                data that does not fit the view version (nothing written)
     ├── RetrievalError                a bad entity frame or request for features
     ├── StoreLockedError              another process holds the offline store
+    ├── KeyManagementError            a missing or wrong master key, an unknown data key
+    ├── PolicyError                   an invalid policy file (errors=[...])
+    ├── PolicyViolation               an access or write the approved policies do not allow
+    ├── AuditChainBroken              the audit log was edited, reordered or cut
     └── RegistryOutOfDate             the registry schema is behind the code
 
 Each message says where the problem is and, where one exists, how to fix it.
@@ -89,6 +93,28 @@ class StoreLockedError(FeatureStoreError):
         self.path = path
         self.pid = pid
         super().__init__(message)
+
+
+class KeyManagementError(FeatureStoreError):
+    """A missing or wrong master key, a badly stored key file, or an unknown data key."""
+
+
+class PolicyError(FeatureStoreError):
+    """A policy file is invalid; `errors` lists every problem found, each with its position."""
+
+    def __init__(self, errors: Sequence[Problem]) -> None:
+        self.errors = list(errors)
+        count = len(self.errors)
+        head = f"{count} problem{'s' if count != 1 else ''} in the policy:"
+        super().__init__("\n".join([head, *(f"  {e}" for e in self.errors)]))
+
+
+class PolicyViolation(FeatureStoreError):
+    """An access or a write that the approved policies do not allow (nothing was read or written)."""
+
+
+class AuditChainBroken(FeatureStoreError):
+    """The audit log's hash chain does not verify: an entry was edited, removed or reordered."""
 
 
 class RegistryOutOfDate(FeatureStoreError):

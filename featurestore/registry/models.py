@@ -133,3 +133,48 @@ class TrainingSetRow(Base):
     policy_hashes: Mapped[list[str]] = mapped_column(JSON)
     location: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DataKeyRow(Base):
+    """A data key (HMAC pepper or AES-SIV key), wrapped under the master key; never plaintext."""
+
+    __tablename__ = "data_keys"
+
+    id: Mapped[str] = mapped_column(String(50), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), index=True)
+    wrapped: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PolicyApprovalRow(Base):
+    """An approval of one policy file's exact content (bound to its SHA-256)."""
+
+    __tablename__ = "policy_approvals"
+    __table_args__ = (UniqueConstraint("policy_id", "sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    policy_id: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[str] = mapped_column(Text)
+    file_name: Mapped[str] = mapped_column(String(500))
+    approved_by: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(100))
+    ticket: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    approved_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditRow(Base):
+    """One audit log entry; `hash` covers the entry and the previous entry's hash."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(50), index=True)
+    target: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from ..errors import ConfigError, RegistryOutOfDate
-from .models import EntityRow, FeatureViewRow, FeatureViewVersionRow, IngestionBatchRow, TrainingSetRow
+from .models import (
+    DataKeyRow,
+    EntityRow,
+    FeatureViewRow,
+    FeatureViewVersionRow,
+    IngestionBatchRow,
+    PolicyApprovalRow,
+    TrainingSetRow,
+)
 
 
 def migrations_dir() -> Path:
@@ -185,6 +193,26 @@ class Registry:
     def training_sets(self) -> list[TrainingSetRow]:
         with self._sessions() as s:
             return list(s.scalars(select(TrainingSetRow).order_by(TrainingSetRow.name)))
+
+    # --- keys and approvals ---------------------------------------------------------------
+
+    def wrapped_keys(self, kind: str) -> list[tuple[str, str, datetime]]:
+        """(id, wrapped key, created) of every data key of a kind, oldest first."""
+        with self._sessions() as s:
+            rows = s.scalars(select(DataKeyRow).where(DataKeyRow.kind == kind).order_by(DataKeyRow.created_at, DataKeyRow.id))
+            return [(r.id, r.wrapped, r.created_at) for r in rows]
+
+    def add_wrapped_key(self, key_id: str, kind: str, wrapped: str, created_at: datetime) -> None:
+        with self.session() as s:
+            s.add(DataKeyRow(id=key_id, kind=kind, wrapped=wrapped, created_at=created_at))
+
+    def approvals(self, policy_id: str | None = None) -> list[PolicyApprovalRow]:
+        """Policy approvals, oldest first."""
+        query = select(PolicyApprovalRow).order_by(PolicyApprovalRow.id)
+        if policy_id is not None:
+            query = query.where(PolicyApprovalRow.policy_id == policy_id)
+        with self._sessions() as s:
+            return list(s.scalars(query))
 
     # --- batch bookkeeping ---------------------------------------------------------------------
 

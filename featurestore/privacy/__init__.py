@@ -1,0 +1,1 @@
+"""Privacy mechanisms: managed keys, pseudonymization treatments, and (later) retention and DP."""
