@@ -1,0 +1,377 @@
+"""Reading policy files: every problem is reported at once, each at ``file:line:column`` with
+the closest valid word where one was misspelt.
+
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "p.yaml"
+>>> _ = path.write_text(EXAMPLE_MINIMAL.replace("keyed_hash", "keyed_hsh"))
+>>> try:
+...     load_policy(path)
+... except PolicyError as exc:
+...     print(exc.errors[0].message)
+unknown treatment 'keyed_hsh'. Did you mean 'keyed_hash'?
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from ..errors import PolicyError, Problem, did_you_mean
+from ..yamlpos import YamlSyntaxError, YList, YMap, load_yaml
+from .model import ACCESS, KINDS, LEGAL_BASES, TREATMENTS, ColumnRule, Policy, Purpose, parse_duration
+
+TOP_KEYS = ("api_version", "id", "version", "title", "owner", "legal_basis", "effective_from", "review_by",
+            "scope", "classification", "treatments", "purposes", "retention", "erasure", "differential_privacy")
+REQUIRED = ("id", "version", "owner", "legal_basis", "effective_from", "review_by", "scope", "classification",
+            "treatments", "purposes")
+COLUMN_KEYS = ("kind", "treatment", "normalize", "country_code", "generalize", "category")
+PURPOSE_KEYS = ("access", "sensitive_attributes")
+RETENTION_KEYS = ("offline", "online", "training_sets")
+ERASURE_KEYS = ("subject_key", "sla")
+DP_KEYS = ("purposes", "budget", "per_release", "contribution_bounds", "min_group_size")
+NORMALIZE = ("none", "text", "email", "phone")
+API_VERSION = "featurestore.policy/v1"
+
+EXAMPLE_MINIMAL = """\
+api_version: featurestore.policy/v1
+id: minimal
+version: 1
+owner: dpo@example.com
+legal_basis: legitimate_interest
+effective_from: 2026-01-01
+review_by: 2027-01-01
+scope: {feature_views: [profile]}
+classification:
+  customer_id: {kind: direct_identifier}
+  age: non_personal
+treatments: {direct_identifier: keyed_hash, non_personal: keep}
+purposes:
+  allowed: {fraud_detection: {access: [offline]}}
+"""
+
+Report = Callable[[tuple[int, int], str], None]
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load and check one policy file; raise PolicyError listing every problem."""
+    path = Path(path)
+    data = path.read_bytes()
+    return parse_policy(data.decode("utf-8"), str(path), hashlib.sha256(data).hexdigest())
+
+
+def load_policies(folder: Path) -> list[Policy]:
+    """Every ``*.yaml`` / ``*.yml`` policy in a folder (problems of all files raised together)."""
+    policies: list[Policy] = []
+    problems: list[Problem] = []
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        try:
+            policies.append(load_policy(path))
+        except PolicyError as exc:
+            problems += exc.errors
+    seen: dict[str, str] = {}
+    for p in policies:
+        if p.id in seen:
+            problems.append(Problem(f"policy id '{p.id}' is also used by {seen[p.id]}; each policy needs its own id", p.file))
+        seen[p.id] = p.file
+    if problems:
+        raise PolicyError(problems)
+    return policies
+
+
+def parse_policy(text: str, file: str, sha256: str | None = None) -> Policy:
+    """Check a policy's text; `file` names it in messages."""
+    problems: list[Problem] = []
+
+    def at(pos: tuple[int, int], message: str) -> None:
+        problems.append(Problem(message, file, pos[0], pos[1]))
+
+    try:
+        doc = load_yaml(text, file)
+    except YamlSyntaxError as exc:
+        raise PolicyError([exc.problem]) from exc
+    if not isinstance(doc, YMap):
+        raise PolicyError([Problem("a policy is a mapping of sections (id, version, classification, ...)", file, 1, 1)])
+    _keys(doc, TOP_KEYS, "section", at)
+    for key in REQUIRED:
+        if key not in doc:
+            at((1, 1), f"missing '{key}'")
+    if doc.get("api_version", API_VERSION) != API_VERSION:
+        at(doc.value_pos("api_version"), f"api_version must be '{API_VERSION}'")
+    version = doc.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        at(doc.value_pos("version"), "version must be a whole number from 1 up; raise it with every change")
+    legal_basis = doc.get("legal_basis", "")
+    if "legal_basis" in doc and legal_basis not in LEGAL_BASES:
+        at(doc.value_pos("legal_basis"), f"unknown legal basis {legal_basis!r} (GDPR Art. 6: {', '.join(LEGAL_BASES)})."
+           + did_you_mean(str(legal_basis), LEGAL_BASES))
+    dates: dict[str, date] = {}
+    for key in ("effective_from", "review_by"):
+        value = doc.get(key)
+        if key in doc and not isinstance(value, date):
+            at(doc.value_pos(key), f"'{key}' must be a date like 2026-01-31")
+        elif isinstance(value, date):
+            dates[key] = value
+    if len(dates) == 2 and dates["review_by"] <= dates["effective_from"]:
+        at(doc.value_pos("review_by"), "'review_by' must come after 'effective_from'")
+
+    views = _scope(doc, at)
+    treatments = _treatments(doc, at)
+    columns, positions = _classification(doc, treatments, at)
+    purposes, denied = _purposes(doc, at)
+    retention = _durations(doc, "retention", RETENTION_KEYS, at)
+    erasure = _erasure(doc, columns, at)
+    dp = _dp(doc, purposes, at)
+    if problems:
+        raise PolicyError(problems)
+    return Policy(
+        id=str(doc["id"]), version=int(version), title=str(doc.get("title") or ""), owner=str(doc["owner"]),
+        legal_basis=str(legal_basis), effective_from=dates["effective_from"], review_by=dates["review_by"],
+        feature_views=tuple(views), columns=columns, purposes=purposes, denied=tuple(denied),
+        retention=retention, erasure=erasure, differential_privacy=dp,
+        sha256=sha256 or hashlib.sha256(text.encode("utf-8")).hexdigest(), text=text, file=file, positions=positions,
+    )
+
+
+def _keys(section: YMap, allowed: Iterable[str], what: str, at: Report) -> None:
+    allowed = tuple(allowed)
+    for key, pos in section.duplicates:
+        at(pos, f"'{key}' is written twice")
+    for key in section:
+        if key not in allowed:
+            at(section.key_pos(key), f"unknown {what} '{key}'." + did_you_mean(str(key), allowed))
+
+
+def _section(doc: YMap, key: str, at: Report) -> YMap | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, YMap):
+        at(doc.value_pos(key), f"'{key}' must be a mapping")
+        return None
+    return value
+
+
+def _scope(doc: YMap, at: Report) -> list[str]:
+    scope = _section(doc, "scope", at)
+    if scope is None:
+        return []
+    _keys(scope, ("feature_views",), "scope entry", at)
+    views = scope.get("feature_views")
+    if not isinstance(views, YList) or not views or not all(isinstance(v, str) for v in views):
+        at(scope.value_pos("feature_views"), "'feature_views' must list the views this policy governs, e.g. [customer_profile]")
+        return []
+    return list(views)
+
+
+def _treatments(doc: YMap, at: Report) -> dict[str, str]:
+    section = _section(doc, "treatments", at)
+    if section is None:
+        return {}
+    result: dict[str, str] = {}
+    for kind, treatment in section.items():
+        if kind not in KINDS:
+            at(section.key_pos(kind), f"unknown kind '{kind}'." + did_you_mean(str(kind), KINDS))
+        elif treatment not in TREATMENTS:
+            at(section.value_pos(kind), f"unknown treatment '{treatment}'." + did_you_mean(str(treatment), TREATMENTS))
+        elif kind == "direct_identifier" and treatment == "keep":
+            at(section.value_pos(kind), "direct identifiers cannot be kept in clear; use keyed_hash, tokenize or drop")
+        else:
+            result[str(kind)] = str(treatment)
+    return result
+
+
+def _classification(doc: YMap, treatments: dict[str, str], at: Report) -> tuple[dict[str, ColumnRule], dict[str, tuple[int, int]]]:
+    section = _section(doc, "classification", at)
+    columns: dict[str, ColumnRule] = {}
+    positions: dict[str, tuple[int, int]] = {}
+    if section is None:
+        return columns, positions
+    for key, pos in section.duplicates:
+        at(pos, f"column '{key}' is classified twice")
+    for name, spec in section.items():
+        name = str(name)
+        positions[name] = section.key_pos(name)
+        where = section.value_pos(name)
+        entry = YMap() if isinstance(spec, str) else spec
+        if isinstance(spec, str):
+            entry["kind"] = spec
+        elif not isinstance(spec, YMap):
+            at(where, f"column '{name}': write a kind (e.g. non_personal) or a mapping with 'kind'")
+            continue
+        _keys(entry, COLUMN_KEYS, f"setting of column '{name}'", at)
+        kind = entry.get("kind")
+        kind_pos = entry.value_pos("kind") if "kind" in entry and entry is spec else where
+        if kind not in KINDS:
+            at(kind_pos, f"column '{name}' has unknown kind {kind!r}." + did_you_mean(str(kind), KINDS)
+               if kind is not None else f"column '{name}' needs a kind ({', '.join(KINDS)})")
+            continue
+        treatment = entry.get("treatment", treatments.get(str(kind)))
+        if treatment is None:
+            at(where, f"column '{name}' is a {kind}, and 'treatments' says nothing for {kind}")
+            continue
+        if treatment not in TREATMENTS:
+            at(entry.value_pos("treatment"), f"unknown treatment '{treatment}'." + did_you_mean(str(treatment), TREATMENTS))
+            continue
+        if kind == "direct_identifier" and treatment == "keep":
+            at(entry.value_pos("treatment"), f"column '{name}' is a direct identifier and cannot be kept in clear")
+            continue
+        normalize = entry.get("normalize", "none")
+        if normalize not in NORMALIZE:
+            at(entry.value_pos("normalize"), f"unknown normalization '{normalize}'." + did_you_mean(str(normalize), NORMALIZE))
+        country = entry.get("country_code")
+        if country is not None and not re.fullmatch(r"[1-9][0-9]{0,2}", str(country)):
+            at(entry.value_pos("country_code"), "country_code is the calling code without +, e.g. \"49\"")
+        rule = entry.get("generalize")
+        if treatment == "generalize":
+            if not _valid_generalize(rule):
+                at(entry.value_pos("generalize") if "generalize" in entry else where,
+                   f"column '{name}' is generalized: say how, e.g. generalize: {{to: year}}, {{to: month}}, "
+                   "{width: 10} or {prefix: 3}")
+                continue
+        elif rule is not None:
+            at(entry.value_pos("generalize"), f"column '{name}' has a generalize rule but its treatment is {treatment}")
+        columns[name] = ColumnRule(
+            name=name, kind=str(kind), treatment=str(treatment), normalize=str(normalize),
+            country_code=str(country) if country is not None else None,
+            generalize=dict(rule) if isinstance(rule, dict) else None,
+            category=str(entry["category"]) if entry.get("category") else None,
+        )
+    return columns, positions
+
+
+def _valid_generalize(rule: Any) -> bool:
+    if not isinstance(rule, dict) or len(rule) != 1:
+        return False
+    (key, value), = rule.items()
+    if key == "to":
+        return value in ("month", "year")
+    if key in ("width", "prefix"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return False
+
+
+def _purposes(doc: YMap, at: Report) -> tuple[dict[str, Purpose], list[str]]:
+    section = _section(doc, "purposes", at)
+    if section is None:
+        return {}, []
+    _keys(section, ("allowed", "denied"), "purposes entry", at)
+    purposes: dict[str, Purpose] = {}
+    allowed = section.get("allowed") or YMap()
+    if not isinstance(allowed, YMap):
+        at(section.value_pos("allowed"), "'allowed' maps each purpose to its access, e.g. fraud_detection: {access: [offline]}")
+        allowed = YMap()
+    for name, spec in allowed.items():
+        if not isinstance(spec, YMap):
+            at(allowed.value_pos(name), f"purpose '{name}' needs a mapping with 'access'")
+            continue
+        _keys(spec, PURPOSE_KEYS, f"setting of purpose '{name}'", at)
+        access = spec.get("access")
+        if not isinstance(access, YList) or not access:
+            at(spec.value_pos("access"), f"purpose '{name}' needs 'access': a list of {', '.join(ACCESS)}")
+            continue
+        bad = [a for a in access if a not in ACCESS]
+        for a in bad:
+            at(access.item_pos(list(access).index(a)), f"unknown access '{a}'." + did_you_mean(str(a), ACCESS))
+        sensitive = spec.get("sensitive_attributes", False)
+        if not isinstance(sensitive, bool):
+            at(spec.value_pos("sensitive_attributes"), "'sensitive_attributes' is true or false")
+        if not bad:
+            purposes[str(name)] = Purpose(str(name), tuple(str(a) for a in access), bool(sensitive))
+    denied = section.get("denied") or []
+    if not isinstance(denied, list):
+        at(section.value_pos("denied"), "'denied' is a list of purposes")
+        denied = []
+    for i, name in enumerate(denied):
+        if name in purposes:
+            at(denied.item_pos(i) if isinstance(denied, YList) else section.pos, f"purpose '{name}' is both allowed and denied")
+    return purposes, [str(d) for d in denied]
+
+
+def _durations(doc: YMap, key: str, allowed: tuple[str, ...], at: Report) -> dict[str, Any]:
+    section = _section(doc, key, at)
+    result: dict[str, Any] = {}
+    if section is None:
+        return result
+    _keys(section, allowed, f"{key} entry", at)
+    for name, value in section.items():
+        if name in allowed:
+            try:
+                result[str(name)] = parse_duration(str(value))
+            except ValueError as exc:
+                at(section.value_pos(name), f"{key}.{name}: {exc}")
+    return result
+
+
+def _erasure(doc: YMap, columns: dict[str, ColumnRule], at: Report) -> dict[str, Any]:
+    section = _section(doc, "erasure", at)
+    if section is None:
+        return {}
+    _keys(section, ERASURE_KEYS, "erasure entry", at)
+    result: dict[str, Any] = {}
+    subject = section.get("subject_key")
+    if subject is None or (columns and subject not in columns):
+        at(section.value_pos("subject_key") if subject is not None else section.pos,
+           f"erasure.subject_key must name a classified column." + (did_you_mean(str(subject), columns) if subject else ""))
+    else:
+        result["subject_key"] = str(subject)
+    if "sla" in section:
+        try:
+            result["sla"] = parse_duration(str(section["sla"]))
+        except ValueError as exc:
+            at(section.value_pos("sla"), f"erasure.sla: {exc}")
+    return result
+
+
+def _dp(doc: YMap, purposes: dict[str, Purpose], at: Report) -> dict[str, Any]:
+    section = _section(doc, "differential_privacy", at)
+    if section is None:
+        return {}
+    _keys(section, DP_KEYS, "differential_privacy entry", at)
+    result: dict[str, Any] = {}
+    listed = section.get("purposes") or []
+    for i, name in enumerate(listed if isinstance(listed, list) else []):
+        purpose = purposes.get(name)
+        if purpose is None or "dp_aggregates" not in purpose.access:
+            at(listed.item_pos(i) if isinstance(listed, YList) else section.pos,
+               f"DP purpose '{name}' must be an allowed purpose with access [dp_aggregates]")
+    result["purposes"] = [str(p) for p in listed] if isinstance(listed, list) else []
+    for block in ("budget", "per_release"):
+        spec = section.get(block)
+        if spec is None:
+            continue
+        if not isinstance(spec, YMap):
+            at(section.value_pos(block), f"differential_privacy.{block} must be a mapping")
+            continue
+        _keys(spec, ("epsilon", "delta", "period"), f"{block} entry", at)
+        eps = spec.get("epsilon")
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps <= 0:
+            at(spec.value_pos("epsilon"), f"{block}.epsilon must be a number above 0")
+        delta = spec.get("delta", 0.0)
+        if not isinstance(delta, (int, float)) or not 0 <= delta < 1:
+            at(spec.value_pos("delta"), f"{block}.delta must be at least 0 and below 1")
+        entry: dict[str, Any] = {"epsilon": eps, "delta": delta}
+        if "period" in spec:
+            try:
+                entry["period"] = parse_duration(str(spec["period"]))
+            except ValueError as exc:
+                at(spec.value_pos("period"), f"{block}.period: {exc}")
+        result[block] = entry
+    bounds = section.get("contribution_bounds")
+    if bounds is not None:
+        if not isinstance(bounds, YMap):
+            at(section.value_pos("contribution_bounds"), "contribution_bounds must be a mapping")
+        else:
+            _keys(bounds, ("max_rows_per_subject", "clamp"), "contribution_bounds entry", at)
+            rows = bounds.get("max_rows_per_subject")
+            if rows is not None and (not isinstance(rows, int) or rows < 1):
+                at(bounds.value_pos("max_rows_per_subject"), "max_rows_per_subject must be a whole number from 1 up")
+            result["contribution_bounds"] = dict(bounds)
+    size = section.get("min_group_size")
+    if size is not None and (not isinstance(size, int) or size < 1):
+        at(section.value_pos("min_group_size"), "min_group_size must be a whole number from 1 up")
+    result["min_group_size"] = size
+    return result

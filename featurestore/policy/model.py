@@ -1,0 +1,117 @@
+"""What a policy says, as plain data: classes of columns, treatments, purposes, retention,
+erasure and differential-privacy rules. Loading and checking are in :mod:`.loader`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+KINDS = ("direct_identifier", "quasi_identifier", "sensitive_attribute", "non_personal")
+TREATMENTS = ("keyed_hash", "tokenize", "generalize", "drop", "keep")
+ACCESS = ("offline", "online", "reidentify", "dp_aggregates")
+LEGAL_BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interest")
+
+_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """An ISO 8601 duration; a year counts 365 days and a month 30 (policies name periods, not dates).
+
+    >>> parse_duration("P1Y6M")
+    datetime.timedelta(days=545)
+    >>> parse_duration("P30D")
+    datetime.timedelta(days=30)
+    """
+    match = _DURATION.match(str(text).strip())
+    if not match or not any(match.groups()) or str(text).strip().endswith("T"):
+        raise ValueError(f"{text!r} is not an ISO 8601 duration like P30D, P6M or P1Y")
+    y, mo, w, d, h, mi, s = (int(g) if g else 0 for g in match.groups())
+    result = timedelta(days=365 * y + 30 * mo + 7 * w + d, hours=h, minutes=mi, seconds=s)
+    if result <= timedelta(0):
+        raise ValueError(f"{text!r} must be longer than zero")
+    return result
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """How one column is classified and treated."""
+
+    name: str
+    kind: str
+    treatment: str
+    normalize: str = "none"
+    country_code: str | None = None
+    generalize: dict[str, Any] | None = None
+    category: str | None = None
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """An allowed purpose and the access it grants."""
+
+    name: str
+    access: tuple[str, ...]
+    sensitive_attributes: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One policy file, as loaded. `sha256` is the hash of the file's exact bytes."""
+
+    id: str
+    version: int
+    title: str
+    owner: str
+    legal_basis: str
+    effective_from: date
+    review_by: date
+    feature_views: tuple[str, ...]
+    columns: dict[str, ColumnRule]
+    purposes: dict[str, Purpose]
+    denied: tuple[str, ...]
+    retention: dict[str, timedelta]
+    erasure: dict[str, Any]
+    differential_privacy: dict[str, Any]
+    sha256: str
+    text: str
+    file: str
+    positions: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
+    """Where each classified column is written (line, column)."""
+
+    def governs(self, view: str) -> bool:
+        """Whether a feature view is in this policy's scope (names or glob patterns)."""
+        return any(fnmatch.fnmatchcase(view, pattern) for pattern in self.feature_views)
+
+    def rule(self, column: str) -> ColumnRule | None:
+        """The rule for a column (exact name first, then glob patterns in file order)."""
+        if column in self.columns:
+            return self.columns[column]
+        for pattern, rule in self.columns.items():
+            if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(column, pattern):
+                return rule
+        return None
+
+    def purpose_problem(self, purpose: str | None, access: str) -> str | None:
+        """Why `purpose` may not have `access` under this policy (None if it may)."""
+        if purpose is None:
+            return f"policy '{self.id}' requires a purpose for every read; pass purpose=... (CLI: --purpose)"
+        if purpose in self.denied:
+            return f"purpose '{purpose}' is denied by policy '{self.id}'"
+        allowed = self.purposes.get(purpose)
+        if allowed is None:
+            from ..errors import did_you_mean
+
+            return (
+                f"purpose '{purpose}' is not allowed by policy '{self.id}' (allowed: "
+                f"{', '.join(sorted(self.purposes)) or 'none'})." + did_you_mean(purpose, self.purposes)
+            )
+        if access not in allowed.access:
+            return (
+                f"purpose '{purpose}' may not have {access} access under policy '{self.id}' "
+                f"(it has: {', '.join(allowed.access)})"
+            )
+        return None

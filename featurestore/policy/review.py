@@ -1,0 +1,144 @@
+"""What legal reads: a policy change in plain sentences, and a policy as a Markdown summary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from .model import ColumnRule, Policy
+
+RowsPastRetention = Callable[[str, timedelta], int]
+"""(view name pattern, retention) -> how many stored rows are older than that retention."""
+
+_TREATMENT_WORDS = {
+    "keyed_hash": "replaced by a keyed hash",
+    "tokenize": "encrypted as a reversible token",
+    "generalize": "generalized",
+    "drop": "dropped (never stored)",
+    "keep": "kept as is",
+}
+
+
+def _days(value: timedelta) -> str:
+    return f"{value.days} days" if value.seconds == 0 else str(value)
+
+
+def _treatment(rule: ColumnRule) -> str:
+    text = _TREATMENT_WORDS[rule.treatment]
+    if rule.treatment == "generalize" and rule.generalize:
+        (key, value), = rule.generalize.items()
+        text += {"to": f" to its {value}", "width": f" to steps of {value}", "prefix": f" to its first {value} characters"}[key]
+    if rule.treatment == "keyed_hash" and rule.normalize != "none":
+        text += f" (after {rule.normalize} normalization)"
+    return text
+
+
+def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPastRetention | None = None) -> list[str]:
+    """Sentences saying what approving `new` changes against the approved `old` (or None)."""
+    lines: list[str] = []
+    if old is None:
+        lines.append(f"Policy '{new.id}' v{new.version} has no approved version yet: approving it puts all of it in force.")
+        lines.append(f"It governs the feature views {', '.join(new.feature_views)}.")
+        for rule in new.columns.values():
+            if rule.treatment != "keep":
+                lines.append(f"Column {rule.name} ({rule.kind.replace('_', ' ')}) will be {_treatment(rule)} before it is stored.")
+        for p in new.purposes.values():
+            lines.append(f"Purpose {p.name} will be allowed: {', '.join(p.access)} access.")
+        for name, value in new.retention.items():
+            lines.append(f"{name.replace('_', ' ').capitalize()} data will be kept {_days(value)}.")
+        return lines
+    if old.sha256 == new.sha256:
+        return [f"Policy '{new.id}' is approved exactly as written: approving it again changes nothing."]
+    if new.version <= old.version:
+        lines.append(f"Warning: the version stays {new.version} although the content changed; raise it to {old.version + 1}.")
+    else:
+        lines.append(f"Policy '{new.id}' goes from v{old.version} to v{new.version}.")
+    for view in new.feature_views:
+        if view not in old.feature_views:
+            lines.append(f"Feature view {view} comes under this policy.")
+    for view in old.feature_views:
+        if view not in new.feature_views:
+            lines.append(f"Feature view {view} leaves this policy: it is no longer governed by it.")
+    for name, rule in new.columns.items():
+        before = old.columns.get(name)
+        if before is None:
+            lines.append(f"Column {name} is newly classified as {rule.kind.replace('_', ' ')}: {_treatment(rule)}.")
+        elif (before.kind, before.treatment, before.generalize, before.normalize) != (rule.kind, rule.treatment, rule.generalize, rule.normalize):
+            lines.append(f"Column {name}: was {before.kind.replace('_', ' ')}, {_treatment(before)}; "
+                         f"now {rule.kind.replace('_', ' ')}, {_treatment(rule)} (applies to data ingested from now on).")
+    for name in old.columns:
+        if name not in new.columns:
+            lines.append(f"Column {name} is no longer classified: a governed view holding it can no longer be applied.")
+    for name, p in new.purposes.items():
+        before_p = old.purposes.get(name)
+        if before_p is None:
+            lines.append(f"Purpose {name} is granted: {', '.join(p.access)} access.")
+        elif before_p.access != p.access or before_p.sensitive_attributes != p.sensitive_attributes:
+            lines.append(f"Purpose {name}: access changes from {', '.join(before_p.access)} to {', '.join(p.access)}"
+                         + (" and now includes sensitive attributes" if p.sensitive_attributes and not before_p.sensitive_attributes else "") + ".")
+    for name in old.purposes:
+        if name not in new.purposes:
+            lines.append(f"Purpose {name} is revoked: reads for it will be refused.")
+    for name in sorted(set(new.denied) - set(old.denied)):
+        lines.append(f"Purpose {name} is now explicitly denied.")
+    for name in sorted(set(old.retention) | set(new.retention)):
+        a, b = old.retention.get(name), new.retention.get(name)
+        if a == b:
+            continue
+        label = name.replace("_", " ")
+        if b is None:
+            lines.append(f"The {label} retention limit of {_days(a)} is removed.")  # type: ignore[arg-type]
+        elif a is None or b < a:
+            sentence = f"The {label} retention is {'set' if a is None else 'shortened'} to {_days(b)}" + ("" if a is None else f" (was {_days(a)})")
+            if name == "offline" and rows_past_retention is not None:
+                counts = {view: rows_past_retention(view, b) for view in new.feature_views}
+                total = sum(counts.values())
+                detail = ", ".join(f"{n:,} in {v}" for v, n in counts.items() if n)
+                sentence += f": {total:,} stored rows are older than that and fall out of retention" + (f" ({detail})" if detail else "")
+            lines.append(sentence + ".")
+        else:
+            lines.append(f"The {label} retention is lengthened to {_days(b)} (was {_days(a)}).")
+    if old.erasure != new.erasure:
+        lines.append(f"Erasure rules change: {old.erasure} -> {new.erasure}.")
+    if old.differential_privacy != new.differential_privacy:
+        lines.append("Differential-privacy rules change (budget, bounds or purposes).")
+    if (old.legal_basis, old.owner) != (new.legal_basis, new.owner):
+        lines.append(f"Legal basis / owner: {old.legal_basis}, {old.owner} -> {new.legal_basis}, {new.owner}.")
+    if len(lines) == 1:
+        lines.append("No rule changes; only wording, dates or comments differ.")
+    return lines
+
+
+def policy_markdown(policy: Policy, *, approvals: list[tuple[str, str, str | None, str]] | None = None) -> str:
+    """A readable summary for legal. `approvals` are (by, role, ticket, when) of this exact content."""
+    out = [f"# {policy.title or policy.id}", "",
+           f"- Policy id: `{policy.id}`, version {policy.version}",
+           f"- Owner: {policy.owner}", f"- Legal basis: {policy.legal_basis.replace('_', ' ')}",
+           f"- In effect from {policy.effective_from.isoformat()}, review by {policy.review_by.isoformat()}",
+           f"- Content SHA-256: `{policy.sha256}`"]
+    if approvals:
+        for by, role, ticket, when in approvals:
+            out.append(f"- Approved by {by} ({role}) on {when}" + (f", ticket {ticket}" if ticket else ""))
+    else:
+        out.append("- **Not approved**: data it governs can be neither written nor read.")
+    out += ["", "## Feature views covered", "", *(f"- {v}" for v in policy.feature_views),
+            "", "## Columns", "", "| column | kind | before storage |", "|---|---|---|"]
+    out += [f"| {r.name} | {r.kind.replace('_', ' ')} | {_treatment(r)} |" for r in policy.columns.values()]
+    out += ["", "## Purposes", "", "| purpose | access | sensitive attributes |", "|---|---|---|"]
+    out += [f"| {p.name} | {', '.join(p.access)} | {'yes' if p.sensitive_attributes else 'no'} |" for p in policy.purposes.values()]
+    if policy.denied:
+        out += ["", f"Denied: {', '.join(policy.denied)}. Any purpose not listed is refused."]
+    if policy.retention:
+        out += ["", "## Retention", "", *(f"- {k.replace('_', ' ')}: {_days(v)}" for k, v in policy.retention.items())]
+    if policy.erasure:
+        sla = policy.erasure.get("sla")
+        out += ["", "## Erasure", "", f"- One person is identified by `{policy.erasure.get('subject_key')}`"
+                + (f"; erased everywhere within {_days(sla)}" if sla else "")]
+    if policy.differential_privacy:
+        dp = policy.differential_privacy
+        budget = dp.get("budget") or {}
+        out += ["", "## Differential privacy", "",
+                f"- For purposes: {', '.join(dp.get('purposes') or []) or 'none'}",
+                f"- Budget: epsilon {budget.get('epsilon')}, delta {budget.get('delta')}"
+                + (f" per {_days(budget['period'])}" if budget.get("period") else "")]
+    return "\n".join(out) + "\n"
