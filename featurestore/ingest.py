@@ -37,6 +37,10 @@ class TargetSchema:
     join_keys: Mapping[str, str]
     timestamp_field: str
     features: Mapping[str, str]
+    free_types: frozenset[str] = frozenset()
+    """Stored columns whose source type is free: a policy turns them into text first."""
+    dropped: frozenset[str] = frozenset()
+    """Source columns a policy drops: accepted in the data, never stored."""
 
     @property
     def columns(self) -> dict[str, str]:
@@ -131,7 +135,7 @@ def check_schema(schema: pa.Schema, target: TargetSchema) -> None:
     if dupes:
         problems.append(f"duplicate columns: {', '.join(dupes)}")
     missing = [c for c in expected if c not in present]
-    unknown = [c for c in present if c not in expected]
+    unknown = [c for c in present if c not in expected and c not in target.dropped]
     for col in missing:
         problems.append(f"missing column '{col}'." + did_you_mean(col, unknown))
     for col in unknown:
@@ -140,7 +144,7 @@ def check_schema(schema: pa.Schema, target: TargetSchema) -> None:
             + " Drop it before ingesting, or add it to the view definition (a new version)."
         )
     for name, dtype in target.columns.items():
-        if name in present and not dupes:
+        if name in present and not dupes and name not in target.free_types:
             problem = type_problem(schema.field(name).type, name, dtype)
             if problem:
                 problems.append(problem)
@@ -240,6 +244,8 @@ def convert_column(column: pa.ChunkedArray | pa.Array, name: str, dtype: str, ta
 def validate_batch(batch: pa.RecordBatch | pa.Table, target: TargetSchema, *, row_offset: int) -> pa.Table:
     """Check one batch and return it as a Table with the stored column order and types."""
     table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    if target.dropped:
+        table = table.drop_columns([c for c in table.column_names if c in target.dropped])
     columns = []
     for name, dtype in target.columns.items():
         columns.append(convert_column(table.column(name), name, dtype, target))

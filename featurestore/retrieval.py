@@ -8,7 +8,8 @@ each view's key types) and of its timestamp (as microsecond floor and ceiling) g
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,23 @@ from .types import arrow_type
 US_UTC = pa.timestamp("us", tz="UTC")
 
 
+KeyForms = Callable[[str, pa.ChunkedArray], list[pa.ChunkedArray]]
+"""Given a join key's name and its entity_df column, the forms it may be stored in."""
+
+
 @dataclass(frozen=True)
 class KeyColumns:
-    """One view version's join keys and their declared types, and the prefix of their copies."""
+    """One view version's join keys and their declared types, and the prefix of their copies.
+
+    `forms` turns a raw key into its stored forms (pseudonyms under each key id) for keys in
+    `free_keys`, whose raw type may differ from the stored text.
+    """
 
     view: str
     join_keys: dict[str, str]
     prefix: str
+    forms: KeyForms | None = None
+    free_keys: frozenset[str] = frozenset()
 
 
 def read_entity_frame(data: Any) -> pa.Table:
@@ -86,11 +97,14 @@ def entity_times(table: pa.Table, column: str) -> tuple[pa.ChunkedArray, pa.Chun
     return floor, ceil
 
 
-def join_frame(table: pa.Table, timestamp_column: str, keys: Sequence[KeyColumns]) -> pa.Table:
-    """The table DuckDB joins on: ``_row``, each view's keys as ``{prefix}{key}``, ``_t_floor``, ``_t_ceil``."""
+def join_frame(table: pa.Table, timestamp_column: str, keys: Sequence[KeyColumns]) -> tuple[pa.Table, list[list[str]]]:
+    """The table DuckDB joins on: ``_row``, ``_t_floor``, ``_t_ceil`` and each view's keys in
+    each stored form as ``{prefix}{form}_{key}``; also, per view, the prefixes of its forms."""
     floor, ceil = entity_times(table, timestamp_column)
     columns: dict[str, Any] = {"_row": pa.array(range(table.num_rows), pa.int64())}
+    prefixes: list[list[str]] = []
     for group in keys:
+        per_key: list[list[pa.ChunkedArray]] = []
         for key, dtype in group.join_keys.items():
             if key not in table.column_names:
                 raise RetrievalError(
@@ -98,6 +112,10 @@ def join_frame(table: pa.Table, timestamp_column: str, keys: Sequence[KeyColumns
                     + did_you_mean(key, table.column_names)
                 )
             column = table.column(key)
+            if key in group.free_keys:
+                assert group.forms is not None
+                per_key.append(group.forms(key, column))
+                continue
             problem = type_problem(column.type, key, dtype)
             if problem:
                 raise RetrievalError(
@@ -105,14 +123,21 @@ def join_frame(table: pa.Table, timestamp_column: str, keys: Sequence[KeyColumns
                     f"'{group.view}'; convert it in entity_df (a key of another type would match nothing)"
                 )
             try:
-                columns[group.prefix + key] = pc.cast(column, arrow_type(dtype), safe=True)
+                per_key.append([pc.cast(column, arrow_type(dtype), safe=True)])
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise RetrievalError(
                     f"join key '{key}' of entity_df cannot be converted to {dtype} for feature view '{group.view}': {exc}"
                 ) from exc
+        group_prefixes: list[str] = []
+        for form, combination in enumerate(itertools.product(*per_key)):
+            prefix = f"{group.prefix}{form}_"
+            group_prefixes.append(prefix)
+            for key, values in zip(group.join_keys, combination, strict=True):
+                columns[prefix + key] = values
+        prefixes.append(group_prefixes)
     columns["_t_floor"] = floor
     columns["_t_ceil"] = ceil
-    return pa.table(columns)
+    return pa.table(columns), prefixes
 
 
 def content_hash(table: pa.Table) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+import dataclasses
+import getpass
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,9 +26,13 @@ from .errors import (
     UnknownViewError,
     did_you_mean,
 )
+from .audit import AuditLog
+from .governance import Governance
 from .offline.duckdb_store import OfflineStore, utc_schema
 from .offline.pit import ViewRequest, pit_sql
 from .plan import Plan, RegisteredView, compute_plan
+from .policy import Policy
+from .privacy.keys import MASTER_KEY_ENV, ConfigKeyProvider, KeyProvider, KeyRing
 from .registry import Registry
 from .registry.models import EntityRow, FeatureViewRow, FeatureViewVersionRow, IngestionBatchRow, TrainingSetRow
 from .retrieval import KeyColumns, content_hash, join_frame, read_entity_frame
@@ -38,6 +44,13 @@ Progress = Callable[[int, int | None], None]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in this environment
+        return f"uid-{os.getuid()}"
 
 
 @dataclass(frozen=True)
@@ -92,8 +105,20 @@ class TrainingSet:
     row_count: int
     content_hash: str
     policy_hashes: list[str]
+    """``"<policy id>@<sha256>"`` of every approved policy governing its views when built."""
+    purpose: str | None
     location: str
     created_at: datetime
+
+
+@dataclass
+class JoinPart:
+    """One view version's share of a point-in-time join."""
+
+    vv: ViewVersion
+    features: list[str]
+    outputs: list[str]
+    ttl: timedelta | None
 
 
 @dataclass(frozen=True)
@@ -130,6 +155,9 @@ class FeatureStore:
         clock: Returns the current time (time-zone aware); stamps ingestion batches.
         lock_timeout: Seconds to wait for another process holding the offline store
             (default: the config's ``offline.lock_timeout_seconds``).
+        key_provider: Where the master key comes from (default: the config's environment
+            variable or key file).
+        actor: Who is acting, for the audit log (default: the operating-system user).
 
     Raises:
         ConfigError: `path` is not a store.
@@ -144,6 +172,8 @@ class FeatureStore:
         memory: bool = False,
         clock: Clock | None = None,
         lock_timeout: float | None = None,
+        key_provider: KeyProvider | None = None,
+        actor: str | None = None,
     ) -> None:
         if memory == (path is not None):
             raise ConfigError("give either a store path, FeatureStore('dir'), or memory=True")
@@ -165,6 +195,15 @@ class FeatureStore:
         timeout = self.config.lock_timeout if lock_timeout is None else lock_timeout
         self.offline = OfflineStore(self.config.offline_path, lock_timeout=timeout)
         self._memory_training_data: dict[str, pa.Table] = {}
+        self.actor = actor or _default_actor()
+        provider = key_provider or ConfigKeyProvider(
+            self.config.root,
+            env_var=str(self.config.keys.get("master_key_env") or MASTER_KEY_ENV),
+            key_file=Path(self.config.keys["master_key_file"]) if self.config.keys.get("master_key_file") else None,
+        )
+        self.keys = KeyRing(self.registry, provider, self._now)
+        self.governance = Governance(self.config.root, self.registry, self.keys)
+        self.audit = AuditLog(self.registry, self._now)
         self._reconcile(wait=False)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -269,13 +308,18 @@ class FeatureStore:
             vv.view.name: RegisteredView(vv.view, vv.version, vv.join_keys, self._schema_hash(vv))
             for vv in self.list_views()
         }
-        return compute_plan(
+        plan = compute_plan(
             defs.entities,
             defs.views,
             registered_entities=registered_entities,
             registered_views=registered_views,
             entity_positions=defs.entity_positions,
         )
+        known = {**registered_entities, **{e.name: e for e in defs.entities}}
+        self.governance.check_definitions([
+            (v.name, known[v.entity].join_keys, {f.name: f.dtype for f in v.features}) for v in defs.views
+        ])
+        return plan
 
     @staticmethod
     def _schema_hash(vv: ViewVersion) -> str:
@@ -346,6 +390,8 @@ class FeatureStore:
                     created_at=now,
                     updated_at=now,
                 ))
+        self.audit.append(self.actor, "apply", ", ".join(c.name for c in plan.changes),
+                          details={"changes": [str(c) for c in plan.changes]})
         return plan
 
     def _entity_keys(self, name: str, pending: dict[str, Entity]) -> dict[str, str]:
@@ -433,16 +479,27 @@ class FeatureStore:
 
         Raises:
             IngestionError: the data does not fit; nothing of it was written.
+            PolicyViolation: the view's policy is not approved (or was edited since), or data
+                cannot be treated as it requires; nothing was written.
             StoreLockedError: another process held the offline store past the lock timeout.
+
+        A view governed by an approved policy has its columns treated in memory first:
+        dropped columns are discarded, others generalized, hashed or tokenized.
         """
         vv = self.get_view(view)
+        governing = self.governance.governing(vv.view.name)
+        policy = governing.require(vv.view.name) if governing is not None else None
+        stored = [*vv.join_keys, vv.view.timestamp_field, *vv.view.feature_names]
         target = ingest_mod.TargetSchema(
             view=vv.ref,
             join_keys=vv.join_keys,
             timestamp_field=vv.view.timestamp_field,
             features={f.name: f.dtype for f in vv.view.features},
+            free_types=self.governance.treated(policy, stored) if policy else frozenset(),
         )
         source = ingest_mod.open_source(data, target)
+        if policy is not None:
+            target = dataclasses.replace(target, dropped=self.governance.dropped(policy, source.schema.names))
         ingest_mod.check_schema(source.schema, target)
         total = _known_rows(data)
         done = 0
@@ -452,6 +509,8 @@ class FeatureStore:
             for batch in source.batches:
                 if batch.schema != source.schema:
                     ingest_mod.check_schema(batch.schema, target)
+                if policy is not None:  # treatments happen in memory, before anything is written
+                    batch = self.governance.treat(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch, policy)
                 table = ingest_mod.validate_batch(batch, target, row_offset=offset)
                 offset += table.num_rows
                 yield table
@@ -471,9 +530,16 @@ class FeatureStore:
             try:
                 rows = self.offline.append_on(con, vv.table, validated(), batch_id=batch_id, ingested_at=ingested_at, on_rows=advance)
             except BaseException as exc:
-                self.registry.finish_batch(batch_id, status="aborted", finished_at=self._now(), error=str(exc) or type(exc).__name__)
+                # A governed view's error may quote a raw value: the registry keeps only its kind.
+                reason = (f"{type(exc).__name__}: details withheld, the view is governed by policy '{policy.id}'"
+                          if policy is not None else str(exc) or type(exc).__name__)
+                self.registry.finish_batch(batch_id, status="aborted", finished_at=self._now(), error=reason)
                 raise
             self.registry.finish_batch(batch_id, status="committed", finished_at=self._now(), row_count=rows)
+        self.audit.append(self.actor, "ingest", vv.ref, details={
+            "batch": batch_id, "rows": rows, "policy": policy.id if policy else None,
+            "policy_sha256": policy.sha256 if policy else None,
+        })
         return IngestResult(batch_id, vv.view.name, vv.version, rows, ingested_at)
 
     def list_batches(self, view: str | None = None) -> list[BatchInfo]:
@@ -512,13 +578,16 @@ class FeatureStore:
 
     # --- reads ------------------------------------------------------------------------------
 
-    def read(self, view: str, *, features: Sequence[str] | None = None, as_of: datetime | None = None) -> pa.Table:
+    def read(
+        self, view: str, *, features: Sequence[str] | None = None, as_of: datetime | None = None, purpose: str | None = None
+    ) -> pa.Table:
         """Every stored row of a view version: keys, event time, features, ``_ingested_at``, ``_batch_id``.
 
         Args:
             view: ``"name"`` (latest version) or ``"name@v1"`` (pinned).
             features: Feature names to return (default: all of that version).
             as_of: Only rows ingested at or before this time (time travel on ingestion time).
+            purpose: Why the rows are read; required, and checked, for a governed view.
         """
         vv = self.get_view(view)
         names = list(features) if features is not None else vv.view.feature_names
@@ -527,8 +596,11 @@ class FeatureStore:
                 raise UnknownFeatureError(self._missing_feature_message(vv, name, pinned="@" in view))
         if as_of is not None and as_of.tzinfo is None:
             raise FeatureStoreError("as_of must be time-zone aware, e.g. datetime(2025, 1, 1, tzinfo=UTC)")
+        self.governance.check_read(vv.view.name, [*vv.join_keys, *names], purpose)
         columns = [*vv.join_keys, vv.view.timestamp_field, *names, "_ingested_at", "_batch_id"]
-        return self.offline.scan(vv.table, columns, as_of=as_of)
+        table = self.offline.scan(vv.table, columns, as_of=as_of)
+        self.audit.append(self.actor, "read", vv.ref, purpose=purpose, details={"features": names, "rows": table.num_rows})
+        return table
 
     # --- point-in-time retrieval -------------------------------------------------------------
 
@@ -541,6 +613,7 @@ class FeatureStore:
         known_at_prediction_time: bool = False,
         timestamp_column: str = "event_timestamp",
         full_feature_names: bool = False,
+        purpose: str | None = None,
     ) -> pa.Table:
         """Point-in-time correct feature values for each row of `entity_df` (for training).
 
@@ -559,6 +632,8 @@ class FeatureStore:
             known_at_prediction_time: Also ignore rows ingested after each entity row's time.
             timestamp_column: The entity timestamp column (default ``event_timestamp``).
             full_feature_names: Name output columns ``view__feature`` instead of ``feature``.
+            purpose: Why the features are read; required, and checked, for governed views.
+                Raw join keys of pseudonymized keys are hashed in-process to match.
 
         Returns:
             A pyarrow Table (``.to_pandas()``, ``polars.from_arrow(...)``).
@@ -566,12 +641,23 @@ class FeatureStore:
         entity = read_entity_frame(entity_df)
         if as_of is not None and as_of.tzinfo is None:
             raise RetrievalError("as_of must be time-zone aware, e.g. datetime(2025, 1, 1, tzinfo=UTC)")
-        requests = self._requests(self.resolve_features(features), entity.column_names, timestamp_column, full_feature_names)
-        return self._point_in_time(entity, requests, timestamp_column, as_of=as_of, known=known_at_prediction_time)
+        parts = self._requests(self.resolve_features(features), entity.column_names, full_feature_names)
+        policies = self._check_parts(parts, purpose)
+        table = self._point_in_time(entity, parts, policies, timestamp_column, as_of=as_of, known=known_at_prediction_time)
+        self.audit.append(self.actor, "get_historical_features", ", ".join(p.vv.ref for p in parts), purpose=purpose,
+                          details={"features": [f"{p.vv.ref}:{f}" for p in parts for f in p.features], "rows": table.num_rows})
+        return table
 
-    def _requests(
-        self, resolved: list[ResolvedFeature], entity_columns: list[str], timestamp_column: str, full_names: bool
-    ) -> list[tuple[ViewVersion, ViewRequest]]:
+    def _check_parts(self, parts: list[JoinPart], purpose: str | None) -> dict[str, Policy]:
+        """Check every view's policy for this purpose; return the governing policies by view."""
+        policies: dict[str, Policy] = {}
+        for part in parts:
+            policy = self.governance.check_read(part.vv.view.name, [*part.vv.join_keys, *part.features], purpose)
+            if policy is not None:
+                policies[part.vv.view.name] = policy
+        return policies
+
+    def _requests(self, resolved: list[ResolvedFeature], entity_columns: list[str], full_names: bool) -> list[JoinPart]:
         outputs = [f"{r.view}__{r.feature}" if full_names else r.feature for r in resolved]
         seen: dict[str, str] = {}
         for r, out in zip(resolved, outputs, strict=True):
@@ -586,37 +672,44 @@ class FeatureStore:
         self,
         entries: list[tuple[str, int, str, str]],
         ttls: dict[tuple[str, int], timedelta | None] | None = None,
-    ) -> list[tuple[ViewVersion, ViewRequest]]:
-        """Group (view, version, feature, output) entries into one join request per view version.
+    ) -> list[JoinPart]:
+        """Group (view, version, feature, output) entries into one join part per view version.
 
         Each version's TTL is the one registered now, unless `ttls` gives it (a training set's
         manifest gives the TTLs recorded when it was built).
         """
-        groups: dict[tuple[str, int], tuple[ViewVersion, list[str], list[str], timedelta | None]] = {}
+        groups: dict[tuple[str, int], JoinPart] = {}
         for view, version, feature, out in entries:
             if (view, version) not in groups:
                 vv = self.get_view(f"{view}@v{version}")
                 ttl = ttls[(view, version)] if ttls is not None else vv.view.ttl
-                groups[(view, version)] = (vv, [], [], ttl)
-            groups[(view, version)][1].append(feature)
-            groups[(view, version)][2].append(out)
-        return [
-            (vv, ViewRequest(vv.table, list(vv.join_keys), f"_k{i}_", vv.view.timestamp_field, ttl, feats, outs))
-            for i, (vv, feats, outs, ttl) in enumerate(groups.values())
-        ]
+                groups[(view, version)] = JoinPart(vv, [], [], ttl)
+            groups[(view, version)].features.append(feature)
+            groups[(view, version)].outputs.append(out)
+        return list(groups.values())
 
     def _point_in_time(
         self,
         entity: pa.Table,
-        requests: list[tuple[ViewVersion, ViewRequest]],
+        parts: list[JoinPart],
+        policies: dict[str, Policy],
         timestamp_column: str,
         *,
         as_of: datetime | None,
         known: bool,
     ) -> pa.Table:
-        keys = [KeyColumns(vv.ref, vv.join_keys, req.key_prefix) for vv, req in requests]
-        frame = join_frame(entity, timestamp_column, keys)
-        sql = pit_sql([req for _, req in requests], as_of=as_of, known_at_prediction_time=known)
+        groups = []
+        for i, part in enumerate(parts):
+            policy = policies.get(part.vv.view.name)
+            free = self.governance.treated(policy, list(part.vv.join_keys)) if policy else frozenset()
+            forms = (lambda key, raw, p=policy: self.governance.key_variants(p, key, raw)) if free else None
+            groups.append(KeyColumns(part.vv.ref, part.vv.join_keys, f"_k{i}_", forms, free))
+        frame, prefixes = join_frame(entity, timestamp_column, groups)
+        requests = [
+            ViewRequest(p.vv.table, list(p.vv.join_keys), pre, p.vv.view.timestamp_field, p.ttl, p.features, p.outputs)
+            for p, pre in zip(parts, prefixes, strict=True)
+        ]
+        sql = pit_sql(requests, as_of=as_of, known_at_prediction_time=known)
         with self.offline.connect(read_only=True) as con:
             con.register("_fs_entities", frame)
             try:
@@ -625,7 +718,7 @@ class FeatureStore:
                 con.unregister("_fs_entities")
         assert joined.num_rows == entity.num_rows, "a point-in-time join returns each entity row once"
         result = entity
-        for _, req in requests:
+        for req in requests:
             for out in req.outputs:
                 result = result.append_column(joined.schema.field(out), joined.column(out))
         return result
@@ -643,6 +736,7 @@ class FeatureStore:
         timestamp_column: str = "event_timestamp",
         full_feature_names: bool = False,
         description: str = "",
+        purpose: str | None = None,
     ) -> TrainingSet:
         """Build a point-in-time training set, save it in the store and record its manifest.
 
@@ -666,19 +760,20 @@ class FeatureStore:
                 f"as_of {as_of.isoformat()} is in the future: rows ingested until then would change "
                 "the training set, so it could not be reproduced. Omit as_of to use the last ingestion."
             )
-        requests = self._requests(self.resolve_features(features), entity.column_names, timestamp_column, full_feature_names)
-        table = self._point_in_time(entity, requests, timestamp_column, as_of=as_of, known=known_at_prediction_time)
+        parts = self._requests(self.resolve_features(features), entity.column_names, full_feature_names)
+        policies = self._check_parts(parts, purpose)
+        table = self._point_in_time(entity, parts, policies, timestamp_column, as_of=as_of, known=known_at_prediction_time)
         manifest_features = [
             {
-                "ref": f"{vv.view.name}@v{vv.version}:{feature}",
-                "view": vv.view.name,
-                "version": vv.version,
+                "ref": f"{p.vv.view.name}@v{p.vv.version}:{feature}",
+                "view": p.vv.view.name,
+                "version": p.vv.version,
                 "feature": feature,
                 "output": out,
-                "ttl_seconds": vv.view.ttl.total_seconds() if vv.view.ttl is not None else None,
+                "ttl_seconds": p.ttl.total_seconds() if p.ttl is not None else None,
             }
-            for vv, req in requests
-            for feature, out in zip(req.features, req.outputs, strict=True)
+            for p in parts
+            for feature, out in zip(p.features, p.outputs, strict=True)
         ]
         location = self._save_training_data(name, table)
         with self.registry.session() as s:
@@ -686,9 +781,13 @@ class FeatureStore:
                 name=name, description=description, features=manifest_features,
                 entity_columns=list(entity.column_names), timestamp_column=timestamp_column, as_of=as_of,
                 known_at_prediction_time=known_at_prediction_time, full_feature_names=full_feature_names,
-                row_count=table.num_rows, content_hash=content_hash(table), policy_hashes=[],
-                location=location, created_at=now,
+                row_count=table.num_rows, content_hash=content_hash(table),
+                policy_hashes=sorted({f"{p.id}@{p.sha256}" for p in policies.values()}),
+                purpose=purpose, location=location, created_at=now,
             ))
+        self.audit.append(self.actor, "create_training_set", name, purpose=purpose,
+                          details={"rows": table.num_rows, "features": [f["ref"] for f in manifest_features],
+                                   "content_hash": content_hash(table)})
         return self.get_training_set(name)
 
     def list_training_sets(self) -> list[TrainingSet]:
@@ -724,8 +823,10 @@ class FeatureStore:
             (f["view"], f["version"]): timedelta(seconds=f["ttl_seconds"]) if f["ttl_seconds"] is not None else None
             for f in ts.features
         }
-        requests = self._group_requests([(f["view"], f["version"], f["feature"], f["output"]) for f in ts.features], recorded)
-        table = self._point_in_time(entity, requests, ts.timestamp_column, as_of=ts.as_of, known=ts.known_at_prediction_time)
+        parts = self._group_requests([(f["view"], f["version"], f["feature"], f["output"]) for f in ts.features], recorded)
+        policies = self._check_parts(parts, ts.purpose)  # a purpose revoked since is refused now
+        table = self._point_in_time(entity, parts, policies, ts.timestamp_column, as_of=ts.as_of, known=ts.known_at_prediction_time)
+        self.audit.append(self.actor, "reproduce_training_set", name, purpose=ts.purpose, details={"rows": table.num_rows})
         digest = content_hash(table)
         return Reproduction(name, ts.content_hash, digest, digest == ts.content_hash, table)
 
@@ -773,7 +874,7 @@ def _training_set(row: TrainingSetRow) -> TrainingSet:
     return TrainingSet(
         row.name, row.description, list(row.features), list(row.entity_columns), row.timestamp_column,
         row.as_of, row.known_at_prediction_time, row.row_count, row.content_hash, list(row.policy_hashes),
-        row.location, row.created_at,
+        row.purpose, row.location, row.created_at,
     )
 
 

@@ -43,7 +43,9 @@ class ViewRequest:
     table: str
     join_keys: Sequence[str]
     """The view's key columns; the entity table holds them as ``{prefix}{key}``."""
-    key_prefix: str
+    key_prefixes: Sequence[str]
+    """One prefix per stored form of the keys (a pseudonymized key has one form per key id);
+    a row matching any form counts, and the best match over all forms wins."""
     timestamp_field: str
     ttl: timedelta | None
     features: Sequence[str]
@@ -68,15 +70,15 @@ def pit_sql(
 
     Returns ``_row`` and every requested feature, one row per entity row, ordered by ``_row``.
 
-    >>> print(pit_sql([ViewRequest("fv_p_v1", ["id"], "k0_", "ts", timedelta(days=1), ["x"], ["x"])]))
+    >>> print(pit_sql([ViewRequest("fv_p_v1", ["id"], ["k0_"], "ts", timedelta(days=1), ["x"], ["x"])]))
     WITH f0 AS (
       SELECT "id", "ts" AS _e, {'t': "ts", 'i': _ingested_at, 'r': rowid} AS _o, "x"
       FROM "fv_p_v1"
     )
     SELECT e._row,
-      CASE WHEN f0._e >= e._t_ceil - INTERVAL 86400000000 MICROSECOND THEN f0."x" END AS "x"
+      CASE WHEN f0_0._e >= e._t_ceil - INTERVAL 86400000000 MICROSECOND THEN f0_0."x" END AS "x"
     FROM (SELECT _row, "k0_id", _t_floor, _t_ceil, coalesce(_t_floor, '-infinity'::TIMESTAMPTZ) AS _t FROM _fs_entities) e
-    ASOF LEFT JOIN f0 ON e."k0_id" = f0."id" AND {'t': e._t, 'i': 'infinity'::TIMESTAMPTZ, 'r': 9223372036854775807} >= f0._o
+    ASOF LEFT JOIN f0 AS f0_0 ON e."k0_id" = f0_0."id" AND {'t': e._t, 'i': 'infinity'::TIMESTAMPTZ, 'r': 9223372036854775807} >= f0_0._o
     ORDER BY e._row
     """
     ctes: list[str] = []
@@ -85,30 +87,48 @@ def pit_sql(
     entity_cols: list[str] = []
     where = f" WHERE _ingested_at <= '{as_of.isoformat()}'::TIMESTAMPTZ" if as_of is not None else ""
     for i, view in enumerate(views):
-        alias = f"f{i}"
+        cte = f"f{i}"
         keys = ", ".join(quote(k) for k in view.join_keys)
         ts = quote(view.timestamp_field)
         order = f"{{'t': {ts}, 'i': _ingested_at, 'r': rowid}}"
         if known_at_prediction_time:
-            best = ", ".join([f"'_e': {ts}", *(f"{_lit(f)}: {quote(f)}" for f in view.features)])
+            best = ", ".join([f"'_o': {order}", f"'_e': {ts}", *(f"{_lit(f)}: {quote(f)}" for f in view.features)])
             ctes.append(
-                f"{alias} AS (\n  SELECT {keys}, greatest({ts}, _ingested_at) AS _avail,\n"
+                f"{cte} AS (\n  SELECT {keys}, greatest({ts}, _ingested_at) AS _avail,\n"
                 f"    arg_max({{{best}}}, {order}) OVER (PARTITION BY {keys} ORDER BY greatest({ts}, _ingested_at)\n"
                 f"      RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _best\n"
                 f"  FROM {quote(view.table)}{where}\n)"
             )
-            chosen_e = f"{alias}._best._e"
-            value = lambda f, a=alias: f"{a}._best.{quote(f)}"  # noqa: E731
-            inequality = f"e._t >= {alias}._avail"
         else:
             cols = ", ".join(quote(f) for f in view.features)
             ctes.append(
-                f"{alias} AS (\n  SELECT {keys}, {ts} AS _e, {order} AS _o, {cols}\n"
+                f"{cte} AS (\n  SELECT {keys}, {ts} AS _e, {order} AS _o, {cols}\n"
                 f"  FROM {quote(view.table)}{where}\n)"
             )
-            chosen_e = f"{alias}._e"
-            value = lambda f, a=alias: f"{a}.{quote(f)}"  # noqa: E731
-            inequality = f"{{'t': e._t, 'i': 'infinity'::TIMESTAMPTZ, 'r': {MAX_BIGINT}}} >= {alias}._o"
+        aliases = [f"{cte}_{j}" for j in range(len(view.key_prefixes))]
+        for alias, prefix in zip(aliases, view.key_prefixes, strict=True):
+            if known_at_prediction_time:
+                inequality = f"e._t >= {alias}._avail"
+            else:
+                inequality = f"{{'t': e._t, 'i': 'infinity'::TIMESTAMPTZ, 'r': {MAX_BIGINT}}} >= {alias}._o"
+            key_eq = " AND ".join(f"e.{quote(prefix + k)} = {alias}.{quote(k)}" for k in view.join_keys)
+            joins.append(f"ASOF LEFT JOIN {cte} AS {alias} ON {key_eq} AND {inequality}")
+            entity_cols += [quote(prefix + k) for k in view.join_keys]
+        if len(aliases) == 1:
+            alias = aliases[0]
+            chosen_e = f"{alias}._best._e" if known_at_prediction_time else f"{alias}._e"
+            value = (lambda f, a=alias: f"{a}._best.{quote(f)}") if known_at_prediction_time else (lambda f, a=alias: f"{a}.{quote(f)}")  # noqa: E731
+        else:
+            # The best row over every stored form of the key: structs compare by their first
+            # field, the ordering key, and greatest() skips forms that matched nothing.
+            if known_at_prediction_time:
+                forms = [f"{a}._best" for a in aliases]
+            else:
+                fields = ", ".join([f"'_e': {{a}}._e", *(f"{_lit(f)}: {{a}}.{quote(f)}" for f in view.features)])
+                forms = [f"CASE WHEN {a}._o IS NULL THEN NULL ELSE {{'_o': {a}._o, {fields.format(a=a)}}} END" for a in aliases]
+            chosen = f"greatest({', '.join(forms)})"
+            chosen_e = f"{chosen}._e"
+            value = lambda f, c=chosen: f"{c}.{quote(f)}"  # noqa: E731
         for feature, output in zip(view.features, view.outputs, strict=True):
             if view.ttl is None:
                 selects.append(f"{value(feature)} AS {quote(output)}")
@@ -116,9 +136,6 @@ def pit_sql(
                 selects.append(
                     f"CASE WHEN {chosen_e} >= e._t_ceil - {_ttl_sql(view.ttl)} THEN {value(feature)} END AS {quote(output)}"
                 )
-        key_eq = " AND ".join(f"e.{quote(view.key_prefix + k)} = {alias}.{quote(k)}" for k in view.join_keys)
-        joins.append(f"ASOF LEFT JOIN {alias} ON {key_eq} AND {inequality}")
-        entity_cols += [quote(view.key_prefix + k) for k in view.join_keys]
     entity_select = ", ".join(["_row", *entity_cols, "_t_floor", "_t_ceil"])
     select_list = ",\n  ".join(selects)
     return (
