@@ -11,11 +11,15 @@
 
 from .definitions import Entity, Feature, FeatureView
 from .errors import (
+    AuditChainBroken,
     ConfigError,
     DefinitionError,
     FeatureStoreError,
     IngestionError,
+    KeyManagementError,
     NotFoundError,
+    PolicyError,
+    PolicyViolation,
     RegistryOutOfDate,
     RetrievalError,
     StoreLockedError,
@@ -27,6 +31,7 @@ from .store import FeatureStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuditChainBroken",
     "ConfigError",
     "DefinitionError",
     "Entity",
@@ -35,7 +40,10 @@ __all__ = [
     "FeatureStoreError",
     "FeatureView",
     "IngestionError",
+    "KeyManagementError",
     "NotFoundError",
+    "PolicyError",
+    "PolicyViolation",
     "RegistryOutOfDate",
     "RetrievalError",
     "StoreLockedError",

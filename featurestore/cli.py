@@ -34,6 +34,17 @@ COMMAND_METHODS: dict[str, str] = {
     "training-set list": "list_training_sets",
     "training-set show": "get_training_set",
     "training-set reproduce": "reproduce_training_set",
+    "policy lint": "lint_policy",
+    "policy plan": "plan_policy",
+    "policy approve": "approve_policy",
+    "policy show": "show_policy",
+    "policy schema": "policy_schema",
+    "keys rotate": "rotate_key",
+    "keys list": "list_keys",
+    "keys generate-master": "featurestore.privacy.keys.generate_master_key",
+    "audit show": "audit_entries",
+    "audit verify": "verify_audit",
+    "reidentify": "reidentify",
     "demo": "featurestore.demo.run_demo",
 }
 
@@ -63,6 +74,13 @@ db_app = typer.Typer(cls=_Group, help="Inspect and migrate the registry database
 app.add_typer(db_app, name="db")
 ts_app = typer.Typer(cls=_Group, help="Create, list, show and reproduce saved training sets.", no_args_is_help=True)
 app.add_typer(ts_app, name="training-set")
+policy_app = typer.Typer(cls=_Group, help="Review, approve and publish data policies (policies/*.yaml).", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+keys_app = typer.Typer(cls=_Group, help="Manage pseudonymization keys (kept wrapped under the master key).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(cls=_Group, help="Read and verify the hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+PurposeOpt = Annotated[str | None, typer.Option(help="Why the data is read; required for views under a policy.")]
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="The store directory.", show_default=True)]
 
@@ -239,6 +257,7 @@ def get_historical(
     known_at_prediction_time: KnownOpt = False,
     timestamp_column: TsColOpt = "event_timestamp",
     full_feature_names: Annotated[bool, typer.Option(help="Name columns view__feature.")] = False,
+    purpose: PurposeOpt = None,
     store: StoreOpt = Path("."),
 ) -> None:
     """Point-in-time join of an entity file with features, written to a Parquet file."""
@@ -247,7 +266,7 @@ def get_historical(
     with _open(store) as fs:
         table = fs.get_historical_features(
             entity_file, feature, as_of=_parse_time(as_of), known_at_prediction_time=known_at_prediction_time,
-            timestamp_column=timestamp_column, full_feature_names=full_feature_names,
+            timestamp_column=timestamp_column, full_feature_names=full_feature_names, purpose=purpose,
         )
     pq.write_table(table, out_path)
     out.print(f"Wrote {table.num_rows:,} rows x {table.num_columns} columns to {out_path}")
@@ -262,13 +281,14 @@ def training_set_create(
     known_at_prediction_time: KnownOpt = False,
     timestamp_column: TsColOpt = "event_timestamp",
     description: Annotated[str, typer.Option(help="What the training set is for.")] = "",
+    purpose: PurposeOpt = None,
     store: StoreOpt = Path("."),
 ) -> None:
     """Build a training set, save it in the store and record its manifest."""
     with _open(store) as fs:
         ts = fs.create_training_set(
             name, entity_file, feature, as_of=_parse_time(as_of), known_at_prediction_time=known_at_prediction_time,
-            timestamp_column=timestamp_column, description=description,
+            timestamp_column=timestamp_column, description=description, purpose=purpose,
         )
     out.print(f"Saved training set '{ts.name}': {ts.row_count:,} rows, as of {ts.as_of.isoformat()}, sha256 {ts.content_hash}")
 
@@ -297,7 +317,8 @@ def training_set_show(
     out.print(f"  known at t only: {'yes' if ts.known_at_prediction_time else 'no'}")
     out.print(f"  entity columns:  {', '.join(ts.entity_columns)} (timestamp: {ts.timestamp_column})", markup=False)
     out.print(f"  sha256:          {ts.content_hash}")
-    out.print(f"  policy hashes:   {', '.join(ts.policy_hashes) or 'none (no policies yet)'}")
+    out.print(f"  purpose:         {ts.purpose or 'none (no governed views)'}")
+    out.print(f"  policy hashes:   {', '.join(ts.policy_hashes) or 'none (no governed views)'}")
     out.print(f"  stored at:       {ts.location}", markup=False)
     for f in ts.features:
         ttl = f"{f['ttl_seconds']:g} s" if f["ttl_seconds"] is not None else "none"
@@ -317,6 +338,138 @@ def training_set_reproduce(
         return
     err.print(f"error: '{name}' rebuilt to sha256 {result.content_hash}, but it was saved as {result.expected_hash}.")
     raise typer.Exit(1)
+
+
+PolicyFile = Annotated[Path, typer.Argument(help="A policy file, e.g. policies/customer-data.yaml.")]
+
+
+@policy_app.command("lint")
+def policy_lint(file: PolicyFile, store: StoreOpt = Path(".")) -> None:
+    """Check a policy file, and that it classifies every column of the views it governs."""
+    with _open(store) as fs:
+        policy = fs.lint_policy(file)
+    out.print(f"{file}: policy '{policy.id}' v{policy.version} is valid (SHA-256 {policy.sha256}).")
+
+
+@policy_app.command("plan")
+def policy_plan(file: PolicyFile, store: StoreOpt = Path(".")) -> None:
+    """Say in plain sentences what approving a policy file would change."""
+    with _open(store) as fs:
+        for line in fs.plan_policy(file):
+            out.print(f"- {line}", markup=False)
+
+
+@policy_app.command("approve")
+def policy_approve(
+    file: PolicyFile,
+    by: Annotated[str, typer.Option("--by", help="Who approves (name).")],
+    role: Annotated[str, typer.Option("--role", help="In which role, e.g. legal or dpo.")],
+    ticket: Annotated[str | None, typer.Option("--ticket", help="Review ticket, e.g. LEGAL-412.")] = None,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Approve a policy file's exact content; any later edit needs a new approval."""
+    with _open(store) as fs:
+        policy = fs.approve_policy(file, by=by, role=role, ticket=ticket)
+    out.print(f"Approved policy '{policy.id}' v{policy.version} (SHA-256 {policy.sha256}) by {by} ({role}).", markup=False)
+
+
+@policy_app.command("show")
+def policy_show(
+    file: PolicyFile,
+    format: Annotated[str, typer.Option("--format", help="markdown (for legal) or plan.")] = "markdown",
+    store: StoreOpt = Path("."),
+) -> None:
+    """Show a policy as a readable summary for legal (Markdown)."""
+    with _open(store) as fs:
+        out.print(fs.show_policy(file, format=format), markup=False)
+
+
+@policy_app.command("schema")
+def policy_schema() -> None:
+    """Print the JSON Schema of policy files, for editors to validate against."""
+    import json
+
+    from .store import FeatureStore
+
+    out.print_json(json.dumps(FeatureStore.policy_schema()))
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    kind: Annotated[str, typer.Option(help="hmac (keyed hashing) or siv (tokens).")] = "hmac",
+    store: StoreOpt = Path("."),
+) -> None:
+    """Make a new key id for new data; lookups keep using the older ones."""
+    with _open(store) as fs:
+        key_id = fs.rotate_key(kind)
+    out.print(f"New {kind} key {key_id}: data ingested from now on uses it; older pseudonyms still join.")
+
+
+@keys_app.command("list")
+def keys_list(store: StoreOpt = Path(".")) -> None:
+    """List key ids and when they were made (secrets are never shown)."""
+    with _open(store) as fs:
+        table = Table("key id", "kind", "created")
+        for key_id, kind, at in fs.list_keys():
+            table.add_row(key_id, kind, at.isoformat(timespec="seconds"))
+        out.print(table)
+
+
+@keys_app.command("generate-master")
+def keys_generate_master(
+    out_file: Annotated[Path, typer.Option("--out", help="Write the key to this file (mode 600), outside any store.")],
+) -> None:
+    """Make a new master key in a file readable only by you (or put its content in FEATURESTORE_MASTER_KEY)."""
+    import os
+
+    from .privacy.keys import generate_master_key
+
+    if out_file.exists():
+        err.print(f"error: {out_file} exists; refusing to overwrite a key")
+        raise typer.Exit(1)
+    fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(generate_master_key() + "\n")
+    out.print(f"Wrote a new master key to {out_file} (mode 600). Point keys.master_key_file at it; keep it out of the store.")
+
+
+@audit_app.command("show")
+def audit_show(
+    limit: Annotated[int, typer.Option(help="Show the newest N entries.")] = 50,
+    action: Annotated[str | None, typer.Option(help="Only this action, e.g. read or approve_policy.")] = None,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Show the newest audit entries: when, who, what, for which purpose."""
+    with _open(store) as fs:
+        table = Table("#", "at", "actor", "action", "target", "purpose", "details")
+        for e in fs.audit_entries(action=action, limit=limit):
+            table.add_row(str(e.id), e.at.isoformat(timespec="seconds"), e.actor, e.action, e.target, e.purpose or "-",
+                          ", ".join(f"{k}={v}" for k, v in e.details.items()))
+        out.print(table)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    expect_head: Annotated[str | None, typer.Option(help="The head hash recorded earlier elsewhere.")] = None,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Check the audit log's hash chain; exit 1 if an entry was edited, removed or reordered."""
+    with _open(store) as fs:
+        count, head = fs.verify_audit(expect_head=expect_head)
+    out.print(f"The audit log holds {count} entries and its chain is intact. Head: {head}")
+
+
+@app.command()
+def reidentify(
+    view: Annotated[str, typer.Argument(help="Feature view.")],
+    column: Annotated[str, typer.Argument(help="The tokenized column.")],
+    token: Annotated[str, typer.Argument(help="The token, e.g. siv-1:....")],
+    purpose: PurposeOpt = None,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Turn a token back into its value, for a purpose allowed to re-identify (audited)."""
+    with _open(store) as fs:
+        out.print(fs.reidentify(view, column, token, purpose=purpose), markup=False)
 
 
 @app.command()

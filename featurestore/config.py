@@ -47,7 +47,7 @@ keys:
 """
 
 _TOP_KEYS = ("registry", "offline", "online", "keys")
-_OFFLINE_KEYS = ("path", "lock_timeout_seconds")
+_OFFLINE_KEYS = ("path", "lock_timeout_seconds", "force_compression")
 _ONLINE_KEYS = ("type", "path", "url")
 _KEYS_KEYS = ("master_key_env", "master_key_file")
 
@@ -60,6 +60,8 @@ class StoreConfig:
     registry_url: str
     offline_path: Path | None
     lock_timeout: float = 10.0
+    force_compression: str | None = None
+    """DuckDB's force_compression for writes ('uncompressed' lets byte scans see every value)."""
     online: dict[str, Any] = field(default_factory=dict)
     keys: dict[str, Any] = field(default_factory=dict)
 
@@ -132,6 +134,7 @@ def load_config(root: Path) -> StoreConfig:
         registry_url=normalize_registry_url(str(registry), root),
         offline_path=offline_path,
         lock_timeout=float(timeout),
+        force_compression=str(sections["offline"]["force_compression"]) if sections["offline"].get("force_compression") else None,
         online=dict(sections["online"]),
         keys=dict(sections["keys"]),
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 import dataclasses
+import fnmatch
 import getpass
+import hashlib
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,22 +21,34 @@ from .definitions import NAME_RE, Definitions, Entity, FeatureRef, FeatureView, 
 from .errors import (
     ConfigError,
     FeatureStoreError,
+    AuditChainBroken,
     NotFoundError,
+    PolicyError,
+    PolicyViolation,
+    Problem,
     RetrievalError,
     StoreLockedError,
     UnknownFeatureError,
     UnknownViewError,
     did_you_mean,
 )
-from .audit import AuditLog
+from .audit import AuditEntry, AuditLog
 from .governance import Governance
 from .offline.duckdb_store import OfflineStore, utc_schema
 from .offline.pit import ViewRequest, pit_sql
 from .plan import Plan, RegisteredView, compute_plan
-from .policy import Policy
+from .policy import Policy, load_policy, parse_policy, plan_policy, policy_json_schema, policy_markdown
+from .privacy.pseudonymize import detokenize, tokenize
 from .privacy.keys import MASTER_KEY_ENV, ConfigKeyProvider, KeyProvider, KeyRing
 from .registry import Registry
-from .registry.models import EntityRow, FeatureViewRow, FeatureViewVersionRow, IngestionBatchRow, TrainingSetRow
+from .registry.models import (
+    EntityRow,
+    FeatureViewRow,
+    FeatureViewVersionRow,
+    IngestionBatchRow,
+    PolicyApprovalRow,
+    TrainingSetRow,
+)
 from .retrieval import KeyColumns, content_hash, join_frame, read_entity_frame
 
 Clock = Callable[[], datetime]
@@ -107,6 +121,8 @@ class TrainingSet:
     policy_hashes: list[str]
     """``"<policy id>@<sha256>"`` of every approved policy governing its views when built."""
     purpose: str | None
+    protected_columns: list[str]
+    """Entity columns saved as tokens (raw keys of pseudonymized join keys)."""
     location: str
     created_at: datetime
 
@@ -193,7 +209,7 @@ class FeatureStore:
                 self.registry.close()
                 raise
         timeout = self.config.lock_timeout if lock_timeout is None else lock_timeout
-        self.offline = OfflineStore(self.config.offline_path, lock_timeout=timeout)
+        self.offline = OfflineStore(self.config.offline_path, lock_timeout=timeout, force_compression=self.config.force_compression)
         self._memory_training_data: dict[str, pa.Table] = {}
         self.actor = actor or _default_actor()
         provider = key_provider or ConfigKeyProvider(
@@ -775,6 +791,7 @@ class FeatureStore:
             for p in parts
             for feature, out in zip(p.features, p.outputs, strict=True)
         ]
+        table, protected = self._protect_entity_columns(table, parts, policies, entity.column_names, timestamp_column)
         location = self._save_training_data(name, table)
         with self.registry.session() as s:
             s.add(TrainingSetRow(
@@ -783,7 +800,7 @@ class FeatureStore:
                 known_at_prediction_time=known_at_prediction_time, full_feature_names=full_feature_names,
                 row_count=table.num_rows, content_hash=content_hash(table),
                 policy_hashes=sorted({f"{p.id}@{p.sha256}" for p in policies.values()}),
-                purpose=purpose, location=location, created_at=now,
+                purpose=purpose, protected_columns=protected, location=location, created_at=now,
             ))
         self.audit.append(self.actor, "create_training_set", name, purpose=purpose,
                           details={"rows": table.num_rows, "features": [f["ref"] for f in manifest_features],
@@ -818,7 +835,12 @@ class FeatureStore:
         give the same content hash, however much was ingested since.
         """
         ts = self.get_training_set(name)
-        entity = self.load_training_set(name).select(ts.entity_columns)
+        saved_entity = self.load_training_set(name).select(ts.entity_columns)
+        entity = saved_entity
+        for column in ts.protected_columns:  # tokens of raw keys: decrypted in memory only
+            tokens = saved_entity.column(column).to_pylist()
+            raw = [None if t is None else detokenize(t, self.keys.get(t.partition(":")[0]), context=f"training_set:{column}") for t in tokens]
+            entity = entity.set_column(entity.column_names.index(column), column, pa.array(raw, pa.string()))
         recorded = {
             (f["view"], f["version"]): timedelta(seconds=f["ttl_seconds"]) if f["ttl_seconds"] is not None else None
             for f in ts.features
@@ -826,9 +848,162 @@ class FeatureStore:
         parts = self._group_requests([(f["view"], f["version"], f["feature"], f["output"]) for f in ts.features], recorded)
         policies = self._check_parts(parts, ts.purpose)  # a purpose revoked since is refused now
         table = self._point_in_time(entity, parts, policies, ts.timestamp_column, as_of=ts.as_of, known=ts.known_at_prediction_time)
+        for column in ts.entity_columns:  # the saved entity columns, exactly as saved
+            if column in table.column_names:
+                table = table.set_column(table.column_names.index(column), column, saved_entity.column(column))
         self.audit.append(self.actor, "reproduce_training_set", name, purpose=ts.purpose, details={"rows": table.num_rows})
         digest = content_hash(table)
         return Reproduction(name, ts.content_hash, digest, digest == ts.content_hash, table)
+
+    # --- policies ---------------------------------------------------------------------------
+
+    def lint_policy(self, path: str | Path) -> Policy:
+        """Check a policy file and its fit with the registered views; raise PolicyError listing
+        every problem (unknown or unclassified columns at ``file:line:column``)."""
+        policy = load_policy(path)
+        problems: list[Problem] = []
+        views = [vv for vv in self.list_views() if policy.governs(vv.view.name)]
+        unclassified: set[str] = set()
+        for vv in views:
+            for column in [*vv.join_keys, *vv.view.feature_names]:
+                if policy.rule(column) is None:
+                    unclassified.add(column)
+                    problems.append(Problem(f"column '{column}' of feature view '{vv.view.name}' is not classified "
+                                            "(default deny: the view can be neither applied nor read)", policy.file))
+        # A classified column no view has yet is fine (dropped columns never are in a view);
+        # one that looks like a misspelt unclassified column is reported where it is written.
+        for column, (line, col) in policy.positions.items():
+            hint = did_you_mean(column, unclassified)
+            if hint:
+                problems.append(Problem(f"classified column '{column}' is in none of the governed views.{hint}",
+                                        policy.file, line, col))
+        for other in self.governance.policies():
+            if other.policy.id != policy.id:
+                shared = [v for v in (vv.view.name for vv in self.list_views()) if policy.governs(v) and other.policy.governs(v)]
+                if shared:
+                    problems.append(Problem(f"feature views {', '.join(shared)} are also governed by policy '{other.policy.id}'", policy.file))
+        if problems:
+            raise PolicyError(problems)
+        return policy
+
+    def plan_policy(self, path: str | Path) -> list[str]:
+        """What approving a policy file would change against its approved version, in sentences."""
+        policy = self.lint_policy(path)
+        approved = [a for a in self.registry.approvals(policy.id)]
+        old = parse_policy(approved[-1].content, approved[-1].file_name, approved[-1].sha256) if approved else None
+        return plan_policy(old, policy, rows_past_retention=self._rows_older_than)
+
+    def approve_policy(self, path: str | Path, *, by: str, role: str, ticket: str | None = None) -> Policy:
+        """Approve a policy file's exact content (bound to its SHA-256); it is enforced from now on."""
+        policy = self.lint_policy(path)
+        if not by.strip() or not role.strip():
+            raise PolicyViolation("an approval needs the approver's name (--by) and role (--role)")
+        if any(a.sha256 == policy.sha256 for a in self.registry.approvals(policy.id)):
+            raise PolicyViolation(f"policy '{policy.id}' is already approved with this exact content (SHA-256 {policy.sha256[:12]}...)")
+        with self.registry.session() as s:
+            s.add(PolicyApprovalRow(policy_id=policy.id, version=policy.version, sha256=policy.sha256, content=policy.text,
+                                    file_name=Path(policy.file).name, approved_by=by, role=role, ticket=ticket,
+                                    approved_at=self._now()))
+        self.audit.append(by, "approve_policy", policy.id, details={
+            "version": policy.version, "sha256": policy.sha256, "role": role, "ticket": ticket, "recorded_by": self.actor})
+        return policy
+
+    def show_policy(self, path: str | Path, *, format: str = "markdown") -> str:
+        """A policy as Markdown for legal (``format="markdown"``) or its plan as text (``"plan"``)."""
+        policy = load_policy(path)
+        if format == "plan":
+            return "\n".join(self.plan_policy(path))
+        if format != "markdown":
+            raise PolicyViolation(f"unknown format {format!r}; use markdown or plan")
+        approvals = [(a.approved_by, a.role, a.ticket, a.approved_at.strftime("%Y-%m-%d"))
+                     for a in self.registry.approvals(policy.id) if a.sha256 == policy.sha256]
+        return policy_markdown(policy, approvals=approvals)
+
+    @staticmethod
+    def policy_schema() -> dict[str, Any]:
+        """The JSON Schema of policy files."""
+        return policy_json_schema()
+
+    def _rows_older_than(self, view_pattern: str, age: timedelta) -> int:
+        cutoff = self._now() - age
+        total = 0
+        for vv in self.list_views():
+            if not fnmatch.fnmatchcase(vv.view.name, view_pattern):
+                continue
+            for version in self.view_versions(vv.view.name):
+                total += self.offline.count_older(version.table, version.view.timestamp_field, cutoff)
+        return total
+
+    # --- keys, audit, re-identification -----------------------------------------------------
+
+    def rotate_key(self, kind: str = "hmac") -> str:
+        """Make a new data key of a kind (``hmac`` or ``siv``); new data uses it, lookups use all."""
+        key = self.keys.rotate(kind)
+        self.audit.append(self.actor, "rotate_key", key.id, details={"kind": kind})
+        return key.id
+
+    def list_keys(self) -> list[tuple[str, str, datetime]]:
+        """(key id, kind, created) of every data key; secrets are never shown."""
+        return [(i, kind, at) for kind in ("hmac", "siv") for i, _w, at in self.registry.wrapped_keys(kind)]
+
+    def audit_entries(self, *, action: str | None = None, limit: int | None = None) -> list[AuditEntry]:
+        """Audit log entries, oldest first (the newest `limit`)."""
+        return self.audit.entries(action=action, limit=limit)
+
+    def verify_audit(self, *, expect_head: str | None = None) -> tuple[int, str]:
+        """Verify the audit chain: (entries, head hash); AuditChainBroken if it does not hold."""
+        count, head = self.audit.verify()
+        if expect_head is not None and head != expect_head:
+            raise AuditChainBroken(
+                f"the audit log's head is {head[:16]}... after {count} entries, not the expected {expect_head[:16]}...: "
+                "entries were removed from its end, or it is another log"
+            )
+        return count, head
+
+    def reidentify(self, view: str, column: str, token: str, *, purpose: str | None) -> str:
+        """The original value behind a token of a tokenized column, for a purpose with
+        ``reidentify`` access; every call is audited (never with the value)."""
+        vv = self.get_view(view)
+        governing = self.governance.governing(vv.view.name)
+        if governing is None:
+            raise PolicyViolation(f"feature view '{vv.view.name}' is not governed by a policy: it holds no tokens")
+        policy = governing.require(vv.view.name)
+        rule = policy.rule(column)
+        if rule is None or rule.treatment != "tokenize":
+            raise PolicyViolation(f"column '{column}' of '{vv.view.name}' is not tokenized under policy '{policy.id}'; only tokens can be re-identified")
+        problem = policy.purpose_problem(purpose, "reidentify")
+        if problem:
+            self.audit.append(self.actor, "reidentify_refused", f"{vv.ref}.{column}", purpose=purpose, details={"reason": problem})
+            raise PolicyViolation(f"re-identification refused: {problem}")
+        key = self.keys.get(token.partition(":")[0])
+        value = detokenize(token, key, context=column)
+        self.audit.append(self.actor, "reidentify", f"{vv.ref}.{column}", purpose=purpose,
+                          details={"token_sha256": hashlib.sha256(token.encode()).hexdigest()})
+        return value
+
+    def _protect_entity_columns(
+        self, table: pa.Table, parts: list[JoinPart], policies: dict[str, Policy], entity_columns: list[str], timestamp_column: str
+    ) -> tuple[pa.Table, list[str]]:
+        """Before a training set is saved: raw keys of pseudonymized join keys become AES-SIV
+        tokens (the store can still rebuild the set; the file holds no raw key), and other
+        entity columns a governing policy classifies get that policy's treatment."""
+        protected: list[str] = []
+        for part in parts:
+            policy = policies.get(part.vv.view.name)
+            for key in self.governance.treated(policy, list(part.vv.join_keys)) if policy else ():
+                if key not in protected:
+                    protected.append(key)
+                    tokens = tokenize(table.column(key), self.keys.current("siv"), context=f"training_set:{key}")
+                    table = table.set_column(table.column_names.index(key), key, tokens)
+        for policy in {p.id: p for p in policies.values()}.values():
+            others = [c for c in entity_columns if c not in protected and c != timestamp_column
+                      and (r := policy.rule(c)) is not None and r.treatment != "keep"]
+            if others:
+                treated = self.governance.treat(table.select(others), policy)
+                table = table.drop_columns(others)
+                for column in treated.column_names:
+                    table = table.append_column(treated.schema.field(column), treated.column(column))
+        return table, protected
 
     def _save_training_data(self, name: str, table: pa.Table) -> str:
         if self.root is None:
@@ -874,7 +1049,7 @@ def _training_set(row: TrainingSetRow) -> TrainingSet:
     return TrainingSet(
         row.name, row.description, list(row.features), list(row.entity_columns), row.timestamp_column,
         row.as_of, row.known_at_prediction_time, row.row_count, row.content_hash, list(row.policy_hashes),
-        row.purpose, row.location, row.created_at,
+        row.purpose, list(row.protected_columns or []), row.location, row.created_at,
     )
 
 

@@ -16,23 +16,11 @@ import pyarrow as pa
 import pytest
 
 from featurestore import Entity, FeatureStore, FeatureView
+from featurestore.testing import StepClock
 
 REQUIRE_SERVICES = os.environ.get("FEATURESTORE_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("FEATURESTORE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TS = pa.timestamp("us", tz="UTC")
-
-
-class StepClock:
-    """A clock that starts at `start` and moves `step` forward on every call."""
-
-    def __init__(self, start: datetime = datetime(2026, 1, 1, tzinfo=UTC), step: timedelta = timedelta(seconds=1)) -> None:
-        self.now = start
-        self.step = step
-
-    def __call__(self) -> datetime:
-        current = self.now
-        self.now += self.step
-        return current
 
 
 def service_unavailable(what: str, reason: str) -> None:

@@ -73,9 +73,10 @@ class OfflineStore:
         lock_timeout: Seconds to wait for another process that holds the file.
     """
 
-    def __init__(self, path: Path | None, *, lock_timeout: float = 10.0) -> None:
+    def __init__(self, path: Path | None, *, lock_timeout: float = 10.0, force_compression: str | None = None) -> None:
         self.path = path
         self.lock_timeout = lock_timeout
+        self.force_compression = force_compression
         self._memory: duckdb.DuckDBPyConnection | None = None
         if path is None:
             self._memory = _open(":memory:", read_only=False)
@@ -111,6 +112,8 @@ class OfflineStore:
         assert self.path is not None
         con = self._open_with_retry(read_only)
         try:
+            if self.force_compression and not read_only:
+                con.execute("SET force_compression = ?", [self.force_compression])
             yield con
         finally:
             con.close()
@@ -243,6 +246,12 @@ class OfflineStore:
             ids,
         ).fetchall()
         return {int(b): int(n) for b, n in rows}
+
+    def count_older(self, table: str, timestamp_field: str, cutoff: datetime) -> int:
+        """How many rows of a table have an event time before `cutoff`."""
+        with self.connect(read_only=True) as con:
+            row = con.execute(f"SELECT count(*) FROM {quote(table)} WHERE {quote(timestamp_field)} < ?", [cutoff]).fetchone()
+        return int(row[0]) if row else 0
 
     def scan(self, table: str, columns: list[str], *, as_of: datetime | None = None) -> pa.Table:
         """Every stored row of a table (the given columns), ingested at or before `as_of`."""

@@ -132,6 +132,7 @@ class TrainingSetRow(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     policy_hashes: Mapped[list[str]] = mapped_column(JSON)
     purpose: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    protected_columns: Mapped[list[str]] = mapped_column(JSON, default=list)
     location: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
