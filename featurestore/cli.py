@@ -441,11 +441,11 @@ def audit_show(
 ) -> None:
     """Show the newest audit entries: when, who, what, for which purpose."""
     with _open(store) as fs:
-        table = Table("#", "at", "actor", "action", "target", "purpose", "details")
         for e in fs.audit_entries(action=action, limit=limit):
-            table.add_row(str(e.id), e.at.isoformat(timespec="seconds"), e.actor, e.action, e.target, e.purpose or "-",
-                          ", ".join(f"{k}={v}" for k, v in e.details.items()))
-        out.print(table)
+            details = ", ".join(f"{k}={v}" for k, v in e.details.items() if v is not None)
+            purpose = f" purpose={e.purpose}" if e.purpose else ""
+            out.print(f"#{e.id} {e.at.isoformat(timespec='seconds')} {e.actor}: {e.action} {e.target}{purpose}"
+                      + (f" ({details})" if details else ""), markup=False)
 
 
 @audit_app.command("verify")

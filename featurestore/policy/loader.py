@@ -211,7 +211,7 @@ def _classification(doc: YMap, treatments: dict[str, str], at: Report) -> tuple[
             continue
         treatment = entry.get("treatment", treatments.get(str(kind)))
         if treatment is None:
-            at(where, f"column '{name}' is a {kind}, and 'treatments' says nothing for {kind}")
+            at(where, f"column '{name}' is classified {kind}, and 'treatments' says nothing for {kind}")
             continue
         if treatment not in TREATMENTS:
             at(entry.value_pos("treatment"), f"unknown treatment '{treatment}'." + did_you_mean(str(treatment), TREATMENTS))
@@ -286,7 +286,7 @@ def _purposes(doc: YMap, at: Report) -> tuple[dict[str, Purpose], list[str]]:
         at(section.value_pos("denied"), "'denied' is a list of purposes")
         denied = []
     for i, name in enumerate(denied):
-        if name in purposes:
+        if name in allowed:
             at(denied.item_pos(i) if isinstance(denied, YList) else section.pos, f"purpose '{name}' is both allowed and denied")
     return purposes, [str(d) for d in denied]
 
