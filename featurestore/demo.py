@@ -1,13 +1,16 @@
 """The demo: a store built from synthetic customers and a year of their card transactions.
 
-It shows every capability the store has, in the order a team meets them: create a store,
-write definitions, plan and apply them, ingest from Arrow and from Parquet, see bad input
-refused with nothing written, change a view's schema (v2) while v1 stays readable, travel
-back in ingestion time, and build a point-in-time training set that rebuilds exactly.
+It shows every capability the store has, in the order a team meets them: create a store with
+a master key kept outside it, write definitions, review and approve the example data policy,
+ingest personal data that is hashed and generalized before it reaches disk, see reads refused
+without an allowed purpose, see bad input refused with nothing written, change a view's schema
+(v2) while v1 stays readable, travel back in ingestion time, build a point-in-time training
+set that rebuilds exactly, and verify the audit log.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -21,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import CONFIG_FILE
-from .errors import ConfigError, IngestionError
+from .errors import ConfigError, IngestionError, PolicyViolation
+from .privacy.keys import generate_master_key
 from .store import FeatureStore
 
 Echo = Callable[[str], None]
@@ -41,6 +45,9 @@ feature_views:
     owner: growth-analytics@example.com
     timestamp_field: event_timestamp
     features:
+      email: {type: string, description: "keyed hash of the normalized email (policy customer-data)"}
+      birth_date: {type: date, description: "birth year (generalized by policy)"}
+      postcode: {type: string, description: "first two characters (generalized by policy)"}
       country: string
       segment: {type: string, description: "retail, premium or business"}
       signup_date: date
@@ -78,17 +85,18 @@ class DemoData:
 
 
 def make_data(n_customers: int, *, seed: int = 7, year: int = 2025) -> DemoData:
-    """Realistic synthetic customers (ids, emails, birth dates...) and a year of transactions."""
+    """Realistic synthetic customers (ids, emails, birth dates, postcodes...) and a year of transactions."""
     rng = random.Random(seed)
     start = datetime(year, 1, 1, tzinfo=UTC)
-    ids, emails, births, countries, segments, signups, profile_ts = [], [], [], [], [], [], []
+    ids, emails, births, countries, segments, signups, profile_ts, postcodes = [], [], [], [], [], [], [], []
     t_ids, t_ts, t_amounts, t_merchants = [], [], [], []
     for i in range(n_customers):
         cid = f"C{i + 1:06d}"
         first, last = rng.choice(FIRST), rng.choice(LAST)
         signup = date(year - 1, 1, 1) + timedelta(days=rng.randrange(365 * 3))
         ids.append(cid)
-        emails.append(f"{first}.{last}{rng.randrange(100)}@example.com")
+        emails.append(f" {first.capitalize()}.{last}{rng.randrange(100)}@Example.com")
+        postcodes.append(f"{rng.randrange(10, 99)}{rng.randrange(100, 999)}")
         births.append(date(1950, 1, 1) + timedelta(days=rng.randrange(365 * 55)))
         countries.append(rng.choice(COUNTRIES))
         segments.append(rng.choice(SEGMENTS))
@@ -105,6 +113,8 @@ def make_data(n_customers: int, *, seed: int = 7, year: int = 2025) -> DemoData:
         "customer_id": ids,
         "email": emails,
         "birth_date": pa.array(births, pa.date32()),
+        "postcode": postcodes,
+        "phone": [f"+49 151 {rng.randrange(10**7, 10**8)}" for _ in ids],
         "country": countries,
         "segment": segments,
         "signup_date": pa.array(signups, pa.date32()),
@@ -152,6 +162,16 @@ def training_spine(transactions: pa.Table, *, rows: int, seed: int = 11) -> pa.T
     })
 
 
+def example_policy() -> str:
+    """The text of the example policy shipped with the package (``policies/customer-data.yaml``)."""
+    from importlib import resources
+
+    try:
+        return (resources.files("featurestore.example_policies") / "customer-data.yaml").read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):  # pragma: no cover - an unusual source layout
+        return (Path(__file__).resolve().parents[1] / "policies" / "customer-data.yaml").read_text(encoding="utf-8")
+
+
 def run_demo(
     directory: str | Path,
     *,
@@ -162,41 +182,68 @@ def run_demo(
 ) -> FeatureStore:
     """Build the demo store in `directory` and narrate each step through `echo` (quiet if None).
 
-    Returns the open store; the caller closes it.
+    The master key goes to ``<directory>.master.key`` beside the store (mode 600), never inside
+    it. Returns the open store; the caller closes it.
     """
     say: Echo = echo or (lambda _text: None)
     root = Path(directory)
+    key_file = root.parent / f"{root.name}.master.key"
     if root.exists() and any(root.iterdir()):
         if not force:
             raise ConfigError(f"{root} is not empty; pass --force to replace a demo store there")
         if not (root / CONFIG_FILE).exists():
             raise ConfigError(f"{root} is not empty and holds no feature store; refusing to delete it")
         shutil.rmtree(root)
+        key_file.unlink(missing_ok=True)
 
     say(f"[bold]1. Create a store[/bold] in {root}")
-    store = FeatureStore.init(root, clock=clock)
+    FeatureStore.init(root).close()
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(generate_master_key() + "\n")
+    config = root / CONFIG_FILE
+    config.write_text(config.read_text(encoding="utf-8").replace(
+        "master_key_file: null", f"master_key_file: {key_file.resolve()}"), encoding="utf-8")
+    store = FeatureStore(root, clock=clock, actor="demo-engineer")
     say(f"   {CONFIG_FILE}, features/, policies/, registry.db (SQLite, migrated), offline.duckdb")
+    say(f"   master key in {key_file} (mode 600, outside the store); data keys are stored wrapped under it")
 
-    say("[bold]2. Write definitions[/bold] to features/customers.yaml and plan them")
+    say("[bold]2. Write definitions[/bold] to features/customers.yaml and the example policy to policies/")
     (root / "features" / "customers.yaml").write_text(DEFINITIONS_V1, encoding="utf-8")
+    policy_file = root / "policies" / "customer-data.yaml"
+    policy_file.write_text(example_policy(), encoding="utf-8")
     for line in str(store.plan()).splitlines():
         say(f"   {line}")
     store.apply()
-    say("   applied")
+    say("   applied (every column of the governed views is classified, or apply would refuse)")
 
     data = make_data(customers)
+    say("[bold]3. Legal reviews and approves the policy[/bold] (featurestore policy plan / approve)")
+    try:
+        store.ingest("customer_profile", data.customers.drop_columns(["phone"]))
+    except PolicyViolation as exc:
+        say(f"   before approval, ingestion is refused: {str(exc).split(', which')[0]}, which is not approved")
+    for line in store.plan_policy(policy_file)[2:6]:
+        say(f"   plan: {line}")
+    store.approve_policy(policy_file, by="A. Counsel", role="legal", ticket="LEGAL-412")
+    say("   approved by A. Counsel (legal), bound to the file's SHA-256")
+
     say(
-        f"[bold]3. Ingest[/bold] {data.customers.num_rows:,} synthetic customers and "
+        f"[bold]4. Ingest[/bold] {data.customers.num_rows:,} synthetic customers and "
         f"{data.transactions.num_rows:,} transactions over a year"
     )
-    say("   Raw emails and birth dates stay out: no view declares them, and the store rejects unknown columns.")
     try:
         store.ingest("customer_profile", data.customers)
     except IngestionError as exc:
         say(f"   refused, nothing written: {str(exc).splitlines()[1].strip()}")
-    profile = data.customers.select(["customer_id", "event_timestamp", "country", "segment", "signup_date"])
+    profile = data.customers.drop_columns(["phone"])
     r = store.ingest("customer_profile", profile)
     say(f"   customer_profile@v{r.version}: {r.rows:,} rows from Arrow, batch {r.batch_id}")
+    stored = store.read("customer_profile", features=["email", "birth_date", "postcode"], purpose="fraud_detection").slice(0, 1)
+    raw = data.customers.slice(0, 1)
+    say(f"   raw  {raw.column('customer_id')[0]} | {raw.column('email')[0].as_py().strip()} | {raw.column('birth_date')[0]} | {raw.column('postcode')[0]}")
+    say(f"   disk {stored.column('customer_id')[0].as_py()[:22]}... | {stored.column('email')[0].as_py()[:22]}... | "
+        f"{stored.column('birth_date')[0]} | {stored.column('postcode')[0]}")
     daily = daily_spend(data.transactions)
     with tempfile.TemporaryDirectory() as tmp:
         parquet = Path(tmp) / "spend_daily.parquet"
@@ -205,14 +252,23 @@ def run_demo(
     say(f"   customer_spend_daily@v{r.version}: {r.rows:,} rows from Parquet, batch {r.batch_id}")
     first_spend = r
 
-    say("[bold]4. Bad input is refused whole[/bold], with where and how to fix it")
+    say("[bold]5. Reads need an allowed purpose[/bold]")
+    for purpose in (None, "marketing"):
+        try:
+            store.read("customer_spend_daily", purpose=purpose)
+        except PolicyViolation as exc:
+            say(f"   refused: {exc}")
+    allowed = store.read("customer_spend_daily", purpose="fraud_detection")
+    say(f"   allowed for fraud_detection: {allowed.num_rows:,} rows (and the read is in the audit log)")
+
+    say("[bold]6. Bad input is refused whole[/bold], with where and how to fix it")
     naive = daily.slice(0, 5).cast(daily.schema.set(1, pa.field("event_timestamp", pa.timestamp("us"))))
     try:
         store.ingest("customer_spend_daily", naive)
     except IngestionError as exc:
         say(f"   {exc}")
 
-    say("[bold]5. A schema change makes a new version[/bold]: customer_profile gains tenure_days")
+    say("[bold]7. A schema change makes a new version[/bold]: customer_profile gains tenure_days")
     (root / "features" / "customers.yaml").write_text(DEFINITIONS_V2, encoding="utf-8")
     for line in str(store.apply()).splitlines():
         say(f"   {line}")
@@ -220,41 +276,46 @@ def run_demo(
     tenure = [(as_of.date() - d).days for d in profile.column("signup_date").to_pylist()]
     r = store.ingest("customer_profile", profile.append_column("tenure_days", pa.array(tenure, pa.int64())))
     say(f"   customer_profile@v{r.version}: {r.rows:,} rows, batch {r.batch_id}")
-    v1 = store.read("customer_profile@v1")
+    v1 = store.read("customer_profile@v1", features=["country"], purpose="fraud_detection")
     say(f"   the pinned ref customer_profile@v1 still reads {v1.num_rows:,} rows with features "
         f"{', '.join(store.get_view('customer_profile@v1').view.feature_names)}")
 
-    say("[bold]6. Time travel on ingestion time[/bold]")
+    say("[bold]8. Time travel on ingestion time[/bold]")
     extra = daily.slice(0, 100)
     r = store.ingest("customer_spend_daily", extra)
-    now_rows = store.read("customer_spend_daily").num_rows
-    then_rows = store.read("customer_spend_daily", as_of=first_spend.ingested_at).num_rows
+    now_rows = store.read("customer_spend_daily", purpose="fraud_detection").num_rows
+    then_rows = store.read("customer_spend_daily", as_of=first_spend.ingested_at, purpose="fraud_detection").num_rows
     say(
         f"   customer_spend_daily now has {now_rows:,} rows (batch {r.batch_id} added {r.rows}); "
         f"as of batch {first_spend.batch_id}'s ingestion time it had {then_rows:,}"
     )
 
-    say("[bold]7. A point-in-time training set[/bold]: one row per transaction, features as known then")
+    say("[bold]9. A point-in-time training set[/bold]: one row per payment, raw customer ids in, features as known then")
     spine = training_spine(data.transactions, rows=min(5000, data.transactions.num_rows))
     features = ["customer_profile:segment", "customer_profile:tenure_days", "customer_spend_daily:spend_total", "customer_spend_daily:txn_count"]
-    training = store.create_training_set("big_spender_v1", spine, features, description="demo: is the next payment over 150?")
+    training = store.create_training_set("big_spender_v1", spine, features, purpose="fraud_detection",
+                                         description="demo: is the next payment over 150?")
     table = store.load_training_set("big_spender_v1")
     expired = table.column("spend_total").null_count
-    say(f"   {training.row_count:,} rows; spend features are null for {expired:,} rows whose latest daily "
-        "spend is older than the 30-day TTL or later than the payment (no future leakage)")
+    say(f"   {training.row_count:,} rows; the raw ids were hashed in-process to join; spend features are null for "
+        f"{expired:,} rows whose latest daily spend is older than the 30-day TTL or later than the payment")
     say(f"   manifest: {', '.join(f['ref'] for f in training.features)}; as of {training.as_of.isoformat()}")
-    say(f"   sha256 {training.content_hash[:16]}...")
+    say(f"   built under {', '.join(h.split('@')[0] + '@' + h.split('@')[1][:12] + '...' for h in training.policy_hashes)}; "
+        f"saved with customer ids as tokens; sha256 {training.content_hash[:16]}...")
     correction = daily.slice(0, 50).set_column(3, "spend_total", pa.array([0.0] * 50))
     store.ingest("customer_spend_daily", correction)
     again = store.reproduce_training_set("big_spender_v1")
     say(f"   after a correcting batch, reproduce_training_set rebuilds it: hash {'matches' if again.matches else 'DIFFERS'}")
-    known = store.get_historical_features(spine, ["customer_spend_daily:spend_total"], known_at_prediction_time=True)
+    known = store.get_historical_features(spine, ["customer_spend_daily:spend_total"], known_at_prediction_time=True,
+                                          purpose="fraud_detection")
     say(f"   known_at_prediction_time=True: {known.column('spend_total').null_count:,} null (every row here was "
         "ingested after the payments it describes, so a model serving then could not have seen it)")
 
-    say("[bold]8. The registry's record[/bold]")
+    say("[bold]10. The registry's record[/bold]")
     for b in store.list_batches():
         rows = f"{b.rows:,} rows" if b.rows is not None else "no rows"
-        say(f"   batch {b.batch_id}: {b.view}@v{b.version} {b.status}, {rows} ({b.source})")
-    say(f"Done. Explore with: featurestore views -s {root}   |   featurestore batches -s {root}")
+        say(f"   batch {b.batch_id}: {b.view}@v{b.version} {b.status}, {rows}")
+    count, head = store.verify_audit()
+    say(f"   audit log: {count} entries, hash chain intact, head {head[:16]}... (featurestore audit show / verify)")
+    say(f"Done. Explore with: featurestore views -s {root}   |   featurestore audit show -s {root}")
     return store

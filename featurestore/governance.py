@@ -18,7 +18,7 @@ import pyarrow as pa
 from .errors import DefinitionError, PolicyError, PolicyViolation, Problem
 from .policy import Policy, load_policies, parse_policy
 from .privacy.keys import KeyRing
-from .privacy.pseudonymize import generalize, keyed_hash, normalize, tokenize
+from .privacy.pseudonymize import generalize, keyed_hash, keyed_hash_columns, normalize, tokenize
 from .registry import Registry
 from .registry.models import PolicyApprovalRow
 
@@ -144,20 +144,25 @@ class Governance:
         drop, then generalize, then keyed hash / tokenize."""
         for name in self.dropped(policy, table.column_names):
             table = table.drop_columns([name])
+        to_hash: dict[str, tuple[pa.ChunkedArray, str, str | None]] = {}
         for index, name in enumerate(table.column_names):
             rule = policy.rule(name)
             if rule is None or rule.treatment == "keep":
                 continue
             column = table.column(index)
+            if rule.treatment == "keyed_hash":
+                to_hash[name] = (column, rule.normalize, rule.country_code)
+                continue
             if rule.treatment == "generalize":
                 assert rule.generalize is not None
                 treated = generalize(column, rule.generalize)
-            elif rule.treatment == "keyed_hash":
-                treated = keyed_hash(normalize(column, rule.normalize, country_code=rule.country_code), self.keys.current("hmac"))
             else:
                 treated = tokenize(normalize(column, rule.normalize, country_code=rule.country_code),
                                    self.keys.current("siv"), context=name)
             table = table.set_column(index, name, treated)
+        if to_hash:  # every hashed column in one native pass
+            for name, hashed in keyed_hash_columns(to_hash, self.keys.current("hmac")).items():
+                table = table.set_column(table.column_names.index(name), name, hashed)
         return table
 
     # --- reads ----------------------------------------------------------------------------
@@ -186,9 +191,9 @@ class Governance:
         rule = policy.rule(key) if policy is not None else None
         if rule is None or rule.treatment not in TEXT_TREATMENTS:
             return [raw]
-        normalized = normalize(raw, rule.normalize, country_code=rule.country_code)
         if rule.treatment == "keyed_hash":
             keys = self.keys.keys("hmac") or [self.keys.current("hmac")]
-            return [keyed_hash(normalized, k) for k in keys]
+            return [keyed_hash(raw, k, normalize=rule.normalize, country_code=rule.country_code) for k in keys]
+        normalized = normalize(raw, rule.normalize, country_code=rule.country_code)
         keys = self.keys.keys("siv") or [self.keys.current("siv")]
         return [pa.chunked_array([tokenize(normalized, k, context=key)]) for k in keys]

@@ -124,17 +124,23 @@ def test_db_upgrade_brings_an_empty_registry_to_head(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_runs_and_reports(tmp_path: Path) -> None:
     out = run("demo", str(tmp_path / "demo"), "--customers", "50")
-    for step in ["1. Create a store", "2. Write definitions", "3. Ingest", "4. Bad input is refused whole",
-                 "5. A schema change makes a new version", "6. Time travel on ingestion time",
-                 "7. A point-in-time training set", "8. The registry's record"]:
-        assert step in out
+    steps = ["1. Create a store", "2. Write definitions", "3. Legal reviews and approves the policy", "4. Ingest",
+             "5. Reads need an allowed purpose", "6. Bad input is refused whole", "7. A schema change makes a new version",
+             "8. Time travel on ingestion time", "9. A point-in-time training set", "10. The registry's record"]
+    assert [step in out for step in steps] == [True] * len(steps)
+    assert "before approval, ingestion is refused" in out
+    assert "refused: read of 'customer_spend_daily' refused: purpose 'marketing' is denied by policy 'customer-data'" in out
     assert "time-zone-naive timestamps" in out
-    assert "customer_profile@v2" in out
     assert "reproduce_training_set rebuilds it: hash matches" in out
+    assert "hash chain intact" in out
+    key_file = tmp_path / "demo.master.key"
+    assert key_file.stat().st_mode & 0o077 == 0, "the demo's master key is readable by its owner only"
     with FeatureStore(tmp_path / "demo") as fs:
         assert [vv.ref for vv in fs.list_views()] == ["customer_profile@v2", "customer_spend_daily@v1"]
-        assert fs.read("customer_profile@v1").num_rows == 50
-        assert "email" not in fs.read("customer_profile").column_names
+        stored = fs.read("customer_profile@v1", features=["email", "postcode"], purpose="fraud_detection")
+        assert stored.num_rows == 50
+        assert all(e.startswith("hmac-1:") for e in stored.column("email").to_pylist())
+        assert {len(p) for p in stored.column("postcode").to_pylist()} == {2}
     result = runner.invoke(app, ["demo", str(tmp_path / "demo"), "--customers", "50"])
     assert result.exit_code == 1 and "is not empty; pass --force" in result.output
     assert "1. Create a store" in run("demo", str(tmp_path / "demo"), "--customers", "50", "--force")
