@@ -102,11 +102,13 @@ purposes: {allowed: {benchmark: {access: [offline]}}}
 """
 
 
-def with_identifiers(table: pa.Table) -> pa.Table:
-    """Replace the two string columns by a distinct email and phone number per row."""
+def with_identifiers(table: pa.Table, rows_per_person: int = 1) -> pa.Table:
+    """Replace the two string columns by an email and a phone number: distinct on every row
+    (rows_per_person=1, the worst case for hashing) or shared by that many rows."""
     import pyarrow.compute as pc
 
-    numbers = pc.cast(pa.array(range(table.num_rows), pa.int64()), pa.string())
+    people = pc.divide(pa.array(range(table.num_rows), pa.int64()), rows_per_person)
+    numbers = pc.cast(pc.multiply(people, 7919), pa.string())  # scattered, not sorted
     emails = pc.binary_join_element_wise(" User.", numbers, "@Example.com ", "")
     phones = pc.binary_join_element_wise("+44 7", pc.utf8_lpad(numbers, 9, "0"), "")
     return table.drop_columns(["f8", "f9"]).append_column("email", emails).append_column("phone", phones)
@@ -153,18 +155,19 @@ def main() -> None:
     print(f"FeatureStore.ingest            : {o:6.2f} s  {args.rows / o / 1e6:6.2f} M rows/s (median)")
     print(f"ratio store/plain              : {o / p:6.2f}  (goal <= 1.5)")
 
-    hashed_table = with_identifiers(table)
-    plain_h, ours_h = [], []
-    for _ in range(args.repeat):
-        with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
-            plain_h.append(time_plain(hashed_table, Path(tmp)))
-        with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
-            ours_h.append(time_store_hashed(hashed_table, Path(tmp)))
-    p, o = statistics.median(plain_h), statistics.median(ours_h)
-    print("with two identifier columns (distinct email and phone per row):")
-    print(f"plain DuckDB INSERT, raw values : {p:6.2f} s  {args.rows / p / 1e6:6.2f} M rows/s (median)")
-    print(f"ingest, both HMAC'd under policy: {o:6.2f} s  {args.rows / o / 1e6:6.2f} M rows/s (median; goal >= 1.0)")
-    print(f"ratio store/plain               : {o / p:6.2f}")
+    for rows_per_person, label in ((1, "a distinct email and phone on every row (worst case)"),
+                                   (10, "each email and phone on 10 rows (one person, many events)")):
+        hashed_table = with_identifiers(table, rows_per_person)
+        plain_h, ours_h = [], []
+        for _ in range(args.repeat):
+            with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+                plain_h.append(time_plain(hashed_table, Path(tmp)))
+            with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+                ours_h.append(time_store_hashed(hashed_table, Path(tmp)))
+        p, o = statistics.median(plain_h), statistics.median(ours_h)
+        print(f"with two identifier columns, {label}:")
+        print(f"  plain DuckDB INSERT, raw values : {p:6.2f} s  {args.rows / p / 1e6:6.2f} M rows/s (median)")
+        print(f"  ingest, both HMAC'd under policy: {o:6.2f} s  {args.rows / o / 1e6:6.2f} M rows/s (median; goal >= 1.0)")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ Validation, per batch, before anything is written:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +29,7 @@ from .errors import IngestionError, did_you_mean
 from .types import arrow_type
 
 STREAM_BATCH_ROWS = 1_000_000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ class Source:
 def open_source(data: Any, target: TargetSchema) -> Source:
     """Adapt any supported input to a stream of Arrow batches."""
     if isinstance(data, pa.Table):
-        return Source(iter([data]), f"arrow table ({data.num_rows} rows)", data.schema)
+        chunks = (data.slice(start, STREAM_BATCH_ROWS) for start in range(0, max(data.num_rows, 1), STREAM_BATCH_ROWS))
+        return Source(chunks, f"arrow table ({data.num_rows} rows)", data.schema)
     if isinstance(data, pa.RecordBatch):
         return Source(iter([data]), f"arrow record batch ({data.num_rows} rows)", data.schema)
     if isinstance(data, pa.RecordBatchReader):
@@ -77,10 +81,10 @@ def open_source(data: Any, target: TargetSchema) -> Source:
             table = pa.Table.from_pandas(data, preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise IngestionError(f"cannot convert the pandas DataFrame for '{target.view}': {exc}") from exc
-        return Source(iter([table]), f"pandas DataFrame ({table.num_rows} rows)", table.schema)
+        return dataclasses.replace(open_source(table, target), description=f"pandas DataFrame ({table.num_rows} rows)")
     if module == "polars" and hasattr(data, "to_arrow"):
         table = data.to_arrow()
-        return Source(iter([table]), f"polars DataFrame ({table.num_rows} rows)", table.schema)
+        return dataclasses.replace(open_source(table, target), description=f"polars DataFrame ({table.num_rows} rows)")
     raise IngestionError(
         f"cannot ingest a {type(data).__name__} into '{target.view}': pass a pyarrow Table or "
         "RecordBatchReader, a pandas or polars DataFrame, or the path of a .parquet or .csv file"
@@ -123,6 +127,23 @@ def _wrap_errors(batches: Iterator[pa.RecordBatch], path: Path) -> Iterator[pa.R
         yield from batches
     except (pa.ArrowInvalid, OSError) as exc:
         raise IngestionError(f"{path}: {exc}") from exc
+
+
+_END = object()
+
+
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """Yield `items`, preparing the next one on a worker thread while the caller works on the
+    current one (reading, treating and validating a chunk overlaps with inserting the last;
+    Arrow, polars and DuckDB release the GIL). Errors surface where the item is taken."""
+    with ThreadPoolExecutor(1, thread_name_prefix="featurestore-ingest") as pool:
+        future = pool.submit(next, items, _END)
+        while True:
+            item = future.result()
+            if item is _END:
+                return
+            future = pool.submit(next, items, _END)
+            yield item  # type: ignore[misc]
 
 
 def check_schema(schema: pa.Schema, target: TargetSchema) -> None:
@@ -212,8 +233,8 @@ def convert_column(column: pa.ChunkedArray | pa.Array, name: str, dtype: str, ta
     """Convert one column to its declared type, or raise IngestionError saying why not."""
     want = arrow_type(dtype)
     have = column.type
-    if have == want:
-        return column
+    if have == want or (dtype == "string" and (pa.types.is_large_string(have) or pa.types.is_string_view(have))):
+        return column  # DuckDB reads every Arrow string layout; no copy needed
     family = _family(have)
     where = f"column '{name}' of '{target.view}'"
     if family == "null":
@@ -259,4 +280,4 @@ def validate_batch(batch: pa.RecordBatch | pa.Table, target: TargetSchema, *, ro
                 f"{'s' if col.null_count > 1 else ''} (first at row {row_offset + first}); "
                 "every row needs its key and event time: drop or fill those rows"
             )
-    return pa.Table.from_arrays(columns, schema=target.arrow_schema)
+    return pa.Table.from_arrays(columns, names=list(target.columns))

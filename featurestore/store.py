@@ -544,7 +544,9 @@ class FeatureStore:
             ingested_at = self.offline.next_ingestion_time(con, self._now())
             batch_id = self.registry.start_batch(vv.view.name, vv.version, source=source.description, ingested_at=ingested_at)
             try:
-                rows = self.offline.append_on(con, vv.table, validated(), batch_id=batch_id, ingested_at=ingested_at, on_rows=advance)
+                rows = self.offline.append_on(
+                    con, vv.table, ingest_mod.prefetched(validated()), batch_id=batch_id, ingested_at=ingested_at, on_rows=advance
+                )
             except BaseException as exc:
                 # A governed view's error may quote a raw value: the registry keeps only its kind.
                 reason = (f"{type(exc).__name__}: details withheld, the view is governed by policy '{policy.id}'"

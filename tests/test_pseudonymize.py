@@ -123,3 +123,15 @@ def test_master_key_sources(tmp_path: Path) -> None:
     assert ConfigKeyProvider(store, key_file=outside).master_key() == base64.b64decode(key)
     with pytest.raises(KeyManagementError, match="must be 32 bytes"):
         StaticKeyProvider(b"short").master_key()
+
+
+def test_repeated_identifiers_are_hashed_once_with_the_same_result() -> None:
+    key = DataKey("hmac-1", "hmac", os.urandom(32), NOW)
+    repeated = pa.array([f" Id{i % 100}@X.com " if i % 7 else None for i in range(30_000)])
+    fast = keyed_hash(repeated, key, normalize="email").to_pylist()  # dictionary path (100 distinct values)
+    slow = [None if v is None else "hmac-1:" + hmac.new(key.hmac_text.encode(), v.strip().lower().encode(), hashlib.sha256).hexdigest()[:32]
+            for v in repeated.to_pylist()]
+    assert fast == slow
+    phones = pa.array(["+44 20 7946 0958"] * 20_000 + ["bad"] + ["+44 20 7946 0958"] * 5)
+    with pytest.raises(PolicyViolation, match="row 20000: a phone number"):
+        keyed_hash(phones, key, normalize="phone")

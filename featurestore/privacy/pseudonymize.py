@@ -115,24 +115,44 @@ def keyed_hash_columns(
     columns: dict[str, tuple[Column, str, str | None]], key: DataKey
 ) -> dict[str, pa.ChunkedArray]:
     """:func:`keyed_hash` for several columns at once, (column, normalization, country code)
-    by name: one native pass, in parallel across columns."""
+    by name: one native pass, in parallel across columns of equal length.
+
+    Identifiers repeat (one customer, many rows), so a column whose sample is mostly repeats
+    is dictionary-encoded first: each distinct value is hashed once and mapped back.
+    """
     if key.kind != "hmac":
         raise KeyManagementError(f"key '{key.id}' is not an HMAC key")
-    frame = pl.DataFrame({
-        name: pl.from_arrow(pa.chunked_array([c]) if isinstance(c, pa.Array) else c) for name, (c, _, _) in columns.items()
-    })
-    exprs: list[pl.Expr] = []
-    for name, (_, kind, country_code) in columns.items():
-        value, ok = _normalized(pl.col(name), kind, country_code)
-        digest = value.chash.hmac_sha256(key=key.hmac_text).str.slice(0, PSEUDONYM_HEX_DIGITS)
-        exprs.append((pl.lit(f"{key.id}:") + digest).alias(name))
-        if ok is not None:
-            exprs.append(ok.alias(f"{name}__ok"))
-    result = frame.select(exprs)
-    for name, (_, kind, country_code) in columns.items():
-        if f"{name}__ok" in result.columns:
-            _check_valid(result.select(pl.col(f"{name}__ok").alias("ok")), kind, country_code)
-    return {name: pa.chunked_array([result[name].to_arrow().cast(pa.string())]) for name in columns}
+    values: dict[str, pa.ChunkedArray] = {}
+    indices: dict[str, pa.Array] = {}
+    for name, (column, _, _) in columns.items():
+        chunked = pa.chunked_array([column]) if isinstance(column, pa.Array) else column
+        if len(chunked) >= 20_000 and pc.count_distinct(chunked.slice(0, 10_000)).as_py() < 5_000:
+            encoded = pc.dictionary_encode(chunked).combine_chunks()
+            indices[name] = encoded.indices
+            chunked = pa.chunked_array([encoded.dictionary])
+        values[name] = chunked
+    by_length: dict[int, list[str]] = {}
+    for name, chunked in values.items():
+        by_length.setdefault(len(chunked), []).append(name)
+    hashed: dict[str, pa.ChunkedArray] = {}
+    for names in by_length.values():
+        frame = pl.DataFrame({name: pl.from_arrow(values[name]) for name in names})
+        exprs: list[pl.Expr] = []
+        for name in names:
+            value, ok = _normalized(pl.col(name), columns[name][1], columns[name][2])
+            digest = value.chash.hmac_sha256(key=key.hmac_text).str.slice(0, PSEUDONYM_HEX_DIGITS)
+            exprs.append((pl.lit(f"{key.id}:") + digest).alias(name))
+            if ok is not None:
+                exprs.append(ok.alias(f"{name}__ok"))
+        result = frame.select(exprs)
+        for name in names:
+            if f"{name}__ok" in result.columns:
+                ok_column = result.select(pl.col(f"{name}__ok").alias("ok"))
+                if name in indices:  # report the row of the data, not of the distinct values
+                    ok_column = pl.DataFrame({"ok": pl.from_arrow(pc.take(ok_column["ok"].to_arrow(), indices[name]))}).fill_null(True)
+                _check_valid(ok_column, columns[name][1], columns[name][2])
+            hashed[name] = pa.chunked_array([result[name].to_arrow()])
+    return {name: pc.take(h, indices[name]) if name in indices else h for name, h in hashed.items()}
 
 
 def tokenize(column: Column, key: DataKey, *, context: str) -> pa.Array:
