@@ -794,11 +794,12 @@ class FeatureStore:
             for feature, out in zip(p.features, p.outputs, strict=True)
         ]
         table, protected = self._protect_entity_columns(table, parts, policies, entity.column_names, timestamp_column)
+        saved_entity_columns = [c for c in entity.column_names if c in table.column_names]
         location = self._save_training_data(name, table)
         with self.registry.session() as s:
             s.add(TrainingSetRow(
                 name=name, description=description, features=manifest_features,
-                entity_columns=list(entity.column_names), timestamp_column=timestamp_column, as_of=as_of,
+                entity_columns=saved_entity_columns, timestamp_column=timestamp_column, as_of=as_of,
                 known_at_prediction_time=known_at_prediction_time, full_feature_names=full_feature_names,
                 row_count=table.num_rows, content_hash=content_hash(table),
                 policy_hashes=sorted({f"{p.id}@{p.sha256}" for p in policies.values()}),
@@ -1000,11 +1001,13 @@ class FeatureStore:
         for policy in {p.id: p for p in policies.values()}.values():
             others = [c for c in entity_columns if c not in protected and c != timestamp_column
                       and (r := policy.rule(c)) is not None and r.treatment != "keep"]
-            if others:
+            if others:  # treated in place, so the column order (and so the hash) is stable
                 treated = self.governance.treat(table.select(others), policy)
-                table = table.drop_columns(others)
-                for column in treated.column_names:
-                    table = table.append_column(treated.schema.field(column), treated.column(column))
+                for column in others:
+                    if column in treated.column_names:
+                        table = table.set_column(table.column_names.index(column), column, treated.column(column))
+                    else:
+                        table = table.drop_columns([column])
         return table, protected
 
     def _save_training_data(self, name: str, table: pa.Table) -> str:

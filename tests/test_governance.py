@@ -335,3 +335,24 @@ def test_no_raw_identifier_or_master_key_bytes_anywhere_in_the_store(tmp_path: P
         content = path.read_bytes()
         found = [n for n in needles if n in content]
         assert not found, f"{path.relative_to(root)} holds {found[:3]}"
+
+
+def test_saved_training_sets_never_hold_raw_identifiers_from_the_entity_frame(approved: Path) -> None:
+    with open_store(approved) as fs:
+        fs.ingest("person", people(["zq-a", "zq-b"]))
+        spine = pa.table({
+            "customer_id": ["zq-a", "zq-b"],
+            "event_timestamp": pa.array([datetime(2025, 7, 1, tzinfo=UTC)] * 2, TS),
+            "email": ["Zq.A@example.com", "zq.b@example.com"],   # passed along, classified direct_identifier
+            "notes": ["call back", "vip"],                        # classified: dropped
+            "label": [1, 0],
+        })
+        saved = fs.create_training_set("t", spine, ["person:spend"], purpose="fraud_detection")
+        assert saved.protected_columns == ["customer_id"]
+        table = fs.load_training_set("t")
+        assert table.column_names == ["customer_id", "event_timestamp", "email", "label", "spend"]
+        assert saved.entity_columns == ["customer_id", "event_timestamp", "email", "label"]
+        assert all(t.startswith("siv-1:") for t in table.column("customer_id").to_pylist())
+        assert table.column("email").to_pylist() == [hmac_of(fs, "zq.a@example.com"), hmac_of(fs, "zq.b@example.com")]
+        assert table.column("spend").to_pylist() == [10.0, 10.0]
+        assert fs.reproduce_training_set("t").matches
