@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 import dataclasses
 import fnmatch
+import time
 import getpass
 import hashlib
 import os
@@ -34,7 +35,21 @@ from .errors import (
 )
 from .audit import AuditEntry, AuditLog
 from .governance import Governance
-from .offline.duckdb_store import OfflineStore, utc_schema
+from .offline.duckdb_store import BATCHES_TABLE, OfflineStore, utc_schema
+from .online import KEY_SEPARATOR, VALUES_AT, OnlineStore, open_online_store
+from .online.materialize import copy_rows, latest_rows_sql, stream_rows
+from .online.serving import (
+    EXPIRED,
+    MISSING,
+    PLAN_TTL_SECONDS,
+    PRESENT,
+    KeyForm,
+    OnlineResponse,
+    ServingPlan,
+    ViewServing,
+    converter,
+    lookup,
+)
 from .offline.pit import ViewRequest, pit_sql
 from .plan import Plan, RegisteredView, compute_plan
 from .policy import Policy, load_policy, parse_policy, plan_policy, policy_json_schema, policy_markdown
@@ -50,6 +65,7 @@ from .registry.models import (
     TrainingSetRow,
 )
 from .retrieval import KeyColumns, content_hash, join_frame, read_entity_frame
+from .types import arrow_type
 
 Clock = Callable[[], datetime]
 Progress = Callable[[int, int | None], None]
@@ -149,6 +165,37 @@ class Reproduction:
 
 
 @dataclass(frozen=True)
+class MaterializeResult:
+    """What one view version's materialization wrote."""
+
+    view: str
+    version: int
+    entities: int
+    full: bool
+    end: datetime
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """An entity whose online value differs from the point-in-time answer."""
+
+    key: str
+    feature: str
+    online: Any
+    offline: Any
+    online_status: str
+
+
+@dataclass(frozen=True)
+class ConsistencyReport:
+    """The consistency check of one view version."""
+
+    view: str
+    checked: int
+    mismatches: list[Mismatch]
+
+
+@dataclass(frozen=True)
 class BatchInfo:
     """One ingestion batch as the registry records it."""
 
@@ -220,6 +267,10 @@ class FeatureStore:
         self.keys = KeyRing(self.registry, provider, self._now)
         self.governance = Governance(self.config.root, self.registry, self.keys)
         self.audit = AuditLog(self.registry, self._now)
+        self._online: OnlineStore | None = None
+        self._plans: dict[tuple[Any, ...], ServingPlan] = {}
+        self._online_reads: dict[tuple[str | None, tuple[str, ...]], int] = {}
+        self._online_flushed = time.monotonic()
         self._reconcile(wait=False)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -273,7 +324,10 @@ class FeatureStore:
             registry.close()
 
     def close(self) -> None:
-        """Release the registry's connections (and the in-memory database of a memory store)."""
+        """Record pending online-read audit entries, then release every connection."""
+        self._flush_online_audit()
+        if self._online is not None:
+            self._online.close()
         self.offline.close()
         self.registry.close()
 
@@ -858,6 +912,205 @@ class FeatureStore:
         digest = content_hash(table)
         return Reproduction(name, ts.content_hash, digest, digest == ts.content_hash, table)
 
+    # --- online serving -----------------------------------------------------------------------
+
+    @property
+    def online(self) -> OnlineStore:
+        """The online store the config names (opened on first use)."""
+        if self._online is None:
+            self._online = open_online_store(self.config.online, self.config.root)
+        return self._online
+
+    def materialize(
+        self,
+        views: Sequence[str] | None = None,
+        *,
+        end: datetime | None = None,
+        full: bool = False,
+        progress: Progress | None = None,
+    ) -> list[MaterializeResult]:
+        """Copy, per entity, the latest value as of `end` (default now) to the online store.
+
+        Incremental by default: only entities touched by batches since the last run (a
+        watermark per view version in the registry); ``full=True`` rebuilds. The TTL is applied
+        when values are read. Rows stream in chunks, so memory stays bounded.
+
+        Args:
+            views: ``"name"`` (latest version) or ``"name@v1"``; default every view's latest.
+        """
+        end = end or self._now()
+        if end.tzinfo is None:
+            raise FeatureStoreError("end must be time-zone aware")
+        targets = [self.get_view(v) for v in views] if views else self.list_views()
+        results: list[MaterializeResult] = []
+        done = 0
+        for vv in targets:
+            governing = self.governance.governing(vv.view.name)
+            if governing is not None:
+                governing.require(vv.view.name)
+            table = online_table(vv)
+            features = {f.name: f.dtype for f in vv.view.features}
+            self.online.ensure_table(table, list(features))
+            state = self.registry.materialization(vv.view.name, vv.version)
+            rebuild = full or state is None or end < state.end
+
+            def advance(rows: int) -> None:
+                nonlocal done
+                done += rows
+                if progress is not None:
+                    progress(done, None)
+
+            with self.offline.connect(read_only=True) as con:  # writers wait: a consistent snapshot
+                row = con.execute(f"SELECT coalesce(max(batch_id), 0) FROM {BATCHES_TABLE} WHERE table_name = ?", [vv.table]).fetchone()
+                last_batch = int(row[0]) if row else 0
+                generation = (state.generation if state is not None else 0) + 1
+                sql = latest_rows_sql(
+                    vv.table, list(vv.join_keys), vv.view.timestamp_field, features,
+                    since_batch=None if rebuild else state.last_batch_id,  # type: ignore[union-attr]
+                    previous_end=None if rebuild else state.end,  # type: ignore[union-attr]
+                )
+                count = copy_rows(stream_rows(con, sql, end), self.online, table, generation, advance)
+            if rebuild:  # only now: readers saw old rows until each new one replaced it
+                self.online.prune(table, generation)
+            self.registry.set_materialization(vv.view.name, vv.version, last_batch_id=last_batch, end=end,
+                                              entities=count, generation=generation, updated_at=self._now())
+            self.audit.append(self.actor, "materialize", vv.ref, details={"entities": count, "full": rebuild, "end": end.isoformat()})
+            self._plans.clear()
+            results.append(MaterializeResult(vv.view.name, vv.version, count, rebuild, end))
+        return results
+
+    def get_online_features(
+        self,
+        entity_rows: Mapping[str, Any] | Sequence[Mapping[str, Any]] | pa.Table,
+        features: Sequence[str],
+        *,
+        purpose: str | None = None,
+        full_feature_names: bool = False,
+    ) -> OnlineResponse:
+        """Latest feature values for entities, from the online store, with a status per value.
+
+        A value is ``present``, ``missing`` (never materialized for that entity) or ``expired``
+        (its event time is older than the view's TTL at the moment of this read: it is not
+        served, exactly as :meth:`get_historical_features` would answer for t = now). Raw keys
+        of pseudonymized join keys are hashed in-process under every key id.
+
+        Args:
+            entity_rows: One entity (``{"customer_id": "C1"}``), a list of them, or a table.
+            features: ``"view:feature"``, ``"view@v2:feature"`` or ``"view:*"`` references.
+            purpose: Why; checked against the policy's ``online`` access for governed views.
+        """
+        if isinstance(entity_rows, pa.Table):
+            rows: Sequence[Mapping[str, Any]] = entity_rows.to_pylist()
+        elif isinstance(entity_rows, Mapping):
+            rows = [entity_rows]
+        else:
+            rows = entity_rows
+        plan = self._serving_plan(tuple(features), purpose, full_feature_names)
+        now = self._clock()
+        now_us = (now - _EPOCH) // _MICROSECOND
+        response = lookup(plan, rows, self.online.read, now_us)  # type: ignore[arg-type]
+        key = (purpose, plan.audit_key)
+        self._online_reads[key] = self._online_reads.get(key, 0) + len(rows)
+        if time.monotonic() - self._online_flushed > ONLINE_AUDIT_SECONDS or sum(self._online_reads.values()) >= ONLINE_AUDIT_READS:
+            self._flush_online_audit()
+        return response
+
+    def _serving_plan(self, features: tuple[str, ...], purpose: str | None, full_names: bool) -> ServingPlan:
+        cache_key = (features, purpose, full_names)
+        plan = self._plans.get(cache_key)
+        if plan is not None and time.monotonic() - plan.built_at < PLAN_TTL_SECONDS:
+            return plan
+        parts = self._requests(self.resolve_features(features), [], full_names)
+        views: list[ViewServing] = []
+        for part in parts:
+            vv = part.vv
+            policy = self.governance.check_read(vv.view.name, [*vv.join_keys, *part.features], purpose, access="online")
+            if self.registry.materialization(vv.view.name, vv.version) is None:
+                raise NotFoundError(f"{vv.ref} is not materialized: run `featurestore materialize {vv.ref}`")
+            stored = vv.view.feature_names
+            key_forms = []
+            for key in vv.join_keys:
+                rule = policy.rule(key) if policy is not None else None
+                treatment = rule.treatment if rule is not None and rule.treatment in ("keyed_hash", "tokenize") else None
+                hmac_keys: tuple[tuple[str, bytes], ...] = ()
+                tokenizers: tuple[Callable[[str], str], ...] = ()
+                if treatment == "keyed_hash":
+                    hmac_keys = tuple((k.id, k.hmac_text.encode()) for k in (self.keys.keys("hmac") or [self.keys.current("hmac")]))
+                elif treatment == "tokenize":
+                    tokenizers = tuple(
+                        (lambda v, k=k, c=key: tokenize(pa.array([v]), k, context=c)[0].as_py())
+                        for k in (self.keys.keys("siv") or [self.keys.current("siv")])
+                    )
+                key_forms.append(KeyForm(key, treatment, rule.normalize if rule else "none",
+                                         rule.country_code if rule else None, hmac_keys, tokenizers))
+            views.append(ViewServing(
+                ref=vv.ref, table=online_table(vv), keys=tuple(key_forms),
+                positions=tuple(VALUES_AT + stored.index(f) for f in part.features), outputs=tuple(part.outputs),
+                converters=tuple(converter(vv.view.feature(f).dtype) for f in part.features),
+                ttl_us=None if part.ttl is None else part.ttl // _MICROSECOND,
+            ))
+        plan = ServingPlan(views, [o for v in views for o in v.outputs], time.monotonic(),
+                           tuple(f"{v.ref}:{f}" for v, p in zip(views, parts, strict=True) for f in p.features))
+        self._plans[cache_key] = plan
+        return plan
+
+    def _flush_online_audit(self) -> None:
+        """Online reads are audited in aggregate: one entry per (purpose, features) and period."""
+        pending, self._online_reads = self._online_reads, {}
+        self._online_flushed = time.monotonic()
+        for (purpose, features), entities in pending.items():
+            self.audit.append(self.actor, "online_reads", ", ".join(sorted({f.rsplit(":", 1)[0] for f in features})),
+                              purpose=purpose, details={"features": list(features), "entities": entities})
+
+    def check_consistency(
+        self, views: Sequence[str] | None = None, *, sample: int = 1000, purpose: str | None = None, seed: int = 0
+    ) -> list[ConsistencyReport]:
+        """Compare online values with the point-in-time answer for the same instant.
+
+        Draws up to `sample` entities per materialized view version, reads them online, computes
+        the offline answer at t = now (TTL included) and reports every value that differs.
+        """
+        targets = [self.get_view(v) for v in views] if views else self.list_views()
+        reports: list[ConsistencyReport] = []
+        for vv in targets:
+            if self.registry.materialization(vv.view.name, vv.version) is None:
+                continue
+            names = vv.view.feature_names
+            self.governance.check_read(vv.view.name, [*vv.join_keys, *names], purpose, access="online")
+            table = online_table(vv)
+            keys = self.online.sample_keys(table, sample, seed)
+            now = self._now()
+            now_us = (now - _EPOCH) // _MICROSECOND
+            stored = self.online.read(table, keys)
+            parts_of = [k.split(KEY_SEPARATOR) for k in keys]
+            entity = pa.table({
+                **{key: pa.array([p[i] for p in parts_of], pa.string()).cast(arrow_type(t)) for i, (key, t) in enumerate(vv.join_keys.items())},
+                "_fs_t": pa.array([now] * len(keys), pa.timestamp("us", tz="UTC")),
+            })
+            part = JoinPart(vv, list(names), list(names), vv.view.ttl)
+            offline = self._point_in_time(entity, [part], {}, "_fs_t", as_of=None, known=False)  # stored keys as they are
+            mismatches: list[Mismatch] = []
+            ttl_us = None if vv.view.ttl is None else vv.view.ttl // _MICROSECOND
+            for i, (key, row) in enumerate(zip(keys, stored, strict=True)):
+                if row is None:
+                    status = MISSING
+                elif ttl_us is not None and row[1] < now_us - ttl_us or row[1] > now_us:
+                    status = EXPIRED
+                else:
+                    status = PRESENT
+                for j, name in enumerate(names):
+                    conv = converter(vv.view.feature(name).dtype)
+                    online_value = None if status != PRESENT or row is None else row[VALUES_AT + j]
+                    if conv is not None and online_value is not None:
+                        online_value = conv(online_value)
+                    offline_value = offline.column(name)[i].as_py()
+                    if online_value != offline_value:
+                        mismatches.append(Mismatch(key, name, online_value, offline_value, status))
+            self.audit.append(self.actor, "check_consistency", vv.ref, purpose=purpose,
+                              details={"checked": len(keys), "mismatches": len(mismatches)})
+            reports.append(ConsistencyReport(vv.ref, len(keys), mismatches))
+        return reports
+
     # --- policies ---------------------------------------------------------------------------
 
     def lint_policy(self, path: str | Path) -> Policy:
@@ -1037,6 +1290,17 @@ class FeatureStore:
 
 def _table_name(view: str, version: int) -> str:
     return f"fv_{view}_v{version}"
+
+
+def online_table(vv: ViewVersion) -> str:
+    """The online table of a view version."""
+    return f"ov_{vv.view.name}_v{vv.version}"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+ONLINE_AUDIT_SECONDS = 10.0
+ONLINE_AUDIT_READS = 10_000
 
 
 def _view_version(row: FeatureViewVersionRow, latest: int) -> ViewVersion:

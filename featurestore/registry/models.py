@@ -180,3 +180,22 @@ class AuditRow(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class MaterializationRow(Base):
+    """How far a view version has been copied to the online store (its watermark)."""
+
+    __tablename__ = "materializations"
+    __table_args__ = (UniqueConstraint("view_name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    view_name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    last_batch_id: Mapped[int] = mapped_column(BigInteger)
+    """Every batch up to this id is reflected online."""
+    end: Mapped[datetime] = mapped_column(UTCDateTime())
+    """The event-time bound of the last run (rows after it were left out)."""
+    entities: Mapped[int] = mapped_column(BigInteger)
+    generation: Mapped[int] = mapped_column(BigInteger)
+    """Run counter; online rows of older generations are pruned after a full rebuild."""
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

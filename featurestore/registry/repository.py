@@ -24,6 +24,7 @@ from .models import (
     FeatureViewRow,
     FeatureViewVersionRow,
     IngestionBatchRow,
+    MaterializationRow,
     PolicyApprovalRow,
     TrainingSetRow,
 )
@@ -213,6 +214,22 @@ class Registry:
             query = query.where(PolicyApprovalRow.policy_id == policy_id)
         with self._sessions() as s:
             return list(s.scalars(query))
+
+    def materialization(self, view: str, version: int) -> MaterializationRow | None:
+        with self._sessions() as s:
+            return s.scalars(select(MaterializationRow).where(
+                MaterializationRow.view_name == view, MaterializationRow.version == version)).first()
+
+    def set_materialization(self, view: str, version: int, *, last_batch_id: int, end: datetime, entities: int,
+                            generation: int, updated_at: datetime) -> None:
+        with self.session() as s:
+            row = s.scalars(select(MaterializationRow).where(
+                MaterializationRow.view_name == view, MaterializationRow.version == version)).first()
+            if row is None:
+                row = MaterializationRow(view_name=view, version=version)
+                s.add(row)
+            row.last_batch_id, row.end, row.entities, row.generation, row.updated_at = (
+                last_batch_id, end, entities, generation, updated_at)
 
     # --- batch bookkeeping ---------------------------------------------------------------------
 

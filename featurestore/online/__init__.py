@@ -1,0 +1,66 @@
+"""Online stores: the latest value per entity per view version, for low-latency serving.
+
+Two implementations share one small interface: an embedded SQLite file (the default; WAL mode,
+so serving processes read while another process materializes) and Redis (production).
+
+A row is written as ``(entity key, event time in microseconds, feature values...)`` and read
+back as ``(entity key, event time, generation, feature values...)``: every materialization run
+writes its own generation, and a full rebuild prunes older generations only after every new
+row is in, so readers never see an entity vanish mid-rebuild. The entity key is the text of the
+join key (its pseudonym for a hashed key); a composite key joins its parts with ``\\x1f``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+KEY_SEPARATOR = "\x1f"
+
+Row = tuple[Any, ...]
+"""Written: (entity key, event time in microseconds, *values); read: (key, event time, generation, *values)."""
+VALUES_AT = 3
+"""Index of the first feature value in a row read back."""
+
+
+class OnlineStore(Protocol):
+    """What materialization writes and serving reads."""
+
+    def ensure_table(self, table: str, features: Sequence[str]) -> None:
+        """Create the table for a view version (idempotent)."""
+
+    def write(self, table: str, rows: Iterable[Row], generation: int) -> int:
+        """Upsert rows, stamped with `generation` (one transaction per call); return how many."""
+
+    def read(self, table: str, keys: Sequence[str]) -> list[Row | None]:
+        """The rows of these entity keys, in order (None where absent)."""
+
+    def sample_keys(self, table: str, n: int, seed: int) -> list[str]:
+        """Up to n entity keys of a table, a reproducible sample."""
+
+    def prune(self, table: str, generation: int) -> int:
+        """Remove rows written before `generation` (after a full rebuild); return how many."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def open_online_store(settings: dict[str, Any], root: Any) -> OnlineStore:
+    """The online store a config names: ``type: embedded`` (``path``) or ``type: redis`` (``url``)."""
+    from ..errors import ConfigError
+
+    kind = settings.get("type", "embedded")
+    if kind == "embedded":
+        from .embedded import SQLiteOnlineStore
+
+        if root is None:
+            return SQLiteOnlineStore(None)
+        return SQLiteOnlineStore(root / str(settings.get("path", "online.db")))
+    if kind == "redis":
+        from .redis_store import RedisOnlineStore
+
+        url = settings.get("url")
+        if not url:
+            raise ConfigError("online.type is redis but online.url is missing (e.g. redis://127.0.0.1:6379/0)")
+        return RedisOnlineStore(str(url))
+    raise ConfigError(f"unknown online store type {kind!r}; use embedded or redis")

@@ -1,0 +1,95 @@
+"""The embedded online store: one SQLite file in WAL mode.
+
+WAL lets any number of processes read while one writes, and a reader never sees a half-written
+transaction; materialization commits chunk by chunk, so a lookup sees each entity either before
+or after its update, never torn. Each view version has a ``WITHOUT ROWID`` table keyed by the
+entity key, one column per feature: a lookup is one primary-key probe.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from . import Row
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class SQLiteOnlineStore:
+    """Online rows in a SQLite file (or in memory for a memory store)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._memory: sqlite3.Connection | None = None
+        if path is None:
+            self._memory = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+
+    def _con(self) -> sqlite3.Connection:
+        if self._memory is not None:
+            return self._memory
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            assert self.path is not None
+            con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            self._local.con = con
+        return con
+
+    def ensure_table(self, table: str, features: Sequence[str]) -> None:
+        cols = ", ".join(["k TEXT PRIMARY KEY", "_e INTEGER NOT NULL", "_g INTEGER NOT NULL", *(_quote(f) for f in features)])
+        self._con().execute(f"CREATE TABLE IF NOT EXISTS {_quote(table)} ({cols}) WITHOUT ROWID")
+
+    def write(self, table: str, rows: Iterable[Row], generation: int) -> int:
+        con = self._con()
+        rows = [(r[0], r[1], generation, *r[2:]) for r in rows]
+        if not rows:
+            return 0
+        marks = ", ".join("?" * len(rows[0]))
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.executemany(f"INSERT OR REPLACE INTO {_quote(table)} VALUES ({marks})", rows)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return len(rows)
+
+    def read(self, table: str, keys: Sequence[str]) -> list[Row | None]:
+        con = self._con()
+        if len(keys) == 1:
+            return [con.execute(f"SELECT * FROM {_quote(table)} WHERE k = ?", (keys[0],)).fetchone()]
+        found: dict[str, Row] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 900):  # SQLite's limit on bound parameters
+            part = unique[start:start + 900]
+            query = f"SELECT * FROM {_quote(table)} WHERE k IN ({', '.join('?' * len(part))})"
+            for row in con.execute(query, part):
+                found[row[0]] = row
+        return [found.get(k) for k in keys]
+
+    def sample_keys(self, table: str, n: int, seed: int) -> list[str]:
+        keys = [r[0] for r in self._con().execute(f"SELECT k FROM {_quote(table)}")]
+        return random.Random(seed).sample(keys, min(n, len(keys)))
+
+    def prune(self, table: str, generation: int) -> int:
+        return self._con().execute(f"DELETE FROM {_quote(table)} WHERE _g < ?", (generation,)).rowcount
+
+    def has_table(self, table: str) -> bool:
+        return self._con().execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+        if self._memory is not None:
+            self._memory.close()
+            self._memory = None

@@ -1,0 +1,78 @@
+"""The Redis online store: one key per entity per view version, ``fs:<table>:<entity key>``,
+holding ``[event time, generation, *values]`` as JSON; a set ``fs:<table>:__keys`` lists the entities (for
+sampling and clearing). Batches use MGET and pipelines.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from . import Row
+
+
+class RedisOnlineStore:
+    """Online rows in Redis (``redis://host:port/db``)."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        from ..errors import ConfigError
+
+        self.url = url
+        self._redis = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        try:
+            self._redis.ping()
+        except redis.RedisError as exc:
+            raise ConfigError(f"cannot reach the Redis online store at {url}: {exc}") from exc
+
+    @staticmethod
+    def _key(table: str, key: str) -> str:
+        return f"fs:{table}:{key}"
+
+    def ensure_table(self, table: str, features: Sequence[str]) -> None:
+        self._redis.set(f"fs:{table}:__features", json.dumps(list(features)))
+
+    def write(self, table: str, rows: Iterable[Row], generation: int) -> int:
+        count = 0
+        with self._redis.pipeline(transaction=True) as pipe:
+            keys: list[str] = []
+            for row in rows:
+                pipe.set(self._key(table, row[0]), json.dumps([row[1], generation, *row[2:]]))
+                keys.append(row[0])
+                count += 1
+            if keys:
+                pipe.sadd(f"fs:{table}:__keys", *keys)
+            pipe.execute()
+        return count
+
+    def read(self, table: str, keys: Sequence[str]) -> list[Row | None]:
+        raw: list[Any] = self._redis.mget([self._key(table, k) for k in keys]) if keys else []
+        return [None if value is None else (key, *json.loads(value)) for key, value in zip(keys, raw, strict=True)]
+
+    def sample_keys(self, table: str, n: int, seed: int) -> list[str]:
+        members = sorted(m.decode() for m in self._redis.smembers(f"fs:{table}:__keys"))
+        return random.Random(seed).sample(members, min(n, len(members)))
+
+    def prune(self, table: str, generation: int) -> int:
+        members = sorted(m.decode() for m in self._redis.smembers(f"fs:{table}:__keys"))
+        stale: list[str] = []
+        for start in range(0, len(members), 1000):
+            part = members[start:start + 1000]
+            for key, row in zip(part, self.read(table, part), strict=True):
+                if row is None or row[2] < generation:
+                    stale.append(key)
+        with self._redis.pipeline(transaction=True) as pipe:
+            for start in range(0, len(stale), 1000):
+                pipe.delete(*(self._key(table, k) for k in stale[start:start + 1000]))
+                pipe.srem(f"fs:{table}:__keys", *stale[start:start + 1000])
+            pipe.execute()
+        return len(stale)
+
+    def has_table(self, table: str) -> bool:
+        return bool(self._redis.exists(f"fs:{table}:__features"))
+
+    def close(self) -> None:
+        self._redis.close()

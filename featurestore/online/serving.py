@@ -1,0 +1,180 @@
+"""Online lookups: the hot path, kept free of file reads, registry queries and dataframes.
+
+A :class:`ServingPlan` resolves once what a (features, purpose) request needs: the online
+tables, the requested columns, TTLs, how raw keys become stored keys (normalize + HMAC under
+every key id, for pseudonymized keys) and the policy decision. Plans are cached and rebuilt
+when older than :data:`PLAN_TTL_SECONDS`, so a revoked approval or a new key takes effect within
+that time.
+
+Single raw keys are normalized here in plain Python, by the same rules as the polars
+implementation used at ingestion (:mod:`featurestore.privacy.pseudonymize`); a differential test
+keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from ..privacy.pseudonymize import PSEUDONYM_HEX_DIGITS
+from . import KEY_SEPARATOR, VALUES_AT, Row
+
+PLAN_TTL_SECONDS = 1.0
+PRESENT, MISSING, EXPIRED = "present", "missing", "expired"
+
+# Rust's char::is_whitespace (Unicode White_Space), which polars' strip_chars() uses; Python's
+# str.strip() would also strip U+001C..U+001F.
+_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_SEPARATORS = str.maketrans("", "", " -.()/+")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def normalize_one(value: Any, kind: str, country_code: str | None) -> str | None:
+    """One raw identifier, normalized exactly as ingestion does (None: cannot be normalized).
+
+    >>> normalize_one(" Ann@Example.COM ", "email", None), normalize_one("020 7946 0958", "phone", "44")
+    ('ann@example.com', '+442079460958')
+    """
+    text = value if isinstance(value, str) else str(value)
+    if kind == "none":
+        return text
+    trimmed = text.strip(_WHITESPACE)
+    if kind in ("text", "email"):
+        return trimmed.lower()
+    digits = trimmed.translate(_SEPARATORS)
+    if trimmed.startswith("00"):
+        digits = digits[2:]
+    if trimmed.startswith("+") or trimmed.startswith("00"):
+        result = "+" + digits
+    elif country_code:
+        result = f"+{country_code}" + (digits[1:] if digits.startswith("0") else digits)
+    else:
+        return None
+    return result if _E164.fullmatch(result) else None
+
+
+@dataclass(frozen=True)
+class KeyForm:
+    """How one raw join key becomes its stored forms."""
+
+    name: str
+    treatment: str | None
+    """None (stored as given), "keyed_hash" or "tokenize"."""
+    normalize: str = "none"
+    country_code: str | None = None
+    hmac_keys: tuple[tuple[str, bytes], ...] = ()
+    """(key id, HMAC key bytes), newest last."""
+    tokenizers: tuple[Callable[[str], str], ...] = ()
+
+    def forms(self, raw: Any) -> list[str]:
+        if raw is None:
+            return []
+        if self.treatment is None:
+            return [raw if isinstance(raw, str) else str(raw)]
+        normalized = normalize_one(raw, self.normalize, self.country_code)
+        if normalized is None:
+            return []
+        if self.treatment == "keyed_hash":
+            data = normalized.encode()
+            return [f"{kid}:" + hmac.new(secret, data, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_DIGITS]
+                    for kid, secret in self.hmac_keys]
+        return [tokenize(normalized) for tokenize in self.tokenizers]
+
+
+@dataclass(frozen=True)
+class ViewServing:
+    """One view version's part of a plan."""
+
+    ref: str
+    table: str
+    keys: tuple[KeyForm, ...]
+    positions: tuple[int, ...]
+    """Index in a stored row of each requested feature (from VALUES_AT on)."""
+    outputs: tuple[str, ...]
+    converters: tuple[Callable[[Any], Any] | None, ...]
+    ttl_us: int | None
+
+
+@dataclass
+class ServingPlan:
+    """What a request for some features, for a purpose, needs; built once, reused."""
+
+    views: list[ViewServing]
+    outputs: list[str]
+    built_at: float
+    audit_key: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class OnlineResponse:
+    """Feature values per entity row, with a status per value: present, missing or expired."""
+
+    values: dict[str, list[Any]]
+    statuses: dict[str, list[str]]
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """Values and statuses as plain lists (statuses under ``<feature>__status``)."""
+        out: dict[str, list[Any]] = dict(self.values)
+        out.update({f"{k}__status": v for k, v in self.statuses.items()})
+        return out
+
+
+def converter(dtype: str) -> Callable[[Any], Any] | None:
+    """How a stored online value turns back into its Python value (None: as stored)."""
+    if dtype == "timestamp":
+        return lambda v: None if v is None else _EPOCH + timedelta(microseconds=v)
+    if dtype == "date":
+        return lambda v: None if v is None else date(1970, 1, 1) + timedelta(days=v)
+    if dtype == "bool":
+        return lambda v: None if v is None else bool(v)
+    return None
+
+
+def lookup(plan: ServingPlan, rows: Sequence[dict[str, Any]], read: Callable[[str, list[str]], list[Row | None]],
+           now_us: int) -> OnlineResponse:
+    """Answer a request with a plan: stored keys per row, one read per view, TTL against now."""
+    values: dict[str, list[Any]] = {out: [] for out in plan.outputs}
+    statuses: dict[str, list[str]] = {out: [] for out in plan.outputs}
+    for view in plan.views:
+        per_row: list[list[str]] = []
+        for entity in rows:
+            try:
+                parts = [k.forms(entity[k.name]) for k in view.keys]
+            except KeyError as exc:
+                from ..errors import RetrievalError
+
+                raise RetrievalError(f"entity row {entity!r} has no '{exc.args[0]}', a join key of {view.ref}") from None
+            if len(parts) == 1:
+                per_row.append(parts[0])
+            else:  # composite keys: every combination of the parts' forms
+                combos = [""]
+                for forms in parts:
+                    combos = [f"{c}{KEY_SEPARATOR}{f}" if c else f for c in combos for f in forms] if forms else []
+                per_row.append(combos)
+        flat = [k for forms in per_row for k in forms]
+        found = dict(zip(flat, read(view.table, flat), strict=True)) if flat else {}
+        for forms in per_row:
+            best: Row | None = None
+            for key in forms:  # newest key id last: it wins ties
+                row = found.get(key)
+                if row is not None and (best is None or row[1] >= best[1]):
+                    best = row
+            if best is None:
+                status = MISSING
+            elif best[1] > now_us:
+                status, best = MISSING, None  # materialized ahead of now: not valid yet
+            elif view.ttl_us is not None and best[1] < now_us - view.ttl_us:
+                status, best = EXPIRED, None
+            else:
+                status = PRESENT
+            for out, pos, conv in zip(view.outputs, view.positions, view.converters, strict=True):
+                value = None if best is None else best[pos]
+                values[out].append(conv(value) if conv is not None and value is not None else value)
+                statuses[out].append(status)
+    return OnlineResponse(values, statuses)
