@@ -1,0 +1,255 @@
+"""Online serving: materialization, TTL at read time, consistency, concurrency, Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from featurestore import Entity, FeatureStore, FeatureView, NotFoundError
+from featurestore.errors import PolicyViolation
+from featurestore.online.serving import normalize_one
+from featurestore.privacy.pseudonymize import normalize
+from featurestore.testing import TEST_KEY_PROVIDER
+
+from .conftest import service_unavailable
+from .test_governance import PERSON, POLICY, VIEW, people
+
+TS = pa.timestamp("us", tz="UTC")
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+ITEM = Entity(name="item", join_keys={"item_id": "int64"})
+STOCK = FeatureView(name="stock", entity="item", ttl="1d", features={"qty": "int64", "price": "float64", "seen": "timestamp"})
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class SetClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def stock(ids: list[int], at: datetime, qty: int) -> pa.Table:
+    return pa.table({
+        "item_id": pa.array(ids, pa.int64()),
+        "event_timestamp": pa.array([at] * len(ids), TS),
+        "qty": pa.array([qty] * len(ids), pa.int64()),
+        "price": [qty * 1.5] * len(ids),
+        "seen": pa.array([at] * len(ids), TS),
+    })
+
+
+@pytest.fixture
+def clock() -> SetClock:
+    return SetClock(T0)
+
+
+@pytest.fixture
+def store(clock: SetClock) -> FeatureStore:
+    fs = FeatureStore(memory=True, clock=clock)
+    fs.apply([ITEM, STOCK])
+    return fs
+
+
+def test_materialize_and_read_with_statuses(store: FeatureStore, clock: SetClock) -> None:
+    store.ingest("stock", stock([1, 2], T0 - timedelta(hours=2), 5))
+    store.ingest("stock", stock([1], T0 - timedelta(hours=1), 7))
+    store.ingest("stock", stock([1], T0 - timedelta(hours=3), 99))  # late, older: must not win
+    [result] = store.materialize()
+    assert (result.view, result.entities, result.full) == ("stock", 2, True)
+    response = store.get_online_features([{"item_id": 1}, {"item_id": 2}, {"item_id": 3}], ["stock:qty", "stock:seen"])
+    assert response.values == {"qty": [7, 5, None], "seen": [T0 - timedelta(hours=1), T0 - timedelta(hours=2), None]}
+    assert response.statuses["qty"] == ["present", "present", "missing"]
+    single = store.get_online_features({"item_id": 1}, ["stock:*"])
+    assert single.to_dict() == {"qty": [7], "price": [10.5], "seen": [T0 - timedelta(hours=1)],
+                                "qty__status": ["present"], "price__status": ["present"], "seen__status": ["present"]}
+    with pytest.raises(NotFoundError, match=r"stock@v2 is not materialized: run `featurestore materialize stock@v2`"):
+        store.apply([ITEM, FeatureView(name="stock", entity="item", ttl="1d", features={"qty": "int64"})])
+        store.get_online_features({"item_id": 1}, ["stock:qty"])
+
+
+def test_incremental_materialization_touches_new_batches_only(store: FeatureStore, clock: SetClock) -> None:
+    store.ingest("stock", stock([1, 2, 3], T0 - timedelta(hours=5), 1))
+    assert store.materialize()[0].entities == 3
+    store.ingest("stock", stock([2], T0 - timedelta(hours=1), 2))
+    [again] = store.materialize()
+    assert (again.entities, again.full) == (1, False), "only item 2 was touched"
+    assert store.get_online_features([{"item_id": 1}, {"item_id": 2}], ["stock:qty"]).values["qty"] == [1, 2]
+    # A row beyond the last run's end becomes visible once a later end includes it.
+    store.ingest("stock", stock([3], T0 + timedelta(hours=1), 3))
+    [early] = store.materialize(end=T0)
+    assert early.entities == 1 and store.get_online_features({"item_id": 3}, ["stock:qty"]).values["qty"] == [1]
+    clock.now = T0 + timedelta(hours=2)
+    [later] = store.materialize()
+    assert (later.entities, later.full) == (1, False)
+    assert store.get_online_features({"item_id": 3}, ["stock:qty"]).values["qty"] == [3]
+    [rebuild] = store.materialize(full=True)
+    assert (rebuild.entities, rebuild.full) == (3, True)
+
+
+def test_ttl_is_honoured_at_read_time_like_the_historical_join(store: FeatureStore, clock: SetClock) -> None:
+    event = T0 - timedelta(hours=1)
+    store.ingest("stock", stock([1], event, 4))
+    store.materialize()
+    spine = lambda now: pa.table({"item_id": pa.array([1], pa.int64()), "event_timestamp": pa.array([now], TS)})  # noqa: E731
+    for now, status in [(event + timedelta(days=1), "present"), (event + timedelta(days=1, microseconds=1), "expired")]:
+        clock.now = now
+        online = store.get_online_features({"item_id": 1}, ["stock:qty"])
+        offline = store.get_historical_features(spine(now), ["stock:qty"]).column("qty").to_pylist()
+        assert online.statuses["qty"] == [status]
+        assert online.values["qty"] == offline == ([4] if status == "present" else [None])
+    assert store.check_consistency()[0].mismatches == []
+
+
+def test_consistency_check_finds_a_planted_mismatch(store: FeatureStore, clock: SetClock) -> None:
+    store.ingest("stock", stock(list(range(50)), T0 - timedelta(hours=1), 3))
+    store.materialize()
+    [clean] = store.check_consistency(sample=20)
+    assert (clean.checked, clean.mismatches) == (20, [])
+    store.online.write("ov_stock_v1", [("7", (T0 - timedelta(hours=1) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1), 3, 99.0, 0)], 1)
+    [report] = store.check_consistency(sample=1000)
+    assert report.checked == 50
+    assert [(m.key, m.feature, m.online, m.offline) for m in report.mismatches] == [
+        ("7", "price", 99.0, 4.5), ("7", "seen", datetime(1970, 1, 1, tzinfo=UTC), T0 - timedelta(hours=1))]
+    store.ingest("stock", stock([8], T0 - timedelta(minutes=30), 5))  # ingested, not materialized yet
+    assert {m.key for m in store.check_consistency()[0].mismatches} == {"7", "8"}
+    store.materialize(full=True)
+    assert store.check_consistency()[0].mismatches == []
+
+
+def test_raw_keys_and_purposes_online(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    clock = SetClock(datetime(2025, 6, 5, tzinfo=UTC))  # the rows (2025-06-01) are within the view's 365-day TTL
+    with FeatureStore.init(root, key_provider=TEST_KEY_PROVIDER, clock=clock) as fs:
+        (root / "policies" / "people.yaml").write_text(POLICY)
+        fs.apply([PERSON, VIEW])
+        fs.approve_policy(root / "policies" / "people.yaml", by="A. Counsel", role="legal")
+        fs.ingest("person", people(["c1", "c2"], spend=3.0))
+        fs.rotate_key("hmac")
+        fs.ingest("person", people(["c3"], spend=4.0))
+        fs.materialize()
+        with pytest.raises(PolicyViolation, match=r"purpose 'credit_scoring' is not allowed"):
+            fs.get_online_features({"customer_id": "c1"}, ["person:spend"], purpose="credit_scoring")
+        with pytest.raises(PolicyViolation, match=r"may not have online access"):
+            fs.get_online_features({"customer_id": "c1"}, ["person:spend"], purpose="fairness_audit")
+        got = fs.get_online_features([{"customer_id": " C1 "}, {"customer_id": "c3"}, {"customer_id": "c9"}],
+                                     ["person:spend"], purpose="fraud_detection")
+        assert got.values["spend"] == [3.0, 4.0, None] and got.statuses["spend"][2] == "missing"
+        for _ in range(3):
+            fs.get_online_features({"customer_id": "c2"}, ["person:spend"], purpose="fraud_detection")
+    with FeatureStore(root, key_provider=TEST_KEY_PROVIDER, clock=clock) as fs:
+        [entry] = fs.audit_entries(action="online_reads")
+        assert (entry.purpose, entry.details) == ("fraud_detection", {"features": ["person@v1:spend"], "entities": 6})
+
+
+@pytest.mark.parametrize("kind,cc", [("none", None), ("text", None), ("email", None), ("phone", "44"), ("phone", None)])
+def test_single_key_normalization_equals_the_column_one(kind: str, cc: str | None) -> None:
+    samples = [" Ann@Example.COM ", "\u2003X\u00a0", "\x1cA\x1d", "0044 20 7946-0958", "+1 (212) 555.0100", "020 7946 0958",
+               "ΣΊΣΥΦΟΣ", "İstanbul", "00", "+0 123 456 789", "12", "abc", "+44 20 7946 0958 ext 3", ""]
+    for value in samples:
+        try:
+            expected = normalize(pa.array([value]), kind, country_code=cc).to_pylist()[0]
+        except PolicyViolation:
+            expected = None
+        assert normalize_one(value, kind, cc) == expected, (value, kind)
+
+
+READER = textwrap.dedent(
+    """
+    import sys, time
+    from featurestore import FeatureStore
+    store = FeatureStore(sys.argv[1])
+    print("READY", flush=True)
+    deadline = time.monotonic() + float(sys.argv[2])
+    reads = torn = 0
+    while time.monotonic() < deadline:
+        r = store.get_online_features([{"item_id": i} for i in range(0, 2000, 97)], ["stock:qty", "stock:price"])
+        for q, p in zip(r.values["qty"], r.values["price"]):
+            reads += 1
+            if q is None or p != q * 1.5:
+                torn += 1
+    print(f"{reads} {torn}", flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_process_reads_while_another_materializes(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    clock = SetClock(datetime.now(UTC))
+    with FeatureStore.init(root, clock=clock) as fs:
+        fs.apply([ITEM, STOCK])
+        fs.ingest("stock", stock(list(range(2000)), clock.now - timedelta(hours=1), 1))
+        fs.materialize()
+        reader = subprocess.Popen([sys.executable, "-c", READER, str(root), "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "READY"
+        runs = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 4:
+            fs.ingest("stock", stock(list(range(2000)), clock.now - timedelta(minutes=30 - runs), runs + 2))
+            fs.materialize(full=runs % 2 == 0)
+            runs += 1
+        out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    reads, torn = map(int, out.split())
+    assert runs >= 3 and reads > 1000
+    assert torn == 0, f"{torn} of {reads} values were missing or torn while materializing"
+
+
+@pytest.fixture
+def redis_store(tmp_path: Path) -> FeatureStore:
+    try:
+        import redis
+
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/15", socket_connect_timeout=2)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        service_unavailable("Redis at 127.0.0.1:6379", str(exc))
+    client.flushdb()  # db 15 is the tests' own
+    root = tmp_path / "store"
+    FeatureStore.init(root).close()
+    config = root / "featurestore.yaml"
+    config.write_text(config.read_text().replace("  type: embedded\n  path: online.db", "  type: redis\n  url: redis://127.0.0.1:6379/15"))
+    return FeatureStore(root, clock=SetClock(T0))
+
+
+def test_redis_online_store(redis_store: FeatureStore) -> None:
+    fs = redis_store
+    fs.apply([ITEM, STOCK])
+    fs.ingest("stock", stock([1, 2, 3], T0 - timedelta(hours=1), 6))
+    fs.materialize()
+    assert type(fs.online).__name__ == "RedisOnlineStore"
+    got = fs.get_online_features([{"item_id": 1}, {"item_id": 4}], ["stock:qty", "stock:seen"])
+    assert got.values == {"qty": [6, None], "seen": [T0 - timedelta(hours=1), None]}
+    fs.ingest("stock", stock([2], T0 - timedelta(minutes=5), 8))
+    assert fs.materialize()[0].entities == 1
+    assert fs.get_online_features({"item_id": 2}, ["stock:qty"]).values["qty"] == [8]
+    assert fs.check_consistency()[0].mismatches == []
+    fs.ingest("stock", stock([3], T0 - timedelta(minutes=1), 9))
+    [rebuild] = fs.materialize(full=True)
+    assert rebuild.entities == 3 and fs.check_consistency()[0].mismatches == []
+    fs.close()
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(alphabet=st.sampled_from(list("0123456789+-.()/ abcAB\t\u00a0\u2003\x1c\x1fΣİ@")), max_size=20),
+       kind=st.sampled_from(["none", "text", "email", "phone"]), cc=st.sampled_from([None, "44", "1"]))
+def test_single_key_normalization_equals_the_column_one_on_random_text(value: str, kind: str, cc: str | None) -> None:
+    try:
+        expected = normalize(pa.array([value]), kind, country_code=cc).to_pylist()[0]
+    except PolicyViolation:
+        expected = None
+    assert normalize_one(value, kind, cc) == expected
