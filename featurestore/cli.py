@@ -45,6 +45,10 @@ COMMAND_METHODS: dict[str, str] = {
     "audit show": "audit_entries",
     "audit verify": "verify_audit",
     "reidentify": "reidentify",
+    "materialize": "materialize",
+    "consistency": "check_consistency",
+    "get-online": "get_online_features",
+    "serve": "featurestore.server.create_app",
     "demo": "featurestore.demo.run_demo",
 }
 
@@ -473,6 +477,86 @@ def reidentify(
 
 
 @app.command()
+def materialize(
+    views: Annotated[list[str] | None, typer.Argument(help="Views ('name' or 'name@v1'); default: every view.")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Rebuild instead of copying only what changed.")] = False,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Copy the latest value per entity to the online store (incremental unless --full)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with _open(store) as fs, Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                      console=err, transient=True) as bar:
+        task = bar.add_task("materializing", total=None)
+        results = fs.materialize(views or None, full=full,
+                                 progress=lambda done, _total: bar.update(task, description=f"materializing: {done:,} entities"))
+    for r in results:
+        out.print(f"{r.view}@v{r.version}: {r.entities:,} entities {'rebuilt' if r.full else 'updated'} as of {r.end.isoformat()}")
+
+
+@app.command()
+def consistency(
+    views: Annotated[list[str] | None, typer.Argument(help="Views to check; default: every materialized view.")] = None,
+    sample: Annotated[int, typer.Option(help="Entities to draw per view.", min=1)] = 1000,
+    purpose: PurposeOpt = None,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Compare online values with the point-in-time answer for now; exit 1 on any mismatch."""
+    with _open(store) as fs:
+        reports = fs.check_consistency(views or None, sample=sample, purpose=purpose)
+    bad = 0
+    for report in reports:
+        out.print(f"{report.view}: {report.checked:,} entities checked, {len(report.mismatches)} mismatches")
+        for m in report.mismatches[:20]:
+            out.print(f"  {m.key} {m.feature}: online {m.online!r} ({m.online_status}), offline {m.offline!r}", markup=False)
+        bad += len(report.mismatches)
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command("get-online")
+def get_online(
+    entity: Annotated[list[str], typer.Option("--entity", "-e", help="A join key value, key=value; repeat for composite keys.")],
+    feature: FeatureOpt,
+    purpose: PurposeOpt = None,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Look up one entity's online features, with their statuses."""
+    row: dict[str, str] = {}
+    for item in entity:
+        key, sep, value = item.partition("=")
+        if not sep:
+            err.print(f"error: --entity {item!r} must be key=value")
+            raise typer.Exit(1)
+        row[key] = value
+    with _open(store) as fs:
+        vv_keys = {k for vv in fs.list_views() for k, t in vv.join_keys.items() if t != "string"}
+        typed = {k: int(v) if k in vv_keys and v.lstrip("-").isdigit() else v for k, v in row.items()}
+        result = fs.get_online_features(typed, feature, purpose=purpose)
+    for name, values in result.values.items():
+        out.print(f"{name} = {values[0]!r} ({result.statuses[name][0]})", markup=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Serve online lookups over HTTP (JSON; OpenAPI at /openapi.json, health at /health)."""
+    try:
+        import uvicorn
+
+        from .server import create_app
+    except ImportError:
+        err.print("error: serving needs the 'serve' extra: pip install 'featurestore[serve]'")
+        raise typer.Exit(1) from None
+    fs = _open(store)
+    out.print(f"Serving {store} on http://{host}:{port} (OpenAPI: /openapi.json)")
+    uvicorn.run(create_app(fs), host=host, port=port, log_level="warning")
+
+
+@app.command()
 def demo(
     directory: Annotated[Path, typer.Argument(help="Where to build the demo store.")] = Path("featurestore-demo"),
     customers: Annotated[int, typer.Option(help="Number of synthetic customers.", min=10)] = 2000,
@@ -487,3 +571,7 @@ def demo(
 def main() -> None:
     """Entry point of the `featurestore` console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

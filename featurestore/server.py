@@ -1,0 +1,80 @@
+"""HTTP serving of online lookups (``featurestore serve``): FastAPI on uvicorn.
+
+- ``GET /health``: the store is reachable, and which view versions are materialized;
+- ``POST /v1/online-features``: ``{"entities": [{...}], "features": [...], "purpose": "..."}``
+  returns values and a status per value (present, missing, expired);
+- ``GET /openapi.json`` (and ``/docs``): the OpenAPI description.
+
+Store errors become HTTP codes here and only here: a refused purpose is 403, an unknown
+feature or a view not materialized is 404, any other bad request is 400, a malformed body 422.
+Endpoints are ``async`` and run on the event loop's thread: a lookup takes microseconds, and
+the store stays single-threaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from .errors import FeatureStoreError, NotFoundError, PolicyViolation
+from .store import FeatureStore
+
+
+class OnlineFeaturesRequest(BaseModel):
+    """A lookup of some features for some entities, for a purpose."""
+
+    entities: list[dict[str, Any]] = Field(min_length=1, max_length=10_000, description="Join key values, raw, one object per entity.")
+    features: list[str] = Field(min_length=1, description="References: view:feature, view@v2:feature or view:*.")
+    purpose: str = Field(min_length=1, description="Why the features are read; checked against the view's policy.")
+    full_feature_names: bool = Field(False, description="Name values view__feature instead of feature.")
+
+
+class OnlineFeaturesResponse(BaseModel):
+    """Values per feature, one per entity, and a status per value."""
+
+    values: dict[str, list[Any]]
+    statuses: dict[str, list[str]] = Field(description="present, missing (never materialized) or expired (older than the TTL now).")
+
+
+class ErrorResponse(BaseModel):
+    """What went wrong, in words."""
+
+    error: str
+    detail: str
+
+
+def create_app(store: FeatureStore) -> FastAPI:
+    """An ASGI app serving `store`'s online features."""
+    app = FastAPI(title="featurestore online serving", version="1",
+                  description="Online feature lookups with a purpose, values and statuses per entity.")
+
+    @app.exception_handler(FeatureStoreError)
+    async def _store_error(_request: Any, exc: FeatureStoreError) -> JSONResponse:
+        code = 403 if isinstance(exc, PolicyViolation) else 404 if isinstance(exc, NotFoundError) else 400
+        return JSONResponse(status_code=code, content={"error": type(exc).__name__, "detail": str(exc)})
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Whether the store answers, and which view versions are materialized."""
+        views = [vv.ref for vv in store.list_views() if store.registry.materialization(vv.view.name, vv.version) is not None]
+        return {"status": "ok", "materialized": views}
+
+    @app.post(
+        "/v1/online-features",
+        response_model=OnlineFeaturesResponse,
+        responses={400: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+    )
+    async def online_features(request: OnlineFeaturesRequest) -> OnlineFeaturesResponse:
+        """Latest values of the features for each entity, as served to production models."""
+        result = store.get_online_features(request.entities, request.features, purpose=request.purpose,
+                                           full_feature_names=request.full_feature_names)
+        return OnlineFeaturesResponse(values=result.values, statuses=result.statuses)
+
+    @app.on_event("shutdown")
+    async def _close() -> None:
+        store.close()
+
+    return app

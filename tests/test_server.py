@@ -1,0 +1,104 @@
+"""The HTTP server, tested with a real client against `featurestore serve` on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from featurestore import FeatureStore
+from featurestore.cli import app
+
+from .test_online import ITEM, STOCK, stock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> str:
+    root = tmp_path / "store"
+    now = datetime.now(UTC)
+    with FeatureStore.init(root) as fs:
+        fs.apply([ITEM, STOCK])
+        fs.ingest("stock", stock([1, 2], now - timedelta(hours=1), 4))
+        fs.ingest("stock", stock([3], now - timedelta(days=3), 9))  # older than the 1-day TTL
+        fs.materialize()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "featurestore.cli", "serve", "--port", str(port), "-s", str(root)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise AssertionError(f"server did not start: {server.stderr.read() if server.stderr else ''}")
+        time.sleep(0.1)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_http_lookups_on_the_running_server(served: str) -> None:
+    with httpx.Client(base_url=served, timeout=10) as client:
+        assert client.get("/health").json() == {"status": "ok", "materialized": ["stock@v1"]}
+        ok = client.post("/v1/online-features", json={
+            "entities": [{"item_id": 1}, {"item_id": 3}, {"item_id": 7}], "features": ["stock:qty", "stock:price"], "purpose": "pricing"})
+        assert ok.status_code == 200
+        assert ok.json() == {"values": {"qty": [4, None, None], "price": [6.0, None, None]},
+                             "statuses": {"qty": ["present", "expired", "missing"], "price": ["present", "expired", "missing"]}}
+        no_purpose = client.post("/v1/online-features", json={"entities": [{"item_id": 1}], "features": ["stock:qty"]})
+        assert no_purpose.status_code == 422 and "purpose" in no_purpose.text
+        unknown = client.post("/v1/online-features", json={"entities": [{"item_id": 1}], "features": ["stok:qty"], "purpose": "p"})
+        assert unknown.status_code == 404 and "Did you mean 'stock'?" in unknown.json()["detail"]
+        missing_key = client.post("/v1/online-features", json={"entities": [{"sku": 1}], "features": ["stock:qty"], "purpose": "p"})
+        assert missing_key.status_code == 400 and "has no 'item_id', a join key of stock@v1" in missing_key.json()["detail"]
+        empty = client.post("/v1/online-features", json={"entities": [], "features": ["stock:qty"], "purpose": "p"})
+        assert empty.status_code == 422
+        spec = client.get("/openapi.json").json()
+        assert "/v1/online-features" in spec["paths"] and "/health" in spec["paths"]
+        assert spec["components"]["schemas"]["OnlineFeaturesRequest"]["required"] == ["entities", "features", "purpose"]
+
+
+def test_materialize_consistency_and_get_online_commands(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    now = datetime.now(UTC)
+    with FeatureStore.init(root) as fs:
+        fs.apply([ITEM, STOCK])
+        fs.ingest("stock", stock([1, 2], now - timedelta(hours=1), 4))
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0) -> str:
+        result = runner.invoke(app, [*args, "-s", str(root)])
+        assert result.exit_code == code, result.output
+        return result.output
+
+    assert "stock@v1: 2 entities rebuilt as of" in run("materialize")
+    assert "stock@v1: 0 entities updated" in run("materialize", "stock")
+    assert "qty = 4 (present)" in run("get-online", "-e", "item_id=1", "-f", "stock:qty")
+    assert "qty = None (missing)" in run("get-online", "-e", "item_id=5", "-f", "stock:qty")
+    assert "2 entities checked, 0 mismatches" in run("consistency")
+    with FeatureStore(root) as fs:
+        fs.ingest("stock", stock([2], now - timedelta(minutes=5), 6))
+    stale = run("consistency", code=1)
+    assert "3 mismatches" in stale and "2 qty: online 4 (present), offline 6" in stale
