@@ -961,8 +961,8 @@ class FeatureStore:
                     progress(done, None)
 
             with self.offline.connect(read_only=True) as con:  # writers wait: a consistent snapshot
-                row = con.execute(f"SELECT coalesce(max(batch_id), 0) FROM {BATCHES_TABLE} WHERE table_name = ?", [vv.table]).fetchone()
-                last_batch = int(row[0]) if row else 0
+                [(last_batch,)] = con.execute(f"SELECT coalesce(max(batch_id), 0) FROM {BATCHES_TABLE} WHERE table_name = ?",
+                                              [vv.table]).fetchall()
                 generation = (state.generation if state is not None else 0) + 1
                 sql = latest_rows_sql(
                     vv.table, list(vv.join_keys), vv.view.timestamp_field, features,

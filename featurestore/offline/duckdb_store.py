@@ -186,10 +186,10 @@ class OfflineStore:
         Ingestion times are strictly increasing across a store's batches, so "latest ingestion
         wins" and "latest batch wins" agree, and a later batch is never hidden by an `as_of`.
         """
-        row = con.execute(f"SELECT epoch_us(max(ingested_at)) FROM {BATCHES_TABLE}").fetchone()
-        if row is None or row[0] is None:
+        [(last,)] = con.execute(f"SELECT epoch_us(max(ingested_at)) FROM {BATCHES_TABLE}").fetchall()
+        if last is None:
             return now
-        after_last = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=int(row[0]) + 1)
+        after_last = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=int(last) + 1)
         return max(now, after_last)
 
     @staticmethod
@@ -250,8 +250,8 @@ class OfflineStore:
     def count_older(self, table: str, timestamp_field: str, cutoff: datetime) -> int:
         """How many rows of a table have an event time before `cutoff`."""
         with self.connect(read_only=True) as con:
-            row = con.execute(f"SELECT count(*) FROM {quote(table)} WHERE {quote(timestamp_field)} < ?", [cutoff]).fetchone()
-        return int(row[0]) if row else 0
+            [(count,)] = con.execute(f"SELECT count(*) FROM {quote(table)} WHERE {quote(timestamp_field)} < ?", [cutoff]).fetchall()
+        return int(count)
 
     def scan(self, table: str, columns: list[str], *, as_of: datetime | None = None) -> pa.Table:
         """Every stored row of a table (the given columns), ingested at or before `as_of`."""

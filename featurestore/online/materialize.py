@@ -70,13 +70,12 @@ def latest_rows_sql(
 
 
 def stream_rows(con: duckdb.DuckDBPyConnection, sql: str, end: datetime) -> Iterator[list[Row]]:
-    """Run `sql` and yield its rows in chunks."""
-    result = con.execute(sql, {"end": end})
-    while True:
-        chunk = result.fetchmany(CHUNK_ROWS)
-        if not chunk:
-            return
-        yield chunk
+    """Run `sql` and yield its rows in chunks (Arrow batches turned into tuples column-wise,
+    several times faster than fetching Python rows one by one)."""
+    reader = con.sql(sql, params={"end": end}).arrow(batch_size=CHUNK_ROWS)
+    for batch in reader:  # the reader is drained before the connection is used again
+        if batch.num_rows:
+            yield list(zip(*(column.to_pylist() for column in batch.columns), strict=True))
 
 
 def copy_rows(chunks: Iterator[list[Row]], store: OnlineStore, table: str, generation: int,

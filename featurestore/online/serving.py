@@ -142,6 +142,9 @@ def lookup(plan: ServingPlan, rows: Sequence[dict[str, Any]], read: Callable[[st
     values: dict[str, list[Any]] = {out: [] for out in plan.outputs}
     statuses: dict[str, list[str]] = {out: [] for out in plan.outputs}
     for view in plan.views:
+        if len(view.keys) == 1 and view.keys[0].treatment is None:
+            _lookup_plain(view, rows, read, now_us, values, statuses)
+            continue
         per_row: list[list[str]] = []
         for entity in rows:
             try:
@@ -178,3 +181,36 @@ def lookup(plan: ServingPlan, rows: Sequence[dict[str, Any]], read: Callable[[st
                 values[out].append(conv(value) if conv is not None and value is not None else value)
                 statuses[out].append(status)
     return OnlineResponse(values, statuses)
+
+
+def _lookup_plain(view: ViewServing, rows: Sequence[dict[str, Any]], read: Callable[[str, list[str]], list[Row | None]],
+                  now_us: int, values: dict[str, list[Any]], statuses: dict[str, list[str]]) -> None:
+    """:func:`lookup` for the common case, one join key stored as given: one key per row."""
+    name = view.keys[0].name
+    try:
+        keys = [None if (v := entity[name]) is None else v if isinstance(v, str) else str(v) for entity in rows]
+    except KeyError:
+        from ..errors import RetrievalError
+
+        bad = next(e for e in rows if name not in e)
+        raise RetrievalError(f"entity row {bad!r} has no '{name}', a join key of {view.ref}") from None
+    present = [k for k in keys if k is not None]
+    found = dict(zip(present, read(view.table, present), strict=True)) if present else {}
+    oldest = None if view.ttl_us is None else now_us - view.ttl_us
+    row_status: list[str] = []
+    chosen: list[Row | None] = []
+    for key in keys:
+        row = found.get(key) if key is not None else None
+        if row is None or row[1] > now_us:
+            row_status.append(MISSING)
+            chosen.append(None)
+        elif oldest is not None and row[1] < oldest:
+            row_status.append(EXPIRED)
+            chosen.append(None)
+        else:
+            row_status.append(PRESENT)
+            chosen.append(row)
+    for out, pos, conv in zip(view.outputs, view.positions, view.converters, strict=True):
+        column = [None if row is None else row[pos] for row in chosen]
+        values[out].extend(column if conv is None else [None if v is None else conv(v) for v in column])
+        statuses[out].extend(row_status)
