@@ -126,13 +126,15 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     out = run("demo", str(tmp_path / "demo"), "--customers", "50")
     steps = ["1. Create a store", "2. Write definitions", "3. Legal reviews and approves the policy", "4. Ingest",
              "5. Reads need an allowed purpose", "6. Bad input is refused whole", "7. A schema change makes a new version",
-             "8. Time travel on ingestion time", "9. A point-in-time training set", "10. The registry's record"]
+             "8. Time travel on ingestion time", "9. A point-in-time training set", "10. Online serving",
+             "11. The registry's record"]
     assert [step in out for step in steps] == [True] * len(steps)
     assert "before approval, ingestion is refused" in out
     assert "refused: read of 'customer_spend_daily' refused: purpose 'marketing' is denied by policy 'customer-data'" in out
     assert "time-zone-naive timestamps" in out
     assert "reproduce_training_set rebuilds it: hash matches" in out
     assert "hash chain intact" in out
+    assert "customer_profile@v2 50 checked, 0 mismatches" in out
     key_file = tmp_path / "demo.master.key"
     assert key_file.stat().st_mode & 0o077 == 0, "the demo's master key is readable by its owner only"
     with FeatureStore(tmp_path / "demo") as fs:
