@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections.abc import Callable
 import sys
 import tempfile
 import time
@@ -137,6 +138,16 @@ def time_store_hashed(table: pa.Table, folder: Path) -> float:
     return elapsed
 
 
+def medians(table: pa.Table, store_run: Callable[[pa.Table, Path], float], repeat: int) -> tuple[float, float]:
+    """Median seconds of the plain insert and of `store_run`, alternating, each in a fresh folder."""
+    plain, ours = [], []
+    for _ in range(repeat):
+        for run, times in ((time_plain, plain), (store_run, ours)):
+            with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+                times.append(run(table, Path(tmp)))
+    return statistics.median(plain), statistics.median(ours)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -144,27 +155,14 @@ def main() -> None:
     args = parser.parse_args()
     table = make_table(args.rows)
     print(f"{args.rows:,} rows x {table.num_columns} columns, {table.nbytes / 2**20:,.0f} MiB in Arrow; {args.repeat} runs each")
-    plain, ours = [], []
-    for _ in range(args.repeat):
-        with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
-            plain.append(time_plain(table, Path(tmp)))
-        with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
-            ours.append(time_store(table, Path(tmp)))
-    p, o = statistics.median(plain), statistics.median(ours)
+    p, o = medians(table, time_store, args.repeat)
     print(f"plain DuckDB INSERT ... SELECT : {p:6.2f} s  {args.rows / p / 1e6:6.2f} M rows/s (median)")
     print(f"FeatureStore.ingest            : {o:6.2f} s  {args.rows / o / 1e6:6.2f} M rows/s (median)")
     print(f"ratio store/plain              : {o / p:6.2f}  (goal <= 1.5)")
 
     for rows_per_person, label in ((1, "a distinct email and phone on every row (worst case)"),
                                    (10, "each email and phone on 10 rows (one person, many events)")):
-        hashed_table = with_identifiers(table, rows_per_person)
-        plain_h, ours_h = [], []
-        for _ in range(args.repeat):
-            with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
-                plain_h.append(time_plain(hashed_table, Path(tmp)))
-            with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
-                ours_h.append(time_store_hashed(hashed_table, Path(tmp)))
-        p, o = statistics.median(plain_h), statistics.median(ours_h)
+        p, o = medians(with_identifiers(table, rows_per_person), time_store_hashed, args.repeat)
         print(f"with two identifier columns, {label}:")
         print(f"  plain DuckDB INSERT, raw values : {p:6.2f} s  {args.rows / p / 1e6:6.2f} M rows/s (median)")
         print(f"  ingest, both HMAC'd under policy: {o:6.2f} s  {args.rows / o / 1e6:6.2f} M rows/s (median; goal >= 1.0)")

@@ -56,14 +56,22 @@ class Problem:
         return where + self.message
 
 
-class DefinitionError(FeatureStoreError):
-    """Entity or feature view definitions are invalid; `errors` lists every problem found."""
+class _ProblemsError(FeatureStoreError):
+    """An error that carries every problem found in some files (`errors`), each positioned."""
+
+    subject = "the input"
 
     def __init__(self, errors: Sequence[Problem]) -> None:
         self.errors = list(errors)
         count = len(self.errors)
-        head = f"{count} problem{'s' if count != 1 else ''} in the definitions:"
+        head = f"{count} problem{'s' if count != 1 else ''} in {self.subject}:"
         super().__init__("\n".join([head, *(f"  {e}" for e in self.errors)]))
+
+
+class DefinitionError(_ProblemsError):
+    """Entity or feature view definitions are invalid; `errors` lists every problem found."""
+
+    subject = "the definitions"
 
 
 class NotFoundError(FeatureStoreError, LookupError):
@@ -99,14 +107,10 @@ class KeyManagementError(FeatureStoreError):
     """A missing or wrong master key, a badly stored key file, or an unknown data key."""
 
 
-class PolicyError(FeatureStoreError):
+class PolicyError(_ProblemsError):
     """A policy file is invalid; `errors` lists every problem found, each with its position."""
 
-    def __init__(self, errors: Sequence[Problem]) -> None:
-        self.errors = list(errors)
-        count = len(self.errors)
-        head = f"{count} problem{'s' if count != 1 else ''} in the policy:"
-        super().__init__("\n".join([head, *(f"  {e}" for e in self.errors)]))
+    subject = "the policy"
 
 
 class PolicyViolation(FeatureStoreError):
