@@ -297,7 +297,7 @@ def run_demo(
     features = ["customer_profile:segment", "customer_profile:tenure_days", "customer_spend_daily:spend_total", "customer_spend_daily:txn_count"]
     training = store.create_training_set("big_spender_v1", spine, features, purpose="fraud_detection",
                                          description="demo: is the next payment over 150?")
-    table = store.load_training_set("big_spender_v1")
+    table = store.load_training_set("big_spender_v1", purpose="fraud_detection")
     expired = table.column("spend_total").null_count
     say(f"   {training.row_count:,} rows; the raw ids were hashed in-process to join; spend features are null for "
         f"{expired:,} rows whose latest daily spend is older than the 30-day TTL or later than the payment")

@@ -876,9 +876,18 @@ class FeatureStore:
             raise NotFoundError(f"no training set named '{name}'." + did_you_mean(name, names))
         return _training_set(row)
 
-    def load_training_set(self, name: str) -> pa.Table:
-        """The saved data of a training set."""
+    def load_training_set(self, name: str, *, purpose: str | None = None) -> pa.Table:
+        """The saved data of a training set; for one built from governed views, `purpose` must
+        be one their policies allow now (the read is audited)."""
         ts = self.get_training_set(name)
+        views = sorted({f["view"] for f in ts.features})
+        for view in views:
+            self.governance.check_read(view, [f["feature"] for f in ts.features if f["view"] == view], purpose)
+        table = self._load_training_data(ts)
+        self.audit.append(self.actor, "load_training_set", name, purpose=purpose, details={"rows": table.num_rows})
+        return table
+
+    def _load_training_data(self, ts: TrainingSet) -> pa.Table:
         if self.root is None:
             return self._memory_training_data[ts.name]
         import pyarrow.parquet as pq
@@ -892,7 +901,7 @@ class FeatureStore:
         give the same content hash, however much was ingested since.
         """
         ts = self.get_training_set(name)
-        saved_entity = self.load_training_set(name).select(ts.entity_columns)
+        saved_entity = self._load_training_data(ts).select(ts.entity_columns)
         entity = saved_entity
         for column in ts.protected_columns:  # tokens of raw keys: decrypted in memory only
             tokens = saved_entity.column(column).to_pylist()

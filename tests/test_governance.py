@@ -314,7 +314,9 @@ def test_no_raw_identifier_or_master_key_bytes_anywhere_in_the_store(tmp_path: P
         spine = pa.table({"customer_id": ids[:10], "event_timestamp": pa.array([datetime(2025, 7, 1, tzinfo=UTC)] * 10, TS)})
         saved = fs.create_training_set("t", spine, ["person:spend", "person:email"], purpose="fraud_detection")
         assert saved.row_count == 10
-        assert fs.load_training_set("t").column("email").null_count == 0, "the saved set holds pseudonyms"
+        assert fs.load_training_set("t", purpose="fraud_detection").column("email").null_count == 0, "the saved set holds pseudonyms"
+        with pytest.raises(PolicyViolation, match=r"read of 'person' refused: purpose 'marketing' is denied"):
+            fs.load_training_set("t", purpose="marketing")
         assert fs.read("person", features=["spend"], purpose="fraud_detection").num_rows == 300
     sample_ids = ids[::37]
     needles = {
@@ -349,7 +351,7 @@ def test_saved_training_sets_never_hold_raw_identifiers_from_the_entity_frame(ap
         })
         saved = fs.create_training_set("t", spine, ["person:spend"], purpose="fraud_detection")
         assert saved.protected_columns == ["customer_id"]
-        table = fs.load_training_set("t")
+        table = fs.load_training_set("t", purpose="fraud_detection")
         assert table.column_names == ["customer_id", "event_timestamp", "email", "label", "spend"]
         assert saved.entity_columns == ["customer_id", "event_timestamp", "email", "label"]
         assert all(t.startswith("siv-1:") for t in table.column("customer_id").to_pylist())
