@@ -59,8 +59,7 @@ def create_app(store: FeatureStore) -> FastAPI:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Whether the store answers, and which view versions are materialized."""
-        views = [vv.ref for vv in store.list_views() if store.registry.materialization(vv.view.name, vv.version) is not None]
-        return {"status": "ok", "materialized": views}
+        return {"status": "ok", "materialized": store.materialized_views()}
 
     @app.post(
         "/v1/online-features",

@@ -243,20 +243,20 @@ class FeatureStore:
         self._clock = clock or _utc_now
         if memory:
             self.config = StoreConfig(root=None, registry_url="sqlite://", offline_path=None)
-            self.registry = Registry("sqlite://")
-            self.registry.upgrade()
+            self._registry = Registry("sqlite://")
+            self._registry.upgrade()
         else:
             assert path is not None
             root = Path(path).resolve()
             self.config = load_config(root)
-            self.registry = Registry(self.config.registry_url)
+            self._registry = Registry(self.config.registry_url)
             try:
-                self.registry.ensure_current(str(path))
+                self._registry.ensure_current(str(path))
             except FeatureStoreError:
-                self.registry.close()
+                self._registry.close()
                 raise
         timeout = self.config.lock_timeout if lock_timeout is None else lock_timeout
-        self.offline = OfflineStore(self.config.offline_path, lock_timeout=timeout, force_compression=self.config.force_compression)
+        self._offline = OfflineStore(self.config.offline_path, lock_timeout=timeout, force_compression=self.config.force_compression)
         self._memory_training_data: dict[str, pa.Table] = {}
         self.actor = actor or _default_actor()
         provider = key_provider or ConfigKeyProvider(
@@ -264,9 +264,9 @@ class FeatureStore:
             env_var=str(self.config.keys.get("master_key_env") or MASTER_KEY_ENV),
             key_file=Path(self.config.keys["master_key_file"]) if self.config.keys.get("master_key_file") else None,
         )
-        self.keys = KeyRing(self.registry, provider, self._now)
-        self.governance = Governance(self.config.root, self.registry, self.keys)
-        self.audit = AuditLog(self.registry, self._now)
+        self._keys = KeyRing(self._registry, provider, self._now)
+        self._governance = Governance(self.config.root, self._registry, self._keys)
+        self._audit = AuditLog(self._registry, self._now)
         self._online: OnlineStore | None = None
         self._plans: dict[tuple[Any, ...], ServingPlan] = {}
         self._online_reads: dict[tuple[str | None, tuple[str, ...]], int] = {}
@@ -328,8 +328,8 @@ class FeatureStore:
         self._flush_online_audit()
         if self._online is not None:
             self._online.close()
-        self.offline.close()
-        self.registry.close()
+        self._offline.close()
+        self._registry.close()
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -372,7 +372,7 @@ class FeatureStore:
         defs = self._as_definitions(definitions)
         registered_entities = {
             row.name: Entity(name=row.name, join_keys=row.join_keys, description=row.description)
-            for row in self.registry.entities()
+            for row in self._registry.entities()
         }
         registered_views = {
             vv.view.name: RegisteredView(vv.view, vv.version, vv.join_keys, self._schema_hash(vv))
@@ -386,7 +386,7 @@ class FeatureStore:
             entity_positions=defs.entity_positions,
         )
         known = {**registered_entities, **{e.name: e for e in defs.entities}}
-        self.governance.check_definitions([
+        self._governance.check_definitions([
             (v.name, known[v.entity].join_keys, {f.name: f.dtype for f in v.features}) for v in defs.views
         ])
         return plan
@@ -416,11 +416,11 @@ class FeatureStore:
                 keys = self._entity_keys(view.entity, entities)
                 assert change.version is not None
                 table = _table_name(view.name, change.version)
-                self.offline.drop_table(table)
-                self.offline.create_table(
+                self._offline.drop_table(table)
+                self._offline.create_table(
                     table, {**keys, view.timestamp_field: "timestamp", **{f.name: f.dtype for f in view.features}}
                 )
-        with self.registry.session() as s:
+        with self._registry.session() as s:
             for change in plan.changes:
                 if change.kind == "create_entity":
                     e = entities[change.name]
@@ -460,14 +460,14 @@ class FeatureStore:
                     created_at=now,
                     updated_at=now,
                 ))
-        self.audit.append(self.actor, "apply", ", ".join(c.name for c in plan.changes),
+        self._audit.append(self.actor, "apply", ", ".join(c.name for c in plan.changes),
                           details={"changes": [str(c) for c in plan.changes]})
         return plan
 
     def _entity_keys(self, name: str, pending: dict[str, Entity]) -> dict[str, str]:
         if name in pending:
             return dict(pending[name].join_keys)
-        row = self.registry.entity(name)
+        row = self._registry.entity(name)
         assert row is not None, f"entity {name} vanished"
         return dict(row.join_keys)
 
@@ -475,24 +475,24 @@ class FeatureStore:
 
     def list_entities(self) -> list[Entity]:
         """Every registered entity."""
-        return [Entity(name=r.name, join_keys=r.join_keys, description=r.description) for r in self.registry.entities()]
+        return [Entity(name=r.name, join_keys=r.join_keys, description=r.description) for r in self._registry.entities()]
 
     def list_views(self) -> list[ViewVersion]:
         """The latest version of every registered feature view."""
-        latest = {row.name: row.latest_version for row in self.registry.views()}
-        return [_view_version(r, latest[r.view_name]) for r in self.registry.view_versions() if r.version == latest[r.view_name]]
+        latest = {row.name: row.latest_version for row in self._registry.views()}
+        return [_view_version(r, latest[r.view_name]) for r in self._registry.view_versions() if r.version == latest[r.view_name]]
 
     def view_versions(self, name: str) -> list[ViewVersion]:
         """Every version of one feature view, oldest first."""
         head = self._view_row(name)
-        return [_view_version(r, head.latest_version) for r in self.registry.view_versions(name)]
+        return [_view_version(r, head.latest_version) for r in self._registry.view_versions(name)]
 
     def get_view(self, ref: str) -> ViewVersion:
         """A view version: ``"name"`` (latest) or ``"name@v2"`` (pinned)."""
         name, version = parse_view_ref(ref)
         head = self._view_row(name)
         wanted = head.latest_version if version is None else version
-        row = self.registry.view_version(name, wanted)
+        row = self._registry.view_version(name, wanted)
         if row is None:
             raise UnknownViewError(
                 f"feature view '{name}' has no version v{wanted}; it has v1 to v{head.latest_version}"
@@ -500,9 +500,9 @@ class FeatureStore:
         return _view_version(row, head.latest_version)
 
     def _view_row(self, name: str) -> FeatureViewRow:
-        row = self.registry.view(name)
+        row = self._registry.view(name)
         if row is None:
-            names = [r.name for r in self.registry.views()]
+            names = [r.name for r in self._registry.views()]
             hint = did_you_mean(name, names) or (" Register it with `featurestore apply`." if not names else "")
             raise UnknownViewError(f"unknown feature view '{name}'." + hint)
         return row
@@ -557,7 +557,7 @@ class FeatureStore:
         dropped columns are discarded, others generalized, hashed or tokenized.
         """
         vv = self.get_view(view)
-        governing = self.governance.governing(vv.view.name)
+        governing = self._governance.governing(vv.view.name)
         policy = governing.require(vv.view.name) if governing is not None else None
         stored = [*vv.join_keys, vv.view.timestamp_field, *vv.view.feature_names]
         target = ingest_mod.TargetSchema(
@@ -565,11 +565,11 @@ class FeatureStore:
             join_keys=vv.join_keys,
             timestamp_field=vv.view.timestamp_field,
             features={f.name: f.dtype for f in vv.view.features},
-            free_types=self.governance.treated(policy, stored) if policy else frozenset(),
+            free_types=self._governance.treated(policy, stored) if policy else frozenset(),
         )
         source = ingest_mod.open_source(data, target)
         if policy is not None:
-            target = dataclasses.replace(target, dropped=self.governance.dropped(policy, source.schema.names))
+            target = dataclasses.replace(target, dropped=self._governance.dropped(policy, source.schema.names))
         ingest_mod.check_schema(source.schema, target)
         total = _known_rows(data)
         done = 0
@@ -580,7 +580,7 @@ class FeatureStore:
                 if batch.schema != source.schema:
                     ingest_mod.check_schema(batch.schema, target)
                 if policy is not None:  # treatments happen in memory, before anything is written
-                    batch = self.governance.treat(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch, policy)
+                    batch = self._governance.treat(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch, policy)
                 table = ingest_mod.validate_batch(batch, target, row_offset=offset)
                 offset += table.num_rows
                 yield table
@@ -593,22 +593,22 @@ class FeatureStore:
 
         # The batch is recorded as pending while this process holds the offline store for
         # writing, so any process that can open the store knows no pending batch is in flight.
-        with self.offline.connect(read_only=False) as con:
+        with self._offline.connect(read_only=False) as con:
             self._reconcile_with(con)
-            ingested_at = self.offline.next_ingestion_time(con, self._now())
-            batch_id = self.registry.start_batch(vv.view.name, vv.version, source=source.description, ingested_at=ingested_at)
+            ingested_at = self._offline.next_ingestion_time(con, self._now())
+            batch_id = self._registry.start_batch(vv.view.name, vv.version, source=source.description, ingested_at=ingested_at)
             try:
-                rows = self.offline.append_on(
+                rows = self._offline.append_on(
                     con, vv.table, ingest_mod.prefetched(validated()), batch_id=batch_id, ingested_at=ingested_at, on_rows=advance
                 )
             except BaseException as exc:
                 # A governed view's error may quote a raw value: the registry keeps only its kind.
                 reason = (f"{type(exc).__name__}: details withheld, the view is governed by policy '{policy.id}'"
                           if policy is not None else str(exc) or type(exc).__name__)
-                self.registry.finish_batch(batch_id, status="aborted", finished_at=self._now(), error=reason)
+                self._registry.finish_batch(batch_id, status="aborted", finished_at=self._now(), error=reason)
                 raise
-            self.registry.finish_batch(batch_id, status="committed", finished_at=self._now(), row_count=rows)
-        self.audit.append(self.actor, "ingest", vv.ref, details={
+            self._registry.finish_batch(batch_id, status="committed", finished_at=self._now(), row_count=rows)
+        self._audit.append(self.actor, "ingest", vv.ref, details={
             "batch": batch_id, "rows": rows, "policy": policy.id if policy else None,
             "policy_sha256": policy.sha256 if policy else None,
         })
@@ -619,14 +619,14 @@ class FeatureStore:
         if view is not None:
             self._view_row(view)
         self._reconcile(wait=True)
-        return [_batch_info(r) for r in self.registry.batches(view)]
+        return [_batch_info(r) for r in self._registry.batches(view)]
 
     def _reconcile(self, *, wait: bool) -> None:
         """Settle batches left pending by a crashed process, against the offline store's record."""
-        if not self.registry.batches(status="pending"):
+        if not self._registry.batches(status="pending"):
             return
         try:
-            with self.offline.connect(read_only=True) if wait else self.offline.try_connect() as con:
+            with self._offline.connect(read_only=True) if wait else self._offline.try_connect() as con:
                 if con is not None:
                     self._reconcile_with(con)
         except StoreLockedError:
@@ -634,16 +634,16 @@ class FeatureStore:
                 raise
 
     def _reconcile_with(self, con: Any) -> None:
-        pending = self.registry.batches(status="pending")
+        pending = self._registry.batches(status="pending")
         if not pending:
             return
-        committed = self.offline.committed_batches_on(con, [b.id for b in pending])
+        committed = self._offline.committed_batches_on(con, [b.id for b in pending])
         now = self._now()
         for batch in pending:
             if batch.id in committed:
-                self.registry.finish_batch(batch.id, status="committed", finished_at=now, row_count=committed[batch.id])
+                self._registry.finish_batch(batch.id, status="committed", finished_at=now, row_count=committed[batch.id])
             else:
-                self.registry.finish_batch(
+                self._registry.finish_batch(
                     batch.id, status="aborted", finished_at=now,
                     error="the ingesting process stopped before its transaction committed; no row of this batch was written",
                 )
@@ -668,10 +668,10 @@ class FeatureStore:
                 raise UnknownFeatureError(self._missing_feature_message(vv, name, pinned="@" in view))
         if as_of is not None and as_of.tzinfo is None:
             raise FeatureStoreError("as_of must be time-zone aware, e.g. datetime(2025, 1, 1, tzinfo=UTC)")
-        self.governance.check_read(vv.view.name, [*vv.join_keys, *names], purpose)
+        self._governance.check_read(vv.view.name, [*vv.join_keys, *names], purpose)
         columns = [*vv.join_keys, vv.view.timestamp_field, *names, "_ingested_at", "_batch_id"]
-        table = self.offline.scan(vv.table, columns, as_of=as_of)
-        self.audit.append(self.actor, "read", vv.ref, purpose=purpose, details={"features": names, "rows": table.num_rows})
+        table = self._offline.scan(vv.table, columns, as_of=as_of)
+        self._audit.append(self.actor, "read", vv.ref, purpose=purpose, details={"features": names, "rows": table.num_rows})
         return table
 
     # --- point-in-time retrieval -------------------------------------------------------------
@@ -716,7 +716,7 @@ class FeatureStore:
         parts = self._requests(self.resolve_features(features), entity.column_names, full_feature_names)
         policies = self._check_parts(parts, purpose)
         table = self._point_in_time(entity, parts, policies, timestamp_column, as_of=as_of, known=known_at_prediction_time)
-        self.audit.append(self.actor, "get_historical_features", ", ".join(p.vv.ref for p in parts), purpose=purpose,
+        self._audit.append(self.actor, "get_historical_features", ", ".join(p.vv.ref for p in parts), purpose=purpose,
                           details={"features": [f"{p.vv.ref}:{f}" for p in parts for f in p.features], "rows": table.num_rows})
         return table
 
@@ -724,7 +724,7 @@ class FeatureStore:
         """Check every view's policy for this purpose; return the governing policies by view."""
         policies: dict[str, Policy] = {}
         for part in parts:
-            policy = self.governance.check_read(part.vv.view.name, [*part.vv.join_keys, *part.features], purpose)
+            policy = self._governance.check_read(part.vv.view.name, [*part.vv.join_keys, *part.features], purpose)
             if policy is not None:
                 policies[part.vv.view.name] = policy
         return policies
@@ -773,8 +773,8 @@ class FeatureStore:
         groups = []
         for i, part in enumerate(parts):
             policy = policies.get(part.vv.view.name)
-            free = self.governance.treated(policy, list(part.vv.join_keys)) if policy else frozenset()
-            forms = (lambda key, raw, p=policy: self.governance.key_variants(p, key, raw)) if free else None
+            free = self._governance.treated(policy, list(part.vv.join_keys)) if policy else frozenset()
+            forms = (lambda key, raw, p=policy: self._governance.key_variants(p, key, raw)) if free else None
             groups.append(KeyColumns(part.vv.ref, part.vv.join_keys, f"_k{i}_", forms, free))
         frame, prefixes = join_frame(entity, timestamp_column, groups)
         requests = [
@@ -782,7 +782,7 @@ class FeatureStore:
             for p, pre in zip(parts, prefixes, strict=True)
         ]
         sql = pit_sql(requests, as_of=as_of, known_at_prediction_time=known)
-        with self.offline.connect(read_only=True) as con:
+        with self._offline.connect(read_only=True) as con:
             con.register("_fs_entities", frame)
             try:
                 joined = utc_schema(con.sql(sql).to_arrow_table())
@@ -819,7 +819,7 @@ class FeatureStore:
         """
         if not NAME_RE.match(name):
             raise RetrievalError(f"invalid training set name {name!r}: use letters, digits and _, starting with a letter")
-        if self.registry.training_set(name) is not None:
+        if self._registry.training_set(name) is not None:
             raise RetrievalError(f"a training set named '{name}' exists already; choose another name")
         entity = read_entity_frame(entity_df)
         now = self._now()
@@ -850,7 +850,7 @@ class FeatureStore:
         table, protected = self._protect_entity_columns(table, parts, policies, entity.column_names, timestamp_column)
         saved_entity_columns = [c for c in entity.column_names if c in table.column_names]
         location = self._save_training_data(name, table)
-        with self.registry.session() as s:
+        with self._registry.session() as s:
             s.add(TrainingSetRow(
                 name=name, description=description, features=manifest_features,
                 entity_columns=saved_entity_columns, timestamp_column=timestamp_column, as_of=as_of,
@@ -859,20 +859,20 @@ class FeatureStore:
                 policy_hashes=sorted({f"{p.id}@{p.sha256}" for p in policies.values()}),
                 purpose=purpose, protected_columns=protected, location=location, created_at=now,
             ))
-        self.audit.append(self.actor, "create_training_set", name, purpose=purpose,
+        self._audit.append(self.actor, "create_training_set", name, purpose=purpose,
                           details={"rows": table.num_rows, "features": [f["ref"] for f in manifest_features],
                                    "content_hash": content_hash(table)})
         return self.get_training_set(name)
 
     def list_training_sets(self) -> list[TrainingSet]:
         """Every saved training set's manifest, by name."""
-        return [_training_set(row) for row in self.registry.training_sets()]
+        return [_training_set(row) for row in self._registry.training_sets()]
 
     def get_training_set(self, name: str) -> TrainingSet:
         """One training set's manifest."""
-        row = self.registry.training_set(name)
+        row = self._registry.training_set(name)
         if row is None:
-            names = [r.name for r in self.registry.training_sets()]
+            names = [r.name for r in self._registry.training_sets()]
             raise NotFoundError(f"no training set named '{name}'." + did_you_mean(name, names))
         return _training_set(row)
 
@@ -882,9 +882,9 @@ class FeatureStore:
         ts = self.get_training_set(name)
         views = sorted({f["view"] for f in ts.features})
         for view in views:
-            self.governance.check_read(view, [f["feature"] for f in ts.features if f["view"] == view], purpose)
+            self._governance.check_read(view, [f["feature"] for f in ts.features if f["view"] == view], purpose)
         table = self._load_training_data(ts)
-        self.audit.append(self.actor, "load_training_set", name, purpose=purpose, details={"rows": table.num_rows})
+        self._audit.append(self.actor, "load_training_set", name, purpose=purpose, details={"rows": table.num_rows})
         return table
 
     def _load_training_data(self, ts: TrainingSet) -> pa.Table:
@@ -905,7 +905,7 @@ class FeatureStore:
         entity = saved_entity
         for column in ts.protected_columns:  # tokens of raw keys: decrypted in memory only
             tokens = saved_entity.column(column).to_pylist()
-            raw = [None if t is None else detokenize(t, self.keys.get(t.partition(":")[0]), context=f"training_set:{column}") for t in tokens]
+            raw = [None if t is None else detokenize(t, self._keys.get(t.partition(":")[0]), context=f"training_set:{column}") for t in tokens]
             entity = entity.set_column(entity.column_names.index(column), column, pa.array(raw, pa.string()))
         recorded = {
             (f["view"], f["version"]): timedelta(seconds=f["ttl_seconds"]) if f["ttl_seconds"] is not None else None
@@ -917,14 +917,14 @@ class FeatureStore:
         for column in ts.entity_columns:  # the saved entity columns, exactly as saved
             if column in table.column_names:
                 table = table.set_column(table.column_names.index(column), column, saved_entity.column(column))
-        self.audit.append(self.actor, "reproduce_training_set", name, purpose=ts.purpose, details={"rows": table.num_rows})
+        self._audit.append(self.actor, "reproduce_training_set", name, purpose=ts.purpose, details={"rows": table.num_rows})
         digest = content_hash(table)
         return Reproduction(name, ts.content_hash, digest, digest == ts.content_hash, table)
 
     # --- online serving -----------------------------------------------------------------------
 
     @property
-    def online(self) -> OnlineStore:
+    def _online_store(self) -> OnlineStore:
         """The online store the config names (opened on first use)."""
         if self._online is None:
             self._online = open_online_store(self.config.online, self.config.root)
@@ -954,13 +954,13 @@ class FeatureStore:
         results: list[MaterializeResult] = []
         done = 0
         for vv in targets:
-            governing = self.governance.governing(vv.view.name)
+            governing = self._governance.governing(vv.view.name)
             if governing is not None:
                 governing.require(vv.view.name)
             table = online_table(vv)
             features = {f.name: f.dtype for f in vv.view.features}
-            self.online.ensure_table(table, list(features))
-            state = self.registry.materialization(vv.view.name, vv.version)
+            self._online_store.ensure_table(table, list(features))
+            state = self._registry.materialization(vv.view.name, vv.version)
             rebuild = full or state is None or end < state.end
 
             def advance(rows: int) -> None:
@@ -969,7 +969,7 @@ class FeatureStore:
                 if progress is not None:
                     progress(done, None)
 
-            with self.offline.connect(read_only=True) as con:  # writers wait: a consistent snapshot
+            with self._offline.connect(read_only=True) as con:  # writers wait: a consistent snapshot
                 [(last_batch,)] = con.execute(f"SELECT coalesce(max(batch_id), 0) FROM {BATCHES_TABLE} WHERE table_name = ?",
                                               [vv.table]).fetchall()
                 generation = (state.generation if state is not None else 0) + 1
@@ -978,15 +978,19 @@ class FeatureStore:
                     since_batch=None if rebuild else state.last_batch_id,  # type: ignore[union-attr]
                     previous_end=None if rebuild else state.end,  # type: ignore[union-attr]
                 )
-                count = copy_rows(stream_rows(con, sql, end), self.online, table, generation, advance)
+                count = copy_rows(stream_rows(con, sql, end), self._online_store, table, generation, advance)
             if rebuild:  # only now: readers saw old rows until each new one replaced it
-                self.online.prune(table, generation)
-            self.registry.set_materialization(vv.view.name, vv.version, last_batch_id=last_batch, end=end,
+                self._online_store.prune(table, generation)
+            self._registry.set_materialization(vv.view.name, vv.version, last_batch_id=last_batch, end=end,
                                               entities=count, generation=generation, updated_at=self._now())
-            self.audit.append(self.actor, "materialize", vv.ref, details={"entities": count, "full": rebuild, "end": end.isoformat()})
+            self._audit.append(self.actor, "materialize", vv.ref, details={"entities": count, "full": rebuild, "end": end.isoformat()})
             self._plans.clear()
             results.append(MaterializeResult(vv.view.name, vv.version, count, rebuild, end))
         return results
+
+    def materialized_views(self) -> list[str]:
+        """References (``name@vN``) of the view versions in the online store."""
+        return [vv.ref for vv in self.list_views() if self._registry.materialization(vv.view.name, vv.version) is not None]
 
     def get_online_features(
         self,
@@ -1017,7 +1021,7 @@ class FeatureStore:
         plan = self._serving_plan(tuple(features), purpose, full_feature_names)
         now = self._clock()
         now_us = (now - _EPOCH) // _MICROSECOND
-        response = lookup(plan, rows, self.online.read, now_us)  # type: ignore[arg-type]
+        response = lookup(plan, rows, self._online_store.read, now_us)  # type: ignore[arg-type]
         key = (purpose, plan.audit_key)
         self._online_reads[key] = self._online_reads.get(key, 0) + len(rows)
         if time.monotonic() - self._online_flushed > ONLINE_AUDIT_SECONDS or sum(self._online_reads.values()) >= ONLINE_AUDIT_READS:
@@ -1033,8 +1037,8 @@ class FeatureStore:
         views: list[ViewServing] = []
         for part in parts:
             vv = part.vv
-            policy = self.governance.check_read(vv.view.name, [*vv.join_keys, *part.features], purpose, access="online")
-            if self.registry.materialization(vv.view.name, vv.version) is None:
+            policy = self._governance.check_read(vv.view.name, [*vv.join_keys, *part.features], purpose, access="online")
+            if self._registry.materialization(vv.view.name, vv.version) is None:
                 raise NotFoundError(f"{vv.ref} is not materialized: run `featurestore materialize {vv.ref}`")
             stored = vv.view.feature_names
             key_forms = []
@@ -1044,11 +1048,11 @@ class FeatureStore:
                 hmac_keys: tuple[tuple[str, bytes], ...] = ()
                 tokenizers: tuple[Callable[[str], str], ...] = ()
                 if treatment == "keyed_hash":
-                    hmac_keys = tuple((k.id, k.hmac_text.encode()) for k in (self.keys.keys("hmac") or [self.keys.current("hmac")]))
+                    hmac_keys = tuple((k.id, k.hmac_text.encode()) for k in (self._keys.keys("hmac") or [self._keys.current("hmac")]))
                 elif treatment == "tokenize":
                     tokenizers = tuple(
                         (lambda v, k=k, c=key: tokenize(pa.array([v]), k, context=c)[0].as_py())
-                        for k in (self.keys.keys("siv") or [self.keys.current("siv")])
+                        for k in (self._keys.keys("siv") or [self._keys.current("siv")])
                     )
                 key_forms.append(KeyForm(key, treatment, rule.normalize if rule else "none",
                                          rule.country_code if rule else None, hmac_keys, tokenizers))
@@ -1068,7 +1072,7 @@ class FeatureStore:
         pending, self._online_reads = self._online_reads, {}
         self._online_flushed = time.monotonic()
         for (purpose, features), entities in pending.items():
-            self.audit.append(self.actor, "online_reads", ", ".join(sorted({f.rsplit(":", 1)[0] for f in features})),
+            self._audit.append(self.actor, "online_reads", ", ".join(sorted({f.rsplit(":", 1)[0] for f in features})),
                               purpose=purpose, details={"features": list(features), "entities": entities})
 
     def check_consistency(
@@ -1082,15 +1086,15 @@ class FeatureStore:
         targets = [self.get_view(v) for v in views] if views else self.list_views()
         reports: list[ConsistencyReport] = []
         for vv in targets:
-            if self.registry.materialization(vv.view.name, vv.version) is None:
+            if self._registry.materialization(vv.view.name, vv.version) is None:
                 continue
             names = vv.view.feature_names
-            self.governance.check_read(vv.view.name, [*vv.join_keys, *names], purpose, access="online")
+            self._governance.check_read(vv.view.name, [*vv.join_keys, *names], purpose, access="online")
             table = online_table(vv)
-            keys = self.online.sample_keys(table, sample, seed)
+            keys = self._online_store.sample_keys(table, sample, seed)
             now = self._now()
             now_us = (now - _EPOCH) // _MICROSECOND
-            stored = self.online.read(table, keys)
+            stored = self._online_store.read(table, keys)
             parts_of = [k.split(KEY_SEPARATOR) for k in keys]
             entity = pa.table({
                 **{key: pa.array([p[i] for p in parts_of], pa.string()).cast(arrow_type(t)) for i, (key, t) in enumerate(vv.join_keys.items())},
@@ -1115,7 +1119,7 @@ class FeatureStore:
                     offline_value = offline.column(name)[i].as_py()
                     if online_value != offline_value:
                         mismatches.append(Mismatch(key, name, online_value, offline_value, status))
-            self.audit.append(self.actor, "check_consistency", vv.ref, purpose=purpose,
+            self._audit.append(self.actor, "check_consistency", vv.ref, purpose=purpose,
                               details={"checked": len(keys), "mismatches": len(mismatches)})
             reports.append(ConsistencyReport(vv.ref, len(keys), mismatches))
         return reports
@@ -1142,7 +1146,7 @@ class FeatureStore:
             if hint:
                 problems.append(Problem(f"classified column '{column}' is in none of the governed views.{hint}",
                                         policy.file, line, col))
-        for other in self.governance.policies():
+        for other in self._governance.policies():
             if other.policy.id != policy.id:
                 shared = [v for v in (vv.view.name for vv in self.list_views()) if policy.governs(v) and other.policy.governs(v)]
                 if shared:
@@ -1154,7 +1158,7 @@ class FeatureStore:
     def plan_policy(self, path: str | Path) -> list[str]:
         """What approving a policy file would change against its approved version, in sentences."""
         policy = self.lint_policy(path)
-        approved = [a for a in self.registry.approvals(policy.id)]
+        approved = [a for a in self._registry.approvals(policy.id)]
         old = parse_policy(approved[-1].content, approved[-1].file_name, approved[-1].sha256) if approved else None
         return plan_policy(old, policy, rows_past_retention=self._rows_older_than)
 
@@ -1163,13 +1167,13 @@ class FeatureStore:
         policy = self.lint_policy(path)
         if not by.strip() or not role.strip():
             raise PolicyViolation("an approval needs the approver's name (--by) and role (--role)")
-        if any(a.sha256 == policy.sha256 for a in self.registry.approvals(policy.id)):
+        if any(a.sha256 == policy.sha256 for a in self._registry.approvals(policy.id)):
             raise PolicyViolation(f"policy '{policy.id}' is already approved with this exact content (SHA-256 {policy.sha256[:12]}...)")
-        with self.registry.session() as s:
+        with self._registry.session() as s:
             s.add(PolicyApprovalRow(policy_id=policy.id, version=policy.version, sha256=policy.sha256, content=policy.text,
                                     file_name=Path(policy.file).name, approved_by=by, role=role, ticket=ticket,
                                     approved_at=self._now()))
-        self.audit.append(by, "approve_policy", policy.id, details={
+        self._audit.append(by, "approve_policy", policy.id, details={
             "version": policy.version, "sha256": policy.sha256, "role": role, "ticket": ticket, "recorded_by": self.actor})
         return policy
 
@@ -1181,7 +1185,7 @@ class FeatureStore:
         if format != "markdown":
             raise PolicyViolation(f"unknown format {format!r}; use markdown or plan")
         approvals = [(a.approved_by, a.role, a.ticket, a.approved_at.strftime("%Y-%m-%d"))
-                     for a in self.registry.approvals(policy.id) if a.sha256 == policy.sha256]
+                     for a in self._registry.approvals(policy.id) if a.sha256 == policy.sha256]
         return policy_markdown(policy, approvals=approvals)
 
     @staticmethod
@@ -1196,28 +1200,28 @@ class FeatureStore:
             if not fnmatch.fnmatchcase(vv.view.name, view_pattern):
                 continue
             for version in self.view_versions(vv.view.name):
-                total += self.offline.count_older(version.table, version.view.timestamp_field, cutoff)
+                total += self._offline.count_older(version.table, version.view.timestamp_field, cutoff)
         return total
 
     # --- keys, audit, re-identification -----------------------------------------------------
 
     def rotate_key(self, kind: str = "hmac") -> str:
         """Make a new data key of a kind (``hmac`` or ``siv``); new data uses it, lookups use all."""
-        key = self.keys.rotate(kind)
-        self.audit.append(self.actor, "rotate_key", key.id, details={"kind": kind})
+        key = self._keys.rotate(kind)
+        self._audit.append(self.actor, "rotate_key", key.id, details={"kind": kind})
         return key.id
 
     def list_keys(self) -> list[tuple[str, str, datetime]]:
         """(key id, kind, created) of every data key; secrets are never shown."""
-        return [(i, kind, at) for kind in ("hmac", "siv") for i, _w, at in self.registry.wrapped_keys(kind)]
+        return [(i, kind, at) for kind in ("hmac", "siv") for i, _w, at in self._registry.wrapped_keys(kind)]
 
     def audit_entries(self, *, action: str | None = None, limit: int | None = None) -> list[AuditEntry]:
         """Audit log entries, oldest first (the newest `limit`)."""
-        return self.audit.entries(action=action, limit=limit)
+        return self._audit.entries(action=action, limit=limit)
 
     def verify_audit(self, *, expect_head: str | None = None) -> tuple[int, str]:
         """Verify the audit chain: (entries, head hash); AuditChainBroken if it does not hold."""
-        count, head = self.audit.verify()
+        count, head = self._audit.verify()
         if expect_head is not None and head != expect_head:
             raise AuditChainBroken(
                 f"the audit log's head is {head[:16]}... after {count} entries, not the expected {expect_head[:16]}...: "
@@ -1229,7 +1233,7 @@ class FeatureStore:
         """The original value behind a token of a tokenized column, for a purpose with
         ``reidentify`` access; every call is audited (never with the value)."""
         vv = self.get_view(view)
-        governing = self.governance.governing(vv.view.name)
+        governing = self._governance.governing(vv.view.name)
         if governing is None:
             raise PolicyViolation(f"feature view '{vv.view.name}' is not governed by a policy: it holds no tokens")
         policy = governing.require(vv.view.name)
@@ -1238,11 +1242,11 @@ class FeatureStore:
             raise PolicyViolation(f"column '{column}' of '{vv.view.name}' is not tokenized under policy '{policy.id}'; only tokens can be re-identified")
         problem = policy.purpose_problem(purpose, "reidentify")
         if problem:
-            self.audit.append(self.actor, "reidentify_refused", f"{vv.ref}.{column}", purpose=purpose, details={"reason": problem})
+            self._audit.append(self.actor, "reidentify_refused", f"{vv.ref}.{column}", purpose=purpose, details={"reason": problem})
             raise PolicyViolation(f"re-identification refused: {problem}")
-        key = self.keys.get(token.partition(":")[0])
+        key = self._keys.get(token.partition(":")[0])
         value = detokenize(token, key, context=column)
-        self.audit.append(self.actor, "reidentify", f"{vv.ref}.{column}", purpose=purpose,
+        self._audit.append(self.actor, "reidentify", f"{vv.ref}.{column}", purpose=purpose,
                           details={"token_sha256": hashlib.sha256(token.encode()).hexdigest()})
         return value
 
@@ -1255,16 +1259,16 @@ class FeatureStore:
         protected: list[str] = []
         for part in parts:
             policy = policies.get(part.vv.view.name)
-            for key in self.governance.treated(policy, list(part.vv.join_keys)) if policy else ():
+            for key in self._governance.treated(policy, list(part.vv.join_keys)) if policy else ():
                 if key not in protected:
                     protected.append(key)
-                    tokens = tokenize(table.column(key), self.keys.current("siv"), context=f"training_set:{key}")
+                    tokens = tokenize(table.column(key), self._keys.current("siv"), context=f"training_set:{key}")
                     table = table.set_column(table.column_names.index(key), key, tokens)
         for policy in {p.id: p for p in policies.values()}.values():
             others = [c for c in entity_columns if c not in protected and c != timestamp_column
                       and (r := policy.rule(c)) is not None and r.treatment != "keep"]
             if others:  # treated in place, so the column order (and so the hash) is stable
-                treated = self.governance.treat(table.select(others), policy)
+                treated = self._governance.treat(table.select(others), policy)
                 for column in others:
                     if column in treated.column_names:
                         table = table.set_column(table.column_names.index(column), column, treated.column(column))
@@ -1287,7 +1291,7 @@ class FeatureStore:
         return f"training_sets/{name}.parquet"
 
     def _last_ingestion(self) -> datetime | None:
-        committed = [b.ingested_at for b in self.registry.batches(status="committed")]
+        committed = [b.ingested_at for b in self._registry.batches(status="committed")]
         return max(committed) if committed else None
 
     def _now(self) -> datetime:

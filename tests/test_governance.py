@@ -93,7 +93,7 @@ def approved(root: Path) -> Path:
 
 
 def hmac_of(fs: FeatureStore, value: str, key_id: str = "hmac-1") -> str:
-    key = fs.keys.get(key_id)
+    key = fs._keys.get(key_id)
     return f"{key_id}:" + hmac.new(key.hmac_text.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
@@ -252,14 +252,14 @@ def test_audit_log_records_and_detects_tampering(approved: Path) -> None:
             assert raw.lower() not in everything.lower(), f"raw identifier {raw!r} in the audit log"
         count, head = fs.verify_audit()
         assert count == 7
-        engine = fs.registry.engine
+        engine = fs._registry.engine
 
     def tampered(sql: str) -> None:
         with engine.begin() as conn:
             conn.execute(sa.text(sql))
 
     with open_store(approved) as fs:
-        engine = fs.registry.engine
+        engine = fs._registry.engine
         tampered("UPDATE audit_log SET purpose = 'fairness_audit' WHERE id = 4")
         with pytest.raises(AuditChainBroken, match=r"audit entry 4 \(read person@v1\) was edited after it was written"):
             fs.verify_audit()
@@ -275,7 +275,7 @@ def test_audit_reorder_and_truncation_are_detected(approved: Path) -> None:
         fs.ingest("person", people(["c1"]))
         fs.read("person", features=["spend"], purpose="fraud_detection")
         count, head = fs.verify_audit()
-        with fs.registry.engine.begin() as conn:  # swap the contents of entries 2 and 3, keep ids
+        with fs._registry.engine.begin() as conn:  # swap the contents of entries 2 and 3, keep ids
             rows = {r.id: r for r in conn.execute(sa.text("SELECT * FROM audit_log WHERE id IN (2, 3)"))}
             conn.execute(sa.text("UPDATE audit_log SET prev_hash = 'x' || id WHERE id IN (2, 3)"))
             for target, source in ((2, 3), (3, 2)):
@@ -286,7 +286,7 @@ def test_audit_reorder_and_truncation_are_detected(approved: Path) -> None:
                               "details": r.details, "prev": r.prev_hash, "hash": r.hash, "id": target})
         with pytest.raises(AuditChainBroken, match="does not follow entry"):
             fs.verify_audit()
-        with fs.registry.engine.begin() as conn:
+        with fs._registry.engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM audit_log"))
         fs.ingest("person", people(["c2"]))
         with pytest.raises(AuditChainBroken, match=r"the audit log's head is .* after 1 entries, not the expected"):
@@ -302,7 +302,7 @@ def test_no_raw_identifier_or_master_key_bytes_anywhere_in_the_store(tmp_path: P
         config = root / "featurestore.yaml"
         config.write_text(config.read_text().replace("lock_timeout_seconds: 10", "lock_timeout_seconds: 10\n  force_compression: uncompressed"))
     with open_store(root) as fs:
-        assert fs.offline.force_compression == "uncompressed"
+        assert fs._offline.force_compression == "uncompressed"
         (root / "policies" / "people.yaml").write_text(POLICY)
         fs.apply([PERSON, VIEW])
         fs.approve_policy(root / "policies" / "people.yaml", by="A. Counsel", role="legal")

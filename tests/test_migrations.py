@@ -87,7 +87,7 @@ def test_store_with_a_postgres_registry(tmp_path: Path, postgres_url: str) -> No
     with FeatureStore.init(tmp_path / "s", registry_url=postgres_url) as fs:
         fs.apply([CUSTOMER, PROFILE])
         result = fs.ingest("profile", profile_rows(4))
-        assert fs.registry.engine.dialect.name == "postgresql"
+        assert fs._registry.engine.dialect.name == "postgresql"
     with FeatureStore(tmp_path / "s") as fs:
         [batch] = fs.list_batches()
         assert (batch.batch_id, batch.status, batch.rows) == (result.batch_id, "committed", 4)

@@ -114,7 +114,7 @@ def test_consistency_check_finds_a_planted_mismatch(store: FeatureStore, clock: 
     store.materialize()
     [clean] = store.check_consistency(sample=20)
     assert (clean.checked, clean.mismatches) == (20, [])
-    store.online.write("ov_stock_v1", [("7", (T0 - timedelta(hours=1) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1), 3, 99.0, 0)], 1)
+    store._online_store.write("ov_stock_v1", [("7", (T0 - timedelta(hours=1) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1), 3, 99.0, 0)], 1)
     [report] = store.check_consistency(sample=1000)
     assert report.checked == 50
     assert [(m.key, m.feature, m.online, m.offline) for m in report.mismatches] == [
@@ -227,7 +227,7 @@ def test_redis_online_store(redis_store: FeatureStore) -> None:
     fs.apply([ITEM, STOCK])
     fs.ingest("stock", stock([1, 2, 3], T0 - timedelta(hours=1), 6))
     fs.materialize()
-    assert type(fs.online).__name__ == "RedisOnlineStore"
+    assert type(fs._online_store).__name__ == "RedisOnlineStore"
     got = fs.get_online_features([{"item_id": 1}, {"item_id": 4}], ["stock:qty", "stock:seen"])
     assert got.values == {"qty": [6, None], "seen": [T0 - timedelta(hours=1), None]}
     fs.ingest("stock", stock([2], T0 - timedelta(minutes=5), 8))

@@ -48,14 +48,14 @@ KILL_AFTER_COMMIT = textwrap.dedent(
     from tests.conftest import profile_rows
 
     store = FeatureStore(sys.argv[1])
-    finish = store.registry.finish_batch
+    finish = store._registry.finish_batch
 
     def die_before_recording(batch_id, *, status, **kwargs):
         if status == "committed":
             os.kill(os.getpid(), signal.SIGKILL)
         finish(batch_id, status=status, **kwargs)
 
-    store.registry.finish_batch = die_before_recording
+    store._registry.finish_batch = die_before_recording
     store.ingest("profile", profile_rows(7))
     """
 )
