@@ -131,12 +131,13 @@ def compute_plan(
             plan.unchanged.append(f"entity '{entity.name}'")
         known[entity.name] = entity
     for view in views:
-        entity = known.get(view.entity)
-        if entity is None:
+        found = known.get(view.entity)
+        if found is None:
             where = (entity_positions or {}).get(view.name)
             message = f"feature view '{view.name}' names unknown entity '{view.entity}'." + did_you_mean(view.entity, known)
             problems.append(Problem(message, where.file, where.line, where.column) if where else Problem(message))
             continue
+        entity = found
         clash = set(view.feature_names) & set(entity.join_keys)
         if clash or view.timestamp_field in entity.join_keys:
             problems.append(Problem(

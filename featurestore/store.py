@@ -54,7 +54,7 @@ from .offline.pit import ViewRequest, pit_sql
 from .plan import Plan, RegisteredView, compute_plan
 from .policy import Policy, load_policy, parse_policy, plan_policy, policy_json_schema, policy_markdown
 from .privacy.pseudonymize import detokenize, tokenize
-from .privacy.keys import MASTER_KEY_ENV, ConfigKeyProvider, KeyProvider, KeyRing
+from .privacy.keys import MASTER_KEY_ENV, ConfigKeyProvider, DataKey, KeyProvider, KeyRing
 from .registry import Registry
 from .registry.models import (
     EntityRow,
@@ -1050,10 +1050,7 @@ class FeatureStore:
                 if treatment == "keyed_hash":
                     hmac_keys = tuple((k.id, k.hmac_text.encode()) for k in (self._keys.keys("hmac") or [self._keys.current("hmac")]))
                 elif treatment == "tokenize":
-                    tokenizers = tuple(
-                        (lambda v, k=k, c=key: tokenize(pa.array([v]), k, context=c)[0].as_py())
-                        for k in (self._keys.keys("siv") or [self._keys.current("siv")])
-                    )
+                    tokenizers = tuple(_tokenizer(k, key) for k in (self._keys.keys("siv") or [self._keys.current("siv")]))
                 key_forms.append(KeyForm(key, treatment, rule.normalize if rule else "none",
                                          rule.country_code if rule else None, hmac_keys, tokenizers))
             views.append(ViewServing(
@@ -1303,6 +1300,16 @@ class FeatureStore:
 
 def _table_name(view: str, version: int) -> str:
     return f"fv_{view}_v{version}"
+
+
+def _tokenizer(key: DataKey, column: str) -> Callable[[str], str]:
+    """Tokenize one value of `column` with `key` (for raw keys of tokenized join keys)."""
+
+    def token(value: str) -> str:
+        result: str = tokenize(pa.array([value]), key, context=column)[0].as_py()
+        return result
+
+    return token
 
 
 def online_table(vv: ViewVersion) -> str:

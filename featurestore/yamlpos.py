@@ -66,8 +66,8 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> YMap:
     result.pos = _pos(node.start_mark)
     loader.flatten_mapping(node)
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-        value = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=True)
+        value = loader.construct_object(value_node, deep=True)
         if key in result:
             result.duplicates.append((key, _pos(key_node.start_mark)))
         result[key] = value
@@ -80,7 +80,7 @@ def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> YList:
     result = YList()
     result.pos = _pos(node.start_mark)
     for item in node.value:
-        result.append(loader.construct_object(item, deep=True))  # type: ignore[no-untyped-call]
+        result.append(loader.construct_object(item, deep=True))
         result._item_pos.append(_pos(item.start_mark))
     return result
 

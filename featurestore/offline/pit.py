@@ -115,9 +115,7 @@ def pit_sql(
             joins.append(f"ASOF LEFT JOIN {cte} AS {alias} ON {key_eq} AND {inequality}")
             entity_cols += [quote(prefix + k) for k in view.join_keys]
         if len(aliases) == 1:
-            alias = aliases[0]
-            chosen_e = f"{alias}._best._e" if known_at_prediction_time else f"{alias}._e"
-            value = (lambda f, a=alias: f"{a}._best.{quote(f)}") if known_at_prediction_time else (lambda f, a=alias: f"{a}.{quote(f)}")  # noqa: E731
+            source = f"{aliases[0]}._best" if known_at_prediction_time else aliases[0]
         else:
             # The best row over every stored form of the key: structs compare by their first
             # field, the ordering key, and greatest() skips forms that matched nothing.
@@ -126,16 +124,14 @@ def pit_sql(
             else:
                 fields = ", ".join([f"'_e': {{a}}._e", *(f"{_lit(f)}: {{a}}.{quote(f)}" for f in view.features)])
                 forms = [f"CASE WHEN {a}._o IS NULL THEN NULL ELSE {{'_o': {a}._o, {fields.format(a=a)}}} END" for a in aliases]
-            chosen = f"greatest({', '.join(forms)})"
-            chosen_e = f"{chosen}._e"
-            value = lambda f, c=chosen: f"{c}.{quote(f)}"  # noqa: E731
+            source = f"greatest({', '.join(forms)})"
+        chosen_e = f"{source}._e"  # the chosen row's columns are all read as {source}.<name>
         for feature, output in zip(view.features, view.outputs, strict=True):
+            value = f"{source}.{quote(feature)}"
             if view.ttl is None:
-                selects.append(f"{value(feature)} AS {quote(output)}")
+                selects.append(f"{value} AS {quote(output)}")
             else:
-                selects.append(
-                    f"CASE WHEN {chosen_e} >= e._t_ceil - {_ttl_sql(view.ttl)} THEN {value(feature)} END AS {quote(output)}"
-                )
+                selects.append(f"CASE WHEN {chosen_e} >= e._t_ceil - {_ttl_sql(view.ttl)} THEN {value} END AS {quote(output)}")
     entity_select = ", ".join(["_row", *entity_cols, "_t_floor", "_t_ceil"])
     select_list = ",\n  ".join(selects)
     return (

@@ -13,6 +13,10 @@ from typing import Any
 from . import Row
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class RedisOnlineStore:
     """Online rows in Redis (``redis://host:port/db``)."""
 
@@ -53,11 +57,11 @@ class RedisOnlineStore:
         return [None if value is None else (key, *json.loads(value)) for key, value in zip(keys, raw, strict=True)]
 
     def sample_keys(self, table: str, n: int, seed: int) -> list[str]:
-        members = sorted(m.decode() for m in self._redis.smembers(f"fs:{table}:__keys"))
+        members = sorted(_text(m) for m in self._redis.smembers(f"fs:{table}:__keys"))
         return random.Random(seed).sample(members, min(n, len(members)))
 
     def prune(self, table: str, generation: int) -> int:
-        members = sorted(m.decode() for m in self._redis.smembers(f"fs:{table}:__keys"))
+        members = sorted(_text(m) for m in self._redis.smembers(f"fs:{table}:__keys"))
         stale: list[str] = []
         for start in range(0, len(members), 1000):
             part = members[start:start + 1000]

@@ -19,10 +19,10 @@ written as ``"<key id>:<64 hex digits>"`` so every pseudonym names the key that 
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import polars as pl
-import polars_hash as plh
+import polars_hash  # noqa: F401  (registers the .chash namespace used below)
 import pyarrow as pa
 import pyarrow.compute as pc
 from cryptography.exceptions import InvalidTag
@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from ..errors import KeyManagementError, PolicyViolation
 from .keys import DataKey
 
-Column = pa.Array | pa.ChunkedArray
+Column: TypeAlias = "pa.Array | pa.ChunkedArray"
 NORMALIZERS = ("none", "text", "email", "phone")
 
 
@@ -88,6 +88,11 @@ def normalize(column: Column, kind: str, *, country_code: str | None = None) -> 
     return pa.chunked_array([frame["v"].to_arrow().cast(pa.string())])
 
 
+def _chash(expr: pl.Expr) -> Any:
+    """polars-hash's namespace on an expression (registered at import, unknown to type checkers)."""
+    return cast(Any, expr).chash
+
+
 def hmac_hex(column: Column, key_text: str, *, prefix: str = "") -> pa.ChunkedArray:
     """HMAC-SHA256 (hex) of every value's UTF-8 bytes under the UTF-8 bytes of `key_text`,
     each after `prefix`; nulls stay null. Native code over the whole column.
@@ -95,7 +100,7 @@ def hmac_hex(column: Column, key_text: str, *, prefix: str = "") -> pa.ChunkedAr
     >>> hmac_hex(pa.array(["what do ya want for nothing?"]), "Jefe").to_pylist()  # RFC 4231 case 2
     ['5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843']
     """
-    frame = _frame(column).select(pl.lit(prefix) + plh.col("v").cast(pl.Utf8).chash.hmac_sha256(key=key_text))
+    frame = _frame(column).select(pl.lit(prefix) + _chash(pl.col("v").cast(pl.Utf8)).hmac_sha256(key=key_text))
     return pa.chunked_array([frame.to_series().to_arrow().cast(pa.string())])
 
 
@@ -140,7 +145,7 @@ def keyed_hash_columns(
         exprs: list[pl.Expr] = []
         for name in names:
             value, ok = _normalized(pl.col(name), columns[name][1], columns[name][2])
-            digest = value.chash.hmac_sha256(key=key.hmac_text).str.slice(0, PSEUDONYM_HEX_DIGITS)
+            digest = _chash(value).hmac_sha256(key=key.hmac_text).str.slice(0, PSEUDONYM_HEX_DIGITS)
             exprs.append((pl.lit(f"{key.id}:") + digest).alias(name))
             if ok is not None:
                 exprs.append(ok.alias(f"{name}__ok"))
