@@ -13,6 +13,8 @@ the store stays single-threaded.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -48,7 +50,12 @@ class ErrorResponse(BaseModel):
 
 def create_app(store: FeatureStore) -> FastAPI:
     """An ASGI app serving `store`'s online features."""
-    app = FastAPI(title="featurestore online serving", version="1",
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()  # records the pending online-read audit entries
+
+    app = FastAPI(title="featurestore online serving", version="1", lifespan=lifespan,
                   description="Online feature lookups with a purpose, values and statuses per entity.")
 
     @app.exception_handler(FeatureStoreError)
@@ -71,9 +78,5 @@ def create_app(store: FeatureStore) -> FastAPI:
         result = store.get_online_features(request.entities, request.features, purpose=request.purpose,
                                            full_feature_names=request.full_feature_names)
         return OnlineFeaturesResponse(values=result.values, statuses=result.statuses)
-
-    @app.on_event("shutdown")
-    async def _close() -> None:
-        store.close()
 
     return app

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> str:
+def served(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
     root = tmp_path / "store"
     now = datetime.now(UTC)
     with FeatureStore.init(root) as fs:
@@ -53,14 +54,16 @@ def served(tmp_path: Path) -> str:
             server.kill()
             raise AssertionError(f"server did not start: {server.stderr.read() if server.stderr else ''}")
         time.sleep(0.1)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
+    yield url, root, server
+    if server.poll() is None:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.mark.slow
-def test_http_lookups_on_the_running_server(served: str) -> None:
-    with httpx.Client(base_url=served, timeout=10) as client:
+def test_http_lookups_on_the_running_server(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    url, root, server = served
+    with httpx.Client(base_url=url, timeout=10) as client:
         assert client.get("/health").json() == {"status": "ok", "materialized": ["stock@v1"]}
         ok = client.post("/v1/online-features", json={
             "entities": [{"item_id": 1}, {"item_id": 3}, {"item_id": 7}], "features": ["stock:qty", "stock:price"], "purpose": "pricing"})
@@ -78,6 +81,11 @@ def test_http_lookups_on_the_running_server(served: str) -> None:
         spec = client.get("/openapi.json").json()
         assert "/v1/online-features" in spec["paths"] and "/health" in spec["paths"]
         assert spec["components"]["schemas"]["OnlineFeaturesRequest"]["required"] == ["entities", "features", "purpose"]
+    server.terminate()  # a graceful stop records the pending online-read audit entry
+    server.wait(timeout=30)
+    with FeatureStore(root) as fs:
+        [entry] = fs.audit_entries(action="online_reads")
+        assert (entry.purpose, entry.details) == ("pricing", {"features": ["stock@v1:qty", "stock@v1:price"], "entities": 3})
 
 
 def test_materialize_consistency_and_get_online_commands(tmp_path: Path) -> None:
