@@ -89,12 +89,6 @@ class Governance:
             )])
         return found[0] if found else None
 
-    def approved_content(self, sha256: str) -> PolicyApprovalRow | None:
-        for a in self.registry.approvals():
-            if a.sha256 == sha256:
-                return a
-        return None
-
     # --- apply ----------------------------------------------------------------------------
 
     def check_definitions(self, views: Sequence[tuple[str, Mapping[str, str], Mapping[str, str]]]) -> None:

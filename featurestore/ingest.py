@@ -50,10 +50,6 @@ class TargetSchema:
         """Every stored column, in table order: keys, event time, features."""
         return {**self.join_keys, self.timestamp_field: "timestamp", **self.features}
 
-    @property
-    def arrow_schema(self) -> pa.Schema:
-        return pa.schema([pa.field(n, arrow_type(t)) for n, t in self.columns.items()])
-
 
 @dataclass
 class Source:

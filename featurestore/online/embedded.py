@@ -82,9 +82,6 @@ class SQLiteOnlineStore:
     def prune(self, table: str, generation: int) -> int:
         return self._con().execute(f"DELETE FROM {_quote(table)} WHERE _g < ?", (generation,)).rowcount
 
-    def has_table(self, table: str) -> bool:
-        return self._con().execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
-
     def close(self) -> None:
         con = getattr(self._local, "con", None)
         if con is not None:

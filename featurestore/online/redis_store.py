@@ -75,8 +75,5 @@ class RedisOnlineStore:
             pipe.execute()
         return len(stale)
 
-    def has_table(self, table: str) -> bool:
-        return bool(self._redis.exists(f"fs:{table}:__features"))
-
     def close(self) -> None:
         self._redis.close()

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import PolicyError, Problem, did_you_mean
 from ..yamlpos import YamlSyntaxError, YList, YMap, load_yaml
-from .model import ACCESS, KINDS, LEGAL_BASES, TREATMENTS, ColumnRule, Policy, Purpose, parse_duration
+from .model import ACCESS, KINDS, LEGAL_BASES, NORMALIZERS, TREATMENTS, ColumnRule, Policy, Purpose, parse_duration
 
 TOP_KEYS = ("api_version", "id", "version", "title", "owner", "legal_basis", "effective_from", "review_by",
             "scope", "classification", "treatments", "purposes", "retention", "erasure", "differential_privacy")
@@ -33,7 +33,6 @@ PURPOSE_KEYS = ("access", "sensitive_attributes")
 RETENTION_KEYS = ("offline", "online", "training_sets")
 ERASURE_KEYS = ("subject_key", "sla")
 DP_KEYS = ("purposes", "budget", "per_release", "contribution_bounds", "min_group_size")
-NORMALIZE = ("none", "text", "email", "phone")
 API_VERSION = "featurestore.policy/v1"
 
 EXAMPLE_MINIMAL = """\
@@ -220,8 +219,8 @@ def _classification(doc: YMap, treatments: dict[str, str], at: Report) -> tuple[
             at(entry.value_pos("treatment"), f"column '{name}' is a direct identifier and cannot be kept in clear")
             continue
         normalize = entry.get("normalize", "none")
-        if normalize not in NORMALIZE:
-            at(entry.value_pos("normalize"), f"unknown normalization '{normalize}'." + did_you_mean(str(normalize), NORMALIZE))
+        if normalize not in NORMALIZERS:
+            at(entry.value_pos("normalize"), f"unknown normalization '{normalize}'." + did_you_mean(str(normalize), NORMALIZERS))
         country = entry.get("country_code")
         if country is not None and not re.fullmatch(r"[1-9][0-9]{0,2}", str(country)):
             at(entry.value_pos("country_code"), "country_code is the calling code without +, e.g. \"49\"")

@@ -13,6 +13,8 @@ from typing import Any
 KINDS = ("direct_identifier", "quasi_identifier", "sensitive_attribute", "non_personal")
 TREATMENTS = ("keyed_hash", "tokenize", "generalize", "drop", "keep")
 ACCESS = ("offline", "online", "reidentify", "dp_aggregates")
+NORMALIZERS = ("none", "text", "email", "phone")
+"""How identifiers are normalized before hashing (see :func:`featurestore.privacy.pseudonymize.normalize`)."""
 LEGAL_BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interest")
 
 _DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")

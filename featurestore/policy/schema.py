@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import ACCESS, KINDS, LEGAL_BASES, TREATMENTS
+from .model import ACCESS, KINDS, LEGAL_BASES, NORMALIZERS, TREATMENTS
 
 _DURATION = {"type": "string", "pattern": r"^P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?$",
              "description": "ISO 8601 duration, e.g. P30D, P6M, P1Y"}
@@ -38,7 +38,7 @@ def policy_json_schema() -> dict[str, Any]:
                 "properties": {
                     "kind": {"enum": list(KINDS)},
                     "treatment": {"enum": list(TREATMENTS)},
-                    "normalize": {"enum": ["none", "text", "email", "phone"]},
+                    "normalize": {"enum": list(NORMALIZERS)},
                     "country_code": {"type": ["string", "integer"]},
                     "generalize": _GENERALIZE,
                     "category": {"type": "string"},

@@ -32,7 +32,6 @@ from ..errors import KeyManagementError, PolicyViolation
 from .keys import DataKey
 
 Column: TypeAlias = "pa.Array | pa.ChunkedArray"
-NORMALIZERS = ("none", "text", "email", "phone")
 
 
 def _normalized(expr: pl.Expr, kind: str, country_code: str | None) -> tuple[pl.Expr, pl.Expr | None]:
