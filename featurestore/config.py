@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, did_you_mean
-from .yamlpos import YamlSyntaxError, YMap, load_yaml
+from .errors import ConfigError
+from .yamlpos import YamlSyntaxError, YMap, check_keys, load_yaml
 
 CONFIG_FILE = "featurestore.yaml"
 
@@ -100,15 +100,13 @@ def load_config(root: Path) -> StoreConfig:
         raise ConfigError(f"{fname}: expected a mapping of settings")
     problems: list[str] = []
 
-    def check_keys(section: YMap, allowed: tuple[str, ...], prefix: str) -> None:
-        for key in section:
-            if key not in allowed:
-                line, col = section.key_pos(key)
-                problems.append(
-                    f"{fname}:{line}:{col}: unknown setting '{prefix}{key}'." + did_you_mean(str(key), allowed)
-                )
+    def report(pos: tuple[int, int], message: str) -> None:
+        problems.append(f"{fname}:{pos[0]}:{pos[1]}: {message}")
 
-    check_keys(doc, _TOP_KEYS, "")
+    def check_settings(section: YMap, allowed: tuple[str, ...], prefix: str) -> None:
+        check_keys(section, allowed, lambda key: f"unknown setting '{prefix}{key}'.", report)
+
+    check_settings(doc, _TOP_KEYS, "")
     sections: dict[str, YMap] = {}
     for name, allowed in (("offline", _OFFLINE_KEYS), ("online", _ONLINE_KEYS), ("keys", _KEYS_KEYS)):
         section = doc.get(name) or YMap()
@@ -116,7 +114,7 @@ def load_config(root: Path) -> StoreConfig:
             line, col = doc.value_pos(name)
             problems.append(f"{fname}:{line}:{col}: '{name}' must be a mapping")
             section = YMap()
-        check_keys(section, allowed, f"{name}.")
+        check_settings(section, allowed, f"{name}.")
         sections[name] = section
     registry = doc.get("registry", "sqlite:///registry.db")
     if not isinstance(registry, str) or "://" not in registry:

@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import DefinitionError, Problem, UnknownFeatureError, did_you_mean
 from .types import KEY_TYPE_NAMES, TYPE_NAMES
-from .yamlpos import YamlSyntaxError, YList, YMap, load_yaml
+from .yamlpos import YamlSyntaxError, YList, YMap, check_keys, load_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _TTL_RE = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -369,11 +369,7 @@ def _load_file(path: Path, defs: Definitions, problems: list[Problem]) -> None:
     def at(pos: tuple[int, int], message: str) -> None:
         problems.append(Problem(message, fname, pos[0], pos[1]))
 
-    for key, pos in doc.duplicates:
-        at(pos, f"'{key}' is written twice")
-    for key in doc:
-        if key not in ("entities", "feature_views"):
-            at(doc.key_pos(key), f"unknown section '{key}'." + did_you_mean(str(key), ["entities", "feature_views"]))
+    check_keys(doc, ("entities", "feature_views"), lambda k: f"unknown section '{k}'.", at)
     for section, loader in (("entities", _entity_from_yaml), ("feature_views", _view_from_yaml)):
         items = doc.get(section)
         if items is None:
@@ -389,11 +385,7 @@ def _load_file(path: Path, defs: Definitions, problems: list[Problem]) -> None:
 
 
 def _unknown_keys(item: YMap, allowed: tuple[str, ...], what: str, at: Any) -> None:
-    for key, pos in item.duplicates:
-        at(pos, f"'{key}' is written twice")
-    for key in item:
-        if key not in allowed:
-            at(item.key_pos(key), f"unknown field '{key}' in {what}." + did_you_mean(str(key), allowed))
+    check_keys(item, allowed, lambda key: f"unknown field '{key}' in {what}.", at)
 
 
 def _required_str(item: YMap, key: str, what: str, at: Any) -> str | None:

@@ -10,11 +10,12 @@ Mappings load as :class:`YMap` (a dict) and sequences as :class:`YList` (a list)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
 
-from .errors import Problem
+from .errors import Problem, did_you_mean
 
 Pos = tuple[int, int]
 
@@ -87,6 +88,26 @@ def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> YList:
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+Report = Callable[[Pos, str], None]
+"""Records a problem at a (line, column) position."""
+
+
+def check_keys(mapping: YMap, allowed: Sequence[str], unknown: Callable[[str], str], report: Report) -> None:
+    """Report every key written twice, and every key not in `allowed` with the closest allowed
+    one; `unknown(key)` words the start of that message.
+
+    >>> doc = load_yaml("nme: x\\nname: y\\nname: z\\n", "f.yaml")
+    >>> check_keys(doc, ["name"], lambda k: f"unknown field '{k}'.", lambda pos, m: print(pos, m))
+    (3, 1) 'name' is written twice
+    (1, 1) unknown field 'nme'. Did you mean 'name'?
+    """
+    for key, pos in mapping.duplicates:
+        report(pos, f"'{key}' is written twice")
+    for key in mapping:
+        if key not in allowed:
+            report(mapping.key_pos(key), unknown(str(key)) + did_you_mean(str(key), allowed))
 
 
 class YamlSyntaxError(Exception):

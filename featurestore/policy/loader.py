@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from ..errors import PolicyError, Problem, did_you_mean
-from ..yamlpos import YamlSyntaxError, YList, YMap, load_yaml
+from ..yamlpos import Report, YamlSyntaxError, YList, YMap, check_keys, load_yaml
 from .model import ACCESS, KINDS, LEGAL_BASES, NORMALIZERS, TREATMENTS, ColumnRule, Policy, Purpose, parse_duration
 
 TOP_KEYS = ("api_version", "id", "version", "title", "owner", "legal_basis", "effective_from", "review_by",
@@ -52,7 +52,6 @@ purposes:
   allowed: {fraud_detection: {access: [offline]}}
 """
 
-Report = Callable[[tuple[int, int], str], None]
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -136,12 +135,7 @@ def parse_policy(text: str, file: str, sha256: str | None = None) -> Policy:
 
 
 def _keys(section: YMap, allowed: Iterable[str], what: str, at: Report) -> None:
-    allowed = tuple(allowed)
-    for key, pos in section.duplicates:
-        at(pos, f"'{key}' is written twice")
-    for key in section:
-        if key not in allowed:
-            at(section.key_pos(key), f"unknown {what} '{key}'." + did_you_mean(str(key), allowed))
+    check_keys(section, tuple(allowed), lambda key: f"unknown {what} '{key}'.", at)
 
 
 def _section(doc: YMap, key: str, at: Report) -> YMap | None:
