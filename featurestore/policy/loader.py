@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -290,13 +290,19 @@ def _durations(doc: YMap, key: str, allowed: tuple[str, ...], at: Report) -> dic
     if section is None:
         return result
     _keys(section, allowed, f"{key} entry", at)
-    for name, value in section.items():
-        if name in allowed:
-            try:
-                result[str(name)] = parse_duration(str(value))
-            except ValueError as exc:
-                at(section.value_pos(name), f"{key}.{name}: {exc}")
+    for name in section:
+        if name in allowed and (value := _duration(section, name, f"{key}.{name}", at)) is not None:
+            result[str(name)] = value
     return result
+
+
+def _duration(section: YMap, name: str, label: str, at: Report) -> timedelta | None:
+    """`section[name]` as an ISO 8601 duration, or None after reporting why it is not one."""
+    try:
+        return parse_duration(str(section[name]))
+    except ValueError as exc:
+        at(section.value_pos(name), f"{label}: {exc}")
+        return None
 
 
 def _erasure(doc: YMap, columns: dict[str, ColumnRule], at: Report) -> dict[str, Any]:
@@ -308,14 +314,11 @@ def _erasure(doc: YMap, columns: dict[str, ColumnRule], at: Report) -> dict[str,
     subject = section.get("subject_key")
     if subject is None or (columns and subject not in columns):
         at(section.value_pos("subject_key") if subject is not None else section.pos,
-           f"erasure.subject_key must name a classified column." + (did_you_mean(str(subject), columns) if subject else ""))
+           "erasure.subject_key must name a classified column." + (did_you_mean(str(subject), columns) if subject else ""))
     else:
         result["subject_key"] = str(subject)
-    if "sla" in section:
-        try:
-            result["sla"] = parse_duration(str(section["sla"]))
-        except ValueError as exc:
-            at(section.value_pos("sla"), f"erasure.sla: {exc}")
+    if "sla" in section and (sla := _duration(section, "sla", "erasure.sla", at)) is not None:
+        result["sla"] = sla
     return result
 
 
@@ -347,11 +350,8 @@ def _dp(doc: YMap, purposes: dict[str, Purpose], at: Report) -> dict[str, Any]:
         if not isinstance(delta, (int, float)) or not 0 <= delta < 1:
             at(spec.value_pos("delta"), f"{block}.delta must be at least 0 and below 1")
         entry: dict[str, Any] = {"epsilon": eps, "delta": delta}
-        if "period" in spec:
-            try:
-                entry["period"] = parse_duration(str(spec["period"]))
-            except ValueError as exc:
-                at(spec.value_pos("period"), f"{block}.period: {exc}")
+        if "period" in spec and (period := _duration(spec, "period", f"{block}.period", at)) is not None:
+            entry["period"] = period
         result[block] = entry
     bounds = section.get("contribution_bounds")
     if bounds is not None:
