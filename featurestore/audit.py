@@ -19,9 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-
 from .errors import AuditChainBroken
 from .registry import Registry
 from .registry.models import AuditRow
@@ -66,31 +63,20 @@ class AuditLog:
                details: dict[str, Any] | None = None) -> AuditEntry:
         """Add an entry after the current head (retried if another process appended first)."""
         details = json.loads(json.dumps(details or {}, default=str))
+
+        def hasher(entry_id: int, at: datetime, prev: str) -> str:
+            return entry_hash(entry_id, at, actor, action, target, purpose, details, prev)
+
         for _attempt in range(20):
-            try:
-                with self._registry.session() as s:
-                    head = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(1)).first()
-                    prev = head.hash if head is not None else GENESIS
-                    entry_id = (head.id if head is not None else 0) + 1
-                    at = self._clock().astimezone(UTC)
-                    row = AuditRow(id=entry_id, at=at, actor=actor, action=action, target=target, purpose=purpose,
-                                   details=details, prev_hash=prev,
-                                   hash=entry_hash(entry_id, at, actor, action, target, purpose, details, prev))
-                    s.add(row)
+            row = self._registry.append_audit(lambda: self._clock().astimezone(UTC), actor, action, target, purpose,
+                                              details, hasher, GENESIS)
+            if row is not None:
                 return _entry(row)
-            except IntegrityError:
-                continue  # another writer took this place in the chain; link to its entry instead
         raise AuditChainBroken("could not append to the audit log: it keeps changing under this process")
 
     def entries(self, *, action: str | None = None, limit: int | None = None) -> list[AuditEntry]:
         """Entries oldest first (the newest `limit` if given)."""
-        query = select(AuditRow).order_by(AuditRow.id.desc())
-        if action is not None:
-            query = query.where(AuditRow.action == action)
-        if limit is not None:
-            query = query.limit(limit)
-        with self._registry.session() as s:
-            return [_entry(r) for r in reversed(list(s.scalars(query)))]
+        return [_entry(r) for r in self._registry.audit_rows(action=action, limit=limit)]
 
     def verify(self) -> tuple[int, str]:
         """Check the whole chain; return (entry count, head hash) or raise AuditChainBroken."""

@@ -38,6 +38,7 @@ COMMAND_METHODS: dict[str, str] = {
     "policy plan": "plan_policy",
     "policy approve": "approve_policy",
     "policy show": "show_policy",
+    "policy status": "policy_status",
     "policy schema": "policy_schema",
     "keys rotate": "rotate_key",
     "keys list": "list_keys",
@@ -332,11 +333,12 @@ def training_set_show(
 @ts_app.command("reproduce")
 def training_set_reproduce(
     name: Annotated[str, typer.Argument(help="Training set name.")],
+    purpose: PurposeOpt = None,
     store: StoreOpt = Path("."),
 ) -> None:
     """Rebuild a training set from the offline store and check its content hash (exit 1 if it differs)."""
     with _open(store) as fs:
-        result = fs.reproduce_training_set(name)
+        result = fs.reproduce_training_set(name, purpose=purpose)
     if result.matches:
         out.print(f"Reproduced '{name}': {result.table.num_rows:,} rows, sha256 {result.content_hash} matches.")
         return
@@ -386,6 +388,29 @@ def policy_show(
     """Show a policy as a readable summary for legal (Markdown)."""
     with _open(store) as fs:
         out.print(fs.show_policy(file, format=format), markup=False)
+
+
+@policy_app.command("status")
+def policy_status(store: StoreOpt = Path(".")) -> None:
+    """List each policy in force and the drafts pending approval, with what approving them would change."""
+    with _open(store) as fs:
+        statuses = fs.policy_status()
+    if not statuses:
+        out.print("No policies: no approved policy and no file under policies/.")
+    for st in statuses:
+        if st.in_force is not None:
+            out.print(f"{st.policy_id}: v{st.in_force.version} in force (approved by {st.approved_by}; "
+                      f"SHA-256 {st.in_force.sha256[:12]}...), governing {', '.join(st.in_force.feature_views)}", markup=False)
+        else:
+            out.print(f"{st.policy_id}: never approved; the views it names can be neither written nor read", markup=False)
+        if not st.drafts and not st.problems and st.in_force is not None:
+            out.print("  no draft pending: the files match the version in force", markup=False)
+        for file, lines in st.drafts:
+            out.print(f"  draft pending approval: {file}", markup=False)
+            for line in lines:
+                out.print(f"    - {line}", markup=False)
+        for problem in st.problems:
+            out.print(f"  unreadable file (changes nothing in force): {problem}", markup=False)
 
 
 @policy_app.command("schema")

@@ -44,12 +44,18 @@ online:
 keys:
   master_key_env: FEATURESTORE_MASTER_KEY
   master_key_file: null
+
+# Closed mode: every feature view must be in the scope of an approved policy (a view without
+# personal data is declared in a policy whose columns are all non_personal).
+governance:
+  require_policy: false
 """
 
-_TOP_KEYS = ("registry", "offline", "online", "keys")
+_TOP_KEYS = ("registry", "offline", "online", "keys", "governance")
 _OFFLINE_KEYS = ("path", "lock_timeout_seconds", "force_compression")
 _ONLINE_KEYS = ("type", "path", "url")
 _KEYS_KEYS = ("master_key_env", "master_key_file")
+_GOVERNANCE_KEYS = ("require_policy",)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class StoreConfig:
     """DuckDB's force_compression for writes ('uncompressed' lets byte scans see every value)."""
     online: dict[str, Any] = field(default_factory=dict)
     keys: dict[str, Any] = field(default_factory=dict)
+    require_policy: bool = False
+    """Closed mode: every feature view needs an approved policy."""
 
 
 def normalize_registry_url(url: str, root: Path | None) -> str:
@@ -108,7 +116,8 @@ def load_config(root: Path) -> StoreConfig:
 
     check_settings(doc, _TOP_KEYS, "")
     sections: dict[str, YMap] = {}
-    for name, allowed in (("offline", _OFFLINE_KEYS), ("online", _ONLINE_KEYS), ("keys", _KEYS_KEYS)):
+    for name, allowed in (("offline", _OFFLINE_KEYS), ("online", _ONLINE_KEYS), ("keys", _KEYS_KEYS),
+                          ("governance", _GOVERNANCE_KEYS)):
         section = doc.get(name) or YMap()
         if not isinstance(section, YMap):
             line, col = doc.value_pos(name)
@@ -124,6 +133,10 @@ def load_config(root: Path) -> StoreConfig:
     if not isinstance(timeout, (int, float)) or timeout < 0:
         line, col = sections["offline"].value_pos("lock_timeout_seconds")
         problems.append(f"{fname}:{line}:{col}: 'lock_timeout_seconds' must be a number of seconds >= 0")
+    require_policy = sections["governance"].get("require_policy", False)
+    if not isinstance(require_policy, bool):
+        line, col = sections["governance"].value_pos("require_policy")
+        problems.append(f"{fname}:{line}:{col}: 'governance.require_policy' must be true or false")
     if problems:
         raise ConfigError("\n".join(problems))
     offline_path = root / str(sections["offline"].get("path", "offline.duckdb"))
@@ -135,4 +148,5 @@ def load_config(root: Path) -> StoreConfig:
         force_compression=str(sections["offline"]["force_compression"]) if sections["offline"].get("force_compression") else None,
         online=dict(sections["online"]),
         keys=dict(sections["keys"]),
+        require_policy=bool(require_policy),
     )

@@ -306,7 +306,7 @@ def run_demo(
         f"saved with customer ids as tokens; sha256 {training.content_hash[:16]}...")
     correction = daily.slice(0, 50).set_column(3, "spend_total", pa.array([0.0] * 50))
     store.ingest("customer_spend_daily", correction)
-    again = store.reproduce_training_set("big_spender_v1")
+    again = store.reproduce_training_set("big_spender_v1", purpose="fraud_detection")
     say(f"   after a correcting batch, reproduce_training_set rebuilds it: hash {'matches' if again.matches else 'DIFFERS'}")
     known = store.get_historical_features(spine, ["customer_spend_daily:spend_total"], known_at_prediction_time=True,
                                           purpose="fraud_detection")

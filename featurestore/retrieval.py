@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from .errors import RetrievalError, did_you_mean
-from .ingest import type_problem
+from .sources import type_problem
 from .types import arrow_type
 
 US_UTC = pa.timestamp("us", tz="UTC")

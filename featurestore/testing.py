@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from .privacy.keys import StaticKeyProvider
+from .privacy.keys import DataKey, KeyProvider, KeyRing, StaticKeyProvider
 
 TEST_MASTER_KEY = bytes(range(32))
 """A public, fixed master key for tests only."""
@@ -27,3 +27,14 @@ class StepClock:
         current = self.now
         self.now += self.step
         return current
+
+
+def data_key(registry_url: str, key_id: str, provider: KeyProvider = TEST_KEY_PROVIDER) -> DataKey:
+    """Unwrap one data key from a registry, as a test computing expected pseudonyms needs it."""
+    from .registry import Registry
+
+    registry = Registry(registry_url)
+    try:
+        return KeyRing(registry, provider, lambda: datetime.now(UTC)).get(key_id)
+    finally:
+        registry.close()

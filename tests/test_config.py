@@ -51,6 +51,6 @@ def test_lock_timeout_comes_from_the_config(tmp_path: Path) -> None:
     text = (root / "featurestore.yaml").read_text().replace("lock_timeout_seconds: 10", "lock_timeout_seconds: 2.5")
     (root / "featurestore.yaml").write_text(text)
     with FeatureStore(root) as fs:
-        assert fs._offline.lock_timeout == 2.5
+        assert fs.lock_timeout == 2.5
     with FeatureStore(root, lock_timeout=0) as fs:
-        assert fs._offline.lock_timeout == 0
+        assert fs.lock_timeout == 0

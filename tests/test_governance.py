@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from featurestore import DefinitionError, Entity, FeatureStore, FeatureView, PolicyError
 from featurestore.errors import AuditChainBroken, KeyManagementError, PolicyViolation
 from featurestore.privacy.keys import StaticKeyProvider
-from featurestore.testing import TEST_KEY_PROVIDER, TEST_MASTER_KEY, StepClock
+from featurestore.testing import TEST_KEY_PROVIDER, TEST_MASTER_KEY, StepClock, data_key
 
 POLICY = """\
 api_version: featurestore.policy/v1
@@ -93,7 +93,7 @@ def approved(root: Path) -> Path:
 
 
 def hmac_of(fs: FeatureStore, value: str, key_id: str = "hmac-1") -> str:
-    key = fs._keys.get(key_id)
+    key = data_key(fs.config.registry_url, key_id)
     return f"{key_id}:" + hmac.new(key.hmac_text.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
@@ -102,21 +102,32 @@ def hmac_of(fs: FeatureStore, value: str, key_id: str = "hmac-1") -> str:
 
 def test_unapproved_policy_refuses_writes_and_reads(root: Path) -> None:
     with open_store(root) as fs:
-        with pytest.raises(PolicyViolation, match=r"feature view 'person' is governed by policy 'people' \(.*people\.yaml\), which is not approved; review it \(`featurestore policy plan"):
+        with pytest.raises(PolicyViolation, match=r"feature view 'person' can be neither written nor read: policy 'people' \(.*people\.yaml\) names it and is not approved; review it \(`featurestore policy plan .*people\.yaml`\) and approve it \(`featurestore policy approve .*people\.yaml --by NAME --role ROLE`\)$"):
             fs.ingest("person", people(["c1"]))
-        with pytest.raises(PolicyViolation, match="which is not approved"):
+        with pytest.raises(PolicyViolation, match="names it and is not approved"):
             fs.read("person", purpose="fraud_detection")
         assert fs.list_batches() == []
 
 
-def test_policy_edited_after_approval_refuses(approved: Path) -> None:
+def test_an_edit_changes_nothing_until_it_is_approved(approved: Path) -> None:
     path = approved / "policies" / "people.yaml"
-    path.write_text(POLICY.replace("P400D", "P200D"))
+    path.write_text(POLICY.replace("P400D", "P200D") + "# a comment legal added\n")  # a draft, not approved
     with open_store(approved) as fs:
-        with pytest.raises(PolicyViolation, match=r"which was edited since its approval by A\. Counsel on \d{4}-\d\d-\d\d \(approved SHA-256 [0-9a-f]{12}\.\.\., file now [0-9a-f]{12}\.\.\.\); review and approve it again"):
-            fs.ingest("person", people(["c1"]))
+        assert fs.ingest("person", people(["c1"])).rows == 1, "the approved version stays in force"
+        assert fs.read("person", features=["spend"], purpose="fraud_detection").num_rows == 1
+        [status] = fs.policy_status()
+        assert status.in_force is not None and status.in_force.sha256 == hashlib.sha256(POLICY.encode()).hexdigest()
+        [(file, lines)] = status.drafts
+        assert file == str(path)
+        assert lines == ["Warning: the version stays 1 although the content changed; raise it to 2.",
+                         "The offline retention is shortened to 200 days (was 400 days): 1 stored rows are older than that "
+                         "and fall out of retention (1 in person)."]
+        with pytest.raises(PolicyViolation, match=r"policy 'people' v1 is in force; the content changed, so raise 'version' to 2 \(it is 1\) and approve again"):
+            fs.approve_policy(path, by="A. Counsel", role="legal")
+        path.write_text(POLICY.replace("P400D", "P200D").replace("version: 1", "version: 2"))
         fs.approve_policy(path, by="A. Counsel", role="legal")
-        assert fs.ingest("person", people(["c1"])).rows == 1
+        assert fs.policy_snapshot().policy("people").retention.offline == timedelta(days=200)  # type: ignore[union-attr]
+        assert fs.policy_status()[0].drafts == []
 
 
 def test_reads_need_an_allowed_purpose(approved: Path) -> None:
@@ -211,7 +222,7 @@ def test_raw_keys_join_hashed_keys_across_a_rotation(approved: Path) -> None:
         saved = fs.create_training_set("fraud", spine, ["person:spend"], purpose="fraud_detection")
         policy_hash = hashlib.sha256((approved / "policies" / "people.yaml").read_bytes()).hexdigest()
         assert saved.policy_hashes == [f"people@{policy_hash}"] and saved.purpose == "fraud_detection"
-        assert fs.reproduce_training_set("fraud").matches
+        assert fs.reproduce_training_set("fraud", purpose="fraud_detection").matches
 
 
 def test_wrong_or_missing_master_key_is_a_clear_error(approved: Path) -> None:
@@ -252,14 +263,13 @@ def test_audit_log_records_and_detects_tampering(approved: Path) -> None:
             assert raw.lower() not in everything.lower(), f"raw identifier {raw!r} in the audit log"
         count, head = fs.verify_audit()
         assert count == 7
-        engine = fs._registry.engine
+    engine = sa.create_engine(f"sqlite:///{approved / 'registry.db'}")
 
     def tampered(sql: str) -> None:
         with engine.begin() as conn:
             conn.execute(sa.text(sql))
 
     with open_store(approved) as fs:
-        engine = fs._registry.engine
         tampered("UPDATE audit_log SET purpose = 'fairness_audit' WHERE id = 4")
         with pytest.raises(AuditChainBroken, match=r"audit entry 4 \(read person@v1\) was edited after it was written"):
             fs.verify_audit()
@@ -275,7 +285,8 @@ def test_audit_reorder_and_truncation_are_detected(approved: Path) -> None:
         fs.ingest("person", people(["c1"]))
         fs.read("person", features=["spend"], purpose="fraud_detection")
         count, head = fs.verify_audit()
-        with fs._registry.engine.begin() as conn:  # swap the contents of entries 2 and 3, keep ids
+        engine = sa.create_engine(f"sqlite:///{approved / 'registry.db'}")
+        with engine.begin() as conn:  # swap the contents of entries 2 and 3, keep ids
             rows = {r.id: r for r in conn.execute(sa.text("SELECT * FROM audit_log WHERE id IN (2, 3)"))}
             conn.execute(sa.text("UPDATE audit_log SET prev_hash = 'x' || id WHERE id IN (2, 3)"))
             for target, source in ((2, 3), (3, 2)):
@@ -286,7 +297,7 @@ def test_audit_reorder_and_truncation_are_detected(approved: Path) -> None:
                               "details": r.details, "prev": r.prev_hash, "hash": r.hash, "id": target})
         with pytest.raises(AuditChainBroken, match="does not follow entry"):
             fs.verify_audit()
-        with fs._registry.engine.begin() as conn:
+        with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM audit_log"))
         fs.ingest("person", people(["c2"]))
         with pytest.raises(AuditChainBroken, match=r"the audit log's head is .* after 1 entries, not the expected"):
@@ -302,7 +313,7 @@ def test_no_raw_identifier_or_master_key_bytes_anywhere_in_the_store(tmp_path: P
         config = root / "featurestore.yaml"
         config.write_text(config.read_text().replace("lock_timeout_seconds: 10", "lock_timeout_seconds: 10\n  force_compression: uncompressed"))
     with open_store(root) as fs:
-        assert fs._offline.force_compression == "uncompressed"
+        assert fs.config.force_compression == "uncompressed"
         (root / "policies" / "people.yaml").write_text(POLICY)
         fs.apply([PERSON, VIEW])
         fs.approve_policy(root / "policies" / "people.yaml", by="A. Counsel", role="legal")
@@ -357,4 +368,4 @@ def test_saved_training_sets_never_hold_raw_identifiers_from_the_entity_frame(ap
         assert all(t.startswith("siv-1:") for t in table.column("customer_id").to_pylist())
         assert table.column("email").to_pylist() == [hmac_of(fs, "zq.a@example.com"), hmac_of(fs, "zq.b@example.com")]
         assert table.column("spend").to_pylist() == [10.0, 10.0]
-        assert fs.reproduce_training_set("t").matches
+        assert fs.reproduce_training_set("t", purpose="fraud_detection").matches

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurestore import FeatureStore, IngestionError, UnknownViewError
-from featurestore.ingest import STREAM_BATCH_ROWS
+from featurestore.sources import STREAM_BATCH_ROWS
 
 from .conftest import TS, StepClock, profile_rows, ts
 
@@ -53,7 +53,7 @@ def test_pandas_timestamps_in_another_zone_are_stored_as_the_same_instant(store:
 def test_parquet_file_streams_in_batches_as_one_atomic_batch(store: FeatureStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "rows.parquet"
     pq.write_table(profile_rows(250), path, row_group_size=50)
-    monkeypatch.setattr("featurestore.ingest.STREAM_BATCH_ROWS", 60)
+    monkeypatch.setattr("featurestore.sources.STREAM_BATCH_ROWS", 60)
     seen: list[tuple[int, int | None]] = []
     result = store.ingest("profile", path, progress=lambda done, total: seen.append((done, total)))
     assert result.rows == 250

@@ -87,7 +87,12 @@ def test_store_with_a_postgres_registry(tmp_path: Path, postgres_url: str) -> No
     with FeatureStore.init(tmp_path / "s", registry_url=postgres_url) as fs:
         fs.apply([CUSTOMER, PROFILE])
         result = fs.ingest("profile", profile_rows(4))
-        assert fs._registry.engine.dialect.name == "postgresql"
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:  # the batch is recorded on the PostgreSQL server
+        assert conn.execute(sa.text("SELECT id, status, row_count FROM ingestion_batches")).all() == [(result.batch_id, "committed", 4)]
+    engine.dispose()
     with FeatureStore(tmp_path / "s") as fs:
         [batch] = fs.list_batches()
         assert (batch.batch_id, batch.status, batch.rows) == (result.batch_id, "committed", 4)

@@ -109,12 +109,17 @@ def test_ttl_is_honoured_at_read_time_like_the_historical_join(store: FeatureSto
     assert store.check_consistency()[0].mismatches == []
 
 
-def test_consistency_check_finds_a_planted_mismatch(store: FeatureStore, clock: SetClock) -> None:
+def test_consistency_check_finds_a_planted_mismatch(clock: SetClock) -> None:
+    from featurestore.online.embedded import SQLiteOnlineStore
+
+    online = SQLiteOnlineStore(None)
+    store = FeatureStore(memory=True, clock=clock, online_store=online)
+    store.apply([ITEM, STOCK])
     store.ingest("stock", stock(list(range(50)), T0 - timedelta(hours=1), 3))
     store.materialize()
     [clean] = store.check_consistency(sample=20)
     assert (clean.checked, clean.mismatches) == (20, [])
-    store._online_store.write("ov_stock_v1", [("7", (T0 - timedelta(hours=1) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1), 3, 99.0, 0)], 1)
+    online.write("ov_stock_v1", [("7", (T0 - timedelta(hours=1) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1), 3, 99.0, 0)], 1)
     [report] = store.check_consistency(sample=1000)
     assert report.checked == 50
     assert [(m.key, m.feature, m.online, m.offline) for m in report.mismatches] == [
@@ -227,7 +232,10 @@ def test_redis_online_store(redis_store: FeatureStore) -> None:
     fs.apply([ITEM, STOCK])
     fs.ingest("stock", stock([1, 2, 3], T0 - timedelta(hours=1), 6))
     fs.materialize()
-    assert type(fs._online_store).__name__ == "RedisOnlineStore"
+    import redis
+
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+    assert any(b"ov_stock_v1" in k for k in client.keys("*")), "the values are in Redis database 15"
     got = fs.get_online_features([{"item_id": 1}, {"item_id": 4}], ["stock:qty", "stock:seen"])
     assert got.values == {"qty": [6, None], "seen": [T0 - timedelta(hours=1), None]}
     fs.ingest("stock", stock([2], T0 - timedelta(minutes=5), 8))

@@ -90,12 +90,17 @@ def test_review_workflow_through_the_cli(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"customer_id": ["a1"], "event_timestamp": pa.array([old_rows.column("event_timestamp")[0].as_py()])}), spine)
-    edited = runner.invoke(app, ["get-historical", str(spine), "-f", "person:spend", "--out", str(tmp_path / "o.parquet"),
-                                 "--purpose", "fraud_detection", "-s", str(root)])
-    assert edited.exit_code == 1 and "which was edited since its approval by A. Counsel" in edited.output
+    # The draft changes nothing until approved: v1 stays in force, and `policy status` lists the draft.
+    ok = run("get-historical", str(spine), "-f", "person:spend", "--out", str(tmp_path / "o.parquet"), "--purpose", "customer_support",
+             code=1)
+    assert "purpose 'customer_support' may not have offline access under policy 'people'" in ok
+    status = run("policy", "status")
+    assert f"people: v1 in force (approved by A. Counsel; SHA-256 {__import__('hashlib').sha256(POLICY.encode()).hexdigest()[:12]}...), governing person" in status
+    assert f"draft pending approval: {policy_file}" in status and "- Purpose customer_support is revoked: reads for it will be refused." in status
     run("policy", "approve", str(policy_file), "--by", "A. Counsel", "--role", "legal")
     ok = run("get-historical", str(spine), "-f", "person:spend", "--out", str(tmp_path / "o.parquet"), "--purpose", "fraud_detection")
     assert "Wrote 1 rows" in ok
+    assert "no draft pending: the files match the version in force" in run("policy", "status")
     verified = run("audit", "verify")
     assert "its chain is intact" in verified
     shown = run("audit", "show", "--action", "approve_policy")

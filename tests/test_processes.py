@@ -45,17 +45,17 @@ KILL_AFTER_COMMIT = textwrap.dedent(
     """
     import os, signal, sys
     from featurestore import FeatureStore
+    from featurestore.registry import Registry
     from tests.conftest import profile_rows
 
-    store = FeatureStore(sys.argv[1])
-    finish = store._registry.finish_batch
+    class DiesBeforeRecording(Registry):
+        def finish_batch(self, batch_id, *, status, **kwargs):
+            if status == "committed":
+                os.kill(os.getpid(), signal.SIGKILL)
+            super().finish_batch(batch_id, status=status, **kwargs)
 
-    def die_before_recording(batch_id, *, status, **kwargs):
-        if status == "committed":
-            os.kill(os.getpid(), signal.SIGKILL)
-        finish(batch_id, status=status, **kwargs)
-
-    store._registry.finish_batch = die_before_recording
+    registry = DiesBeforeRecording("sqlite:///" + sys.argv[1] + "/registry.db")
+    store = FeatureStore(sys.argv[1], registry=registry)
     store.ingest("profile", profile_rows(7))
     """
 )

@@ -18,11 +18,15 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
 
 from ..errors import StoreLockedError
+
+if TYPE_CHECKING:
+    from ..governance import Grant
 from ..types import duckdb_type
 
 BATCHES_TABLE = "_fs_batches"
@@ -195,7 +199,7 @@ class OfflineStore:
     @staticmethod
     def append_on(
         con: duckdb.DuckDBPyConnection,
-        table: str,
+        grant: Grant,
         batches: Iterable[pa.Table],
         *,
         batch_id: int,
@@ -205,8 +209,10 @@ class OfflineStore:
         """Append every batch in one transaction, stamped with its batch id and ingestion time.
 
         Either all rows and the `_fs_batches` record commit, or none do (also on a crash or
-        when `batches` raises part-way). Returns the number of rows written.
+        when `batches` raises part-way). Returns the number of rows written. `grant` must be
+        a write grant for the view version (its policy's treatments already applied).
         """
+        table = grant.require("write").view.table
         stamp = ingested_at.isoformat()
         total = 0
         con.execute("BEGIN TRANSACTION")
@@ -253,8 +259,12 @@ class OfflineStore:
             [(count,)] = con.execute(f"SELECT count(*) FROM {quote(table)} WHERE {quote(timestamp_field)} < ?", [cutoff]).fetchall()
         return int(count)
 
-    def scan(self, table: str, columns: list[str], *, as_of: datetime | None = None) -> pa.Table:
-        """Every stored row of a table (the given columns), ingested at or before `as_of`."""
+    def scan(self, grant: Grant, *, as_of: datetime | None = None) -> pa.Table:
+        """Every stored row a read grant covers (keys, event time, its features, ``_ingested_at``,
+        ``_batch_id``), ingested at or before `as_of`."""
+        vv = grant.require("offline").view
+        table = vv.table
+        columns = [*vv.join_keys, vv.view.timestamp_field, *grant.features, "_ingested_at", "_batch_id"]
         cols = ", ".join(quote(c) for c in columns)
         sql = f"SELECT {cols} FROM {quote(table)}"
         params: list[object] = []

@@ -19,10 +19,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..privacy.pseudonymize import PSEUDONYM_HEX_DIGITS
 from . import KEY_SEPARATOR, VALUES_AT, Row
+
+if TYPE_CHECKING:
+    from ..governance import Grant
 
 PLAN_TTL_SECONDS = 1.0
 PRESENT, MISSING, EXPIRED = "present", "missing", "expired"
@@ -59,6 +62,21 @@ def normalize_one(value: Any, kind: str, country_code: str | None) -> str | None
     return result if _E164.fullmatch(result) else None
 
 
+def value_status(event_us: int | None, now_us: int, ttl_us: int | None) -> str:
+    """The status of an online value whose event time is `event_us` (None: no value), read at
+    `now_us`: missing (none, or materialized ahead of now), expired (older than the TTL now) or
+    present. The one rule for every online read and the consistency check.
+
+    >>> value_status(None, 10, None), value_status(11, 10, None), value_status(4, 10, 5), value_status(5, 10, 5)
+    ('missing', 'missing', 'expired', 'present')
+    """
+    if event_us is None or event_us > now_us:
+        return MISSING
+    if ttl_us is not None and event_us < now_us - ttl_us:
+        return EXPIRED
+    return PRESENT
+
+
 @dataclass(frozen=True)
 class KeyForm:
     """How one raw join key becomes its stored forms."""
@@ -89,8 +107,9 @@ class KeyForm:
 
 @dataclass(frozen=True)
 class ViewServing:
-    """One view version's part of a plan."""
+    """One view version's part of a plan; made only from an online read grant."""
 
+    grant: Grant
     ref: str
     table: str
     keys: tuple[KeyForm, ...]
@@ -99,6 +118,9 @@ class ViewServing:
     outputs: tuple[str, ...]
     converters: tuple[Callable[[Any], Any] | None, ...]
     ttl_us: int | None
+
+    def __post_init__(self) -> None:
+        self.grant.require("online")
 
 
 @dataclass
@@ -168,14 +190,9 @@ def lookup(plan: ServingPlan, rows: Sequence[dict[str, Any]], read: Callable[[st
                 row = found.get(key)
                 if row is not None and (best is None or row[1] >= best[1]):
                     best = row
-            if best is None:
-                status = MISSING
-            elif best[1] > now_us:
-                status, best = MISSING, None  # materialized ahead of now: not valid yet
-            elif view.ttl_us is not None and best[1] < now_us - view.ttl_us:
-                status, best = EXPIRED, None
-            else:
-                status = PRESENT
+            status = value_status(None if best is None else best[1], now_us, view.ttl_us)
+            if status != PRESENT:
+                best = None
             for out, pos, conv in zip(view.outputs, view.positions, view.converters, strict=True):
                 value = None if best is None else best[pos]
                 values[out].append(conv(value) if conv is not None and value is not None else value)
@@ -196,20 +213,14 @@ def _lookup_plain(view: ViewServing, rows: Sequence[dict[str, Any]], read: Calla
         raise RetrievalError(f"entity row {bad!r} has no '{name}', a join key of {view.ref}") from None
     present = [k for k in keys if k is not None]
     found = dict(zip(present, read(view.table, present), strict=True)) if present else {}
-    oldest = None if view.ttl_us is None else now_us - view.ttl_us
+    ttl_us = view.ttl_us
     row_status: list[str] = []
     chosen: list[Row | None] = []
     for key in keys:
         row = found.get(key) if key is not None else None
-        if row is None or row[1] > now_us:
-            row_status.append(MISSING)
-            chosen.append(None)
-        elif oldest is not None and row[1] < oldest:
-            row_status.append(EXPIRED)
-            chosen.append(None)
-        else:
-            row_status.append(PRESENT)
-            chosen.append(row)
+        status = value_status(None if row is None else row[1], now_us, ttl_us)
+        row_status.append(status)
+        chosen.append(row if status == PRESENT else None)
     for out, pos, conv in zip(view.outputs, view.positions, view.converters, strict=True):
         column = [None if row is None else row[pos] for row in chosen]
         values[out].extend(column if conv is None else [None if v is None else conv(v) for v in column])

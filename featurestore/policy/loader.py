@@ -22,7 +22,10 @@ from typing import Any
 
 from ..errors import PolicyError, Problem, did_you_mean
 from ..yamlpos import Report, YamlSyntaxError, YList, YMap, check_keys, load_yaml
-from .model import ACCESS, KINDS, LEGAL_BASES, NORMALIZERS, TREATMENTS, ColumnRule, Policy, Purpose, parse_duration
+from .model import (
+    ACCESS, KINDS, LEGAL_BASES, NORMALIZERS, RETENTION_STORES, TREATMENTS, Budget, ColumnRule, ContributionBounds,
+    DifferentialPrivacy, Erasure, Policy, Purpose, Retention, parse_duration,
+)
 
 TOP_KEYS = ("api_version", "id", "version", "title", "owner", "legal_basis", "effective_from", "review_by",
             "scope", "classification", "treatments", "purposes", "retention", "erasure", "differential_privacy")
@@ -30,7 +33,7 @@ REQUIRED = ("id", "version", "owner", "legal_basis", "effective_from", "review_b
             "treatments", "purposes")
 COLUMN_KEYS = ("kind", "treatment", "normalize", "country_code", "generalize", "category")
 PURPOSE_KEYS = ("access", "sensitive_attributes")
-RETENTION_KEYS = ("offline", "online", "training_sets")
+RETENTION_KEYS = RETENTION_STORES
 ERASURE_KEYS = ("subject_key", "sla")
 DP_KEYS = ("purposes", "budget", "per_release", "contribution_bounds", "min_group_size")
 API_VERSION = "featurestore.policy/v1"
@@ -120,9 +123,9 @@ def parse_policy(text: str, file: str, sha256: str | None = None) -> Policy:
     treatments = _treatments(doc, at)
     columns, positions = _classification(doc, treatments, at)
     purposes, denied = _purposes(doc, at)
-    retention = _durations(doc, "retention", RETENTION_KEYS, at)
+    retention = _retention(doc, at)
     erasure = _erasure(doc, columns, at)
-    dp = _dp(doc, purposes, at)
+    dp = _dp(doc, purposes, columns, at)
     if problems:
         raise PolicyError(problems)
     return Policy(
@@ -284,16 +287,14 @@ def _purposes(doc: YMap, at: Report) -> tuple[dict[str, Purpose], list[str]]:
     return purposes, [str(d) for d in denied]
 
 
-def _durations(doc: YMap, key: str, allowed: tuple[str, ...], at: Report) -> dict[str, Any]:
-    section = _section(doc, key, at)
-    result: dict[str, Any] = {}
+def _retention(doc: YMap, at: Report) -> Retention:
+    section = _section(doc, "retention", at)
     if section is None:
-        return result
-    _keys(section, allowed, f"{key} entry", at)
-    for name in section:
-        if name in allowed and (value := _duration(section, name, f"{key}.{name}", at)) is not None:
-            result[str(name)] = value
-    return result
+        return Retention()
+    _keys(section, RETENTION_KEYS, "retention entry", at)
+    limits = {str(name): value for name in section
+              if name in RETENTION_KEYS and (value := _duration(section, name, f"retention.{name}", at)) is not None}
+    return Retention(**limits)
 
 
 def _duration(section: YMap, name: str, label: str, at: Report) -> timedelta | None:
@@ -305,66 +306,95 @@ def _duration(section: YMap, name: str, label: str, at: Report) -> timedelta | N
         return None
 
 
-def _erasure(doc: YMap, columns: dict[str, ColumnRule], at: Report) -> dict[str, Any]:
+def _erasure(doc: YMap, columns: dict[str, ColumnRule], at: Report) -> Erasure | None:
     section = _section(doc, "erasure", at)
     if section is None:
-        return {}
+        return None
     _keys(section, ERASURE_KEYS, "erasure entry", at)
-    result: dict[str, Any] = {}
     subject = section.get("subject_key")
+    sla = _duration(section, "sla", "erasure.sla", at) if "sla" in section else None
     if subject is None or (columns and subject not in columns):
         at(section.value_pos("subject_key") if subject is not None else section.pos,
            "erasure.subject_key must name a classified column." + (did_you_mean(str(subject), columns) if subject else ""))
-    else:
-        result["subject_key"] = str(subject)
-    if "sla" in section and (sla := _duration(section, "sla", "erasure.sla", at)) is not None:
-        result["sla"] = sla
-    return result
+        return None
+    return Erasure(subject_key=str(subject), sla=sla)
 
 
-def _dp(doc: YMap, purposes: dict[str, Purpose], at: Report) -> dict[str, Any]:
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _budget(section: YMap, block: str, at: Report) -> Budget | None:
+    spec = section.get(block)
+    if spec is None:
+        return None
+    if not isinstance(spec, YMap):
+        at(section.value_pos(block), f"differential_privacy.{block} must be a mapping")
+        return None
+    _keys(spec, ("epsilon", "delta", "period"), f"{block} entry", at)
+    eps: Any = spec.get("epsilon")
+    ok = True
+    if not _number(eps) or eps <= 0:
+        at(spec.value_pos("epsilon"), f"{block}.epsilon must be a number above 0")
+        ok = False
+    delta: Any = spec.get("delta", 0.0)
+    if not _number(delta) or not 0 <= delta < 1:
+        at(spec.value_pos("delta"), f"{block}.delta must be at least 0 and below 1")
+        ok = False
+    period = _duration(spec, "period", f"{block}.period", at) if "period" in spec else None
+    return Budget(float(eps), float(delta), period) if ok else None
+
+
+def _bounds(section: YMap, columns: dict[str, ColumnRule], at: Report) -> ContributionBounds:
+    bounds = section.get("contribution_bounds")
+    if bounds is None:
+        return ContributionBounds()
+    if not isinstance(bounds, YMap):
+        at(section.value_pos("contribution_bounds"), "contribution_bounds must be a mapping")
+        return ContributionBounds()
+    _keys(bounds, ("max_rows_per_subject", "clamp"), "contribution_bounds entry", at)
+    rows = bounds.get("max_rows_per_subject")
+    if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 1):
+        at(bounds.value_pos("max_rows_per_subject"), "max_rows_per_subject must be a whole number from 1 up")
+        rows = None
+    clamp: list[tuple[str, float, float]] = []
+    spec = bounds.get("clamp")
+    if spec is not None and not isinstance(spec, YMap):
+        at(bounds.value_pos("clamp"), "clamp maps columns to [lower, upper], e.g. clamp: {spend_total: [0, 5000]}")
+    elif isinstance(spec, YMap):
+        for column, pair in spec.items():
+            if columns and column not in columns:
+                at(spec.key_pos(column), f"clamp names column '{column}', which is not classified." + did_you_mean(str(column), columns))
+            elif not isinstance(pair, list) or len(pair) != 2 or not all(_number(v) for v in pair) or not pair[0] < pair[1]:
+                at(spec.value_pos(column), f"clamp of '{column}' must be [lower, upper] with lower below upper, e.g. [0, 5000]")
+            else:
+                clamp.append((str(column), float(pair[0]), float(pair[1])))
+    return ContributionBounds(rows, tuple(clamp))
+
+
+def _dp(doc: YMap, purposes: dict[str, Purpose], columns: dict[str, ColumnRule], at: Report) -> DifferentialPrivacy | None:
     section = _section(doc, "differential_privacy", at)
     if section is None:
-        return {}
+        return None
     _keys(section, DP_KEYS, "differential_privacy entry", at)
-    result: dict[str, Any] = {}
     listed = section.get("purposes") or []
-    for i, name in enumerate(listed if isinstance(listed, list) else []):
+    if not isinstance(listed, list):
+        at(section.value_pos("purposes"), "differential_privacy.purposes is a list of purposes")
+        listed = []
+    for i, name in enumerate(listed):
         purpose = purposes.get(name)
         if purpose is None or "dp_aggregates" not in purpose.access:
             at(listed.item_pos(i) if isinstance(listed, YList) else section.pos,
                f"DP purpose '{name}' must be an allowed purpose with access [dp_aggregates]")
-    result["purposes"] = [str(p) for p in listed] if isinstance(listed, list) else []
-    for block in ("budget", "per_release"):
-        spec = section.get(block)
-        if spec is None:
-            continue
-        if not isinstance(spec, YMap):
-            at(section.value_pos(block), f"differential_privacy.{block} must be a mapping")
-            continue
-        _keys(spec, ("epsilon", "delta", "period"), f"{block} entry", at)
-        eps = spec.get("epsilon")
-        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps <= 0:
-            at(spec.value_pos("epsilon"), f"{block}.epsilon must be a number above 0")
-        delta = spec.get("delta", 0.0)
-        if not isinstance(delta, (int, float)) or not 0 <= delta < 1:
-            at(spec.value_pos("delta"), f"{block}.delta must be at least 0 and below 1")
-        entry: dict[str, Any] = {"epsilon": eps, "delta": delta}
-        if "period" in spec and (period := _duration(spec, "period", f"{block}.period", at)) is not None:
-            entry["period"] = period
-        result[block] = entry
-    bounds = section.get("contribution_bounds")
-    if bounds is not None:
-        if not isinstance(bounds, YMap):
-            at(section.value_pos("contribution_bounds"), "contribution_bounds must be a mapping")
-        else:
-            _keys(bounds, ("max_rows_per_subject", "clamp"), "contribution_bounds entry", at)
-            rows = bounds.get("max_rows_per_subject")
-            if rows is not None and (not isinstance(rows, int) or rows < 1):
-                at(bounds.value_pos("max_rows_per_subject"), "max_rows_per_subject must be a whole number from 1 up")
-            result["contribution_bounds"] = dict(bounds)
+    budget = _budget(section, "budget", at)
+    per_release = _budget(section, "per_release", at)
+    if budget is not None and per_release is not None and per_release.epsilon > budget.epsilon:
+        at(section.value_pos("per_release"), "per_release.epsilon cannot exceed budget.epsilon")
     size = section.get("min_group_size")
-    if size is not None and (not isinstance(size, int) or size < 1):
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
         at(section.value_pos("min_group_size"), "min_group_size must be a whole number from 1 up")
-    result["min_group_size"] = size
-    return result
+        size = None
+    return DifferentialPrivacy(
+        purposes=tuple(str(p) for p in listed), budget=budget, per_release=per_release,
+        contribution_bounds=_bounds(section, columns, at), min_group_size=size,
+    )

@@ -61,6 +61,63 @@ class Purpose:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long rows may be kept, counted from their event time (None: no limit set)."""
+
+    offline: timedelta | None = None
+    online: timedelta | None = None
+    training_sets: timedelta | None = None
+
+    def limits(self) -> dict[str, timedelta]:
+        """The limits that are set, by store (``offline``, ``online``, ``training_sets``)."""
+        return {name: value for name in RETENTION_STORES if (value := getattr(self, name)) is not None}
+
+
+RETENTION_STORES = ("offline", "online", "training_sets")
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """The right to erasure: which column identifies a person, and the deadline."""
+
+    subject_key: str
+    sla: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A privacy-loss allowance: epsilon and delta, optionally per period."""
+
+    epsilon: float
+    delta: float = 0.0
+    period: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class ContributionBounds:
+    """How much one person may contribute to a differentially private release."""
+
+    max_rows_per_subject: int | None = None
+    clamp: tuple[tuple[str, float, float], ...] = ()
+    """(column, lower, upper): values are clamped into this range before aggregation."""
+
+    def clamp_of(self, column: str) -> tuple[float, float] | None:
+        """The (lower, upper) clamp of a column, or None."""
+        return next(((lo, hi) for name, lo, hi in self.clamp if name == column), None)
+
+
+@dataclass(frozen=True)
+class DifferentialPrivacy:
+    """Rules for differentially private aggregates."""
+
+    purposes: tuple[str, ...] = ()
+    budget: Budget | None = None
+    per_release: Budget | None = None
+    contribution_bounds: ContributionBounds = ContributionBounds()
+    min_group_size: int | None = None
+
+
+@dataclass(frozen=True)
 class Policy:
     """One policy file, as loaded. `sha256` is the hash of the file's exact bytes."""
 
@@ -75,9 +132,9 @@ class Policy:
     columns: dict[str, ColumnRule]
     purposes: dict[str, Purpose]
     denied: tuple[str, ...]
-    retention: dict[str, timedelta]
-    erasure: dict[str, Any]
-    differential_privacy: dict[str, Any]
+    retention: Retention
+    erasure: Erasure | None
+    differential_privacy: DifferentialPrivacy | None
     sha256: str
     text: str
     file: str

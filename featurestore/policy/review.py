@@ -33,6 +33,13 @@ def _treatment(rule: ColumnRule) -> str:
     return text
 
 
+def _erasure_words(policy: Policy) -> str:
+    if policy.erasure is None:
+        return "no erasure rule"
+    return (f"one person is identified by `{policy.erasure.subject_key}`"
+            + (f"; erased everywhere within {_days(policy.erasure.sla)}" if policy.erasure.sla else ""))
+
+
 def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPastRetention | None = None) -> list[str]:
     """Sentences saying what approving `new` changes against the approved `old` (or None)."""
     lines: list[str] = []
@@ -44,7 +51,7 @@ def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPas
                 lines.append(f"Column {rule.name} ({rule.kind.replace('_', ' ')}) will be {_treatment(rule)} before it is stored.")
         for p in new.purposes.values():
             lines.append(f"Purpose {p.name} will be allowed: {', '.join(p.access)} access.")
-        for name, value in new.retention.items():
+        for name, value in new.retention.limits().items():
             lines.append(f"{name.replace('_', ' ').capitalize()} data will be kept {_days(value)}.")
         return lines
     if old.sha256 == new.sha256:
@@ -81,8 +88,9 @@ def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPas
             lines.append(f"Purpose {name} is revoked: reads for it will be refused.")
     for name in sorted(set(new.denied) - set(old.denied)):
         lines.append(f"Purpose {name} is now explicitly denied.")
-    for name in sorted(set(old.retention) | set(new.retention)):
-        a, b = old.retention.get(name), new.retention.get(name)
+    old_limits, new_limits = old.retention.limits(), new.retention.limits()
+    for name in sorted(set(old_limits) | set(new_limits)):
+        a, b = old_limits.get(name), new_limits.get(name)
         if a == b:
             continue
         label = name.replace("_", " ")
@@ -99,7 +107,7 @@ def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPas
         else:
             lines.append(f"The {label} retention is lengthened to {_days(b)} (was {_days(a)}).")
     if old.erasure != new.erasure:
-        lines.append(f"Erasure rules change: {old.erasure} -> {new.erasure}.")
+        lines.append(f"Erasure rules change: {_erasure_words(old)} -> {_erasure_words(new)}.")
     if old.differential_privacy != new.differential_privacy:
         lines.append("Differential-privacy rules change (budget, bounds or purposes).")
     if (old.legal_basis, old.owner) != (new.legal_basis, new.owner):
@@ -128,17 +136,14 @@ def policy_markdown(policy: Policy, *, approvals: list[tuple[str, str, str | Non
     out += [f"| {p.name} | {', '.join(p.access)} | {'yes' if p.sensitive_attributes else 'no'} |" for p in policy.purposes.values()]
     if policy.denied:
         out += ["", f"Denied: {', '.join(policy.denied)}. Any purpose not listed is refused."]
-    if policy.retention:
-        out += ["", "## Retention", "", *(f"- {k.replace('_', ' ')}: {_days(v)}" for k, v in policy.retention.items())]
-    if policy.erasure:
-        sla = policy.erasure.get("sla")
-        out += ["", "## Erasure", "", f"- One person is identified by `{policy.erasure.get('subject_key')}`"
-                + (f"; erased everywhere within {_days(sla)}" if sla else "")]
-    if policy.differential_privacy:
+    if policy.retention.limits():
+        out += ["", "## Retention", "", *(f"- {k.replace('_', ' ')}: {_days(v)}" for k, v in policy.retention.limits().items())]
+    if policy.erasure is not None:
+        out += ["", "## Erasure", "", f"- {_erasure_words(policy).capitalize()}"]
+    if policy.differential_privacy is not None:
         dp = policy.differential_privacy
-        budget = dp.get("budget") or {}
-        out += ["", "## Differential privacy", "",
-                f"- For purposes: {', '.join(dp.get('purposes') or []) or 'none'}",
-                f"- Budget: epsilon {budget.get('epsilon')}, delta {budget.get('delta')}"
-                + (f" per {_days(budget['period'])}" if budget.get("period") else "")]
+        out += ["", "## Differential privacy", "", f"- For purposes: {', '.join(dp.purposes) or 'none'}"]
+        if dp.budget is not None:
+            out.append(f"- Budget: epsilon {dp.budget.epsilon}, delta {dp.budget.delta}"
+                       + (f" per {_days(dp.budget.period)}" if dp.budget.period else ""))
     return "\n".join(out) + "\n"

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from ..errors import ConfigError, RegistryOutOfDate
 from .models import (
+    AuditRow,
     DataKeyRow,
     EntityRow,
     FeatureViewRow,
@@ -28,6 +29,13 @@ from .models import (
     PolicyApprovalRow,
     TrainingSetRow,
 )
+
+if TYPE_CHECKING:
+    from ..definitions import Entity, FeatureView
+    from ..plan import Change
+
+AuditHasher = Callable[[int, datetime, str], str]
+"""(entry id, time, previous hash) -> the entry's hash."""
 
 
 def migrations_dir() -> Path:
@@ -230,6 +238,86 @@ class Registry:
                 s.add(row)
             row.last_batch_id, row.end, row.entities, row.generation, row.updated_at = (
                 last_batch_id, end, entities, generation, updated_at)
+
+    # --- writes of definitions, approvals, training sets and the audit log ---------------------
+
+    def apply_changes(self, changes: Sequence[Change], entities: Mapping[str, Entity], views: Mapping[str, FeatureView],
+                      keys: Mapping[str, Mapping[str, str]], tables: Mapping[str, str], now: datetime) -> None:
+        """Record a plan's changes in one transaction. `keys` and `tables` give, per view name,
+        its entity's join keys and the offline table of its new version."""
+        with self.session() as s:
+            for change in changes:
+                if change.kind == "create_entity":
+                    e = entities[change.name]
+                    s.add(EntityRow(name=e.name, join_keys=dict(e.join_keys), description=e.description, created_at=now, updated_at=now))
+                elif change.kind == "update_entity":
+                    row = s.get(EntityRow, change.name)
+                    assert row is not None
+                    row.description = entities[change.name].description
+                    row.updated_at = now
+            s.flush()
+            for change in changes:
+                if change.kind not in ("create_view", "new_version", "update_view"):
+                    continue
+                view = views[change.name]
+                assert change.version is not None
+                if change.kind == "update_view":
+                    vrow = s.query(FeatureViewVersionRow).filter_by(view_name=view.name, version=change.version).one()
+                    vrow.definition = view.to_dict()
+                    vrow.updated_at = now
+                    continue
+                head = s.get(FeatureViewRow, view.name)
+                if head is None:
+                    s.add(FeatureViewRow(name=view.name, entity_name=view.entity, latest_version=change.version, created_at=now, updated_at=now))
+                else:
+                    head.latest_version = change.version
+                    head.entity_name = view.entity
+                    head.updated_at = now
+                s.flush()
+                s.add(FeatureViewVersionRow(
+                    view_name=view.name, version=change.version, definition=view.to_dict(), join_keys=dict(keys[view.name]),
+                    schema_hash=view.schema_hash(dict(keys[view.name])), table_name=tables[view.name],
+                    created_at=now, updated_at=now,
+                ))
+
+    def add_approval(self, *, policy_id: str, version: int, sha256: str, content: str, file_name: str,
+                     approved_by: str, role: str, ticket: str | None, approved_at: datetime) -> None:
+        """Record an approval of a policy's exact content."""
+        with self.session() as s:
+            s.add(PolicyApprovalRow(policy_id=policy_id, version=version, sha256=sha256, content=content, file_name=file_name,
+                                    approved_by=approved_by, role=role, ticket=ticket, approved_at=approved_at))
+
+    def add_training_set(self, **manifest: Any) -> None:
+        """Record a training set's manifest (the columns of TrainingSetRow)."""
+        with self.session() as s:
+            s.add(TrainingSetRow(**manifest))
+
+    def append_audit(self, at: Callable[[], datetime], actor: str, action: str, target: str, purpose: str | None,
+                     details: dict[str, Any], hasher: AuditHasher, genesis: str) -> AuditRow | None:
+        """Append one audit entry after the current head; None if another writer took that place
+        first (the caller retries, linking to the new head)."""
+        try:
+            with self.session() as s:
+                head = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(1)).first()
+                prev = head.hash if head is not None else genesis
+                entry_id = (head.id if head is not None else 0) + 1
+                when = at()
+                row = AuditRow(id=entry_id, at=when, actor=actor, action=action, target=target, purpose=purpose,
+                               details=details, prev_hash=prev, hash=hasher(entry_id, when, prev))
+                s.add(row)
+            return row
+        except IntegrityError:
+            return None
+
+    def audit_rows(self, *, action: str | None = None, limit: int | None = None) -> list[AuditRow]:
+        """Audit entries, oldest first (the newest `limit` if given)."""
+        query = select(AuditRow).order_by(AuditRow.id.desc())
+        if action is not None:
+            query = query.where(AuditRow.action == action)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._sessions() as s:
+            return list(reversed(list(s.scalars(query))))
 
     # --- batch bookkeeping ---------------------------------------------------------------------
 

@@ -1,0 +1,223 @@
+"""The catalog: entities and feature views, their versions, plan/apply, and feature references."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from .context import StoreContext
+from .definitions import Definitions, Entity, FeatureRef, FeatureView, load_definitions, parse_view_ref
+from .errors import ConfigError, UnknownFeatureError, UnknownViewError, did_you_mean
+from .governance import check_definitions
+from .plan import Plan, RegisteredView, compute_plan
+from .registry.models import FeatureViewRow, FeatureViewVersionRow
+
+DefinitionsLike = Definitions | Iterable[Entity | FeatureView] | None
+
+
+@dataclass(frozen=True)
+class ViewVersion:
+    """One registered version of a feature view."""
+
+    view: FeatureView
+    version: int
+    join_keys: dict[str, str]
+    table: str
+    latest: bool
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        """``name@vN``."""
+        return f"{self.view.name}@v{self.version}"
+
+
+@dataclass(frozen=True)
+class ResolvedFeature:
+    """A feature reference resolved to one view version."""
+
+    ref: str
+    view: str
+    version: int
+    feature: str
+    dtype: str
+
+
+def table_name(view: str, version: int) -> str:
+    """The offline table of a view version."""
+    return f"fv_{view}_v{version}"
+
+
+def online_table(vv: ViewVersion) -> str:
+    """The online table of a view version."""
+    return f"ov_{vv.view.name}_v{vv.version}"
+
+
+class Catalog:
+    """Definitions and versions of one store."""
+
+    def __init__(self, ctx: StoreContext) -> None:
+        self.ctx = ctx
+
+    # --- definitions ------------------------------------------------------------------------
+
+    def load_definitions(self) -> Definitions:
+        """Read every ``*.yaml`` / ``*.yml`` under the store's ``features/`` folder."""
+        root = self.ctx.config.root
+        if root is None:
+            raise ConfigError("a memory store has no features/ folder: pass definitions to plan/apply")
+        folder = root / "features"
+        files = sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")])
+        return load_definitions(files)
+
+    def as_definitions(self, definitions: DefinitionsLike) -> Definitions:
+        """Definitions from a Definitions object, Entity / FeatureView objects, or ``features/``."""
+        if definitions is None:
+            return self.load_definitions()
+        if isinstance(definitions, Definitions):
+            return definitions
+        defs = Definitions()
+        for obj in definitions:
+            if isinstance(obj, Entity):
+                defs.entities.append(obj)
+            elif isinstance(obj, FeatureView):
+                defs.views.append(obj)
+            else:
+                raise TypeError(f"apply takes Entity and FeatureView objects, not {type(obj).__name__}")
+        return defs
+
+    def plan(self, definitions: DefinitionsLike = None) -> Plan:
+        """What :meth:`apply` would change; refuses views the policies would not accept."""
+        defs = self.as_definitions(definitions)
+        registry = self.ctx.registry
+        registered_entities = {
+            row.name: Entity(name=row.name, join_keys=row.join_keys, description=row.description)
+            for row in registry.entities()
+        }
+        registered_views = {
+            vv.view.name: RegisteredView(vv.view, vv.version, vv.join_keys, vv.view.schema_hash(vv.join_keys))
+            for vv in self.list_views()
+        }
+        plan = compute_plan(
+            defs.entities, defs.views, registered_entities=registered_entities,
+            registered_views=registered_views, entity_positions=defs.entity_positions,
+        )
+        known = {**registered_entities, **{e.name: e for e in defs.entities}}
+        check_definitions(self.ctx.access.snapshot(), [
+            (v.name, known[v.entity].join_keys, {f.name: f.dtype for f in v.features}) for v in defs.views
+        ])
+        return plan
+
+    def apply(self, definitions: DefinitionsLike = None) -> Plan:
+        """Register entities and feature views; a schema change makes a new view version."""
+        defs = self.as_definitions(definitions)
+        plan = self.plan(defs)
+        if not plan.changes:
+            return plan
+        entities = {e.name: e for e in defs.entities}
+        views = {v.name: v for v in defs.views}
+        keys = {v.name: self._entity_keys(v.entity, entities) for v in defs.views
+                if any(c.name == v.name and c.kind in ("create_view", "new_version", "update_view") for c in plan.changes)}
+        tables: dict[str, str] = {}
+        # Tables first: a table without a registry row is an orphan that the next apply
+        # replaces; a registry row without its table could not be ingested into.
+        for change in plan.changes:
+            if change.kind in ("create_view", "new_version"):
+                view = views[change.name]
+                assert change.version is not None
+                table = tables[view.name] = table_name(view.name, change.version)
+                self.ctx.offline.drop_table(table)
+                self.ctx.offline.create_table(
+                    table, {**keys[view.name], view.timestamp_field: "timestamp", **{f.name: f.dtype for f in view.features}}
+                )
+        self.ctx.registry.apply_changes(plan.changes, entities, views, keys, tables, self.ctx.now())
+        self.ctx.audit.append(self.ctx.actor, "apply", ", ".join(c.name for c in plan.changes),
+                              details={"changes": [str(c) for c in plan.changes]})
+        return plan
+
+    def _entity_keys(self, name: str, pending: dict[str, Entity]) -> dict[str, str]:
+        if name in pending:
+            return dict(pending[name].join_keys)
+        row = self.ctx.registry.entity(name)
+        assert row is not None, f"entity {name} vanished"
+        return dict(row.join_keys)
+
+    # --- lookups ----------------------------------------------------------------------------
+
+    def list_entities(self) -> list[Entity]:
+        """Every registered entity."""
+        return [Entity(name=r.name, join_keys=r.join_keys, description=r.description) for r in self.ctx.registry.entities()]
+
+    def list_views(self) -> list[ViewVersion]:
+        """The latest version of every registered feature view."""
+        latest = {row.name: row.latest_version for row in self.ctx.registry.views()}
+        return [_view_version(r, latest[r.view_name]) for r in self.ctx.registry.view_versions() if r.version == latest[r.view_name]]
+
+    def view_versions(self, name: str) -> list[ViewVersion]:
+        """Every version of one feature view, oldest first."""
+        head = self._view_row(name)
+        return [_view_version(r, head.latest_version) for r in self.ctx.registry.view_versions(name)]
+
+    def get_view(self, ref: str) -> ViewVersion:
+        """A view version: ``"name"`` (latest) or ``"name@v2"`` (pinned)."""
+        name, version = parse_view_ref(ref)
+        head = self._view_row(name)
+        wanted = head.latest_version if version is None else version
+        row = self.ctx.registry.view_version(name, wanted)
+        if row is None:
+            raise UnknownViewError(f"feature view '{name}' has no version v{wanted}; it has v1 to v{head.latest_version}")
+        return _view_version(row, head.latest_version)
+
+    def _view_row(self, name: str) -> FeatureViewRow:
+        row = self.ctx.registry.view(name)
+        if row is None:
+            names = [r.name for r in self.ctx.registry.views()]
+            hint = did_you_mean(name, names) or (" Register it with `featurestore apply`." if not names else "")
+            raise UnknownViewError(f"unknown feature view '{name}'." + hint)
+        return row
+
+    def resolve_features(self, refs: Sequence[str]) -> list[ResolvedFeature]:
+        """Resolve ``"view:feature"``, ``"view@v2:feature"`` and ``"view:*"`` references.
+
+        A feature missing from the latest version but present in an older one gets an error
+        that names the version to pin, so a dropped or renamed feature never breaks silently.
+        """
+        resolved: list[ResolvedFeature] = []
+        for text in refs:
+            ref = FeatureRef.parse(text)
+            vv = self.get_view(f"{ref.view}@v{ref.version}" if ref.version is not None else ref.view)
+            names = vv.view.feature_names if ref.feature == "*" else [ref.feature]
+            for name in names:
+                if name not in vv.view.feature_names:
+                    raise UnknownFeatureError(self.missing_feature_message(vv, name, pinned=ref.version is not None))
+                dtype = vv.view.feature(name).dtype
+                resolved.append(ResolvedFeature(f"{vv.view.name}@v{vv.version}:{name}", vv.view.name, vv.version, name, dtype))
+        return resolved
+
+    def check_features(self, vv: ViewVersion, names: Sequence[str], *, pinned: bool) -> None:
+        """Raise UnknownFeatureError for a name that is not a feature of `vv`."""
+        for name in names:
+            if name not in vv.view.feature_names:
+                raise UnknownFeatureError(self.missing_feature_message(vv, name, pinned=pinned))
+
+    def missing_feature_message(self, vv: ViewVersion, name: str, *, pinned: bool) -> str:
+        """Why `name` is not a feature of `vv`, naming the version that has it or a close name."""
+        which = f"v{vv.version}" + ("" if pinned else " (latest)")
+        message = f"feature view '{vv.view.name}' {which} has no feature '{name}'."
+        holders = [o.version for o in self.view_versions(vv.view.name) if name in o.view.feature_names]
+        if holders:
+            return message + f" It is in v{holders[-1]}: pin it as '{vv.view.name}@v{holders[-1]}:{name}'."
+        return message + did_you_mean(name, vv.view.feature_names)
+
+
+def _view_version(row: FeatureViewVersionRow, latest: int) -> ViewVersion:
+    return ViewVersion(
+        view=FeatureView.from_dict(row.definition),
+        version=row.version,
+        join_keys=dict(row.join_keys),
+        table=row.table_name,
+        latest=row.version == latest,
+        created_at=row.created_at,
+    )
+

@@ -1,0 +1,169 @@
+"""Who may do what with which view: one decision per request, returned as a :class:`Grant`.
+
+Every path that touches governed data takes a ``Grant``: the offline scan, the point-in-time
+runner, the online serving plan, the training-set loader, ingestion's writer and
+re-identification. A grant can only be made by :func:`decide` (the constructor refuses anything
+else), so a method that forgets the policy check has nothing to pass and does not type-check.
+
+>>> from featurestore.governance.rules import decide_snapshot
+>>> Grant(None, (), None, ("offline",), None, decide_snapshot([], [], require_policy=False))  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+TypeError: a Grant is made only by featurestore.governance.access.decide
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DefinitionError, PolicyViolation, Problem
+from ..policy import Policy
+from .rules import PolicySnapshot
+from .treatments import TEXT_TREATMENTS
+
+if TYPE_CHECKING:
+    from ..audit import AuditLog
+    from ..catalog import ViewVersion
+    from .policies import PolicySource
+
+WRITE = "write"
+"""The access kind of ingestion and materialization: the view must not be blocked; no purpose."""
+READS = ("offline", "online", "reidentify", "dp_aggregates")
+
+_SEAL = object()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Permission for one request to touch one view version's columns, for a purpose.
+
+    Attributes:
+        view: The view version.
+        features: The feature columns it may return (join keys and event time come along).
+        purpose: The purpose the caller named (None for writes and ungoverned reads).
+        access: The access kinds decided (e.g. ``("offline",)``, ``("offline", "online")``).
+        policy: The approved policy that governs the view (None: ungoverned).
+        snapshot: The policy snapshot the decision was taken under.
+    """
+
+    view: ViewVersion
+    features: tuple[str, ...]
+    purpose: str | None
+    access: tuple[str, ...]
+    policy: Policy | None
+    snapshot: PolicySnapshot
+    _seal: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._seal is not _SEAL:
+            raise TypeError("a Grant is made only by featurestore.governance.access.decide")
+
+    def require(self, access: str) -> Grant:
+        """This grant, if it covers `access`; PolicyViolation otherwise (a grant for online
+        lookups cannot be spent on an offline scan)."""
+        if access not in self.access:
+            raise PolicyViolation(f"a grant for {', '.join(self.access)} access to {self.view.ref} cannot be used for {access} access")
+        return self
+
+    @property
+    def policy_hash(self) -> str | None:
+        """``"<policy id>@<sha256>"`` of the governing policy (None: ungoverned)."""
+        return f"{self.policy.id}@{self.policy.sha256}" if self.policy is not None else None
+
+
+def decide(snapshot: PolicySnapshot, view: ViewVersion, features: Sequence[str], purpose: str | None,
+           access: Sequence[str]) -> Grant:
+    """Decide one request under `snapshot`; return its Grant or raise PolicyViolation (with why).
+
+    Writes (``access=("write",)``) need the view not to be blocked. Reads need, for a governed
+    view, a purpose the policy allows every access kind asked for, and sensitive attributes only
+    for purposes released for them.
+    """
+    name = view.view.name
+    state = snapshot.state(name)
+    kinds = tuple(access)
+    if state.blocked is not None:
+        raise PolicyViolation(f"feature view '{name}' can be neither written nor read: {state.blocked}")
+    policy = state.policy
+    if policy is not None and kinds != (WRITE,):
+        for kind in kinds:
+            problem = policy.purpose_problem(purpose, kind)
+            if problem:
+                raise PolicyViolation(f"re-identification refused: {problem}" if kind == "reidentify" else f"read of '{name}' refused: {problem}")
+        sensitive = [f for f in [*view.join_keys, *features] if (r := policy.rule(f)) is not None and r.kind == "sensitive_attribute"]
+        assert purpose is not None  # purpose_problem refuses None
+        if sensitive and not policy.purposes[purpose].sensitive_attributes:
+            granted = [p.name for p in policy.purposes.values() if p.sensitive_attributes]
+            raise PolicyViolation(
+                f"read of '{name}' refused: {', '.join(sensitive)} "
+                f"{'is a sensitive attribute' if len(sensitive) == 1 else 'are sensitive attributes'} "
+                f"that policy '{policy.id}' releases only for {', '.join(granted) or 'no purpose'}, not for '{purpose}'"
+            )
+    return Grant(view, tuple(features), purpose, kinds, policy, snapshot, _SEAL)
+
+
+def check_definitions(snapshot: PolicySnapshot, views: Sequence[tuple[str, Mapping[str, str], Mapping[str, str]]]) -> None:
+    """Raise DefinitionError for views that the policies in force or proposed would not accept:
+    unclassified (default deny), dropped or mistyped columns; in closed mode, views that no
+    approved policy governs. `views` are (name, join keys with types, features with types)."""
+    problems: list[Problem] = []
+    for name, keys, features in views:
+        state = snapshot.state(name)
+        candidates = [state.policy] if state.policy is not None else []
+        candidates += [p.policy for p in snapshot.proposals if p.policy is not None and p.policy.governs(name)
+                       and all(p.policy.sha256 != c.sha256 for c in candidates)]
+        if snapshot.require_policy and state.policy is None:
+            problems.append(Problem(f"feature view '{name}' cannot be applied: {state.blocked}"))
+            continue
+        for policy in candidates:
+            for column, dtype in {**keys, **features}.items():
+                rule = policy.rule(column)
+                if rule is None:
+                    problems.append(Problem(
+                        f"column '{column}' of feature view '{name}' is not classified in policy '{policy.id}' "
+                        f"({policy.file}); add it under 'classification' (default deny)"
+                    ))
+                elif rule.treatment == "drop":
+                    problems.append(Problem(
+                        f"column '{column}' of feature view '{name}' is dropped by policy '{policy.id}'; remove it "
+                        "from the view (dropped columns may still arrive in ingested data and are discarded)"
+                    ))
+                elif rule.treatment in TEXT_TREATMENTS and dtype != "string":
+                    problems.append(Problem(
+                        f"column '{column}' of feature view '{name}' is stored as a {rule.treatment.replace('_', ' ')} "
+                        f"under policy '{policy.id}', so declare it 'string' (it is {dtype})"
+                    ))
+    if problems:
+        raise DefinitionError(problems)
+
+
+class Access:
+    """Takes policy snapshots and decisions for one store, and audits every refusal.
+
+    Args:
+        source: Where snapshots come from.
+        audit: The audit log (refusals are recorded: who, purpose, view, why; never values).
+        actor: Who is acting.
+    """
+
+    def __init__(self, source: PolicySource, audit: AuditLog, actor: str) -> None:
+        self.source = source
+        self.audit = audit
+        self.actor = actor
+
+    def snapshot(self) -> PolicySnapshot:
+        """The policy in force now; take one per request and decide every view under it."""
+        return self.source.snapshot()
+
+    def grant(self, snapshot: PolicySnapshot, view: ViewVersion, features: Sequence[str], purpose: str | None,
+              access: Sequence[str]) -> Grant:
+        """:func:`decide`, with the refusal audited before it is raised."""
+        try:
+            return decide(snapshot, view, features, purpose, access)
+        except PolicyViolation as exc:
+            self.audit.append(self.actor, "refused", view.ref, purpose=purpose,
+                              details={"access": list(access), "features": list(features), "reason": str(exc),
+                                       "snapshot": snapshot.id})
+            raise

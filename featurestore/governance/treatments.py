@@ -1,0 +1,76 @@
+"""What a policy does to data: columns dropped, generalized, hashed or tokenized in memory
+before anything is stored, and the stored forms a raw join key may take."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from ..policy import Policy
+from ..privacy.keys import KeyRing
+from ..privacy.pseudonymize import generalize, keyed_hash, keyed_hash_columns, normalize, tokenize
+
+TEXT_TREATMENTS = ("keyed_hash", "tokenize")
+
+
+def dropped(policy: Policy, columns: Sequence[str]) -> frozenset[str]:
+    """Input columns the policy drops (accepted in data, never stored)."""
+    return frozenset(c for c in columns if (r := policy.rule(c)) is not None and r.treatment == "drop")
+
+
+def treated(policy: Policy | None, columns: Sequence[str]) -> frozenset[str]:
+    """Stored columns whose raw type is free because they are stored as text (hash, token)."""
+    if policy is None:
+        return frozenset()
+    return frozenset(c for c in columns if (r := policy.rule(c)) is not None and r.treatment in TEXT_TREATMENTS)
+
+
+class Treatments:
+    """Applies policies' treatments with the store's data keys.
+
+    Args:
+        keys: The store's key ring (current keys treat new data; every key id serves lookups).
+    """
+
+    def __init__(self, keys: KeyRing) -> None:
+        self.keys = keys
+
+    def treat(self, table: pa.Table, policy: Policy) -> pa.Table:
+        """Apply the policy's treatments to a batch, in memory, before validation and storage:
+        drop, then generalize, then keyed hash / tokenize."""
+        for name in dropped(policy, table.column_names):
+            table = table.drop_columns([name])
+        to_hash: dict[str, tuple[pa.ChunkedArray, str, str | None]] = {}
+        for index, name in enumerate(table.column_names):
+            rule = policy.rule(name)
+            if rule is None or rule.treatment == "keep":
+                continue
+            column = table.column(index)
+            if rule.treatment == "keyed_hash":
+                to_hash[name] = (column, rule.normalize, rule.country_code)
+                continue
+            if rule.treatment == "generalize":
+                assert rule.generalize is not None
+                result = generalize(column, rule.generalize)
+            else:
+                result = tokenize(normalize(column, rule.normalize, country_code=rule.country_code),
+                                  self.keys.current("siv"), context=name)
+            table = table.set_column(index, name, result)
+        if to_hash:  # every hashed column in one native pass
+            for name, hashed in keyed_hash_columns(to_hash, self.keys.current("hmac")).items():
+                table = table.set_column(table.column_names.index(name), name, hashed)
+        return table
+
+    def key_variants(self, policy: Policy | None, key: str, raw: pa.ChunkedArray) -> list[pa.ChunkedArray]:
+        """The stored forms a raw join key may take: itself, or its pseudonym under every key id
+        (old rows keep the pseudonyms of the key that made them, so lookups survive rotation)."""
+        rule = policy.rule(key) if policy is not None else None
+        if rule is None or rule.treatment not in TEXT_TREATMENTS:
+            return [raw]
+        if rule.treatment == "keyed_hash":
+            keys = self.keys.keys("hmac") or [self.keys.current("hmac")]
+            return [keyed_hash(raw, k, normalize=rule.normalize, country_code=rule.country_code) for k in keys]
+        normalized = normalize(raw, rule.normalize, country_code=rule.country_code)
+        keys = self.keys.keys("siv") or [self.keys.current("siv")]
+        return [pa.chunked_array([tokenize(normalized, k, context=key)]) for k in keys]

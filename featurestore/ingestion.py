@@ -1,0 +1,175 @@
+"""Ingestion: validated, policy-treated batches appended atomically, and the batch record."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from . import sources
+from .catalog import Catalog
+from .context import Progress, StoreContext
+from .errors import StoreLockedError
+from .governance import WRITE
+from .governance.treatments import dropped, treated
+from .registry.models import IngestionBatchRow
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ``ingest`` call wrote."""
+
+    batch_id: int
+    view: str
+    version: int
+    rows: int
+    ingested_at: datetime
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """One ingestion batch as the registry records it."""
+
+    batch_id: int
+    view: str
+    version: int
+    status: str
+    rows: int | None
+    source: str
+    ingested_at: datetime
+    error: str | None
+
+
+class Ingestion:
+    """Writes batches into view versions, and settles batches a crashed process left pending."""
+
+    def __init__(self, ctx: StoreContext, catalog: Catalog) -> None:
+        self.ctx = ctx
+        self.catalog = catalog
+
+    def ingest(self, view: str, data: Any, *, progress: Progress | None = None) -> IngestResult:
+        """Validate `data`, treat it as the policy in force says, and append it as one batch."""
+        ctx = self.ctx
+        vv = self.catalog.get_view(view)
+        grant = ctx.access.grant(ctx.access.snapshot(), vv, vv.view.feature_names, None, (WRITE,))
+        policy = grant.policy
+        stored = [*vv.join_keys, vv.view.timestamp_field, *vv.view.feature_names]
+        target = sources.TargetSchema(
+            view=vv.ref,
+            join_keys=vv.join_keys,
+            timestamp_field=vv.view.timestamp_field,
+            features={f.name: f.dtype for f in vv.view.features},
+            free_types=treated(policy, stored),
+        )
+        source = sources.open_source(data, target)
+        if policy is not None:
+            target = dataclasses.replace(target, dropped=dropped(policy, source.schema.names))
+        sources.check_schema(source.schema, target)
+        total = _known_rows(data)
+        done = 0
+
+        def validated() -> Iterator[pa.Table]:
+            offset = 0
+            for batch in source.batches:
+                if batch.schema != source.schema:
+                    sources.check_schema(batch.schema, target)
+                if policy is not None:  # treatments happen in memory, before anything is written
+                    batch = ctx.treatments.treat(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch, policy)
+                table = sources.validate_batch(batch, target, row_offset=offset)
+                offset += table.num_rows
+                yield table
+
+        def advance(rows: int) -> None:
+            nonlocal done
+            done += rows
+            if progress is not None:
+                progress(done, total)
+
+        # The batch is recorded as pending while this process holds the offline store for
+        # writing, so any process that can open the store knows no pending batch is in flight.
+        with ctx.offline.connect(read_only=False) as con:
+            self.reconcile_with(con)
+            ingested_at = ctx.offline.next_ingestion_time(con, ctx.now())
+            batch_id = ctx.registry.start_batch(vv.view.name, vv.version, source=source.description, ingested_at=ingested_at)
+            try:
+                rows = ctx.offline.append_on(
+                    con, grant, sources.prefetched(validated()), batch_id=batch_id, ingested_at=ingested_at, on_rows=advance
+                )
+            except BaseException as exc:
+                # A governed view's error may quote a raw value: the registry keeps only its kind.
+                reason = (f"{type(exc).__name__}: details withheld, the view is governed by policy '{policy.id}'"
+                          if policy is not None else str(exc) or type(exc).__name__)
+                ctx.registry.finish_batch(batch_id, status="aborted", finished_at=ctx.now(), error=reason)
+                raise
+            ctx.registry.finish_batch(batch_id, status="committed", finished_at=ctx.now(), row_count=rows)
+        ctx.audit.append(ctx.actor, "ingest", vv.ref, details={
+            "batch": batch_id, "rows": rows, "policy": policy.id if policy else None,
+            "policy_sha256": policy.sha256 if policy else None,
+        })
+        return IngestResult(batch_id, vv.view.name, vv.version, rows, ingested_at)
+
+    def list_batches(self, view: str | None = None) -> list[BatchInfo]:
+        """Ingestion batches (all views, or one view's), oldest first."""
+        if view is not None:
+            self.catalog.view_versions(view)  # an unknown view is an error
+        self.reconcile(wait=True)
+        return [_batch_info(r) for r in self.ctx.registry.batches(view)]
+
+    def last_ingestion(self) -> datetime | None:
+        """When the last committed batch was ingested (None: nothing yet)."""
+        committed = [b.ingested_at for b in self.ctx.registry.batches(status="committed")]
+        return max(committed) if committed else None
+
+    def reconcile(self, *, wait: bool) -> None:
+        """Settle batches left pending by a crashed process, against the offline store's record."""
+        if not self.ctx.registry.batches(status="pending"):
+            return
+        try:
+            with self.ctx.offline.connect(read_only=True) if wait else self.ctx.offline.try_connect() as con:
+                if con is not None:
+                    self.reconcile_with(con)
+        except StoreLockedError:
+            if wait:
+                raise
+
+    def reconcile_with(self, con: Any) -> None:
+        """Settle pending batches on an open connection to the offline store."""
+        registry = self.ctx.registry
+        pending = registry.batches(status="pending")
+        if not pending:
+            return
+        committed = self.ctx.offline.committed_batches_on(con, [b.id for b in pending])
+        now = self.ctx.now()
+        for batch in pending:
+            if batch.id in committed:
+                registry.finish_batch(batch.id, status="committed", finished_at=now, row_count=committed[batch.id])
+            else:
+                registry.finish_batch(
+                    batch.id, status="aborted", finished_at=now,
+                    error="the ingesting process stopped before its transaction committed; no row of this batch was written",
+                )
+
+
+def _batch_info(row: IngestionBatchRow) -> BatchInfo:
+    return BatchInfo(row.id, row.view_name, row.version, row.status, row.row_count, row.source, row.ingested_at, row.error)
+
+
+def _known_rows(data: Any) -> int | None:
+    if isinstance(data, (pa.Table, pa.RecordBatch)):
+        return int(data.num_rows)
+    if isinstance(data, (str, Path)) and str(data).lower().endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        try:
+            return int(pq.ParquetFile(data).metadata.num_rows)
+        except (pa.ArrowInvalid, OSError):
+            return None
+    shape = getattr(data, "shape", None)
+    if isinstance(shape, tuple) and shape:
+        return int(shape[0])
+    return None

@@ -1,0 +1,188 @@
+"""Online serving: materialization into the online store, and lookups through serving plans
+built from online read grants (re-decided at most every :data:`~.serving.PLAN_TTL_SECONDS`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from ..catalog import Catalog, online_table
+from ..context import Progress, StoreContext
+from ..errors import FeatureStoreError, NotFoundError
+from ..governance import WRITE
+from ..historical import Historical
+from ..offline.duckdb_store import BATCHES_TABLE
+from ..privacy.keys import DataKey
+from ..privacy.pseudonymize import tokenize
+from . import VALUES_AT, OnlineStore, open_online_store
+from .materialize import copy_rows, latest_rows_sql, stream_rows
+from .read_audit import ReadAudit
+from .serving import PLAN_TTL_SECONDS, KeyForm, OnlineResponse, ServingPlan, ViewServing, converter, lookup
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class MaterializeResult:
+    """What one view version's materialization wrote."""
+
+    view: str
+    version: int
+    entities: int
+    full: bool
+    end: datetime
+
+
+def to_us(moment: datetime) -> int:
+    """Microseconds since the epoch."""
+    return (moment - EPOCH) // MICROSECOND
+
+
+class OnlineService:
+    """Materialization and online lookups of one store.
+
+    Args:
+        ctx: The store's parts.
+        catalog: Its definitions.
+        historical: Its historical retrieval (for feature references).
+        online_store: The online store to use (default: the one the config names, opened on first use).
+    """
+
+    def __init__(self, ctx: StoreContext, catalog: Catalog, historical: Historical, online_store: OnlineStore | None = None) -> None:
+        self.ctx = ctx
+        self.catalog = catalog
+        self.historical = historical
+        self._store = online_store
+        self._plans: dict[tuple[Any, ...], ServingPlan] = {}
+        self.reads = ReadAudit(ctx.audit, ctx.actor, background=ctx.config.root is not None)
+
+    @property
+    def store(self) -> OnlineStore:
+        """The online store (opened on first use)."""
+        if self._store is None:
+            self._store = open_online_store(self.ctx.config.online, self.ctx.config.root)
+        return self._store
+
+    def close(self) -> None:
+        """Record pending online-read audit entries and close the online store."""
+        self.reads.close()
+        if self._store is not None:
+            self._store.close()
+
+    def materialize(self, views: Sequence[str] | None = None, *, end: datetime | None = None, full: bool = False,
+                    progress: Progress | None = None) -> list[MaterializeResult]:
+        """Copy, per entity, the latest value as of `end` (default now) to the online store."""
+        ctx = self.ctx
+        end = end or ctx.now()
+        if end.tzinfo is None:
+            raise FeatureStoreError("end must be time-zone aware")
+        targets = [self.catalog.get_view(v) for v in views] if views else self.catalog.list_views()
+        snapshot = ctx.access.snapshot()
+        grants = [ctx.access.grant(snapshot, vv, vv.view.feature_names, None, (WRITE,)) for vv in targets]
+        results: list[MaterializeResult] = []
+        done = 0
+
+        def advance(rows: int) -> None:
+            nonlocal done
+            done += rows
+            if progress is not None:
+                progress(done, None)
+
+        for grant in grants:
+            vv = grant.require(WRITE).view
+            table = online_table(vv)
+            features = {f.name: f.dtype for f in vv.view.features}
+            self.store.ensure_table(table, list(features))
+            state = ctx.registry.materialization(vv.view.name, vv.version)
+            rebuild = full or state is None or end < state.end
+            with ctx.offline.connect(read_only=True) as con:  # writers wait: a consistent snapshot
+                [(last_batch,)] = con.execute(f"SELECT coalesce(max(batch_id), 0) FROM {BATCHES_TABLE} WHERE table_name = ?",
+                                              [vv.table]).fetchall()
+                generation = (state.generation if state is not None else 0) + 1
+                sql = latest_rows_sql(
+                    vv.table, list(vv.join_keys), vv.view.timestamp_field, features,
+                    since_batch=None if rebuild or state is None else state.last_batch_id,
+                    previous_end=None if rebuild or state is None else state.end,
+                )
+                count = copy_rows(stream_rows(con, sql, end), self.store, table, generation, advance)
+            if rebuild:  # only now: readers saw old rows until each new one replaced it
+                self.store.prune(table, generation)
+            ctx.registry.set_materialization(vv.view.name, vv.version, last_batch_id=last_batch, end=end,
+                                             entities=count, generation=generation, updated_at=ctx.now())
+            ctx.audit.append(ctx.actor, "materialize", vv.ref, details={"entities": count, "full": rebuild, "end": end.isoformat()})
+            self._plans.clear()
+            results.append(MaterializeResult(vv.view.name, vv.version, count, rebuild, end))
+        return results
+
+    def materialized_views(self) -> list[str]:
+        """References (``name@vN``) of the view versions in the online store."""
+        return [vv.ref for vv in self.catalog.list_views() if self.ctx.registry.materialization(vv.view.name, vv.version) is not None]
+
+    def get_online_features(self, entity_rows: Mapping[str, Any] | Sequence[Mapping[str, Any]] | pa.Table,
+                            features: Sequence[str], *, purpose: str | None = None,
+                            full_feature_names: bool = False) -> OnlineResponse:
+        """Latest feature values for entities, with a status per value."""
+        if isinstance(entity_rows, pa.Table):
+            rows: Sequence[Mapping[str, Any]] = entity_rows.to_pylist()
+        elif isinstance(entity_rows, Mapping):
+            rows = [entity_rows]
+        else:
+            rows = entity_rows
+        plan = self.serving_plan(tuple(features), purpose, full_feature_names)
+        response = lookup(plan, rows, self.store.read, to_us(self.ctx.clock()))  # type: ignore[arg-type]
+        self.reads.record(purpose, plan.audit_key, len(rows))
+        return response
+
+    def serving_plan(self, features: tuple[str, ...], purpose: str | None, full_names: bool) -> ServingPlan:
+        """The cached plan of a request, decided again (one snapshot) when older than PLAN_TTL_SECONDS."""
+        cache_key = (features, purpose, full_names)
+        plan = self._plans.get(cache_key)
+        if plan is not None and time.monotonic() - plan.built_at < PLAN_TTL_SECONDS:
+            return plan
+        requests = self.historical.requests(features, [], full_names)
+        parts = self.historical.grant_parts(self.ctx.access.snapshot(), requests, purpose, ("online",))
+        views: list[ViewServing] = []
+        for part in parts:
+            vv, policy = part.vv, part.grant.policy
+            if self.ctx.registry.materialization(vv.view.name, vv.version) is None:
+                raise NotFoundError(f"{vv.ref} is not materialized: run `featurestore materialize {vv.ref}`")
+            stored = vv.view.feature_names
+            key_forms = []
+            for key in vv.join_keys:
+                rule = policy.rule(key) if policy is not None else None
+                treatment = rule.treatment if rule is not None and rule.treatment in ("keyed_hash", "tokenize") else None
+                hmac_keys: tuple[tuple[str, bytes], ...] = ()
+                tokenizers: tuple[Callable[[str], str], ...] = ()
+                keys = self.ctx.keys
+                if treatment == "keyed_hash":
+                    hmac_keys = tuple((k.id, k.hmac_text.encode()) for k in (keys.keys("hmac") or [keys.current("hmac")]))
+                elif treatment == "tokenize":
+                    tokenizers = tuple(_tokenizer(k, key) for k in (keys.keys("siv") or [keys.current("siv")]))
+                key_forms.append(KeyForm(key, treatment, rule.normalize if rule else "none",
+                                         rule.country_code if rule else None, hmac_keys, tokenizers))
+            views.append(ViewServing(
+                grant=part.grant, ref=vv.ref, table=online_table(vv), keys=tuple(key_forms),
+                positions=tuple(VALUES_AT + stored.index(f) for f in part.grant.features), outputs=tuple(part.outputs),
+                converters=tuple(converter(vv.view.feature(f).dtype) for f in part.grant.features),
+                ttl_us=None if part.ttl is None else part.ttl // MICROSECOND,
+            ))
+        plan = ServingPlan(views, [o for v in views for o in v.outputs], time.monotonic(),
+                           tuple(f"{v.ref}:{f}" for v, p in zip(views, parts, strict=True) for f in p.grant.features))
+        self._plans[cache_key] = plan
+        return plan
+
+
+def _tokenizer(key: DataKey, column: str) -> Callable[[str], str]:
+    """Tokenize one value of `column` with `key` (for raw keys of tokenized join keys)."""
+
+    def token(value: str) -> str:
+        result: str = tokenize(pa.array([value]), key, context=column)[0].as_py()
+        return result
+
+    return token

@@ -1,0 +1,40 @@
+"""Re-identification: the original value behind a token, for a purpose with ``reidentify``
+access, decided as a grant like every other read and audited (never with the value)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from ..catalog import Catalog
+from ..context import StoreContext
+from ..errors import PolicyViolation
+from .pseudonymize import detokenize
+
+
+class Reidentification:
+    """Turns tokens of tokenized columns back into their values."""
+
+    def __init__(self, ctx: StoreContext, catalog: Catalog) -> None:
+        self.ctx = ctx
+        self.catalog = catalog
+
+    def reidentify(self, view: str, column: str, token: str, *, purpose: str | None) -> str:
+        """The value behind `token` in `column` of `view`."""
+        ctx = self.ctx
+        vv = self.catalog.get_view(view)
+        snapshot = ctx.access.snapshot()
+        state = snapshot.state(vv.view.name)
+        if state.blocked is None and state.policy is None:
+            raise PolicyViolation(f"feature view '{vv.view.name}' is not governed by a policy: it holds no tokens")
+        features = [column] if column in vv.view.feature_names else []
+        grant = ctx.access.grant(snapshot, vv, features, purpose, ("reidentify",))
+        policy = grant.policy
+        assert policy is not None
+        rule = policy.rule(column)
+        if rule is None or rule.treatment != "tokenize":
+            raise PolicyViolation(f"column '{column}' of '{vv.view.name}' is not tokenized under policy '{policy.id}'; "
+                                  "only tokens can be re-identified")
+        value = detokenize(token, ctx.keys.get(token.partition(":")[0]), context=column)
+        ctx.audit.append(ctx.actor, "reidentify", f"{vv.ref}.{column}", purpose=purpose,
+                         details={"token_sha256": hashlib.sha256(token.encode()).hexdigest()})
+        return value
