@@ -261,3 +261,49 @@ def test_single_key_normalization_equals_the_column_one_on_random_text(value: st
     except PolicyViolation:
         expected = None
     assert normalize_one(value, kind, cc) == expected
+
+
+SERVE_THEN_HANG = textwrap.dedent(
+    """
+    import sys, time
+    from datetime import UTC, datetime
+    from featurestore import FeatureStore
+
+    fs = FeatureStore(sys.argv[1], clock=lambda: datetime(2025, 3, 1, tzinfo=UTC))
+    for _ in range(int(sys.argv[2])):
+        fs.get_online_features({"item_id": 1}, ["stock:qty"])
+    print("SERVED", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_online_reads_reach_the_audit_log_within_a_second_even_under_kill_9(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    with FeatureStore.init(root, clock=SetClock(T0)) as fs:
+        fs.apply([ITEM, STOCK])
+        fs.ingest("stock", stock([1, 2], T0 - timedelta(hours=1), 5))
+        fs.materialize()
+    for lookups in (37, 2_345):
+        child = subprocess.Popen([sys.executable, "-c", SERVE_THEN_HANG, str(root), str(lookups)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "SERVED", child.stderr.read() if child.stderr else ""
+            time.sleep(1.0)  # the bound the README states
+        finally:
+            child.kill()  # SIGKILL: no clean shutdown, no atexit, no flush
+            child.wait(timeout=10)
+        with FeatureStore(root) as fs:
+            served = sum(e.details["entities"] for e in fs.audit_entries(action="online_reads"))
+        assert served == (37 if lookups == 37 else 37 + 2_345), "every lookup served before the kill is in the audit log"
+
+
+def test_online_reads_are_written_at_once_every_thousand_lookups(store: FeatureStore) -> None:
+    store.ingest("stock", stock([1], T0 - timedelta(hours=1), 5))
+    store.materialize()
+    for _ in range(999):
+        store.get_online_features({"item_id": 1}, ["stock:qty"])
+    assert store.audit_entries(action="online_reads") == []
+    store.get_online_features([{"item_id": 1}, {"item_id": 2}], ["stock:qty"])
+    [entry] = store.audit_entries(action="online_reads")
+    assert entry.details == {"features": ["stock@v1:qty"], "entities": 1_001}
