@@ -1,7 +1,8 @@
 """The demo: a store built from synthetic customers and a year of their card transactions.
 
 It shows every capability the store has, in the order a team meets them: create a store with
-a master key kept outside it, write definitions, review and approve the example data policy,
+a master key kept outside it in closed mode, write definitions, review and approve the example
+data policy (only approved content is enforced; an unapproved edit changes nothing),
 ingest personal data that is hashed and generalized before it reaches disk, see reads refused
 without an allowed purpose, see bad input refused with nothing written, change a view's schema
 (v2) while v1 stays readable, travel back in ingestion time, build a point-in-time training
@@ -24,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import CONFIG_FILE
-from .errors import ConfigError, IngestionError, PolicyViolation
+from .errors import ConfigError, DefinitionError, IngestionError, PolicyViolation
 from .privacy.keys import generate_master_key
 from .store import FeatureStore
 
@@ -205,30 +206,32 @@ def run_demo(
         handle.write(generate_master_key() + "\n")
     config = root / CONFIG_FILE
     config.write_text(config.read_text(encoding="utf-8").replace(
-        "master_key_file: null", f"master_key_file: {key_file.resolve()}"), encoding="utf-8")
+        "master_key_file: null", f"master_key_file: {key_file.resolve()}").replace(
+        "require_policy: false", "require_policy: true"), encoding="utf-8")
     store = FeatureStore(root, clock=clock, actor="demo-engineer")
     say(f"   {CONFIG_FILE}, features/, policies/, registry.db (SQLite, migrated), offline.duckdb")
     say(f"   master key in {key_file} (mode 600, outside the store); data keys are stored wrapped under it")
+    say("   closed mode is on (governance.require_policy: true): every feature view needs an approved policy")
 
     say("[bold]2. Write definitions[/bold] to features/customers.yaml and the example policy to policies/")
     (root / "features" / "customers.yaml").write_text(DEFINITIONS_V1, encoding="utf-8")
     policy_file = root / "policies" / "customer-data.yaml"
     policy_file.write_text(example_policy(), encoding="utf-8")
+    try:
+        store.apply()
+    except DefinitionError as exc:
+        say(f"   apply is refused until legal approves: {exc.errors[0].message.split('; review')[0]}")
+
+    data = make_data(customers)
+    say("[bold]3. Legal reviews and approves the policy[/bold] (featurestore policy plan / approve)")
+    for line in store.plan_policy(policy_file)[2:6]:
+        say(f"   plan: {line}")
+    store.approve_policy(policy_file, by="A. Counsel", role="legal", ticket="LEGAL-412")
+    say("   approved by A. Counsel (legal): the registry keeps the exact text and its SHA-256, and that is what is enforced")
     for line in str(store.plan()).splitlines():
         say(f"   {line}")
     store.apply()
     say("   applied (every column of the governed views is classified, or apply would refuse)")
-
-    data = make_data(customers)
-    say("[bold]3. Legal reviews and approves the policy[/bold] (featurestore policy plan / approve)")
-    try:
-        store.ingest("customer_profile", data.customers.drop_columns(["phone"]))
-    except PolicyViolation as exc:
-        say(f"   before approval, ingestion is refused: {str(exc).split(', which')[0]}, which is not approved")
-    for line in store.plan_policy(policy_file)[2:6]:
-        say(f"   plan: {line}")
-    store.approve_policy(policy_file, by="A. Counsel", role="legal", ticket="LEGAL-412")
-    say("   approved by A. Counsel (legal), bound to the file's SHA-256")
 
     say(
         f"[bold]4. Ingest[/bold] {data.customers.num_rows:,} synthetic customers and "
@@ -262,6 +265,20 @@ def run_demo(
             say(f"   refused: {exc}")
     allowed = store.read("customer_spend_daily", purpose="fraud_detection")
     say(f"   allowed for fraud_detection: {allowed.num_rows:,} rows (and the read is in the audit log)")
+    say(f"   refusals are audited too: {len(store.audit_entries(action='refused'))} refused reads so far (who, purpose, view, why)")
+
+    say("[bold]5b. Only approved content is enforced[/bold]: an edit is a draft until legal approves it")
+    approved_text = policy_file.read_text(encoding="utf-8")
+    policy_file.write_text(approved_text.replace("feature_views: [customer_profile, customer_spend_daily]",
+                                                 "feature_views: [customer_spend_daily]") + "# edited, not approved\n", encoding="utf-8")
+    store.ingest("customer_profile", profile.slice(0, 3))
+    email = store.read("customer_profile", features=["email"], purpose="fraud_detection").column("email")[-1].as_py()
+    say(f"   an unapproved edit drops customer_profile from the scope; new rows are still hashed: email {email[:22]}...")
+    for st in store.policy_status():
+        for file, lines in st.drafts:
+            say(f"   policy status: draft {Path(file).name} pending; approving it would say: {lines[-1]}")
+    policy_file.write_text(approved_text, encoding="utf-8")
+    say("   (file restored: it matches the approved version again)")
 
     say("[bold]6. Bad input is refused whole[/bold], with where and how to fix it")
     naive = daily.slice(0, 5).cast(daily.schema.set(1, pa.field("event_timestamp", pa.timestamp("us"))))

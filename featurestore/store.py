@@ -1,23 +1,17 @@
 """The FeatureStore facade: wiring, lifecycle, and one short delegating method per verb.
 
-Where each capability lives:
-
-- definitions, versions, plan/apply, feature references: :mod:`featurestore.catalog`
-- ingestion and batches: :mod:`featurestore.ingestion` (input reading: :mod:`featurestore.sources`)
-- ``read`` and point-in-time joins: :mod:`featurestore.historical`
-- training sets: :mod:`featurestore.training_sets`
-- materialization and online lookups: :mod:`featurestore.online.service`; the consistency
-  check: :mod:`featurestore.online.consistency`
-- the policy in force: :mod:`featurestore.governance.rules`; grants: :mod:`featurestore.governance.access`;
-  treatments: :mod:`featurestore.governance.treatments`; the review workflow: :mod:`featurestore.governance.workflow`
-- re-identification: :mod:`featurestore.privacy.reidentification`; keys: :mod:`featurestore.privacy.keys`;
-  the audit log: :mod:`featurestore.audit`
+Capabilities live in their own modules: :mod:`.catalog` (definitions, versions, plan/apply),
+:mod:`.ingestion` (batches; input reading in :mod:`.sources`), :mod:`.historical` (``read``,
+point-in-time joins), :mod:`.training_sets`, :mod:`.online.service` (materialize, lookups),
+:mod:`.online.consistency`, :mod:`.governance` (the policy in force, grants, treatments, the
+review workflow), :mod:`.privacy.reidentification`, :mod:`.privacy.keys` and :mod:`.audit`.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+from contextlib import closing
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,11 +40,6 @@ from .privacy.keys import MASTER_KEY_ENV, ConfigKeyProvider, KeyProvider, KeyRin
 from .privacy.reidentification import Reidentification
 from .registry import Registry
 from .training_sets import Reproduction, TrainingSet, TrainingSets
-
-__all__ = [
-    "BatchInfo", "ConsistencyReport", "FeatureStore", "IngestResult", "MaterializeResult", "Mismatch", "Reproduction",
-    "ResolvedFeature", "TrainingSet", "ViewVersion",
-]
 
 
 def _default_actor() -> str:
@@ -147,11 +136,8 @@ class FeatureStore:
             text = text.replace("registry: sqlite:///registry.db", f"registry: {registry_url}")
         (root / CONFIG_FILE).write_text(text, encoding="utf-8")
         config = load_config(root.resolve())
-        registry = Registry(config.registry_url)
-        try:
+        with closing(Registry(config.registry_url)) as registry:
             registry.upgrade()
-        finally:
-            registry.close()
         assert config.offline_path is not None
         OfflineStore(config.offline_path, lock_timeout=config.lock_timeout).initialize()
         return cls(root, **kwargs)
@@ -159,22 +145,16 @@ class FeatureStore:
     @staticmethod
     def registry_revision(path: str | Path) -> tuple[str | None, str]:
         """The registry's schema revision and the newest one this code knows: (current, head)."""
-        registry = Registry(load_config(Path(path).resolve()).registry_url)
-        try:
+        with closing(Registry(load_config(Path(path).resolve()).registry_url)) as registry:
             return registry.current_revision(), registry.head_revision()
-        finally:
-            registry.close()
 
     @staticmethod
     def upgrade_registry(path: str | Path) -> tuple[str | None, str]:
         """Migrate the registry's schema to the newest revision: returns (before, after)."""
-        registry = Registry(load_config(Path(path).resolve()).registry_url)
-        try:
+        with closing(Registry(load_config(Path(path).resolve()).registry_url)) as registry:
             before = registry.current_revision()
             registry.upgrade()
             return before, registry.head_revision()
-        finally:
-            registry.close()
 
     def close(self) -> None:
         """Record pending online-read audit entries, then release every connection."""
@@ -251,12 +231,9 @@ class FeatureStore:
 
         Raises:
             IngestionError: the data does not fit; nothing of it was written.
-            PolicyViolation: the view is blocked (a policy naming it is not approved, or closed
-                mode and no policy), or data cannot be treated as the policy in force requires.
+            PolicyViolation: the view is blocked, or the data cannot be treated as the policy
+                in force requires (treatments run in memory, before anything is written).
             StoreLockedError: another process held the offline store past the lock timeout.
-
-        A view governed by an approved policy has its columns treated in memory first:
-        dropped columns are discarded, others generalized, hashed or tokenized.
         """
         return self._ingestion.ingest(view, data, progress=progress)
 
@@ -291,15 +268,13 @@ class FeatureStore:
 
         Args:
             entity_df: Join keys, a time-zone-aware timestamp column and any other columns
-                (labels, ids): a pyarrow Table, a pandas or polars DataFrame, or a
-                .parquet / .csv path.
+                (labels, ids): a pyarrow Table, a pandas or polars DataFrame, or a .parquet / .csv path.
             features: References: ``"view:feature"``, ``"view@v2:feature"``, ``"view:*"``.
             as_of: Ignore rows ingested after this time (rebuild what was known then).
             known_at_prediction_time: Also ignore rows ingested after each entity row's time.
             timestamp_column: The entity timestamp column (default ``event_timestamp``).
             full_feature_names: Name output columns ``view__feature`` instead of ``feature``.
-            purpose: Why the features are read; required, and checked, for governed views.
-                Raw join keys of pseudonymized keys are hashed in-process to match.
+            purpose: Why; required, and checked for ``offline`` access, for governed views.
 
         Returns:
             A pyarrow Table (``.to_pandas()``, ``polars.from_arrow(...)``).
@@ -351,12 +326,8 @@ class FeatureStore:
                     progress: Progress | None = None) -> list[MaterializeResult]:
         """Copy, per entity, the latest value as of `end` (default now) to the online store.
 
-        Incremental by default: only entities touched by batches since the last run (a
-        watermark per view version in the registry); ``full=True`` rebuilds. The TTL is applied
-        when values are read. Rows stream in chunks, so memory stays bounded.
-
-        Args:
-            views: ``"name"`` (latest version) or ``"name@v1"``; default every view's latest.
+        Incremental by default (entities touched by batches since a per-version watermark);
+        ``full=True`` rebuilds. `views`: ``"name"`` or ``"name@v1"`` (default every view's latest).
         """
         return self._online.materialize(views, end=end, full=full, progress=progress)
 
@@ -369,11 +340,9 @@ class FeatureStore:
                             full_feature_names: bool = False) -> OnlineResponse:
         """Latest feature values for entities, from the online store, with a status per value.
 
-        A value is ``present``, ``missing`` (never materialized for that entity, or
-        materialized ahead of now) or ``expired`` (its event time is older than the view's TTL
-        at the moment of this read: it is not served, exactly as :meth:`get_historical_features`
-        would answer for t = now). Raw keys of pseudonymized join keys are hashed in-process
-        under every key id.
+        A value is ``present``, ``missing`` (never materialized, or materialized ahead of now) or
+        ``expired`` (older than the view's TTL at this read: not served, as
+        :meth:`get_historical_features` would answer for t = now). Raw keys are hashed in-process.
 
         Args:
             entity_rows: One entity (``{"customer_id": "C1"}``), a list of them, or a table.

@@ -125,11 +125,15 @@ def test_db_upgrade_brings_an_empty_registry_to_head(tmp_path: Path) -> None:
 def test_demo_runs_and_reports(tmp_path: Path) -> None:
     out = run("demo", str(tmp_path / "demo"), "--customers", "50")
     steps = ["1. Create a store", "2. Write definitions", "3. Legal reviews and approves the policy", "4. Ingest",
-             "5. Reads need an allowed purpose", "6. Bad input is refused whole", "7. A schema change makes a new version",
+             "5. Reads need an allowed purpose", "5b. Only approved content is enforced", "6. Bad input is refused whole", "7. A schema change makes a new version",
              "8. Time travel on ingestion time", "9. A point-in-time training set", "10. Online serving",
              "11. The registry's record"]
     assert [step in out for step in steps] == [True] * len(steps)
-    assert "before approval, ingestion is refused" in out
+    assert "closed mode is on (governance.require_policy: true)" in out
+    assert "apply is refused until legal approves: feature view 'customer_profile' cannot be applied: policy 'customer-data'" in out
+    assert "refusals are audited too: 2 refused reads so far" in out
+    assert "an unapproved edit drops customer_profile from the scope; new rows are still hashed: email hmac-1:" in out
+    assert "policy status: draft customer-data.yaml pending" in out
     assert "refused: read of 'customer_spend_daily' refused: purpose 'marketing' is denied by policy 'customer-data'" in out
     assert "time-zone-naive timestamps" in out
     assert "reproduce_training_set rebuilds it: hash matches" in out
@@ -139,8 +143,9 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     assert key_file.stat().st_mode & 0o077 == 0, "the demo's master key is readable by its owner only"
     with FeatureStore(tmp_path / "demo") as fs:
         assert [vv.ref for vv in fs.list_views()] == ["customer_profile@v2", "customer_spend_daily@v1"]
+        assert fs.config.require_policy and fs.policy_snapshot().drafts() == []
         stored = fs.read("customer_profile@v1", features=["email", "postcode"], purpose="fraud_detection")
-        assert stored.num_rows == 50
+        assert stored.num_rows == 53, "50 customers and 3 rows ingested under the unapproved draft"
         assert all(e.startswith("hmac-1:") for e in stored.column("email").to_pylist())
         assert {len(p) for p in stored.column("postcode").to_pylist()} == {2}
     result = runner.invoke(app, ["demo", str(tmp_path / "demo"), "--customers", "50"])
