@@ -307,3 +307,14 @@ def test_online_reads_are_written_at_once_every_thousand_lookups(store: FeatureS
     store.get_online_features([{"item_id": 1}, {"item_id": 2}], ["stock:qty"])
     [entry] = store.audit_entries(action="online_reads")
     assert entry.details == {"features": ["stock@v1:qty"], "entities": 1_001}
+
+
+def test_online_reads_and_the_consistency_check_agree_on_a_value_ahead_of_now(store: FeatureStore, clock: SetClock) -> None:
+    store.ingest("stock", stock([1], T0 - timedelta(hours=1), 3))
+    store.ingest("stock", stock([1], T0 + timedelta(hours=2), 4))  # an event after now
+    store.materialize(end=T0 + timedelta(hours=3))  # materialized ahead of now: online holds the later row
+    online = store.get_online_features({"item_id": 1}, ["stock:qty"])
+    assert (online.values["qty"], online.statuses["qty"]) == ([None], ["missing"])
+    [report] = store.check_consistency()
+    qty = [m for m in report.mismatches if m.feature == "qty"]
+    assert [(m.online, m.offline, m.online_status) for m in qty] == [(None, 3, "missing")], "one status rule for both"
