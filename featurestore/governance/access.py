@@ -15,8 +15,9 @@ TypeError: a Grant is made only by featurestore.governance.access.decide
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import DefinitionError, PolicyViolation, Problem
 from ..policy import Policy
@@ -32,7 +33,9 @@ WRITE = "write"
 """The access kind of ingestion and materialization: the view must not be blocked; no purpose."""
 READS = ("offline", "online", "reidentify", "dp_aggregates")
 
-_SEAL = object()
+_MINTING = threading.local()
+"""Set only while :func:`decide` constructs a grant; any other construction (including
+``dataclasses.replace`` to widen one) is refused."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,9 @@ class Grant:
     access: tuple[str, ...]
     policy: Policy | None
     snapshot: PolicySnapshot
-    _seal: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self._seal is not _SEAL:
+        if not getattr(_MINTING, "active", False):
             raise TypeError("a Grant is made only by featurestore.governance.access.decide")
 
     def require(self, access: str) -> Grant:
@@ -101,7 +103,11 @@ def decide(snapshot: PolicySnapshot, view: ViewVersion, features: Sequence[str],
                 f"{'is a sensitive attribute' if len(sensitive) == 1 else 'are sensitive attributes'} "
                 f"that policy '{policy.id}' releases only for {', '.join(granted) or 'no purpose'}, not for '{purpose}'"
             )
-    return Grant(view, tuple(features), purpose, kinds, policy, snapshot, _SEAL)
+    _MINTING.active = True
+    try:
+        return Grant(view, tuple(features), purpose, kinds, policy, snapshot)
+    finally:
+        _MINTING.active = False
 
 
 def check_definitions(snapshot: PolicySnapshot, views: Sequence[tuple[str, Mapping[str, str], Mapping[str, str]]]) -> None:
@@ -163,7 +169,11 @@ class Access:
         try:
             return decide(snapshot, view, features, purpose, access)
         except PolicyViolation as exc:
-            self.audit.append(self.actor, "refused", view.ref, purpose=purpose,
-                              details={"access": list(access), "features": list(features), "reason": str(exc),
-                                       "snapshot": snapshot.id})
-            raise
+            self.refuse(snapshot, view, features, purpose, access, str(exc))
+
+    def refuse(self, snapshot: PolicySnapshot, view: ViewVersion, features: Sequence[str], purpose: str | None,
+               access: Sequence[str], reason: str) -> NoReturn:
+        """Audit a refusal (who, purpose, view, access, why) and raise it as PolicyViolation."""
+        self.audit.append(self.actor, "refused", view.ref, purpose=purpose,
+                          details={"access": list(access), "features": list(features), "reason": reason, "snapshot": snapshot.id})
+        raise PolicyViolation(reason)

@@ -3,13 +3,14 @@ files under ``policies/`` (proposals), read once per request. The rules are in :
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
 import yaml
 
 from ..errors import PolicyError
-from ..policy import parse_policy
+from ..policy import Policy, parse_policy
 from ..registry import Registry
 from .rules import Approval, PolicySnapshot, Proposal, decide_snapshot
 
@@ -39,12 +40,19 @@ def read_proposal(path: Path) -> Proposal:
     except UnicodeDecodeError:
         return Proposal(str(path), sha, None, None, None, "it is not UTF-8 text")
     try:
-        policy = parse_policy(text, str(path), sha)
+        policy = parsed(text, str(path), sha)
         return Proposal.of(policy)
     except PolicyError as exc:
         problem = str(exc.errors[0]) + (f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else "")
     policy_id, scope = _lenient(text)
     return Proposal(str(path), sha, None, policy_id, scope, problem)
+
+
+@functools.lru_cache(maxsize=256)
+def parsed(text: str, file: str, sha256: str) -> Policy:
+    """:func:`~featurestore.policy.parse_policy`, remembered: a snapshot per request re-reads
+    the files and approvals, and most of them have not changed since the last one."""
+    return parse_policy(text, file, sha256)
 
 
 def _lenient(text: str) -> tuple[str | None, tuple[str, ...] | None]:
@@ -92,7 +100,7 @@ class PolicySource:
         """Every approval, oldest first, with its approved content parsed."""
         result = []
         for row in self.registry.approvals():
-            policy = parse_policy(row.content, row.file_name, row.sha256)
+            policy = parsed(row.content, row.file_name, row.sha256)
             result.append(Approval(row.id, policy, row.approved_by, row.role, row.approved_at))
         return result
 

@@ -125,16 +125,17 @@ class PolicySnapshot:
                 continue
             if mine is not None and proposal.policy_id == mine.policy.id:
                 continue  # a draft of the governing policy: the approved version decides
+            name = f"policy '{proposal.policy_id}'" if proposal.policy_id is not None else "a policy without an id"
             if mine is not None:
                 return ViewState(view, blocked=(
-                    f"it is governed by policy '{mine.policy.id}' but {proposal.file} (policy "
-                    f"'{proposal.policy_id}') also names it; one view is governed by one policy: remove it from one of them"))
+                    f"it is governed by policy '{mine.policy.id}' but {proposal.file} ({name}) also names it; "
+                    "one view is governed by one policy: remove it from one of them"))
             approved_before = any(a.policy.id == proposal.policy_id for a in self.in_force)
             if approved_before:
                 reason = (f"a draft of policy '{proposal.policy_id}' ({proposal.file}) adds it to its scope and is not "
                           f"approved yet; review it (`featurestore policy plan {proposal.file}`) and approve it")
             else:
-                reason = (f"policy '{proposal.policy_id}' ({proposal.file}) names it and is not approved; review it "
+                reason = (f"{name} ({proposal.file}) names it and is not approved; review it "
                           f"(`featurestore policy plan {proposal.file}`) and approve it "
                           f"(`featurestore policy approve {proposal.file} --by NAME --role ROLE`)")
             if proposal.problem is not None:

@@ -66,6 +66,15 @@ class PolicyWorkflow:
             shared = [vv.view.name for vv in views if policy.governs(vv.view.name) and other.governs(vv.view.name)]
             if shared:
                 problems.append(Problem(f"feature views {', '.join(shared)} are also governed by policy '{other.id}'", policy.file))
+        for proposal in snapshot.proposals:
+            if proposal.policy_id in (policy.id, *others) or proposal.scope is None:
+                continue
+            named = [vv.view.name for vv in views if policy.governs(vv.view.name)
+                     and any(fnmatch.fnmatchcase(vv.view.name, p) for p in proposal.scope)]
+            if named:
+                problems.append(Problem(f"feature views {', '.join(named)} are also named by {proposal.file} (policy "
+                                        f"'{proposal.policy_id}'), which keeps them blocked; remove them from one of the files",
+                                        policy.file))
         if problems:
             raise PolicyError(problems)
         return policy

@@ -7,7 +7,6 @@ import hashlib
 
 from ..catalog import Catalog
 from ..context import StoreContext
-from ..errors import PolicyViolation
 from .pseudonymize import detokenize
 
 
@@ -23,17 +22,17 @@ class Reidentification:
         ctx = self.ctx
         vv = self.catalog.get_view(view)
         snapshot = ctx.access.snapshot()
-        state = snapshot.state(vv.view.name)
-        if state.blocked is None and state.policy is None:
-            raise PolicyViolation(f"feature view '{vv.view.name}' is not governed by a policy: it holds no tokens")
         features = [column] if column in vv.view.feature_names else []
         grant = ctx.access.grant(snapshot, vv, features, purpose, ("reidentify",))
         policy = grant.policy
-        assert policy is not None
+        if policy is None:
+            ctx.access.refuse(snapshot, vv, features, purpose, ("reidentify",),
+                              f"feature view '{vv.view.name}' is not governed by a policy: it holds no tokens")
         rule = policy.rule(column)
         if rule is None or rule.treatment != "tokenize":
-            raise PolicyViolation(f"column '{column}' of '{vv.view.name}' is not tokenized under policy '{policy.id}'; "
-                                  "only tokens can be re-identified")
+            ctx.access.refuse(snapshot, vv, features, purpose, ("reidentify",),
+                              f"column '{column}' of '{vv.view.name}' is not tokenized under policy '{policy.id}'; "
+                              "only tokens can be re-identified")
         value = detokenize(token, ctx.keys.get(token.partition(":")[0]), context=column)
         ctx.audit.append(ctx.actor, "reidentify", f"{vv.ref}.{column}", purpose=purpose,
                          details={"token_sha256": hashlib.sha256(token.encode()).hexdigest()})
