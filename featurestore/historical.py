@@ -139,7 +139,8 @@ class Historical:
             groups.append(KeyColumns(grant.view.ref, grant.view.join_keys, f"_k{i}_", forms, free))
         frame, prefixes = join_frame(entity, timestamp_column, groups)
         requests = [
-            ViewRequest(p.vv.table, list(p.vv.join_keys), pre, p.vv.view.timestamp_field, p.ttl, list(p.grant.features), p.outputs)
+            ViewRequest(p.vv.table, list(p.vv.join_keys), pre, p.vv.view.timestamp_field, p.ttl, list(p.grant.features), p.outputs,
+                        not_before=p.grant.read_cutoff())
             for p, pre in zip(parts, prefixes, strict=True)
         ]
         sql = pit_sql(requests, as_of=as_of, known_at_prediction_time=known)

@@ -99,7 +99,7 @@ class FeatureStore:
         keys = KeyRing(registry, provider, self._now)
         audit = AuditLog(registry, self._now)
         source = PolicySource(config.root / "policies" if config.root else None, registry, require_policy=config.require_policy)
-        ctx = StoreContext(config, registry, offline, keys, audit, Access(source, audit, self.actor), Treatments(keys),
+        ctx = StoreContext(config, registry, offline, keys, audit, Access(source, audit, self.actor, self._now), Treatments(keys),
                            clock or (lambda: datetime.now(UTC)), self.actor)
         self._ctx = ctx
         self._catalog = Catalog(ctx)

@@ -13,11 +13,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .context import StoreContext
 from .definitions import NAME_RE
 from .errors import NotFoundError, RetrievalError, did_you_mean
-from .governance import PolicySnapshot
+from .governance import MAINTAIN, PolicySnapshot
 from .governance.treatments import treated
 from .historical import Historical, JoinPart
 from .policy import Policy
@@ -46,6 +47,9 @@ class TrainingSet:
     """Entity columns saved as tokens (raw keys of pseudonymized join keys)."""
     location: str
     created_at: datetime
+    notes: list[dict[str, Any]]
+    """What happened to its saved rows since it was built: rows left out past retention,
+    erased subjects, rewrites (each with when, why and how many rows)."""
 
     @property
     def views(self) -> list[str]:
@@ -62,6 +66,8 @@ class Reproduction:
     content_hash: str
     matches: bool
     table: pa.Table
+    notes: list[str]
+    """Why the rebuild differs from the set as built, where the store knows (retention, erasure)."""
 
 
 class TrainingSets:
@@ -103,6 +109,14 @@ class TrainingSets:
             for feature, out in zip(p.grant.features, p.outputs, strict=True)
         ]
         table, protected = self._protect_entity_columns(table, parts, entity.column_names, timestamp_column)
+        notes: list[dict[str, Any]] = []
+        cutoff = _strictest([p.grant.cutoff("training_sets") for p in parts])
+        if cutoff is not None and timestamp_column in table.column_names:  # never saved past retention
+            expired = _before(table.column(timestamp_column), cutoff)
+            if (left_out := pc.sum(expired).as_py() or 0):
+                table = table.filter(pc.invert(expired))
+                notes.append({"at": now.isoformat(), "kind": "retention", "rows": left_out,
+                              "text": f"{left_out} entity rows older than the training-set retention ({cutoff.date()}) were not saved"})
         saved_entity_columns = [c for c in entity.column_names if c in table.column_names]
         location = self._save(name, table)
         digest = content_hash(table)
@@ -112,7 +126,7 @@ class TrainingSets:
             known_at_prediction_time=known_at_prediction_time, full_feature_names=full_feature_names,
             row_count=table.num_rows, content_hash=digest,
             policy_hashes=sorted({h for p in parts if (h := p.grant.policy_hash) is not None}),
-            purpose=purpose, protected_columns=protected, location=location, created_at=now,
+            purpose=purpose, protected_columns=protected, location=location, created_at=now, notes=notes,
         )
         ctx.audit.append(ctx.actor, "create_training_set", name, purpose=purpose,
                          details={"rows": table.num_rows, "features": [f["ref"] for f in manifest_features], "content_hash": digest})
@@ -130,7 +144,8 @@ class TrainingSets:
             raise NotFoundError(f"no training set named '{name}'." + did_you_mean(name, names))
         return _training_set(row)
 
-    def _grants(self, snapshot: PolicySnapshot, ts: TrainingSet, purpose: str | None) -> list[JoinPart]:
+    def _grants(self, snapshot: PolicySnapshot, ts: TrainingSet, purpose: str | None,
+                access: Sequence[str] = ("offline",)) -> list[JoinPart]:
         """Read grants for every view version of a training set, for `purpose`, decided now."""
         recorded = {
             (f["view"], f["version"]): timedelta(seconds=f["ttl_seconds"]) if f["ttl_seconds"] is not None else None
@@ -152,7 +167,14 @@ class TrainingSets:
         purpose (checked now), and compare content hashes."""
         ts = self.get(name)
         parts = self._grants(self.ctx.access.snapshot(), ts, purpose)
-        saved_entity = self._load(ts, parts).select(ts.entity_columns)
+        saved = self._load(ts, parts)
+        notes = [str(n.get("text")) for n in ts.notes]
+        expected = ts.content_hash
+        if saved.num_rows != ts.row_count:  # rows past the training-set retention are gone for readers
+            expected = content_hash(saved)
+            notes.append(f"{ts.row_count - saved.num_rows} saved rows are now past the training-set retention and are "
+                         "left out; the rebuild is compared with the rows still kept")
+        saved_entity = saved.select(ts.entity_columns)
         entity = saved_entity
         for column in ts.protected_columns:  # tokens of raw keys: decrypted in memory only
             tokens = saved_entity.column(column).to_pylist()
@@ -165,7 +187,12 @@ class TrainingSets:
                 table = table.set_column(table.column_names.index(column), column, saved_entity.column(column))
         self.ctx.audit.append(self.ctx.actor, "reproduce_training_set", name, purpose=purpose, details={"rows": table.num_rows})
         digest = content_hash(table)
-        return Reproduction(name, ts.content_hash, digest, digest == ts.content_hash, table)
+        if digest != expected:
+            for part in parts:
+                if (cut := part.grant.cutoff("offline")) is not None:
+                    notes.append(f"rows of {part.vv.ref} with event times before {cut.isoformat()} are past the offline "
+                                 f"retention of policy '{part.grant.policy.id if part.grant.policy else ''}' and no longer exist")
+        return Reproduction(name, expected, digest, digest == expected, table, notes)
 
     # --- storage ------------------------------------------------------------------------------
 
@@ -215,10 +242,17 @@ class TrainingSets:
 
     def _load(self, ts: TrainingSet, parts: list[JoinPart]) -> pa.Table:
         """The saved file; only with an offline grant for every view it holds."""
-        granted = {p.grant.require("offline").view.view.name for p in parts}
+        granted = {p.grant.view.view.name for p in parts if p.grant.require(MAINTAIN if MAINTAIN in p.grant.access else "offline")}
         missing = set(ts.views) - granted
         if missing:
             raise RetrievalError(f"training set '{ts.name}' holds {', '.join(sorted(missing))}, which no grant covers")
+        table = self._read_file(ts)
+        cutoff = _strictest([p.grant.cutoff("training_sets") for p in parts])
+        if cutoff is not None and ts.timestamp_column in table.column_names:  # rows past retention are gone for readers
+            table = table.filter(pc.invert(_before(table.column(ts.timestamp_column), cutoff)))
+        return table
+
+    def _read_file(self, ts: TrainingSet) -> pa.Table:
         root = self.ctx.config.root
         if root is None:
             return self._memory[ts.name]
@@ -226,10 +260,44 @@ class TrainingSets:
 
         return pq.read_table(root / ts.location)
 
+    def maintenance_parts(self, ts: TrainingSet) -> list[JoinPart]:
+        """Maintenance grants (erasure, retention) for every view of a training set."""
+        return self._grants(self.ctx.access.snapshot(), ts, None, (MAINTAIN,))
+
+    def rewrite(self, name: str, remove: Callable[[pa.Table, list[JoinPart]], pa.ChunkedArray], *, kind: str,
+                text: str, dry_run: bool = False) -> int:
+        """Rewrite a saved set without the rows `remove` marks (erasure, retention); the manifest
+        gets the new row count, content hash and a note. Returns how many rows went."""
+        ts = self.get(name)
+        parts = self.maintenance_parts(ts)
+        self._load(ts, parts)  # the grants cover every view of the set
+        table = self._read_file(ts)
+        mask = pc.fill_null(remove(table, parts), False)
+        removed = int(pc.sum(mask).as_py() or 0)
+        if removed == 0 or dry_run:
+            return removed
+        kept = table.filter(pc.invert(mask))
+        self._save(name, kept)
+        note = {"at": self.ctx.now().isoformat(), "kind": kind, "rows": removed, "text": text.format(rows=removed)}
+        self.ctx.registry.update_training_set(name, row_count=kept.num_rows, content_hash=content_hash(kept),
+                                              notes=[*ts.notes, note])
+        return removed
+
 
 def _training_set(row: TrainingSetRow) -> TrainingSet:
     return TrainingSet(
         row.name, row.description, list(row.features), list(row.entity_columns), row.timestamp_column,
         row.as_of, row.known_at_prediction_time, row.row_count, row.content_hash, list(row.policy_hashes),
-        row.purpose, list(row.protected_columns or []), row.location, row.created_at,
+        row.purpose, list(row.protected_columns or []), row.location, row.created_at, list(row.notes or []),
     )
+
+
+def _strictest(cutoffs: Sequence[datetime | None]) -> datetime | None:
+    """The latest of some retention cutoffs (the strictest limit), or None."""
+    present = [c for c in cutoffs if c is not None]
+    return max(present) if present else None
+
+
+def _before(column: pa.ChunkedArray, cutoff: datetime) -> pa.ChunkedArray:
+    """Which timestamps are before `cutoff` (nulls count as not before)."""
+    return pc.fill_null(pc.less(column, pa.scalar(cutoff, pa.timestamp("us", tz="UTC")).cast(column.type)), False)

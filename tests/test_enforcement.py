@@ -396,8 +396,8 @@ def test_a_grant_cannot_be_forged_or_spent_on_another_access(tmp_path: Path) -> 
         fs.apply([PERSON, VIEW])
         vv = fs.get_view("person")
         with pytest.raises(TypeError, match="a Grant is made only by featurestore.governance.access.decide"):
-            Grant(vv, ("spend",), None, ("offline",), None, snapshot)
-        online = decide(snapshot, vv, ["spend"], None, ["online"])
+            Grant(vv, ("spend",), None, ("offline",), None, snapshot, NOW)
+        online = decide(snapshot, vv, ["spend"], None, ["online"], lambda: NOW)
         import dataclasses
 
         with pytest.raises(TypeError, match="a Grant is made only by"):

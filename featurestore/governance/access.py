@@ -6,7 +6,7 @@ re-identification. A grant can only be made by :func:`decide` (the constructor r
 else), so a method that forgets the policy check has nothing to pass and does not type-check.
 
 >>> from featurestore.governance.rules import decide_snapshot
->>> Grant(None, (), None, ("offline",), None, decide_snapshot([], [], require_policy=False))  # doctest: +ELLIPSIS
+>>> Grant(None, (), None, ("offline",), None, decide_snapshot([], [], require_policy=False), None)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
 TypeError: a Grant is made only by featurestore.governance.access.decide
@@ -14,7 +14,8 @@ TypeError: a Grant is made only by featurestore.governance.access.decide
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 WRITE = "write"
 """The access kind of ingestion and materialization: the view must not be blocked; no purpose."""
+MAINTAIN = "maintain"
+"""The access kind of erasure and retention: they read only to delete, so they get the policy in
+force even for a blocked view (deleting must never be refused); no purpose."""
 READS = ("offline", "online", "reidentify", "dp_aggregates")
 
 _MINTING = threading.local()
@@ -57,6 +61,8 @@ class Grant:
     access: tuple[str, ...]
     policy: Policy | None
     snapshot: PolicySnapshot
+    decided_at: datetime | None
+    """When it was decided, for retention cutoffs (None: no retention limit applies)."""
 
     def __post_init__(self) -> None:
         if not getattr(_MINTING, "active", False):
@@ -69,6 +75,22 @@ class Grant:
             raise PolicyViolation(f"a grant for {', '.join(self.access)} access to {self.view.ref} cannot be used for {access} access")
         return self
 
+    def cutoff(self, store: str) -> datetime | None:
+        """Retention: the earliest event time this grant may see in `store` (``offline``,
+        ``online`` or ``training_sets``), from the policy in force and the decision's time;
+        None when no limit applies. Rows before it are treated as gone, before any job deletes them."""
+        limit = getattr(self.policy.retention, store) if self.policy is not None else None
+        return None if limit is None or self.decided_at is None else self.decided_at - limit
+
+    def read_cutoff(self) -> datetime | None:
+        """The strictest retention cutoff of the stores this grant reads (offline, online)."""
+        cutoffs = [c for kind in self.access if kind in ("offline", "online") and (c := self.cutoff(kind)) is not None]
+        return max(cutoffs) if cutoffs else None
+
+    def retention(self, store: str) -> timedelta | None:
+        """The retention limit of `store` under the governing policy (None: none)."""
+        return getattr(self.policy.retention, store) if self.policy is not None else None
+
     @property
     def policy_hash(self) -> str | None:
         """``"<policy id>@<sha256>"`` of the governing policy (None: ungoverned)."""
@@ -76,16 +98,19 @@ class Grant:
 
 
 def decide(snapshot: PolicySnapshot, view: ViewVersion, features: Sequence[str], purpose: str | None,
-           access: Sequence[str]) -> Grant:
+           access: Sequence[str], clock: Callable[[], datetime]) -> Grant:
     """Decide one request under `snapshot`; return its Grant or raise PolicyViolation (with why).
 
     Writes (``access=("write",)``) need the view not to be blocked. Reads need, for a governed
     view, a purpose the policy allows every access kind asked for, and sensitive attributes only
-    for purposes released for them.
+    for purposes released for them. `clock` is read only when a retention limit applies.
     """
     name = view.view.name
     state = snapshot.state(name)
     kinds = tuple(access)
+    now = clock() if state.policy is not None and state.policy.retention.limits() and kinds != (WRITE,) else None
+    if kinds == (MAINTAIN,):
+        return _mint(view, features, None, kinds, state.policy, snapshot, now)
     if state.blocked is not None:
         raise PolicyViolation(f"feature view '{name}' can be neither written nor read: {state.blocked}")
     policy = state.policy
@@ -103,9 +128,14 @@ def decide(snapshot: PolicySnapshot, view: ViewVersion, features: Sequence[str],
                 f"{'is a sensitive attribute' if len(sensitive) == 1 else 'are sensitive attributes'} "
                 f"that policy '{policy.id}' releases only for {', '.join(granted) or 'no purpose'}, not for '{purpose}'"
             )
+    return _mint(view, features, purpose, kinds, policy, snapshot, now)
+
+
+def _mint(view: ViewVersion, features: Sequence[str], purpose: str | None, kinds: tuple[str, ...], policy: Policy | None,
+          snapshot: PolicySnapshot, now: datetime | None) -> Grant:
     _MINTING.active = True
     try:
-        return Grant(view, tuple(features), purpose, kinds, policy, snapshot)
+        return Grant(view, tuple(features), purpose, kinds, policy, snapshot, now)
     finally:
         _MINTING.active = False
 
@@ -154,10 +184,11 @@ class Access:
         actor: Who is acting.
     """
 
-    def __init__(self, source: PolicySource, audit: AuditLog, actor: str) -> None:
+    def __init__(self, source: PolicySource, audit: AuditLog, actor: str, clock: Callable[[], datetime]) -> None:
         self.source = source
         self.audit = audit
         self.actor = actor
+        self.clock = clock
 
     def snapshot(self) -> PolicySnapshot:
         """The policy in force now; take one per request and decide every view under it."""
@@ -167,7 +198,7 @@ class Access:
               access: Sequence[str]) -> Grant:
         """:func:`decide`, with the refusal audited before it is raised."""
         try:
-            return decide(snapshot, view, features, purpose, access)
+            return decide(snapshot, view, features, purpose, access, self.clock)
         except PolicyViolation as exc:
             self.refuse(snapshot, view, features, purpose, access, str(exc))
 

@@ -7,15 +7,20 @@ batch log is reconciled against after a crash.
 
 The file is opened per operation and closed, read-only for reads, so processes take turns. A
 process that finds the file held by another waits a bounded time, then raises
-StoreLockedError naming the holder's PID.
+StoreLockedError naming the holder's PID. Every open also holds a shared OS lock on
+``<file>.lock``; :meth:`OfflineStore.compact` holds it exclusively while it rewrites the file
+into a new one and swaps it in, so no process opens the old file meanwhile.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +35,17 @@ if TYPE_CHECKING:
 from ..types import duckdb_type
 
 BATCHES_TABLE = "_fs_batches"
+COMPACT_SUFFIX = ".compacting"
+"""The new file is written beside the old one under this suffix, then renamed over it."""
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What one compaction did: the file's size before and after, and how long it took."""
+
+    bytes_before: int
+    bytes_after: int
+    seconds: float
 _PID_RE = re.compile(r"PID (\d+)")
 
 
@@ -114,13 +130,85 @@ class OfflineStore:
                 cursor.close()
             return
         assert self.path is not None
-        con = self._open_with_retry(read_only)
+        with self._file_lock(exclusive=False):
+            con = self._open_with_retry(read_only)
+            try:
+                if self.force_compression and not read_only:
+                    con.execute("SET force_compression = ?", [self.force_compression])
+                yield con
+            finally:
+                con.close()
+
+    @contextmanager
+    def _file_lock(self, *, exclusive: bool, wait: bool = True) -> Iterator[bool]:
+        """Hold the OS lock beside the file (shared for every open, exclusive for compaction),
+        waiting at most the lock timeout; yields False if `wait` is off and it is taken."""
+        assert self.path is not None
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if self.force_compression and not read_only:
-                con.execute("SET force_compression = ?", [self.force_compression])
-            yield con
+            mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(fd, mode)
+                    break
+                except BlockingIOError:
+                    if not wait:
+                        yield False
+                        return
+                    if time.monotonic() >= deadline:
+                        raise StoreLockedError(
+                            f"the offline store {self.path} is being " + ("used by another process, so it cannot be compacted"
+                                                                           if exclusive else "compacted by another process")
+                            + f" (waited {self.lock_timeout:g} s); try again when it has finished, or raise "
+                            "offline.lock_timeout_seconds in featurestore.yaml to wait longer.", path=str(self.path), pid=None)
+                    time.sleep(0.02)
+            yield True
         finally:
-            con.close()
+            os.close(fd)  # releases the lock
+
+    def compact(self, on_step: Callable[[str], None] | None = None) -> Compaction:
+        """Rewrite the file into a new one and swap it in atomically, so deleted rows leave no bytes.
+
+        DuckDB's DELETE, CHECKPOINT and VACUUM leave deleted values in the file; a copy into a
+        fresh file does not. Steps: checkpoint (the WAL is folded in and removed), ``COPY FROM
+        DATABASE`` into ``<file>.compacting``, fsync, rename over the old file, fsync the folder.
+        A kill at any moment leaves the old file or the new one whole; a leftover
+        ``.compacting`` file is removed by the next compaction. `on_step` is called after each
+        step ("checkpointed", "copied", "swapped") with its name.
+        """
+        step = on_step or (lambda _name: None)
+        started = time.monotonic()
+        if self.path is None:  # a memory store has no bytes on disk to rewrite
+            return Compaction(0, 0, 0.0)
+        tmp = Path(f"{self.path}{COMPACT_SUFFIX}")
+        with self._file_lock(exclusive=True):
+            before = self.path.stat().st_size
+            for leftover in (tmp, Path(f"{tmp}.wal")):
+                leftover.unlink(missing_ok=True)
+            con = self._open_with_retry(read_only=False)
+            try:
+                if self.force_compression:
+                    con.execute("SET force_compression = ?", [self.force_compression])
+                con.execute("CHECKPOINT")
+                step("checkpointed")
+                [(name,)] = con.execute("SELECT current_database()").fetchall()
+                con.execute(f"ATTACH '{str(tmp).replace(chr(39), chr(39) * 2)}' AS _fs_compacted")
+                con.execute(f"COPY FROM DATABASE {quote(name)} TO _fs_compacted")
+                con.execute("DETACH _fs_compacted")
+            finally:
+                con.close()
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            step("copied")
+            os.replace(tmp, self.path)
+            folder = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+            step("swapped")
+            return Compaction(before, self.path.stat().st_size, time.monotonic() - started)
 
     def _open_with_retry(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         assert self.path is not None
@@ -169,17 +257,21 @@ class OfflineStore:
             with self.connect(read_only=True) as con:
                 yield con
             return
-        try:
-            con = _open(str(self.path), read_only=True)
-        except duckdb.Error as exc:
-            if not _is_lock_error(exc):
-                raise
-            yield None
-            return
-        try:
-            yield con
-        finally:
-            con.close()
+        with self._file_lock(exclusive=False, wait=False) as free:
+            if not free:
+                yield None
+                return
+            try:
+                con = _open(str(self.path), read_only=True)
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise
+                yield None
+                return
+            try:
+                yield con
+            finally:
+                con.close()
 
     # --- writes -----------------------------------------------------------------------------
 
@@ -261,16 +353,22 @@ class OfflineStore:
 
     def scan(self, grant: Grant, *, as_of: datetime | None = None) -> pa.Table:
         """Every stored row a read grant covers (keys, event time, its features, ``_ingested_at``,
-        ``_batch_id``), ingested at or before `as_of`."""
+        ``_batch_id``), ingested at or before `as_of`, none past the grant's offline retention."""
         vv = grant.require("offline").view
         table = vv.table
         columns = [*vv.join_keys, vv.view.timestamp_field, *grant.features, "_ingested_at", "_batch_id"]
         cols = ", ".join(quote(c) for c in columns)
         sql = f"SELECT {cols} FROM {quote(table)}"
+        conditions: list[str] = []
         params: list[object] = []
         if as_of is not None:
-            sql += " WHERE _ingested_at <= ?"
+            conditions.append("_ingested_at <= ?")
             params.append(as_of)
+        if (cutoff := grant.cutoff("offline")) is not None:
+            conditions.append(f"{quote(vv.view.timestamp_field)} >= ?")
+            params.append(cutoff)
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
         sql += " ORDER BY _ingested_at, _batch_id, rowid"
         with self.connect(read_only=True) as con:
             return utc_schema(con.sql(sql, params=params).to_arrow_table())

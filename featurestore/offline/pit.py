@@ -52,6 +52,8 @@ class ViewRequest:
     """Stored feature columns to read."""
     outputs: Sequence[str]
     """Output column names, one per feature."""
+    not_before: datetime | None = None
+    """Retention: rows with an event time before this do not exist for the join."""
 
 
 def _ttl_sql(ttl: timedelta) -> str:
@@ -85,11 +87,14 @@ def pit_sql(
     selects: list[str] = ["e._row"]
     joins: list[str] = []
     entity_cols: list[str] = []
-    where = f" WHERE _ingested_at <= '{as_of.isoformat()}'::TIMESTAMPTZ" if as_of is not None else ""
     for i, view in enumerate(views):
         cte = f"f{i}"
         keys = ", ".join(quote(k) for k in view.join_keys)
         ts = quote(view.timestamp_field)
+        conditions = [f"_ingested_at <= '{as_of.isoformat()}'::TIMESTAMPTZ"] if as_of is not None else []
+        if view.not_before is not None:
+            conditions.append(f"{ts} >= '{view.not_before.isoformat()}'::TIMESTAMPTZ")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         order = f"{{'t': {ts}, 'i': _ingested_at, 'r': rowid}}"
         if known_at_prediction_time:
             best = ", ".join([f"'_o': {order}", f"'_e': {ts}", *(f"{_lit(f)}: {quote(f)}" for f in view.features)])

@@ -41,6 +41,13 @@ class OnlineStore(Protocol):
     def prune(self, table: str, generation: int) -> int:
         """Remove rows written before `generation` (after a full rebuild); return how many."""
 
+    def delete(self, table: str, keys: Sequence[str]) -> int:
+        """Remove these entity keys for good (erasure: no copy left in the store's files); return how many."""
+
+    def delete_older(self, table: str, before_us: int, keep: Sequence[str] = ()) -> int:
+        """Remove rows whose event time is before `before_us` (retention), except the keys in
+        `keep` (legal holds); return how many."""
+
     def close(self) -> None:
         """Release connections."""
 

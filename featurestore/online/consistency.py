@@ -18,7 +18,7 @@ from ..historical import Historical, JoinPart
 from ..types import arrow_type
 from . import KEY_SEPARATOR, VALUES_AT
 from .serving import PRESENT, converter, value_status
-from .service import MICROSECOND, OnlineService, to_us
+from .service import OnlineService, effective_ttl_us, to_us
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Consistency:
             # Stored keys are joined as they are (already in their stored form): no key forms.
             plain = JoinPart(grant, names, vv.view.ttl)
             offline = self.historical.point_in_time(entity, [plain], "_fs_t", as_of=None, known=False, stored_keys=True)
-            ttl_us = None if vv.view.ttl is None else vv.view.ttl // MICROSECOND
+            ttl_us = effective_ttl_us(vv.view.ttl, grant.retention("online"))
             converters = [converter(vv.view.feature(name).dtype) for name in names]
             mismatches: list[Mismatch] = []
             for i, (key, row) in enumerate(zip(keys, stored, strict=True)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class SQLiteOnlineStore:
         self._memory: sqlite3.Connection | None = None
         if path is None:
             self._memory = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            self._memory.execute("PRAGMA secure_delete=ON")
 
     def _con(self) -> sqlite3.Connection:
         if self._memory is not None:
@@ -40,6 +42,7 @@ class SQLiteOnlineStore:
             con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free pages
             self._local.con = con
         return con
 
@@ -81,6 +84,34 @@ class SQLiteOnlineStore:
 
     def prune(self, table: str, generation: int) -> int:
         return self._con().execute(f"DELETE FROM {_quote(table)} WHERE _g < ?", (generation,)).rowcount
+
+    def delete(self, table: str, keys: Sequence[str]) -> int:
+        """Remove keys; deleted content is zeroed (secure_delete) and the WAL truncated, so no
+        copy stays in ``online.db`` or ``online.db-wal``."""
+        con = self._con()
+        count = 0
+        for start in range(0, len(keys), 900):
+            part = list(keys[start:start + 900])
+            count += con.execute(f"DELETE FROM {_quote(table)} WHERE k IN ({', '.join('?' * len(part))})", part).rowcount
+        self._truncate_wal(con)
+        return count
+
+    def delete_older(self, table: str, before_us: int, keep: Sequence[str] = ()) -> int:
+        """Remove rows older than `before_us` but the kept keys (retention under legal holds)."""
+        con = self._con()
+        kept = list(keep)
+        clause = f" AND k NOT IN ({', '.join('?' * len(kept))})" if kept else ""
+        count: int = con.execute(f"DELETE FROM {_quote(table)} WHERE _e < ?{clause}", [before_us, *kept]).rowcount
+        self._truncate_wal(con)
+        return count
+
+    def _truncate_wal(self, con: sqlite3.Connection) -> None:
+        if self._memory is None:
+            for _attempt in range(50):  # a reader holding an old snapshot keeps the WAL: retry briefly
+                busy, _log, _done = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return
+                time.sleep(0.02)
 
     def close(self) -> None:
         con = getattr(self._local, "con", None)

@@ -75,5 +75,24 @@ class RedisOnlineStore:
             pipe.execute()
         return len(stale)
 
+    def delete(self, table: str, keys: Sequence[str]) -> int:
+        """Remove keys (Redis keeps nothing on disk here; with persistence on, its own rewrite applies)."""
+        if not keys:
+            return 0
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*(self._key(table, k) for k in keys))
+            pipe.srem(f"fs:{table}:__keys", *keys)
+            removed, _ = pipe.execute()
+        return int(removed)
+
+    def delete_older(self, table: str, before_us: int, keep: Sequence[str] = ()) -> int:
+        """Remove rows older than `before_us` but the kept keys."""
+        members = sorted(_text(m) for m in self._redis.smembers(f"fs:{table}:__keys"))
+        kept = set(keep)
+        stale = [key for start in range(0, len(members), 1000)
+                 for key, row in zip(members[start:start + 1000], self.read(table, members[start:start + 1000]), strict=True)
+                 if row is not None and row[1] < before_us and key not in kept]
+        return sum(self.delete(table, stale[i:i + 1000]) for i in range(0, len(stale), 1000))
+
     def close(self) -> None:
         self._redis.close()

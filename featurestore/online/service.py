@@ -39,6 +39,13 @@ class MaterializeResult:
     end: datetime
 
 
+def effective_ttl_us(ttl: timedelta | None, retention: timedelta | None) -> int | None:
+    """How old an online value may be when served, in microseconds: the view's TTL, or the
+    policy's online retention if that is shorter (a value past retention is never served)."""
+    limits = [x for x in (ttl, retention) if x is not None]
+    return min(limits) // MICROSECOND if limits else None
+
+
 def to_us(moment: datetime) -> int:
     """Microseconds since the epoch."""
     return (moment - EPOCH) // MICROSECOND
@@ -170,7 +177,7 @@ class OnlineService:
                 grant=part.grant, ref=vv.ref, table=online_table(vv), keys=tuple(key_forms),
                 positions=tuple(VALUES_AT + stored.index(f) for f in part.grant.features), outputs=tuple(part.outputs),
                 converters=tuple(converter(vv.view.feature(f).dtype) for f in part.grant.features),
-                ttl_us=None if part.ttl is None else part.ttl // MICROSECOND,
+                ttl_us=effective_ttl_us(part.ttl, part.grant.retention("online")),
             ))
         plan = ServingPlan(views, [o for v in views for o in v.outputs], time.monotonic(),
                            tuple(f"{v.ref}:{f}" for v, p in zip(views, parts, strict=True) for f in p.grant.features))

@@ -134,6 +134,8 @@ class TrainingSetRow(Base):
     purpose: Mapped[str | None] = mapped_column(String(200), nullable=True)
     protected_columns: Mapped[list[str]] = mapped_column(JSON, default=list)
     location: Mapped[str] = mapped_column(Text)
+    notes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    """What happened to the saved rows since (left out past retention, erased, rewritten)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -199,3 +201,56 @@ class MaterializationRow(Base):
     generation: Mapped[int] = mapped_column(BigInteger)
     """Run counter; online rows of older generations are pruned after a full rebuild."""
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DeletionRequestRow(Base):
+    """A deletion the store owes: an erasure of one subject or a retention run, pending until the
+    compaction that removes its bytes from disk has committed."""
+
+    __tablename__ = "deletion_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20), index=True)
+    """erasure or retention."""
+    entity: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    subject: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    """The subject's pseudonym under the current HMAC key (never the raw id)."""
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    """pending (deleted logically, bytes not yet compacted away), held, or done."""
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """Rows removed per place, and why it is held."""
+
+
+class TombstoneRow(Base):
+    """An erased subject of one view: its pseudonym under one HMAC key id. Ingestion and
+    materialization drop rows that match, so the subject cannot come back."""
+
+    __tablename__ = "erasure_tombstones"
+    __table_args__ = (UniqueConstraint("view_name", "pseudonym"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    view_name: Mapped[str] = mapped_column(String(200), index=True)
+    pseudonym: Mapped[str] = mapped_column(String(100))
+    request_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class HoldRow(Base):
+    """A legal hold: retention and erasure are suspended for a subject or a whole view."""
+
+    __tablename__ = "legal_holds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    """subject or view."""
+    entity: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    view_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    pseudonyms: Mapped[list[Any]] = mapped_column(JSON)
+    """For a subject: [view, pseudonym] pairs under every HMAC key id (never the raw id)."""
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

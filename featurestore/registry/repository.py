@@ -21,6 +21,9 @@ from ..errors import ConfigError, RegistryOutOfDate
 from .models import (
     AuditRow,
     DataKeyRow,
+    DeletionRequestRow,
+    HoldRow,
+    TombstoneRow,
     EntityRow,
     FeatureViewRow,
     FeatureViewVersionRow,
@@ -318,6 +321,96 @@ class Registry:
             query = query.limit(limit)
         with self._sessions() as s:
             return list(reversed(list(s.scalars(query))))
+
+    # --- erasure, retention and legal holds -------------------------------------------------------
+
+    def add_deletion_request(self, *, kind: str, entity: str | None, subject: str | None, status: str,
+                             requested_at: datetime, deadline: datetime | None, details: dict[str, Any]) -> int:
+        """Record a deletion the store owes; returns its id."""
+        with self.session() as s:
+            row = DeletionRequestRow(kind=kind, entity=entity, subject=subject, status=status, requested_at=requested_at,
+                                     deadline=deadline, details=details)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def update_deletion_request(self, request_id: int, *, status: str | None = None, done_at: datetime | None = None,
+                                details: dict[str, Any] | None = None) -> None:
+        """Change a deletion request's status, completion time or details."""
+        with self.session() as s:
+            row = s.get(DeletionRequestRow, request_id)
+            assert row is not None
+            if status is not None:
+                row.status = status
+            if done_at is not None:
+                row.done_at = done_at
+            if details is not None:
+                row.details = details
+
+    def deletion_requests(self, *, status: str | None = None, kind: str | None = None) -> list[DeletionRequestRow]:
+        """Deletion requests, oldest first."""
+        query = select(DeletionRequestRow).order_by(DeletionRequestRow.id)
+        if status is not None:
+            query = query.where(DeletionRequestRow.status == status)
+        if kind is not None:
+            query = query.where(DeletionRequestRow.kind == kind)
+        with self._sessions() as s:
+            return list(s.scalars(query))
+
+    def add_tombstones(self, view_hashes: Sequence[tuple[str, str]], request_id: int, created_at: datetime) -> None:
+        """Record (view, subject hash) tombstones of an erasure (existing ones are kept)."""
+        with self.session() as s:
+            known = {(t.view_name, t.pseudonym) for t in s.scalars(select(TombstoneRow))}
+            for view, digest in dict.fromkeys(view_hashes):
+                if (view, digest) not in known:
+                    s.add(TombstoneRow(view_name=view, pseudonym=digest, request_id=request_id, created_at=created_at))
+
+    def tombstones(self, view: str) -> set[str]:
+        """The subject hashes erased from a view."""
+        with self._sessions() as s:
+            return set(s.scalars(select(TombstoneRow.pseudonym).where(TombstoneRow.view_name == view)))
+
+    def add_hold(self, *, kind: str, entity: str | None, view_name: str | None, pseudonyms: list[Any], reason: str,
+                 created_at: datetime, created_by: str) -> int:
+        """Record a legal hold; returns its id."""
+        with self.session() as s:
+            row = HoldRow(kind=kind, entity=entity, view_name=view_name, pseudonyms=pseudonyms, reason=reason,
+                          created_at=created_at, created_by=created_by)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def remove_hold(self, hold_id: int, removed_at: datetime) -> bool:
+        """End a hold; False if there is no active hold with that id."""
+        with self.session() as s:
+            row = s.get(HoldRow, hold_id)
+            if row is None or row.removed_at is not None:
+                return False
+            row.removed_at = removed_at
+            return True
+
+    def holds(self, *, active: bool = True) -> list[HoldRow]:
+        """Legal holds (the active ones by default), oldest first."""
+        query = select(HoldRow).order_by(HoldRow.id)
+        if active:
+            query = query.where(HoldRow.removed_at.is_(None))
+        with self._sessions() as s:
+            return list(s.scalars(query))
+
+    def update_training_set(self, name: str, **fields: Any) -> None:
+        """Change a saved training set's manifest (after its file was rewritten)."""
+        with self.session() as s:
+            row = s.get(TrainingSetRow, name)
+            assert row is not None
+            for key, value in fields.items():
+                setattr(row, key, value)
+
+    def delete_training_set(self, name: str) -> None:
+        """Remove a training set's manifest (its file is deleted by the caller)."""
+        with self.session() as s:
+            row = s.get(TrainingSetRow, name)
+            if row is not None:
+                s.delete(row)
 
     # --- batch bookkeeping ---------------------------------------------------------------------
 
