@@ -51,6 +51,15 @@ COMMAND_METHODS: dict[str, str] = {
     "get-online": "get_online_features",
     "serve": "featurestore.server.create_app",
     "demo": "featurestore.demo.run_demo",
+    "erase subject": "erase",
+    "erase status": "erasure_status",
+    "erase verify": "verify_erasure",
+    "where": "where",
+    "retention run": "run_retention",
+    "compact": "compact",
+    "hold add": "add_hold",
+    "hold remove": "remove_hold",
+    "hold list": "list_holds",
 }
 
 
@@ -85,7 +94,16 @@ keys_app = typer.Typer(cls=_Group, help="Manage pseudonymization keys (kept wrap
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(cls=_Group, help="Read and verify the hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+erase_app = typer.Typer(cls=_Group, help="Erase data subjects everywhere (right to erasure), follow deadlines, prove it.",
+                        no_args_is_help=True)
+app.add_typer(erase_app, name="erase")
+retention_app = typer.Typer(cls=_Group, help="Delete rows past the policies' retention and compact the store.", no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+hold_app = typer.Typer(cls=_Group, help="Legal holds: suspend retention and erasure for a subject or a view.", no_args_is_help=True)
+app.add_typer(hold_app, name="hold")
 PurposeOpt = Annotated[str | None, typer.Option(help="Why the data is read; required for views under a policy.")]
+EntityOpt = Annotated[str, typer.Option("--entity", help="The entity whose key identifies the subject, e.g. customer.")]
+KeyOpt = Annotated[str, typer.Option("--key", help="The subject's raw id (prefer --keys-file: command lines are visible to others).")]
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="The store directory.", show_default=True)]
 
@@ -579,6 +597,142 @@ def serve(
     fs = _open(store)
     out.print(f"Serving {store} on http://{host}:{port} (OpenAPI: /openapi.json)")
     uvicorn.run(create_app(fs), host=host, port=port, log_level="warning")
+
+
+def _keys_from(keys: list[str] | None, keys_file: Path | None) -> list[str]:
+    from .errors import FeatureStoreError
+
+    found = list(keys or [])
+    if keys_file is not None:
+        try:
+            found += [line.strip() for line in keys_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FeatureStoreError(f"{keys_file}: cannot read the keys file ({type(exc).__name__}); give one raw id per line") from None
+    if not found:
+        raise FeatureStoreError("name the subjects to erase: --key RAW_ID (repeatable) or --keys-file FILE (one id per line)")
+    return found
+
+
+@erase_app.command("subject")
+def erase_subject(
+    entity: EntityOpt,
+    key: Annotated[list[str] | None, typer.Option("--key", help="A subject's raw id (repeatable).")] = None,
+    keys_file: Annotated[Path | None, typer.Option("--keys-file", help="A file with one raw id per line.")] = None,
+    compact: Annotated[bool, typer.Option(help="Compact the offline file at once (the request is done only then).")] = True,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Erase subjects from every view version, the online store and saved training sets, then compact."""
+    subjects = _keys_from(key, keys_file)
+    with _open(store) as fs, err.status("Erasing and compacting..."):
+        results = fs.erase(entity, subjects, compact=compact)
+    for r in results:  # never the raw id: the request number stands for the subject
+        rows = sum(r.removed.values())
+        detail = f"; held: {'; '.join(r.held_by)}" if r.held_by else f", {rows:,} rows removed"
+        out.print(f"request {r.request_id}: {r.status}{detail} (deadline {r.deadline:%Y-%m-%d})", markup=False)
+        for place, count in r.removed.items():
+            if count:
+                out.print(f"  {place}: {count:,}", markup=False)
+
+
+@erase_app.command("status")
+def erase_status(store: StoreOpt = Path(".")) -> None:
+    """List erasure and retention requests: pending, held, done, and those past their deadline."""
+    with _open(store) as fs:
+        requests = fs.erasure_status()
+    if not requests:
+        out.print("No erasure or retention requests.")
+    for r in requests:
+        flag = " OVERDUE" if r.overdue else ""
+        deadline = f", deadline {r.deadline:%Y-%m-%d}" if r.deadline else ""
+        done = f", done {r.done_at:%Y-%m-%d %H:%M}" if r.done_at else ""
+        out.print(f"#{r.id} {r.kind} {r.entity or ''} {r.status}{flag} (requested {r.requested_at:%Y-%m-%d}{deadline}{done})",
+                  markup=False)
+
+
+@erase_app.command("verify")
+def erase_verify(entity: EntityOpt, key: KeyOpt, store: StoreOpt = Path(".")) -> None:
+    """Prove a subject is gone: query every table and scan every file; write the report (exit 1 if found)."""
+    with _open(store) as fs, err.status("Querying every table and scanning every file..."):
+        report = fs.verify_erasure(entity, key)
+    for check in report.checks:
+        if check.found:
+            out.print(f"FOUND {check.found} in {check.where} ({check.method})", markup=False)
+    out.print(f"{len(report.checks)} checks ({sum(c.method == 'bytes' for c in report.checks)} files scanned): "
+              + ("the subject was found nowhere" if report.clean else "the subject is still in the store")
+              + (f"; report: {report.path}" if report.path else ""), markup=False)
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+@app.command()
+def where(entity: EntityOpt, key: KeyOpt, store: StoreOpt = Path(".")) -> None:
+    """Subject lineage: every view version, online table and training set holding a subject, with row counts."""
+    with _open(store) as fs:
+        places = fs.where(entity, key)
+    if not places:
+        out.print("The subject is held nowhere in this store.")
+    for place, rows in places.items():
+        out.print(f"{place}: {rows:,} rows", markup=False)
+
+
+@retention_app.command("run")
+def retention_run(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would go.")] = False,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Delete rows past the policies' retention, except held ones, and compact (safe to schedule)."""
+    with _open(store) as fs, err.status("Applying retention..."):
+        report = fs.run_retention(dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for place, rows in report.removed.items():
+        out.print(f"{place}: {verb} {rows:,} rows", markup=False)
+    for line in report.held:
+        out.print(f"kept under a legal hold: {line}", markup=False)
+    if report.compaction is not None:
+        c = report.compaction
+        out.print(f"compacted the offline file: {c.bytes_before:,} -> {c.bytes_after:,} bytes in {c.seconds:.2f} s")
+
+
+@app.command()
+def compact(store: StoreOpt = Path(".")) -> None:
+    """Rewrite the offline file into a new one so deleted rows leave no bytes; finishes pending deletions."""
+    with _open(store) as fs, err.status("Compacting..."):
+        c = fs.compact()
+    out.print(f"Compacted the offline file: {c.bytes_before:,} -> {c.bytes_after:,} bytes in {c.seconds:.2f} s")
+
+
+@hold_app.command("add")
+def hold_add(
+    reason: Annotated[str, typer.Option("--reason", help="Why (the case or ticket).")],
+    entity: Annotated[str | None, typer.Option("--entity", help="Hold a subject of this entity (with --key).")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="The subject's raw id.")] = None,
+    view: Annotated[str | None, typer.Option("--view", help="Hold a whole feature view.")] = None,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Put a subject or a view under a legal hold: retention and erasure wait until it is removed."""
+    with _open(store) as fs:
+        hold = fs.add_hold(reason=reason, entity=entity, key=key, view=view)
+    out.print(f"Hold {hold.id} on {'view ' + str(hold.view) if hold.view else 'a subject of ' + str(hold.entity)}.", markup=False)
+
+
+@hold_app.command("remove")
+def hold_remove(hold_id: Annotated[int, typer.Argument(help="The hold's id (see `hold list`).")], store: StoreOpt = Path(".")) -> None:
+    """End a legal hold; held erasure requests are then run again by `erase subject`."""
+    with _open(store) as fs:
+        fs.remove_hold(hold_id)
+    out.print(f"Hold {hold_id} removed.")
+
+
+@hold_app.command("list")
+def hold_list(store: StoreOpt = Path(".")) -> None:
+    """List the active legal holds (a subject is shown by entity only, never by id)."""
+    with _open(store) as fs:
+        holds = fs.list_holds()
+    if not holds:
+        out.print("No active legal holds.")
+    for h in holds:
+        target = f"view {h.view}" if h.view else f"a subject of {h.entity}"
+        out.print(f"#{h.id} {target}: {h.reason} (by {h.created_by}, {h.created_at:%Y-%m-%d})", markup=False)
 
 
 @app.command()

@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import sources
-from .catalog import Catalog
+from .catalog import Catalog, ViewVersion
 from .context import Progress, StoreContext
 from .errors import StoreLockedError
 from .governance import WRITE
 from .governance.treatments import dropped, treated
+from .policy import Policy
+from .privacy.subjects import Subjects, subject_key
 from .registry.models import IngestionBatchRow
 
 
@@ -29,6 +32,8 @@ class IngestResult:
     version: int
     rows: int
     ingested_at: datetime
+    dropped_erased: int = 0
+    """Rows of erased subjects dropped before storage (their tombstones matched)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class Ingestion:
     def __init__(self, ctx: StoreContext, catalog: Catalog) -> None:
         self.ctx = ctx
         self.catalog = catalog
+        self.subjects = Subjects(ctx.keys, ctx.treatments)
 
     def ingest(self, view: str, data: Any, *, progress: Progress | None = None) -> IngestResult:
         """Validate `data`, treat it as the policy in force says, and append it as one batch."""
@@ -72,12 +78,21 @@ class Ingestion:
         sources.check_schema(source.schema, target)
         total = _known_rows(data)
         done = 0
+        erased = ctx.registry.tombstones(vv.view.entity)
+        dropped_erased = 0
 
         def validated() -> Iterator[pa.Table]:
+            nonlocal dropped_erased
             offset = 0
             for batch in source.batches:
                 if batch.schema != source.schema:
                     sources.check_schema(batch.schema, target)
+                if erased:  # erased subjects never come back: their rows are dropped, and counted
+                    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+                    mask = self._erased_mask(policy, vv, table.column(subject_key(vv)), erased)
+                    if (hits := int(pc.sum(mask).as_py() or 0)):
+                        dropped_erased += hits
+                        batch = table.filter(pc.invert(mask))
                 if policy is not None:  # treatments happen in memory, before anything is written
                     batch = ctx.treatments.treat(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch, policy)
                 table = sources.validate_batch(batch, target, row_offset=offset)
@@ -109,9 +124,17 @@ class Ingestion:
             ctx.registry.finish_batch(batch_id, status="committed", finished_at=ctx.now(), row_count=rows)
         ctx.audit.append(ctx.actor, "ingest", vv.ref, details={
             "batch": batch_id, "rows": rows, "policy": policy.id if policy else None,
-            "policy_sha256": policy.sha256 if policy else None,
+            "policy_sha256": policy.sha256 if policy else None, "dropped_erased": dropped_erased,
         })
-        return IngestResult(batch_id, vv.view.name, vv.version, rows, ingested_at)
+        return IngestResult(batch_id, vv.view.name, vv.version, rows, ingested_at, dropped_erased)
+
+    def _erased_mask(self, policy: Policy | None, vv: ViewVersion, raw: pa.ChunkedArray, erased: set[str]) -> pa.ChunkedArray:
+        """Which incoming rows (raw keys, before treatment) belong to erased subjects."""
+        values = pa.array(sorted(erased), pa.string())
+        mask = pa.chunked_array([pa.array([False] * len(raw))])
+        for column in self.subjects.hashes(policy, vv, raw):
+            mask = pc.or_(mask, pc.fill_null(pc.is_in(column, value_set=values), False))
+        return mask
 
     def list_batches(self, view: str | None = None) -> list[BatchInfo]:
         """Ingestion batches (all views, or one view's), oldest first."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 import os
 from contextlib import closing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ from .online.service import MaterializeResult, OnlineService
 from .plan import Plan
 from .policy import Policy, policy_json_schema
 from .privacy.keys import MASTER_KEY_ENV, ConfigKeyProvider, KeyProvider, KeyRing
+from .offline.duckdb_store import Compaction
+from .privacy.erasure import DeletionRequest, Erasure, ErasureResult, Hold, RetentionReport, VerifyReport
 from .privacy.reidentification import Reidentification
 from .registry import Registry
 from .training_sets import Reproduction, TrainingSet, TrainingSets
@@ -53,21 +55,14 @@ class FeatureStore:
     """A feature store: open one with ``FeatureStore("path/to/store")`` or ``FeatureStore(memory=True)``.
 
     Args:
-        path: A store directory made by :meth:`init` (``featurestore init DIR``).
-        memory: A throwaway store held in memory (tests, notebooks).
-        clock: Returns the current time (time-zone aware); stamps ingestion batches.
-        lock_timeout: Seconds to wait for another process holding the offline store
-            (default: the config's ``offline.lock_timeout_seconds``).
-        key_provider: Where the master key comes from (default: the config's environment
-            variable or key file).
+        path: A store directory made by :meth:`init` (``featurestore init DIR``); `memory`: a throwaway store.
+        clock: Returns the current time (time-zone aware): ingestion times, retention cutoffs, deadlines.
+        lock_timeout: Seconds to wait for another process holding the offline store (default: the config's).
+        key_provider: Where the master key comes from (default: the config's environment variable or key file).
         actor: Who is acting, for the audit log (default: the operating-system user).
-        online_store: The online store to use (default: the one the config names).
-        registry: The registry to use (default: the one the config names).
+        online_store, registry: Parts to use instead of the ones the config names.
 
-    Raises:
-        ConfigError: `path` is not a store.
-        RegistryOutOfDate: the registry's schema is older than this code; run
-            ``featurestore db upgrade``.
+    Raises ConfigError (`path` is not a store) or RegistryOutOfDate (run ``featurestore db upgrade``).
     """
 
     def __init__(self, path: str | Path | None = None, *, memory: bool = False, clock: Clock | None = None,
@@ -110,6 +105,7 @@ class FeatureStore:
         self._consistency = Consistency(ctx, self._catalog, self._historical, self._online)
         self._policies = PolicyWorkflow(ctx, self._catalog)
         self._reidentification = Reidentification(ctx, self._catalog)
+        self._erasure = Erasure(ctx, self._catalog, self._online, self._training)
         self._ingestion.reconcile(wait=False)
 
     def _now(self) -> datetime:
@@ -229,11 +225,8 @@ class FeatureStore:
                 path of a Parquet or CSV file (streamed, so it may be larger than memory).
             progress: Called with (rows written, total rows if known) after each chunk.
 
-        Raises:
-            IngestionError: the data does not fit; nothing of it was written.
-            PolicyViolation: the view is blocked, or the data cannot be treated as the policy
-                in force requires (treatments run in memory, before anything is written).
-            StoreLockedError: another process held the offline store past the lock timeout.
+        Raises IngestionError (the data does not fit), PolicyViolation (the view is blocked, or the
+        data cannot be treated as the policy in force requires) or StoreLockedError; nothing is written then.
         """
         return self._ingestion.ingest(view, data, progress=progress)
 
@@ -247,24 +240,16 @@ class FeatureStore:
              purpose: str | None = None) -> pa.Table:
         """Every stored row of a view version: keys, event time, features, ``_ingested_at``, ``_batch_id``.
 
-        Args:
-            view: ``"name"`` (latest version) or ``"name@v1"`` (pinned).
-            features: Feature names to return (default: all of that version).
-            as_of: Only rows ingested at or before this time (time travel on ingestion time).
-            purpose: Why the rows are read; required, and checked for ``offline`` access, for a governed view.
+        `view` is ``"name"`` or ``"name@v1"``; `features` default to all; `as_of` keeps rows ingested at
+        or before it (time travel); `purpose` is required, and checked for ``offline`` access, for a governed view.
         """
         return self._historical.read(view, features=features, as_of=as_of, purpose=purpose)
 
     def get_historical_features(self, entity_df: Any, features: Sequence[str], *, as_of: datetime | None = None,
                                 known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
                                 full_feature_names: bool = False, purpose: str | None = None) -> pa.Table:
-        """Point-in-time correct feature values for each row of `entity_df` (for training).
-
-        For an entity row (key k, time t) and a view with TTL d, each feature comes from the
-        row with key k and t - d <= event time <= t that is latest in (event time, ingestion
-        time, position in its batch); no match gives nulls. Every entity row comes back once,
-        in input order, with its own columns untouched and the features appended. The full
-        rules are in :mod:`featurestore.offline.pit`.
+        """Point-in-time correct feature values for each row of `entity_df` (for training): every
+        entity row once, in order, features appended; the rules are in :mod:`featurestore.offline.pit`.
 
         Args:
             entity_df: Join keys, a time-zone-aware timestamp column and any other columns
@@ -275,9 +260,6 @@ class FeatureStore:
             timestamp_column: The entity timestamp column (default ``event_timestamp``).
             full_feature_names: Name output columns ``view__feature`` instead of ``feature``.
             purpose: Why; required, and checked for ``offline`` access, for governed views.
-
-        Returns:
-            A pyarrow Table (``.to_pandas()``, ``polars.from_arrow(...)``).
         """
         return self._historical.get_historical_features(
             entity_df, features, as_of=as_of, known_at_prediction_time=known_at_prediction_time,
@@ -392,6 +374,45 @@ class FeatureStore:
     def policy_schema() -> dict[str, Any]:
         """The JSON Schema of policy files."""
         return policy_json_schema()
+
+    # --- erasure, retention, legal holds --------------------------------------------------------
+
+    def erase(self, entity: str, keys: Sequence[str], *, compact: bool = True) -> list[ErasureResult]:
+        """Erase subjects (raw ids of the entity's key) from every version of every view of the entity, the online store
+        and saved training sets, then compact; tombstones keep them from coming back (see :mod:`.privacy.erasure`)."""
+        return self._erasure.erase(entity, keys, compact=compact)
+
+    def erasure_status(self) -> list[DeletionRequest]:
+        """Every erasure and retention request: pending, held, done or overdue against its deadline."""
+        return self._erasure.status()
+
+    def verify_erasure(self, entity: str, key: str) -> VerifyReport:
+        """Query every table and scan every file under the store for a subject; the report is kept as evidence."""
+        return self._erasure.verify(entity, key)
+
+    def where(self, entity: str, key: str) -> dict[str, int]:
+        """Subject lineage: every view version, online table and training set holding the subject, with row counts."""
+        return self._erasure.where(entity, key)
+
+    def run_retention(self, *, dry_run: bool = False) -> RetentionReport:
+        """Delete rows past the policies' retention (except held ones) and compact; ``dry_run`` only counts."""
+        return self._erasure.run_retention(dry_run=dry_run)
+
+    def compact(self, on_step: Callable[[str], None] | None = None) -> Compaction:
+        """Rewrite the offline file so deleted rows leave no bytes; completes pending deletion requests."""
+        return self._erasure.compact(on_step)
+
+    def add_hold(self, *, reason: str, entity: str | None = None, key: str | None = None, view: str | None = None) -> Hold:
+        """A legal hold on a subject (`entity`, `key`) or a `view`: retention and erasure wait for it."""
+        return self._erasure.add_hold(reason=reason, entity=entity, key=key, view=view)
+
+    def remove_hold(self, hold_id: int) -> None:
+        """End a legal hold (audited)."""
+        self._erasure.remove_hold(hold_id)
+
+    def list_holds(self) -> list[Hold]:
+        """The active legal holds."""
+        return self._erasure.holds()
 
     # --- keys, audit, re-identification -----------------------------------------------------
 

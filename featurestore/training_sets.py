@@ -260,6 +260,17 @@ class TrainingSets:
 
         return pq.read_table(root / ts.location)
 
+    def delete(self, name: str) -> None:
+        """Delete a saved training set: its file and its manifest (retention's ``delete`` action)."""
+        ts = self.get(name)
+        root = self.ctx.config.root
+        if root is None:
+            self._memory.pop(name, None)
+        else:
+            (root / ts.location).unlink(missing_ok=True)
+        self.ctx.registry.delete_training_set(name)
+        self.ctx.audit.append(self.ctx.actor, "delete_training_set", name, details={"rows": ts.row_count})
+
     def maintenance_parts(self, ts: TrainingSet) -> list[JoinPart]:
         """Maintenance grants (erasure, retention) for every view of a training set."""
         return self._grants(self.ctx.access.snapshot(), ts, None, (MAINTAIN,))

@@ -4,7 +4,7 @@ built from online read grants (re-decided at most every :data:`~.serving.PLAN_TT
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,12 +14,13 @@ import pyarrow as pa
 from ..catalog import Catalog, online_table
 from ..context import Progress, StoreContext
 from ..errors import FeatureStoreError, NotFoundError
-from ..governance import WRITE
+from ..governance import WRITE, Grant
 from ..historical import Historical
 from ..offline.duckdb_store import BATCHES_TABLE
 from ..privacy.keys import DataKey
 from ..privacy.pseudonymize import tokenize
-from . import VALUES_AT, OnlineStore, open_online_store
+from ..privacy.subjects import Subjects
+from . import VALUES_AT, OnlineStore, Row, open_online_store
 from .materialize import copy_rows, latest_rows_sql, stream_rows
 from .read_audit import ReadAudit
 from .serving import PLAN_TTL_SECONDS, KeyForm, OnlineResponse, ServingPlan, ViewServing, converter, lookup
@@ -37,6 +38,8 @@ class MaterializeResult:
     entities: int
     full: bool
     end: datetime
+    dropped_erased: int = 0
+    """Entities of erased subjects left out (their tombstones matched)."""
 
 
 def effective_ttl_us(ttl: timedelta | None, retention: timedelta | None) -> int | None:
@@ -117,15 +120,30 @@ class OnlineService:
                     since_batch=None if rebuild or state is None else state.last_batch_id,
                     previous_end=None if rebuild or state is None else state.end,
                 )
-                count = copy_rows(stream_rows(con, sql, end), self.store, table, generation, advance)
+                chunks = stream_rows(con, sql, end)
+                erased = ctx.registry.tombstones(vv.view.entity)
+                dropped = [0]
+                if erased:  # an erased subject never comes back online, even from rows ingested before its erasure
+                    chunks = self._without_erased(chunks, grant, erased, dropped)
+                count = copy_rows(chunks, self.store, table, generation, advance)
             if rebuild:  # only now: readers saw old rows until each new one replaced it
                 self.store.prune(table, generation)
             ctx.registry.set_materialization(vv.view.name, vv.version, last_batch_id=last_batch, end=end,
                                              entities=count, generation=generation, updated_at=ctx.now())
             ctx.audit.append(ctx.actor, "materialize", vv.ref, details={"entities": count, "full": rebuild, "end": end.isoformat()})
             self._plans.clear()
-            results.append(MaterializeResult(vv.view.name, vv.version, count, rebuild, end))
+            results.append(MaterializeResult(vv.view.name, vv.version, count, rebuild, end, dropped[0]))
         return results
+
+    def _without_erased(self, chunks: Iterator[list[Row]], grant: Grant, erased: set[str], dropped: list[int]) -> Iterator[list[Row]]:
+        subjects = Subjects(self.ctx.keys, self.ctx.treatments)
+        for chunk in chunks:
+            keys = pa.chunked_array([pa.array([row[0] for row in chunk], pa.string())])
+            mask = subjects.matching(grant.policy, grant.view, keys, erased).to_pylist()
+            kept = [row for row, hit in zip(chunk, mask, strict=True) if not hit]
+            dropped[0] += len(chunk) - len(kept)
+            if kept:
+                yield kept
 
     def materialized_views(self) -> list[str]:
         """References (``name@vN``) of the view versions in the online store."""

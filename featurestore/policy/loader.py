@@ -291,10 +291,15 @@ def _retention(doc: YMap, at: Report) -> Retention:
     section = _section(doc, "retention", at)
     if section is None:
         return Retention()
-    _keys(section, RETENTION_KEYS, "retention entry", at)
+    _keys(section, (*RETENTION_KEYS, "expired_training_sets"), "retention entry", at)
     limits = {str(name): value for name in section
               if name in RETENTION_KEYS and (value := _duration(section, name, f"retention.{name}", at)) is not None}
-    return Retention(**limits)
+    action = section.get("expired_training_sets", "rewrite")
+    if action not in ("rewrite", "delete"):
+        at(section.value_pos("expired_training_sets"), "retention.expired_training_sets is rewrite or delete."
+           + did_you_mean(str(action), ("rewrite", "delete")))
+        action = "rewrite"
+    return Retention(**limits, expired_training_sets=str(action))
 
 
 def _duration(section: YMap, name: str, label: str, at: Report) -> timedelta | None:

@@ -67,6 +67,9 @@ class Retention:
     offline: timedelta | None = None
     online: timedelta | None = None
     training_sets: timedelta | None = None
+    expired_training_sets: str = "rewrite"
+    """What a retention run does with a saved training set holding expired rows: ``rewrite`` it
+    without them (the manifest notes it, so reproduction explains the gap) or ``delete`` it."""
 
     def limits(self) -> dict[str, timedelta]:
         """The limits that are set, by store (``offline``, ``online``, ``training_sets``)."""

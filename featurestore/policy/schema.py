@@ -98,7 +98,8 @@ def policy_json_schema() -> dict[str, Any]:
             },
             "retention": {
                 "type": "object",
-                "properties": {"offline": _DURATION, "online": _DURATION, "training_sets": _DURATION},
+                "properties": {"offline": _DURATION, "online": _DURATION, "training_sets": _DURATION,
+                               "expired_training_sets": {"enum": ["rewrite", "delete"]}},
                 "additionalProperties": False,
             },
             "erasure": {

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..catalog import ViewVersion
-from ..errors import DefinitionError, KeyManagementError, Problem, RetrievalError
+from ..errors import DefinitionError, KeyManagementError, PolicyViolation, Problem, RetrievalError
 from ..governance.treatments import Treatments
 from ..policy import Policy
 from ..types import arrow_type
@@ -75,10 +75,11 @@ class Subjects:
         return [f for f in dict.fromkeys(forms) if f is not None]
 
     def hashes(self, policy: Policy | None, vv: ViewVersion, raw: pa.ChunkedArray) -> list[pa.ChunkedArray]:
-        """Subject hashes of a raw key column, one column per HMAC key id."""
+        """Subject hashes of a raw key column as the view normalizes it, one column per HMAC key id."""
         rule = policy.rule(subject_key(vv)) if policy is not None else None
-        normalize = rule.normalize if rule is not None else "none"
-        country = rule.country_code if rule is not None else None
+        return self._hashes(raw, rule.normalize if rule is not None else "none", rule.country_code if rule is not None else None)
+
+    def _hashes(self, raw: pa.ChunkedArray, normalize: str, country: str | None) -> list[pa.ChunkedArray]:
         text = raw.cast(pa.string()) if raw.type != pa.string() else raw
         result = []
         for key in self.keys.keys("hmac") or [self.keys.current("hmac")]:
@@ -87,10 +88,26 @@ class Subjects:
                                                      pa.string())]))
         return result
 
-    def subject_hashes(self, policy: Policy | None, vv: ViewVersion, raw_ids: Sequence[str]) -> list[str]:
-        """Every subject hash of these raw ids (one per HMAC key id and id)."""
-        raw = self.raw_column(vv, raw_ids)
-        return [h for column in self.hashes(policy, vv, raw) for h in column.to_pylist() if h is not None]
+    def entity_hashes(self, views: Sequence[tuple[Policy | None, ViewVersion]], raw_ids: Sequence[str]) -> list[str]:
+        """Every subject hash of these raw ids that any view of the entity, present or future,
+        could compute: under every HMAC key id and every normalization (phones with the country
+        codes the policies name); a normalization an id does not fit is skipped."""
+        if not views:
+            return []
+        raw = self.raw_column(views[0][1], raw_ids)
+        forms: set[tuple[str, str | None]] = {("none", None), ("text", None), ("email", None)}
+        for policy, vv in views:
+            rule = policy.rule(subject_key(vv)) if policy is not None else None
+            if rule is not None:
+                forms.add((rule.normalize, rule.country_code))
+        found: list[str] = []
+        for normalize, country in sorted(forms, key=lambda f: (f[0], f[1] or "")):
+            try:
+                columns = self._hashes(raw, normalize, country)
+            except PolicyViolation:  # e.g. an id that is not a phone number
+                continue
+            found += [h for column in columns for h in column.to_pylist() if h is not None]
+        return list(dict.fromkeys(found))
 
     def stored_hashes(self, policy: Policy | None, vv: ViewVersion, stored: pa.ChunkedArray) -> list[pa.ChunkedArray]:
         """Subject hashes of a column of stored keys (pseudonyms compare as they are, tokens are

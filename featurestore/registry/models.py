@@ -225,15 +225,16 @@ class DeletionRequestRow(Base):
 
 
 class TombstoneRow(Base):
-    """An erased subject of one view: its pseudonym under one HMAC key id. Ingestion and
-    materialization drop rows that match, so the subject cannot come back."""
+    """An erased subject of an entity: one of its subject hashes (per HMAC key id and
+    normalization). Ingestion and materialization of any view of the entity, present or future,
+    drop rows that match, so the subject cannot come back."""
 
     __tablename__ = "erasure_tombstones"
-    __table_args__ = (UniqueConstraint("view_name", "pseudonym"),)
+    __table_args__ = (UniqueConstraint("entity", "subject_hash"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    view_name: Mapped[str] = mapped_column(String(200), index=True)
-    pseudonym: Mapped[str] = mapped_column(String(100))
+    entity: Mapped[str] = mapped_column(String(200), index=True)
+    subject_hash: Mapped[str] = mapped_column(String(100))
     request_id: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -249,7 +250,7 @@ class HoldRow(Base):
     entity: Mapped[str | None] = mapped_column(String(200), nullable=True)
     view_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     pseudonyms: Mapped[list[Any]] = mapped_column(JSON)
-    """For a subject: [view, pseudonym] pairs under every HMAC key id (never the raw id)."""
+    """For a subject: its subject hashes (every HMAC key id and normalization; never the raw id)."""
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(200))

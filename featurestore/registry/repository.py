@@ -357,18 +357,18 @@ class Registry:
         with self._sessions() as s:
             return list(s.scalars(query))
 
-    def add_tombstones(self, view_hashes: Sequence[tuple[str, str]], request_id: int, created_at: datetime) -> None:
-        """Record (view, subject hash) tombstones of an erasure (existing ones are kept)."""
+    def add_tombstones(self, entity: str, hashes: Sequence[str], request_id: int, created_at: datetime) -> None:
+        """Record the subject hashes of an erased subject of `entity` (existing ones are kept)."""
         with self.session() as s:
-            known = {(t.view_name, t.pseudonym) for t in s.scalars(select(TombstoneRow))}
-            for view, digest in dict.fromkeys(view_hashes):
-                if (view, digest) not in known:
-                    s.add(TombstoneRow(view_name=view, pseudonym=digest, request_id=request_id, created_at=created_at))
+            known = set(s.scalars(select(TombstoneRow.subject_hash).where(TombstoneRow.entity == entity)))
+            for digest in dict.fromkeys(hashes):
+                if digest not in known:
+                    s.add(TombstoneRow(entity=entity, subject_hash=digest, request_id=request_id, created_at=created_at))
 
-    def tombstones(self, view: str) -> set[str]:
-        """The subject hashes erased from a view."""
+    def tombstones(self, entity: str) -> set[str]:
+        """The subject hashes erased from an entity."""
         with self._sessions() as s:
-            return set(s.scalars(select(TombstoneRow.pseudonym).where(TombstoneRow.view_name == view)))
+            return set(s.scalars(select(TombstoneRow.subject_hash).where(TombstoneRow.entity == entity)))
 
     def add_hold(self, *, kind: str, entity: str | None, view_name: str | None, pseudonyms: list[Any], reason: str,
                  created_at: datetime, created_by: str) -> int:

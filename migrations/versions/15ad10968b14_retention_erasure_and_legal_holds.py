@@ -40,15 +40,15 @@ def upgrade() -> None:
 
     op.create_table('erasure_tombstones',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('view_name', sa.String(length=200), nullable=False),
-    sa.Column('pseudonym', sa.String(length=100), nullable=False),
+    sa.Column('entity', sa.String(length=200), nullable=False),
+    sa.Column('subject_hash', sa.String(length=100), nullable=False),
     sa.Column('request_id', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_erasure_tombstones')),
-    sa.UniqueConstraint('view_name', 'pseudonym', name=op.f('uq_erasure_tombstones_view_name'))
+    sa.UniqueConstraint('entity', 'subject_hash', name=op.f('uq_erasure_tombstones_entity'))
     )
     with op.batch_alter_table('erasure_tombstones', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_erasure_tombstones_view_name'), ['view_name'], unique=False)
+        batch_op.create_index(batch_op.f('ix_erasure_tombstones_entity'), ['entity'], unique=False)
 
     op.create_table('legal_holds',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -76,7 +76,7 @@ def downgrade() -> None:
 
     op.drop_table('legal_holds')
     with op.batch_alter_table('erasure_tombstones', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_erasure_tombstones_view_name'))
+        batch_op.drop_index(batch_op.f('ix_erasure_tombstones_entity'))
 
     op.drop_table('erasure_tombstones')
     with op.batch_alter_table('deletion_requests', schema=None) as batch_op:
