@@ -131,7 +131,7 @@ class Ingestion:
     def _erased_mask(self, policy: Policy | None, vv: ViewVersion, raw: pa.ChunkedArray, erased: set[str]) -> pa.ChunkedArray:
         """Which incoming rows (raw keys, before treatment) belong to erased subjects."""
         values = pa.array(sorted(erased), pa.string())
-        mask = pa.chunked_array([pa.array([False] * len(raw))])
+        mask = pa.chunked_array([pa.array([False] * len(raw), pa.bool_())])
         for column in self.subjects.hashes(policy, vv, raw):
             mask = pc.or_(mask, pc.fill_null(pc.is_in(column, value_set=values), False))
         return mask

@@ -152,7 +152,7 @@ class TrainingSets:
             for f in ts.features
         }
         requests = self.historical.group([(f["view"], f["version"], f["feature"], f["output"]) for f in ts.features], recorded)
-        return self.historical.grant_parts(snapshot, requests, purpose)
+        return self.historical.grant_parts(snapshot, requests, purpose, access)
 
     def load(self, name: str, *, purpose: str | None) -> pa.Table:
         """The saved data of a training set, for a purpose its views' policies allow now."""

@@ -178,7 +178,7 @@ class Erasure:
         ts = self.training.get(ts_name)
 
         def remove(table: pa.Table, parts: list[JoinPart]) -> pa.ChunkedArray:
-            mask = pc.fill_null(pa.chunked_array([pa.array([False] * table.num_rows)]), False)
+            mask = pc.fill_null(pa.chunked_array([pa.array([False] * table.num_rows, pa.bool_())]), False)
             for part in parts:
                 grant = grants_by_view.get(part.vv.view.name) or part.grant
                 key = subject_key(part.vv)

@@ -128,7 +128,7 @@ class Subjects:
 
     def matching(self, policy: Policy | None, vv: ViewVersion, stored: pa.ChunkedArray, wanted: set[str]) -> pa.ChunkedArray:
         """A boolean mask: which stored keys belong to a subject whose hash is in `wanted`."""
-        mask = pa.chunked_array([pa.array([False] * len(stored))])
+        mask = pa.chunked_array([pa.array([False] * len(stored), pa.bool_())])
         if not wanted or len(stored) == 0:
             return mask
         values = pa.array(sorted(wanted), pa.string())
