@@ -28,6 +28,7 @@ from ..governance import MAINTAIN, Grant
 from ..historical import JoinPart
 from ..offline.duckdb_store import Compaction, quote
 from ..online.service import OnlineService, to_us
+from .pseudonymize import tokenize
 from ..training_sets import TrainingSets
 from .subjects import Subjects, subject_key
 
@@ -173,29 +174,33 @@ class Erasure:
     def _training_sets_of(self, views: set[str]) -> list[str]:
         return [ts.name for ts in self.training.list_all() if set(ts.views) & views]
 
-    def _training_mask(self, ts_name: str, grants_by_view: dict[str, Grant], raw_ids: Sequence[str]) -> Callable[[pa.Table, list[JoinPart]], pa.ChunkedArray]:
-        """Which rows of a saved training set hold these subjects (raw, pseudonymized or tokenized keys)."""
+    def _training_mask(self, ts_name: str, grants_by_view: dict[str, Grant], raw_ids: Sequence[str],
+                       counts: list[int] | None = None) -> Callable[[pa.Table, list[JoinPart]], pa.ChunkedArray]:
+        """Which rows of a saved training set hold these subjects (raw, pseudonymized or tokenized
+        keys); with `counts`, also how many rows each subject holds."""
         ts = self.training.get(ts_name)
 
         def remove(table: pa.Table, parts: list[JoinPart]) -> pa.ChunkedArray:
-            mask = pc.fill_null(pa.chunked_array([pa.array([False] * table.num_rows, pa.bool_())]), False)
-            for part in parts:
-                grant = grants_by_view.get(part.vv.view.name) or part.grant
-                key = subject_key(part.vv)
+            mask = pa.chunked_array([pa.array([False] * table.num_rows, pa.bool_())])
+            for key in dict.fromkeys(subject_key(p.vv) for p in parts):
                 if key not in table.column_names:
                     continue
-                column = table.column(key)
+                part = next(p for p in parts if subject_key(p.vv) == key)
+                grant = grants_by_view.get(part.vv.view.name) or part.grant
                 if key in ts.protected_columns:  # tokens of the raw key, under every AES-SIV key id
-                    from .pseudonymize import tokenize
-
                     raw = pa.array(list(raw_ids), pa.string())
-                    forms: list[object] = [t for k in self.ctx.keys.keys("siv") for t in
-                                           tokenize(raw, k, context=f"training_set:{key}").to_pylist()]
+                    by_id = [list(t) for t in zip(*(tokenize(raw, k, context=f"training_set:{key}").to_pylist()
+                                                      for k in self.ctx.keys.keys("siv")), strict=True)]
                 else:
-                    forms = self.subjects.stored_forms(grant.policy, part.vv, raw_ids)
-                typed = pa.array([str(f) for f in forms], pa.string())
+                    by_id = self.subjects.stored_forms_by_id(grant.policy, part.vv, raw_ids)
+                owner = {str(f): i for i, forms in enumerate(by_id) for f in forms}
+                column = table.column(key)
                 text = column.cast(pa.string()) if column.type != pa.string() else column
-                mask = pc.or_(mask, pc.fill_null(pc.is_in(text, value_set=typed), False))
+                hits = pc.fill_null(pc.is_in(text, value_set=pa.array(list(owner), pa.string())), False)
+                mask = pc.or_(mask, hits)
+                if counts is not None:
+                    for value in text.filter(hits).to_pylist():
+                        counts[owner[value]] += 1
             return mask
 
         return remove
@@ -203,51 +208,91 @@ class Erasure:
     # --- erasure ------------------------------------------------------------------------------
 
     def erase(self, entity: str, keys: Sequence[str], *, compact: bool = True) -> list[ErasureResult]:
-        """Erase subjects (raw ids of the entity's key) everywhere; one request per subject."""
+        """Erase subjects (raw ids of the entity's key) everywhere; one request per subject, the
+        deletes of all of them done together (one statement per table)."""
         ctx = self.ctx
         grants = self._versions(entity)
-        results = []
-        for raw in dict.fromkeys(keys):
-            now = ctx.now()
-            all_hashes = self._entity_hashes(grants, [raw])
-            hashes = set(all_hashes)
-            deadline = self._deadline(grants, now)
-            current = all_hashes[0] if all_hashes else None
-            held = self._holds_for(entity, grants, hashes)
-            if held:
-                request = ctx.registry.add_deletion_request(kind="erasure", entity=entity, subject=current, status="held",
-                                                            requested_at=now, deadline=deadline, details={"held_by": held})
-                ctx.audit.append(ctx.actor, "erase_held", entity, details={"request": request, "held_by": held})
-                results.append(ErasureResult(request, "held", deadline, {}, held))
-                continue
-            request = ctx.registry.add_deletion_request(kind="erasure", entity=entity, subject=current, status="pending",
-                                                        requested_at=now, deadline=deadline, details={})
-            ctx.registry.add_tombstones(entity, all_hashes, request, now)
-            removed = self._remove_subject(grants, [raw])
-            ctx.registry.update_deletion_request(request, details={"removed": removed})
-            ctx.audit.append(ctx.actor, "erase", entity, details={"request": request, "removed": removed,
-                                                                 "deadline": deadline.isoformat()})
-            results.append(ErasureResult(request, "pending", deadline, removed))
-        if compact and any(r.status == "pending" for r in results):
+        ids = list(dict.fromkeys(keys))
+        if not ids:
+            return []
+        now = ctx.now()
+        deadline = self._deadline(grants, now)
+        hashes = self.subjects.entity_hashes_by_id([(g.policy, g.view) for g in grants], ids)
+        held = [self._holds_for(entity, grants, set(h)) for h in hashes]
+        request_ids = ctx.registry.add_deletion_requests([
+            {"kind": "erasure", "entity": entity, "subject": h[0] if h else None, "status": "held" if why else "pending",
+             "requested_at": now, "deadline": deadline, "details": {"held_by": why} if why else {}}
+            for h, why in zip(hashes, held, strict=True)])
+        erased = [i for i, why in enumerate(held) if not why]
+        ctx.registry.add_tombstones(entity, [(d, request_ids[i]) for i in erased for d in hashes[i]], now)
+        removed = self._remove_subjects(grants, [ids[i] for i in erased])
+        ctx.registry.update_deletion_requests({request_ids[i]: {"removed": r} for i, r in zip(erased, removed, strict=True)})
+        totals: dict[str, int] = {}
+        for per_subject in removed:
+            for place, n in per_subject.items():
+                totals[place] = totals.get(place, 0) + n
+        ctx.audit.append(ctx.actor, "erase", entity, details={
+            "requests": [request_ids[i] for i in erased], "removed": totals, "deadline": deadline.isoformat(),
+            "held": {str(request_ids[i]): why for i, why in enumerate(held) if why}})
+        compacted = compact and bool(erased)
+        if compacted:
             self.compact()
-            results = [ErasureResult(r.request_id, "done", r.deadline, r.removed) if r.status == "pending" else r for r in results]
-        return results
+        by_index = dict(zip(erased, removed, strict=True))
+        return [ErasureResult(request_ids[i], "held" if held[i] else "done" if compacted else "pending", deadline,
+                              by_index.get(i, {}), held[i]) for i in range(len(ids))]
 
-    def _remove_subject(self, grants: Sequence[Grant], raw_ids: Sequence[str]) -> dict[str, int]:
-        removed: dict[str, int] = {}
+    def _remove_subjects(self, grants: Sequence[Grant], raw_ids: Sequence[str]) -> list[dict[str, int]]:
+        """Delete subjects from every place; rows removed per place, per subject."""
+        removed: list[dict[str, int]] = [{} for _ in raw_ids]
+        if not raw_ids:
+            return removed
+        owner: dict[str, dict[str, int]] = {}  # stored form (as text) -> that subject's counts
         for grant in grants:
             vv = grant.view
-            forms = self.subjects.stored_forms(grant.policy, vv, raw_ids)
-            removed[f"offline {vv.ref}"] = self._delete_offline(grant, forms)
+            by_id = self.subjects.stored_forms_by_id(grant.policy, vv, raw_ids)
+            owner = {str(f): removed[i] for i, forms in enumerate(by_id) for f in forms}
+            place = f"offline {vv.ref}"
+            for per_subject in removed:
+                per_subject[place] = 0
+            for form, count in self._delete_offline_many(grant, [f for forms in by_id for f in forms]).items():
+                owner[form][place] += count
             if self.ctx.registry.materialization(vv.view.name, vv.version) is not None:
-                online_keys = [str(f) for f in forms]
-                removed[f"online {online_table(vv)}"] = self.online.store.delete(online_table(vv), online_keys)
+                table, place = online_table(vv), f"online {online_table(vv)}"
+                keys = list(owner)
+                present = [k for k, row in zip(keys, self.online.store.read(table, keys), strict=True) if row is not None]
+                for per_subject in removed:
+                    per_subject[place] = 0
+                for key in present:
+                    owner[key][place] += 1
+                self.online.store.delete(table, present)
         by_view = {g.view.view.name: g for g in grants}
         for name in self._training_sets_of(set(by_view)):
-            removed[f"training set {name}"] = self.training.rewrite(
-                name, self._training_mask(name, by_view, raw_ids), kind="erasure",
-                text="{rows} rows of an erased subject were removed; reproduction rebuilds the rows that remain")
+            place = f"training set {name}"
+            counts = [0] * len(raw_ids)
+            self.training.rewrite(name, self._training_mask(name, by_view, raw_ids, counts), kind="erasure",
+                                  text="{rows} rows of erased subjects were removed; reproduction rebuilds the rows that remain")
+            for i, n in enumerate(counts):
+                removed[i][place] = n
         return removed
+
+    def _delete_offline_many(self, grant: Grant, forms: list[object]) -> dict[str, int]:
+        """Delete rows whose key is one of `forms`, in one statement; rows removed per form (as text)."""
+        vv = grant.require(MAINTAIN).view
+        key = quote(subject_key(vv))
+        if not forms:
+            return {}
+        values = pa.table({"f": pa.array([str(f) for f in forms], pa.string())})
+        with self.ctx.offline.connect(read_only=False) as con:
+            con.register("_fs_forms", values)
+            try:
+                match = f"CAST({key} AS VARCHAR) IN (SELECT f FROM _fs_forms)"
+                counts = dict(con.execute(f"SELECT CAST({key} AS VARCHAR), count(*) FROM {quote(vv.table)} WHERE {match} "
+                                          f"GROUP BY ALL").fetchall())
+                if counts:
+                    con.execute(f"DELETE FROM {quote(vv.table)} WHERE {match}")
+            finally:
+                con.unregister("_fs_forms")
+        return {str(k): int(v) for k, v in counts.items()}
 
     def compact(self, on_step: Callable[[str], None] | None = None) -> Compaction:
         """Rewrite the offline file so deleted rows leave no bytes, then mark every pending

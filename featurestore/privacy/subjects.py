@@ -66,13 +66,17 @@ class Subjects:
     def stored_forms(self, policy: Policy | None, vv: ViewVersion, raw_ids: Sequence[str]) -> list[object]:
         """Every form these subjects' keys may be stored in: as given (typed), and as the
         policy's pseudonyms or tokens under every key id."""
+        forms = [f for per_id in self.stored_forms_by_id(policy, vv, raw_ids) for f in per_id]
+        return list(dict.fromkeys(forms))
+
+    def stored_forms_by_id(self, policy: Policy | None, vv: ViewVersion, raw_ids: Sequence[str]) -> list[list[object]]:
+        """:meth:`stored_forms` per raw id, computed for all of them at once (one native pass per key id)."""
         key = subject_key(vv)
         raw = self.raw_column(vv, raw_ids)
-        forms: list[object] = list(raw.to_pylist())
+        columns = [raw.to_pylist()]
         if policy is not None:
-            for variant in self.treatments.key_variants(policy, key, raw):
-                forms += variant.to_pylist()
-        return [f for f in dict.fromkeys(forms) if f is not None]
+            columns += [variant.to_pylist() for variant in self.treatments.key_variants(policy, key, raw)]
+        return [list(dict.fromkeys(f for f in forms if f is not None)) for forms in zip(*columns, strict=True)]
 
     def hashes(self, policy: Policy | None, vv: ViewVersion, raw: pa.ChunkedArray) -> list[pa.ChunkedArray]:
         """Subject hashes of a raw key column as the view normalizes it, one column per HMAC key id."""
@@ -92,22 +96,29 @@ class Subjects:
         """Every subject hash of these raw ids that any view of the entity, present or future,
         could compute: under every HMAC key id and every normalization (phones with the country
         codes the policies name); a normalization an id does not fit is skipped."""
+        return list(dict.fromkeys(h for per_id in self.entity_hashes_by_id(views, raw_ids) for h in per_id))
+
+    def entity_hashes_by_id(self, views: Sequence[tuple[Policy | None, ViewVersion]], raw_ids: Sequence[str]) -> list[list[str]]:
+        """:meth:`entity_hashes` per raw id, computed for all of them at once."""
         if not views:
-            return []
+            return [[] for _ in raw_ids]
         raw = self.raw_column(views[0][1], raw_ids)
         forms: set[tuple[str, str | None]] = {("none", None), ("text", None), ("email", None)}
         for policy, vv in views:
             rule = policy.rule(subject_key(vv)) if policy is not None else None
             if rule is not None:
                 forms.add((rule.normalize, rule.country_code))
-        found: list[str] = []
+        found: list[list[str]] = [[] for _ in raw_ids]
         for normalize, country in sorted(forms, key=lambda f: (f[0], f[1] or "")):
             try:
                 columns = self._hashes(raw, normalize, country)
             except PolicyViolation:  # e.g. an id that is not a phone number
                 continue
-            found += [h for column in columns for h in column.to_pylist() if h is not None]
-        return list(dict.fromkeys(found))
+            for column in columns:
+                for i, digest in enumerate(column.to_pylist()):
+                    if digest is not None:
+                        found[i].append(digest)
+        return [list(dict.fromkeys(per_id)) for per_id in found]
 
     def stored_hashes(self, policy: Policy | None, vv: ViewVersion, stored: pa.ChunkedArray) -> list[pa.ChunkedArray]:
         """Subject hashes of a column of stored keys (pseudonyms compare as they are, tokens are

@@ -334,6 +334,22 @@ class Registry:
             s.flush()
             return row.id
 
+    def add_deletion_requests(self, requests: Sequence[dict[str, Any]]) -> list[int]:
+        """Record several deletion requests (the columns of DeletionRequestRow) in one transaction."""
+        with self.session() as s:
+            rows = [DeletionRequestRow(**r) for r in requests]
+            s.add_all(rows)
+            s.flush()
+            return [r.id for r in rows]
+
+    def update_deletion_requests(self, details: dict[int, dict[str, Any]]) -> None:
+        """Set the details of several deletion requests in one transaction."""
+        with self.session() as s:
+            for request_id, value in details.items():
+                row = s.get(DeletionRequestRow, request_id)
+                assert row is not None
+                row.details = value
+
     def update_deletion_request(self, request_id: int, *, status: str | None = None, done_at: datetime | None = None,
                                 details: dict[str, Any] | None = None) -> None:
         """Change a deletion request's status, completion time or details."""
@@ -357,11 +373,12 @@ class Registry:
         with self._sessions() as s:
             return list(s.scalars(query))
 
-    def add_tombstones(self, entity: str, hashes: Sequence[str], request_id: int, created_at: datetime) -> None:
-        """Record the subject hashes of an erased subject of `entity` (existing ones are kept)."""
+    def add_tombstones(self, entity: str, hashes: Sequence[tuple[str, int]], created_at: datetime) -> None:
+        """Record (subject hash, request id) tombstones of erased subjects of `entity` in one
+        transaction (hashes already recorded are kept)."""
         with self.session() as s:
             known = set(s.scalars(select(TombstoneRow.subject_hash).where(TombstoneRow.entity == entity)))
-            for digest in dict.fromkeys(hashes):
+            for digest, request_id in dict(hashes).items():
                 if digest not in known:
                     s.add(TombstoneRow(entity=entity, subject_hash=digest, request_id=request_id, created_at=created_at))
 
