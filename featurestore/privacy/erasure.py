@@ -26,6 +26,7 @@ from ..context import StoreContext
 from ..errors import NotFoundError, PolicyViolation
 from ..governance import MAINTAIN, Grant
 from ..historical import JoinPart
+from ..registry.models import HoldRow
 from ..offline.duckdb_store import Compaction, quote
 from ..online.service import OnlineService, to_us
 from .pseudonymize import tokenize
@@ -142,10 +143,10 @@ class Erasure:
                 grants.append(self.ctx.access.grant(snapshot, vv, vv.view.feature_names, None, (MAINTAIN,)))
         return grants
 
-    def _holds_for(self, entity: str, grants: Sequence[Grant], hashes: set[str]) -> list[str]:
+    def _holds_for(self, entity: str, grants: Sequence[Grant], hashes: set[str], holds: Sequence[HoldRow]) -> list[str]:
         held = []
         views = {g.view.view.name for g in grants}
-        for hold in self.ctx.registry.holds():
+        for hold in holds:
             if hold.kind == "view" and hold.view_name in views:
                 held.append(f"hold {hold.id} on view {hold.view_name}: {hold.reason}")
             elif hold.kind == "subject" and hold.entity == entity and hashes & set(hold.pseudonyms):
@@ -218,7 +219,8 @@ class Erasure:
         now = ctx.now()
         deadline = self._deadline(grants, now)
         hashes = self.subjects.entity_hashes_by_id([(g.policy, g.view) for g in grants], ids)
-        held = [self._holds_for(entity, grants, set(h)) for h in hashes]
+        holds = ctx.registry.holds()
+        held = [self._holds_for(entity, grants, set(h), holds) for h in hashes]
         request_ids = ctx.registry.add_deletion_requests([
             {"kind": "erasure", "entity": entity, "subject": h[0] if h else None, "status": "held" if why else "pending",
              "requested_at": now, "deadline": deadline, "details": {"held_by": why} if why else {}}
@@ -300,9 +302,7 @@ class Erasure:
         ctx = self.ctx
         pending = ctx.registry.deletion_requests(status="pending")
         result = ctx.offline.compact(on_step)
-        now = ctx.now()
-        for request in pending:
-            ctx.registry.update_deletion_request(request.id, status="done", done_at=now)
+        ctx.registry.complete_deletion_requests([r.id for r in pending], ctx.now())
         ctx.audit.append(ctx.actor, "compact", "offline", details={
             "bytes_before": result.bytes_before, "bytes_after": result.bytes_after, "requests_done": [r.id for r in pending]})
         return result

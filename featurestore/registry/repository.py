@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -343,12 +343,16 @@ class Registry:
             return [r.id for r in rows]
 
     def update_deletion_requests(self, details: dict[int, dict[str, Any]]) -> None:
-        """Set the details of several deletion requests in one transaction."""
-        with self.session() as s:
-            for request_id, value in details.items():
-                row = s.get(DeletionRequestRow, request_id)
-                assert row is not None
-                row.details = value
+        """Set the details of several deletion requests in one statement."""
+        if details:
+            with self.session() as s:
+                s.execute(update(DeletionRequestRow), [{"id": i, "details": d} for i, d in details.items()])
+
+    def complete_deletion_requests(self, request_ids: Sequence[int], done_at: datetime) -> None:
+        """Mark deletion requests done (their compaction committed), in one statement."""
+        if request_ids:
+            with self.session() as s:
+                s.execute(update(DeletionRequestRow), [{"id": i, "status": "done", "done_at": done_at} for i in request_ids])
 
     def update_deletion_request(self, request_id: int, *, status: str | None = None, done_at: datetime | None = None,
                                 details: dict[str, Any] | None = None) -> None:
@@ -378,9 +382,10 @@ class Registry:
         transaction (hashes already recorded are kept)."""
         with self.session() as s:
             known = set(s.scalars(select(TombstoneRow.subject_hash).where(TombstoneRow.entity == entity)))
-            for digest, request_id in dict(hashes).items():
-                if digest not in known:
-                    s.add(TombstoneRow(entity=entity, subject_hash=digest, request_id=request_id, created_at=created_at))
+            rows = [{"entity": entity, "subject_hash": digest, "request_id": request_id, "created_at": created_at}
+                    for digest, request_id in dict(hashes).items() if digest not in known]
+            if rows:
+                s.execute(insert(TombstoneRow), rows)
 
     def tombstones(self, entity: str) -> set[str]:
         """The subject hashes erased from an entity."""
