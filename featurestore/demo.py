@@ -22,6 +22,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute below)
 import pyarrow.parquet as pq
 
 from .config import CONFIG_FILE
@@ -319,6 +320,8 @@ def run_demo(
     say(f"   {training.row_count:,} rows; the raw ids were hashed in-process to join; spend features are null for "
         f"{expired:,} rows whose latest daily spend is older than the 30-day TTL or later than the payment")
     say(f"   manifest: {', '.join(f['ref'] for f in training.features)}; as of {training.as_of.isoformat()}")
+    for note in training.notes:
+        say(f"   retention: {note['text']}")
     say(f"   built under {', '.join(h.split('@')[0] + '@' + h.split('@')[1][:12] + '...' for h in training.policy_hashes)}; "
         f"saved with customer ids as tokens; sha256 {training.content_hash[:16]}...")
     correction = daily.slice(0, 50).set_column(3, "spend_total", pa.array([0.0] * 50))
@@ -339,12 +342,36 @@ def run_demo(
     for i, customer in enumerate(ids):
         say(f"   {customer}: segment {online.values['segment'][i]!r} ({online.statuses['segment'][i]}), "
             f"spend_total {online.values['spend_total'][i]!r} ({online.statuses['spend_total'][i]})")
-    say("   (daily spend older than its 30-day TTL comes back expired, never stale; serve over HTTP with `featurestore serve`)")
+    say("   (values older than the 30-day TTL or the policy's 30-day online retention come back expired, never stale; "
+        "serve over HTTP with `featurestore serve`)")
     report = store.check_consistency(sample=200, purpose="fraud_detection")
     say("   consistency with the point-in-time answer for now: "
         + ", ".join(f"{r.view} {r.checked} checked, {len(r.mismatches)} mismatches" for r in report))
 
-    say("[bold]11. The registry's record[/bold]")
+    say("[bold]11. Retention and the right to erasure[/bold] (featurestore retention run / erase / where)")
+    dry = store.run_retention(dry_run=True)
+    offline_expired = {place: rows for place, rows in dry.removed.items() if rows}
+    say("   retention dry run (policy: offline 400 days, online 30, training sets 180): "
+        + (", ".join(f"{place} {rows:,}" for place, rows in offline_expired.items()) or "no offline row is past retention yet"))
+    done = store.run_retention()
+    say("   retention run: " + ", ".join(f"{place} {rows:,} rows removed" for place, rows in done.removed.items() if rows)
+        + " (values reads were already hiding)")
+    subject = spine.column("customer_id")[0].as_py()
+    before = store.where("customer", subject)
+    say(f"   where is customer {subject}? " + ", ".join(f"{place}: {rows}" for place, rows in before.items()))
+    [erased] = store.erase("customer", [subject])
+    say(f"   erased: request {erased.request_id} {erased.status} (deadline {erased.deadline:%Y-%m-%d}), "
+        f"{sum(erased.removed.values()):,} rows removed from {sum(1 for n in erased.removed.values() if n)} places, then compacted")
+    after = store.where("customer", subject)
+    say(f"   where is customer {subject} now? {', '.join(after) or 'nowhere'}")
+    proof = store.verify_erasure("customer", subject)
+    say(f"   proof: {len(proof.checks)} checks, every table queried and {sum(c.method == 'bytes' for c in proof.checks)} files "
+        f"scanned: {'clean' if proof.clean else 'FOUND'}; report {Path(proof.path).name if proof.path else '-'}")
+    back = store.ingest("customer_profile", profile.filter(pa.compute.equal(profile.column("customer_id"), subject)).append_column(
+        "tenure_days", pa.array([0], pa.int64())))
+    say(f"   a late batch with that customer's row: {back.dropped_erased} row dropped by the tombstone, {back.rows} stored")
+
+    say("[bold]12. The registry's record[/bold]")
     for b in store.list_batches():
         rows = f"{b.rows:,} rows" if b.rows is not None else "no rows"
         say(f"   batch {b.batch_id}: {b.view}@v{b.version} {b.status}, {rows}")
