@@ -627,7 +627,7 @@ def erase_subject(
         results = fs.erase(entity, subjects, compact=compact)
     for r in results:  # never the raw id: the request number stands for the subject
         rows = sum(r.removed.values())
-        detail = f"; held: {'; '.join(r.held_by)}" if r.held_by else f", {rows:,} rows removed"
+        detail = f"; {'; '.join(r.held_by)}" if r.held_by else f", {rows:,} rows removed"
         out.print(f"request {r.request_id}: {r.status}{detail} (deadline {r.deadline:%Y-%m-%d})", markup=False)
         for place, count in r.removed.items():
             if count:

@@ -291,3 +291,42 @@ def test_erasure_of_an_unknown_entity_or_a_bad_key_is_a_clear_error(tmp_path: Pa
                   FeatureView(name="footfall", entity="shop", features={"visitors": "int64"})])
         with pytest.raises(RetrievalError, match="a subject key given is not a valid int64 for 'shop_id' of footfall@v1"):
             fs.erase("shop", ["not-a-number"])
+
+
+def test_the_erasure_commands(tmp_path: Path) -> None:
+    import base64
+
+    from typer.testing import CliRunner
+
+    from featurestore.cli import app
+    from featurestore.testing import TEST_MASTER_KEY
+
+    root = build(tmp_path, compression=None)
+    runner = CliRunner(env={"FEATURESTORE_MASTER_KEY": base64.b64encode(TEST_MASTER_KEY).decode()})
+
+    def run(*args: str, code: int = 0) -> str:
+        result = runner.invoke(app, [*args, "-s", str(root)])
+        assert result.exit_code == code, result.output
+        assert "Traceback" not in result.output
+        return result.output
+
+    keys = tmp_path / "subjects.txt"
+    keys.write_text(f"{SUBJECT}\n\n{OTHERS[0]}\n")
+    assert "offline person@v1: 1 rows" in run("where", "--entity", "person_e", "--key", SUBJECT)
+    assert "FOUND" in run("erase", "verify", "--entity", "person_e", "--key", SUBJECT, code=1)
+    hold = run("hold", "add", "--reason", "case 9", "--entity", "person_e", "--key", OTHERS[0])
+    assert "Hold 1 on a subject of person_e." in hold and "#1 a subject of person_e: case 9" in run("hold", "list")
+    erased = run("erase", "subject", "--entity", "person_e", "--keys-file", str(keys))
+    assert "request 1: done, 5 rows removed" in erased and "request 2: held; hold 1 on this subject: case 9" in erased
+    assert SUBJECT not in erased and OTHERS[0] not in erased, "raw ids are never printed"
+    status = run("erase", "status")
+    assert "#1 erasure person_e done" in status and "#2 erasure person_e held" in status
+    assert "the subject was found nowhere; report:" in run("erase", "verify", "--entity", "person_e", "--key", SUBJECT)
+    assert "The subject is held nowhere in this store." in run("where", "--entity", "person_e", "--key", SUBJECT)
+    assert "Hold 1 removed." in run("hold", "remove", "1")
+    assert "No active legal holds." in run("hold", "list")
+    assert "offline person@v1: would remove 120 rows" in run("retention", "run", "--dry-run"), "the CLI runs on the wall clock: 2025 rows are past 400 days"
+    assert "Compacted the offline file" in run("compact")
+    assert "name the subjects to erase" in run("erase", "subject", "--entity", "person_e", code=1)
+    assert "cannot read the keys file" in run("erase", "subject", "--entity", "person_e", "--keys-file", str(tmp_path / "none"), code=1)
+    assert "no active legal hold with id 7" in run("hold", "remove", "7", code=1)

@@ -224,16 +224,16 @@ def redis_store(tmp_path: Path) -> FeatureStore:
     FeatureStore.init(root).close()
     config = root / "featurestore.yaml"
     config.write_text(config.read_text().replace("  type: embedded\n  path: online.db", "  type: redis\n  url: redis://127.0.0.1:6379/15"))
-    return FeatureStore(root, clock=SetClock(T0))
+    return FeatureStore(root, clock=SetClock(T0), key_provider=TEST_KEY_PROVIDER)
 
 
 def test_redis_online_store(redis_store: FeatureStore) -> None:
+    import redis
+
     fs = redis_store
     fs.apply([ITEM, STOCK])
     fs.ingest("stock", stock([1, 2, 3], T0 - timedelta(hours=1), 6))
     fs.materialize()
-    import redis
-
     client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
     assert any(b"ov_stock_v1" in k for k in client.keys("*")), "the values are in Redis database 15"
     got = fs.get_online_features([{"item_id": 1}, {"item_id": 4}], ["stock:qty", "stock:seen"])
@@ -245,6 +245,11 @@ def test_redis_online_store(redis_store: FeatureStore) -> None:
     fs.ingest("stock", stock([3], T0 - timedelta(minutes=1), 9))
     [rebuild] = fs.materialize(full=True)
     assert rebuild.entities == 3 and fs.check_consistency()[0].mismatches == []
+    [erased] = fs.erase("item", ["2"])  # erasure reaches Redis too
+    assert erased.removed["online ov_stock_v1"] == 1 and erased.status == "done"
+    assert not client.exists("fs:ov_stock_v1:2") and b"2" not in client.smembers("fs:ov_stock_v1:__keys")
+    assert fs.get_online_features({"item_id": 2}, ["stock:qty"]).statuses["qty"] == ["missing"]
+    assert fs.where("item", "2") == {}
     fs.close()
 
 
