@@ -14,6 +14,7 @@ The tree::
     ├── KeyManagementError            a missing or wrong master key, an unknown data key
     ├── PolicyError                   an invalid policy file (errors=[...])
     ├── PolicyViolation               an access or write the approved policies do not allow
+    │   └── PrivacyBudgetExceeded     a DP release that would overspend its budget
     ├── AuditChainBroken              the audit log was edited, reordered or cut
     └── RegistryOutOfDate             the registry schema is behind the code
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class FeatureStoreError(Exception):
@@ -115,6 +117,20 @@ class PolicyError(_ProblemsError):
 
 class PolicyViolation(FeatureStoreError):
     """An access or a write that the approved policies do not allow (nothing was read or written)."""
+
+
+class PrivacyBudgetExceeded(PolicyViolation):
+    """A differentially private release that the remaining budget cannot pay for (nothing was read).
+
+    `spent` and `budget` are epsilons; `remaining` is what is left; `refreshes_at` is when the
+    oldest charge in the budget's period drops out (None: the budget never refreshes)."""
+
+    def __init__(self, message: str, *, spent: float, budget: float, remaining: float, refreshes_at: Any) -> None:
+        self.spent = spent
+        self.budget = budget
+        self.remaining = remaining
+        self.refreshes_at = refreshes_at
+        super().__init__(message)
 
 
 class AuditChainBroken(FeatureStoreError):

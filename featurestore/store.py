@@ -38,6 +38,7 @@ from .plan import Plan
 from .policy import Policy, policy_json_schema
 from .privacy.keys import MASTER_KEY_ENV, ConfigKeyProvider, KeyProvider, KeyRing
 from .offline.duckdb_store import Compaction
+from .privacy.dp import BudgetStatus, DifferentialPrivacyQueries, DpRelease
 from .privacy.erasure import DeletionRequest, Erasure, ErasureResult, Hold, RetentionReport, VerifyReport
 from .privacy.reidentification import Reidentification
 from .registry import Registry
@@ -106,6 +107,7 @@ class FeatureStore:
         self._policies = PolicyWorkflow(ctx, self._catalog)
         self._reidentification = Reidentification(ctx, self._catalog)
         self._erasure = Erasure(ctx, self._catalog, self._online, self._training)
+        self._dp = DifferentialPrivacyQueries(ctx, self._catalog)
         self._ingestion.reconcile(wait=False)
 
     def _now(self) -> datetime:
@@ -270,12 +272,8 @@ class FeatureStore:
     def create_training_set(self, name: str, entity_df: Any, features: Sequence[str], *, as_of: datetime | None = None,
                             known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
                             full_feature_names: bool = False, description: str = "", purpose: str | None = None) -> TrainingSet:
-        """Build a point-in-time training set, save it in the store and record its manifest.
-
-        The manifest holds the resolved, version-pinned features with the TTLs used, the
-        ``as_of`` system time (default: the last committed ingestion, so later batches never
-        change it), the row count, a SHA-256 content hash and the hashes of the policies in force.
-        """
+        """Build a point-in-time training set, save it and record its manifest: version-pinned features and
+        TTLs, ``as_of`` (default: the last committed ingestion), row count, content hash, policy hashes."""
         return self._training.create(name, entity_df, features, as_of=as_of, known_at_prediction_time=known_at_prediction_time,
                                      timestamp_column=timestamp_column, full_feature_names=full_feature_names,
                                      description=description, purpose=purpose)
@@ -294,12 +292,8 @@ class FeatureStore:
         return self._training.load(name, purpose=purpose)
 
     def reproduce_training_set(self, name: str, *, purpose: str | None = None) -> Reproduction:
-        """Rebuild a training set from the offline store with its manifest and compare hashes.
-
-        The caller names the purpose, checked now (not the one recorded when it was built).
-        The saved entity columns, the pinned feature versions, the recorded TTLs and ``as_of``
-        give the same content hash, however much was ingested since.
-        """
+        """Rebuild a training set with its manifest and compare content hashes, for the caller's purpose
+        (checked now, not the one recorded when it was built); `notes` explain retention and erasure gaps."""
         return self._training.reproduce(name, purpose=purpose)
 
     # --- online serving -----------------------------------------------------------------------
@@ -308,8 +302,7 @@ class FeatureStore:
                     progress: Progress | None = None) -> list[MaterializeResult]:
         """Copy, per entity, the latest value as of `end` (default now) to the online store.
 
-        Incremental by default (entities touched by batches since a per-version watermark);
-        ``full=True`` rebuilds. `views`: ``"name"`` or ``"name@v1"`` (default every view's latest).
+        Incremental by default (entities touched since a per-version watermark); ``full=True`` rebuilds.
         """
         return self._online.materialize(views, end=end, full=full, progress=progress)
 
@@ -326,10 +319,8 @@ class FeatureStore:
         ``expired`` (older than the view's TTL at this read: not served, as
         :meth:`get_historical_features` would answer for t = now). Raw keys are hashed in-process.
 
-        Args:
-            entity_rows: One entity (``{"customer_id": "C1"}``), a list of them, or a table.
-            features: ``"view:feature"``, ``"view@v2:feature"`` or ``"view:*"`` references.
-            purpose: Why; checked against the policy's ``online`` access for governed views.
+        `entity_rows`: one entity (``{"customer_id": "C1"}``), a list, or a table; `purpose` is checked
+        for ``online`` access.
         """
         return self._online.get_online_features(entity_rows, features, purpose=purpose, full_feature_names=full_feature_names)
 
@@ -337,9 +328,8 @@ class FeatureStore:
                           seed: int = 0) -> list[ConsistencyReport]:
         """Compare online values with the point-in-time answer for the same instant.
 
-        Draws up to `sample` entities per materialized view version, reads them online, computes
-        the offline answer at t = now (TTL included) and reports every value that differs.
-        A governed view needs a purpose allowed both ``offline`` and ``online`` access.
+        Up to `sample` entities per materialized view version; a governed view needs a purpose
+        allowed both ``offline`` and ``online`` access.
         """
         return self._consistency.check(views, sample=sample, purpose=purpose, seed=seed)
 
@@ -413,6 +403,21 @@ class FeatureStore:
     def list_holds(self) -> list[Hold]:
         """The active legal holds."""
         return self._erasure.holds()
+
+    # --- differential privacy -------------------------------------------------------------------
+
+    def dp_query(self, view: str, *, aggregates: Sequence[str], group_by: Sequence[str] = (), purpose: str | None,
+                 epsilon: float | None = None, delta: float | None = None, dry_run: bool = False,
+                 consumer: str | None = None, fresh: bool = False) -> DpRelease:
+        """A differentially private ``count`` / ``sum:col`` / ``mean:col`` over a view, optionally grouped, for a
+        purpose with ``dp_aggregates`` access, charged to the policy's budget (``dry_run``: accuracy, no cost;
+        the same query of the same data is served from the ledger at no cost unless `fresh`)."""
+        return self._dp.query(view, aggregates=aggregates, group_by=group_by, purpose=purpose, epsilon=epsilon,
+                              delta=delta, dry_run=dry_run, consumer=consumer, fresh=fresh)
+
+    def dp_budget(self, *, purpose: str | None = None) -> list[BudgetStatus]:
+        """Privacy budgets: spent, reserved and remaining in the current period, and when they refresh."""
+        return self._dp.budget(purpose=purpose)
 
     # --- keys, audit, re-identification -----------------------------------------------------
 

@@ -121,7 +121,9 @@ def decide(snapshot: PolicySnapshot, view: ViewVersion, features: Sequence[str],
                 raise PolicyViolation(f"re-identification refused: {problem}" if kind == "reidentify" else f"read of '{name}' refused: {problem}")
         sensitive = [f for f in [*view.join_keys, *features] if (r := policy.rule(f)) is not None and r.kind == "sensitive_attribute"]
         assert purpose is not None  # purpose_problem refuses None
-        if sensitive and not policy.purposes[purpose].sensitive_attributes:
+        # DP releases never show a row, so a purpose with only dp_aggregates access may group by a
+        # sensitive attribute: the documented way to audit fairness without row access.
+        if sensitive and kinds != ("dp_aggregates",) and not policy.purposes[purpose].sensitive_attributes:
             granted = [p.name for p in policy.purposes.values() if p.sensitive_attributes]
             raise PolicyViolation(
                 f"read of '{name}' refused: {', '.join(sensitive)} "

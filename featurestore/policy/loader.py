@@ -35,7 +35,8 @@ COLUMN_KEYS = ("kind", "treatment", "normalize", "country_code", "generalize", "
 PURPOSE_KEYS = ("access", "sensitive_attributes")
 RETENTION_KEYS = RETENTION_STORES
 ERASURE_KEYS = ("subject_key", "sla")
-DP_KEYS = ("purposes", "budget", "per_release", "contribution_bounds", "min_group_size")
+DP_KEYS = ("purposes", "budget", "per_release", "contribution_bounds", "min_group_size", "public_groups", "per_consumer",
+           "decimals")
 API_VERSION = "featurestore.policy/v1"
 
 EXAMPLE_MINIMAL = """\
@@ -399,7 +400,28 @@ def _dp(doc: YMap, purposes: dict[str, Purpose], columns: dict[str, ColumnRule],
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
         at(section.value_pos("min_group_size"), "min_group_size must be a whole number from 1 up")
         size = None
+    groups: list[tuple[str, tuple[str, ...]]] = []
+    spec = section.get("public_groups")
+    if spec is not None and not isinstance(spec, YMap):
+        at(section.value_pos("public_groups"), "public_groups maps group columns to their public values, e.g. {segment: [retail, premium]}")
+    elif isinstance(spec, YMap):
+        for column, values in spec.items():
+            if columns and column not in columns:
+                at(spec.key_pos(column), f"public_groups names column '{column}', which is not classified." + did_you_mean(str(column), columns))
+            elif not isinstance(values, list) or not values:
+                at(spec.value_pos(column), f"public_groups.{column} lists the column's public values, e.g. [retail, premium]")
+            else:
+                groups.append((str(column), tuple(str(v) for v in values)))
+    per_consumer = section.get("per_consumer", False)
+    if not isinstance(per_consumer, bool):
+        at(section.value_pos("per_consumer"), "per_consumer is true or false")
+        per_consumer = False
+    decimals = section.get("decimals", 2)
+    if not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 6:
+        at(section.value_pos("decimals"), "decimals is a whole number from 0 to 6 (the fixed-point precision of sums and means)")
+        decimals = 2
     return DifferentialPrivacy(
         purposes=tuple(str(p) for p in listed), budget=budget, per_release=per_release,
-        contribution_bounds=_bounds(section, columns, at), min_group_size=size,
+        contribution_bounds=_bounds(section, columns, at), min_group_size=size, public_groups=tuple(groups),
+        per_consumer=per_consumer, decimals=decimals,
     )

@@ -118,6 +118,16 @@ class DifferentialPrivacy:
     per_release: Budget | None = None
     contribution_bounds: ContributionBounds = ContributionBounds()
     min_group_size: int | None = None
+    public_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(column, its public values): groups released without partition selection (pure epsilon)."""
+    per_consumer: bool = False
+    """Whether each consumer (the acting user) has its own budget, instead of one per purpose."""
+    decimals: int = 2
+    """Fixed-point encoding of float values: sums and means are computed on integers scaled by 10**decimals."""
+
+    def groups_of(self, column: str) -> tuple[str, ...] | None:
+        """The public values of a group column, or None if its values are not public."""
+        return next((values for name, values in self.public_groups if name == column), None)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -255,3 +256,34 @@ class HoldRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(200))
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class DpBudgetLockRow(Base):
+    """One row per privacy budget (policy, purpose, consumer): a reservation updates it first, so
+    concurrent reservations of one budget take turns (a row lock on PostgreSQL, the write lock on SQLite)."""
+
+    __tablename__ = "dp_budget_locks"
+
+    key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+class DpLedgerRow(Base):
+    """One differentially private release's cost, reserved before any data is read."""
+
+    __tablename__ = "dp_ledger"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    budget_key: Mapped[str] = mapped_column(String(500), index=True)
+    policy_id: Mapped[str] = mapped_column(String(200))
+    purpose: Mapped[str] = mapped_column(String(200))
+    consumer: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(20))
+    """reserved (running), spent (released), failed (data may have been read: still counted)."""
+    view: Mapped[str] = mapped_column(String(300))
+    query_hash: Mapped[str] = mapped_column(String(64), index=True)
+    data_version: Mapped[str] = mapped_column(String(200))
+    release: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

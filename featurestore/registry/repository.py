@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -21,6 +22,8 @@ from ..errors import ConfigError, RegistryOutOfDate
 from .models import (
     AuditRow,
     DataKeyRow,
+    DpBudgetLockRow,
+    DpLedgerRow,
     DeletionRequestRow,
     HoldRow,
     TombstoneRow,
@@ -433,6 +436,55 @@ class Registry:
             row = s.get(TrainingSetRow, name)
             if row is not None:
                 s.delete(row)
+
+    # --- the privacy budget ledger ------------------------------------------------------------
+
+    def reserve_dp(self, budget_key: str, since: datetime | None, check: Callable[[list[DpLedgerRow]], None],
+                   entry: dict[str, Any]) -> int:
+        """Reserve a release's cost atomically: lock the budget (an UPDATE of its lock row, so
+        concurrent reservations take turns on PostgreSQL and SQLite alike), read its charges since
+        `since`, let `check` refuse, then record `entry` (the columns of DpLedgerRow) as reserved."""
+        for attempt in range(200):
+            try:
+                with self.session() as s:
+                    locked = s.execute(update(DpBudgetLockRow).where(DpBudgetLockRow.key == budget_key)
+                                       .values(version=DpBudgetLockRow.version + 1))
+                    if locked.rowcount == 0:  # type: ignore[attr-defined]
+                        s.add(DpBudgetLockRow(key=budget_key, version=1))
+                        s.flush()
+                    query = select(DpLedgerRow).where(DpLedgerRow.budget_key == budget_key)
+                    if since is not None:
+                        query = query.where(DpLedgerRow.created_at > since)
+                    check(list(s.scalars(query)))
+                    row = DpLedgerRow(budget_key=budget_key, status="reserved", **entry)
+                    s.add(row)
+                    s.flush()
+                    return row.id
+            except IntegrityError:
+                continue  # another process created the lock row first: lock it instead
+            except OperationalError as exc:  # SQLite in WAL mode: another writer committed after our snapshot
+                if "locked" not in str(exc.orig) and "busy" not in str(exc.orig).lower():
+                    raise
+                time.sleep(min(0.005 * (attempt + 1), 0.1))
+        raise ConfigError(f"could not reserve privacy budget {budget_key!r}: the registry stayed busy; try again")
+
+    def settle_dp(self, entry_id: int, *, status: str, release: dict[str, Any] | None) -> None:
+        """Mark a reservation spent (with its release) or failed."""
+        with self.session() as s:
+            row = s.get(DpLedgerRow, entry_id)
+            assert row is not None
+            row.status = status
+            row.release = release
+
+    def dp_entries(self, *, budget_key: str | None = None, query_hash: str | None = None) -> list[DpLedgerRow]:
+        """Ledger entries, oldest first."""
+        query = select(DpLedgerRow).order_by(DpLedgerRow.id)
+        if budget_key is not None:
+            query = query.where(DpLedgerRow.budget_key == budget_key)
+        if query_hash is not None:
+            query = query.where(DpLedgerRow.query_hash == query_hash)
+        with self._sessions() as s:
+            return list(s.scalars(query))
 
     # --- batch bookkeeping ---------------------------------------------------------------------
 

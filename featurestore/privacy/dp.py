@@ -1,0 +1,397 @@
+"""Differentially private aggregates over a view, with a persistent privacy-budget ledger.
+
+OpenDP does every mechanism (its Polars context; never a sampler of ours). The store adds what
+OpenDP lacks:
+
+- **The privacy unit is the entity.** Each entity keeps at most the policy's
+  ``max_rows_per_subject`` rows, drawn at random in DuckDB before OpenDP sees the data, and
+  OpenDP is told exactly that bound (``unit_of(contributions=K)``), so one entity moves any
+  statistic by at most what K rows can. Values are clamped to the policy's ``clamp`` bounds and
+  floats are encoded as fixed-point integers (``decimals``), because float sums need a table-size
+  bound that ruins accuracy.
+- **Group keys** the policy declares public (``public_groups``) are released for every public
+  value (pure epsilon); any other group column goes through OpenDP's partition selection, which
+  needs a delta, so a group held by too few entities is never released. Groups whose released
+  count is below ``min_group_size`` are suppressed, and a count is always part of a grouped
+  release for that reason.
+- **Budget** per purpose (or per consumer, ``per_consumer``) and period, in the registry: a
+  release reserves its cost atomically before any data is read; one that would exceed the
+  budget is refused with what remains and when it refreshes. A reservation whose release then
+  fails stays charged (``failed``): the data may have been read. The query is first run on an
+  empty frame of the same schema, so plan errors are found before anything is reserved.
+- **Accuracy before spending**: ``dry_run=True`` returns each statistic's noise scale and 95%
+  interval, spending nothing; the truncation bias of the contribution bound is stated as unknown
+  (measuring it would read the data outside the budget).
+- **Caching**: the same query of the same data version returns the stored release at no new
+  cost; calibrations (OpenDP's search for the noise scale, 1-3 s) are kept per query shape for the
+  life of the store object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from ..catalog import Catalog
+from ..context import StoreContext
+from ..errors import PolicyViolation, PrivacyBudgetExceeded
+from ..governance import Grant
+from ..offline.duckdb_store import BATCHES_TABLE, quote
+from ..policy import Policy
+from ..policy.model import DifferentialPrivacy
+from ..registry.models import DpLedgerRow
+from .subjects import subject_key
+
+MAX_ROWS = 10**9
+"""The public bound OpenDP's margins get on a view's size (not the real count, which is private)."""
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One released statistic's noise: its distribution, scale and the 95% interval half-width."""
+
+    column: str
+    aggregate: str
+    distribution: str
+    scale: float
+    accuracy: float
+    threshold: int | None = None
+    """Partition selection: groups with a noisy count below this are not released."""
+
+
+@dataclass(frozen=True)
+class DpRelease:
+    """A differentially private release (or, for a dry run, what it would cost and how accurate it would be)."""
+
+    view: str
+    aggregates: list[str]
+    group_by: list[str]
+    epsilon: float
+    delta: float
+    table: pa.Table | None
+    """The released values (None for a dry run)."""
+    statistics: list[Statistic]
+    cached: bool
+    """True when the same query of the same data was released before: no new cost."""
+    dry_run: bool
+    spent: float
+    """Epsilon charged to the budget by this call (0 for dry runs and cached releases)."""
+    suppressed_groups: int
+    truncation_bias: str
+    ledger_id: int | None
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """One privacy budget: spent, reserved (releases running) and remaining in its current period."""
+
+    policy_id: str
+    purpose: str
+    consumer: str | None
+    budget: float
+    spent: float
+    reserved: float
+    remaining: float
+    delta_budget: float
+    delta_spent: float
+    period_days: float | None
+    refreshes_at: datetime | None
+
+
+def parse_aggregate(text: str) -> tuple[str, str | None]:
+    """``count``, ``sum:col`` or ``mean:col`` as (kind, column).
+
+    >>> parse_aggregate("mean:spend_total"), parse_aggregate("count")
+    (('mean', 'spend_total'), ('count', None))
+    """
+    kind, _, column = text.partition(":")
+    if kind == "count" and not column:
+        return "count", None
+    if kind in ("sum", "mean") and column:
+        return kind, column
+    raise PolicyViolation(f"unknown DP aggregate {text!r}: use count, sum:COLUMN or mean:COLUMN")
+
+
+class DifferentialPrivacyQueries:
+    """DP releases and the budget ledger of one store."""
+
+    def __init__(self, ctx: StoreContext, catalog: Catalog) -> None:
+        self.ctx = ctx
+        self.catalog = catalog
+        self._calibrations: dict[str, Any] = {}
+
+    # --- the budget --------------------------------------------------------------------------
+
+    @staticmethod
+    def _rules(grant: Grant) -> tuple[Policy, DifferentialPrivacy]:
+        policy = grant.policy
+        if policy is None or policy.differential_privacy is None or policy.differential_privacy.budget is None:
+            raise PolicyViolation(f"feature view '{grant.view.view.name}' has no differential-privacy budget in an approved "
+                                  "policy: add differential_privacy with a budget to its policy and approve it")
+        dp = policy.differential_privacy
+        if grant.purpose not in dp.purposes:
+            raise PolicyViolation(f"purpose '{grant.purpose}' is not among the differential-privacy purposes of policy "
+                                  f"'{policy.id}' ({', '.join(dp.purposes) or 'none'})")
+        return policy, dp
+
+    def _budget_key(self, policy: Policy, dp: DifferentialPrivacy, purpose: str, consumer: str | None) -> str:
+        return f"{policy.id}/{purpose}/{consumer if dp.per_consumer else '*'}"
+
+    def budget(self, *, purpose: str | None = None) -> list[BudgetStatus]:
+        """Every budget with a charge, or the budget of every DP purpose of the policies in force."""
+        snapshot = self.ctx.access.snapshot()
+        now = self.ctx.now()
+        statuses: list[BudgetStatus] = []
+        seen: set[str] = set()
+        for approval in snapshot.in_force:
+            policy = approval.policy
+            dp = policy.differential_privacy
+            if dp is None or dp.budget is None:
+                continue
+            keys = {e.budget_key for e in self.ctx.registry.dp_entries() if e.policy_id == policy.id}
+            keys |= {self._budget_key(policy, dp, p, None) for p in dp.purposes if not dp.per_consumer}
+            for key in sorted(keys):
+                _pid, name, consumer = key.split("/", 2)
+                if key in seen or (purpose is not None and name != purpose):
+                    continue
+                seen.add(key)
+                statuses.append(self._status(policy, dp, key, name, None if consumer == "*" else consumer, now))
+        return statuses
+
+    def _status(self, policy: Policy, dp: DifferentialPrivacy, key: str, purpose: str, consumer: str | None,
+                now: datetime) -> BudgetStatus:
+        assert dp.budget is not None
+        since = now - dp.budget.period if dp.budget.period else None
+        entries = [e for e in self.ctx.registry.dp_entries(budget_key=key) if since is None or e.created_at > since]
+        spent = sum(e.epsilon for e in entries if e.status != "reserved")
+        reserved = sum(e.epsilon for e in entries if e.status == "reserved")
+        refresh = min((e.created_at for e in entries), default=None)
+        return BudgetStatus(policy.id, purpose, consumer, dp.budget.epsilon, spent, reserved,
+                            max(dp.budget.epsilon - spent - reserved, 0.0), dp.budget.delta, sum(e.delta for e in entries),
+                            dp.budget.period.total_seconds() / 86400 if dp.budget.period else None,
+                            refresh + dp.budget.period if refresh is not None and dp.budget.period else None)
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def query(self, view: str, *, aggregates: Sequence[str], group_by: Sequence[str] = (), purpose: str | None,
+              epsilon: float | None = None, delta: float | None = None, dry_run: bool = False,
+              consumer: str | None = None, fresh: bool = False) -> DpRelease:
+        """A DP release of `aggregates` over `view`, optionally grouped (see the module docstring);
+        `fresh` pays for a new draw instead of returning the stored release of the same query and data."""
+        import opendp.prelude as dp_lib
+
+        dp_lib.enable_features("contrib")
+        ctx = self.ctx
+        vv = self.catalog.get_view(view)
+        specs = [parse_aggregate(a) for a in aggregates]
+        if not specs:
+            raise PolicyViolation("name at least one aggregate: count, sum:COLUMN or mean:COLUMN")
+        columns = [c for _k, c in specs if c is not None]
+        self.catalog.check_features(vv, [*columns, *[g for g in group_by if g not in vv.join_keys]], pinned="@" in view)
+        grant = ctx.access.grant(ctx.access.snapshot(), vv, [*columns, *group_by], purpose, ("dp_aggregates",))
+        policy, rules = self._rules(grant)
+        assert rules.budget is not None
+        limit = rules.per_release.epsilon if rules.per_release is not None else rules.budget.epsilon
+        epsilon = limit if epsilon is None else float(epsilon)
+        if not 0 < epsilon <= limit:
+            raise PolicyViolation(f"epsilon {epsilon} is not allowed: policy '{policy.id}' allows at most {limit} per release")
+        private_groups = [g for g in group_by if rules.groups_of(g) is None]
+        if private_groups and not delta:
+            raise PolicyViolation(
+                f"group columns {', '.join(private_groups)} have no public values in policy '{policy.id}', so their groups are "
+                "chosen by DP partition selection, which needs a delta: pass delta=... (e.g. 1e-7), or declare the values "
+                "under differential_privacy.public_groups")
+        delta = float(delta or 0.0)
+        if delta > rules.budget.delta:
+            raise PolicyViolation(f"delta {delta} exceeds the budget's delta {rules.budget.delta} in policy '{policy.id}'")
+        if group_by and not any(k == "count" for k, _c in specs):
+            specs = [("count", None), *specs]  # a grouped release carries its count: min_group_size needs it
+        bounds_of: dict[str, tuple[int, int]] = {}
+        for kind, column in specs:
+            if column is None:
+                continue
+            clamp = rules.contribution_bounds.clamp_of(column)
+            if clamp is None:
+                raise PolicyViolation(f"{kind}:{column} needs clamp bounds for '{column}' in policy '{policy.id}' "
+                                      "(differential_privacy.contribution_bounds.clamp)")
+            scale = 10 ** rules.decimals
+            bounds_of[column] = (int(round(clamp[0] * scale)), int(round(clamp[1] * scale)))
+        rows_per_entity = rules.contribution_bounds.max_rows_per_subject or 1
+        shape = json.dumps({"view": vv.ref, "specs": specs, "group_by": list(group_by), "epsilon": epsilon, "delta": delta,
+                            "bounds": bounds_of, "k": rows_per_entity, "decimals": rules.decimals,
+                            "groups": [rules.groups_of(g) for g in group_by], "policy": policy.sha256}, sort_keys=True)
+        query_hash = hashlib.sha256(shape.encode()).hexdigest()
+        measurement, summary = self._calibrate(query_hash, specs, list(group_by), rules, epsilon, delta, bounds_of,
+                                               rows_per_entity, grant)
+        statistics = [Statistic(str(r["column"]), str(r["aggregate"]), str(r["distribution"]), float(r["scale"]),
+                                float(r["accuracy"]), int(r["threshold"]) if r.get("threshold") is not None else None)
+                      for r in summary]
+        bias = (f"unknown: each entity keeps at most {rows_per_entity} rows, drawn at random; how many rows that leaves "
+                "out is not measured (it would read the data outside the budget)")
+        base = dict(view=vv.ref, aggregates=list(aggregates), group_by=list(group_by), epsilon=epsilon, delta=delta,
+                    statistics=statistics, truncation_bias=bias)
+        if dry_run:
+            ctx.audit.append(ctx.actor, "dp_dry_run", vv.ref, purpose=purpose, details={"epsilon": epsilon, "delta": delta,
+                                                                                     "aggregates": list(aggregates)})
+            return DpRelease(table=None, cached=False, dry_run=True, spent=0.0, suppressed_groups=0, ledger_id=None, **base)  # type: ignore[arg-type]
+        data_version = self._data_version(grant)
+        key = self._budget_key(policy, rules, str(purpose), consumer or ctx.actor)
+        for entry in [] if fresh else ctx.registry.dp_entries(query_hash=query_hash):
+            if entry.status == "spent" and entry.data_version == data_version and entry.budget_key == key and entry.release:
+                ctx.audit.append(ctx.actor, "dp_release", vv.ref, purpose=purpose,
+                                 details={"cached": True, "ledger": entry.id, "epsilon": 0.0})
+                return DpRelease(table=pa.Table.from_pylist(entry.release["rows"]), cached=True, dry_run=False, spent=0.0,
+                                 suppressed_groups=int(entry.release["suppressed"]), ledger_id=entry.id, **base)  # type: ignore[arg-type]
+        entry_id = self._reserve(key, policy, rules, str(purpose), consumer or ctx.actor, epsilon, delta, vv.ref, query_hash,
+                                 data_version)
+        try:
+            frame = self._frame(grant, specs, list(group_by), bounds_of, rows_per_entity, rules.decimals)
+            released = measurement(frame).collect()
+            table, suppressed = self._finish(released, specs, list(group_by), rules)
+        except BaseException:
+            ctx.registry.settle_dp(entry_id, status="failed", release=None)  # the data may have been read: still charged
+            ctx.audit.append(ctx.actor, "dp_release_failed", vv.ref, purpose=purpose, details={"ledger": entry_id, "epsilon": epsilon})
+            raise
+        ctx.registry.settle_dp(entry_id, status="spent", release={"rows": table.to_pylist(), "suppressed": suppressed})
+        ctx.audit.append(ctx.actor, "dp_release", vv.ref, purpose=purpose, details={
+            "ledger": entry_id, "epsilon": epsilon, "delta": delta, "aggregates": list(aggregates), "group_by": list(group_by),
+            "groups": table.num_rows, "suppressed": suppressed})
+        return DpRelease(table=table, cached=False, dry_run=False, spent=epsilon, suppressed_groups=suppressed, ledger_id=entry_id,
+                         **base)  # type: ignore[arg-type]
+
+    # --- steps -------------------------------------------------------------------------------
+
+    def _reserve(self, key: str, policy: Policy, rules: DifferentialPrivacy, purpose: str, consumer: str, epsilon: float,
+                 delta: float, view: str, query_hash: str, data_version: str) -> int:
+        assert rules.budget is not None
+        budget = rules.budget
+        now = self.ctx.now()
+        since = now - budget.period if budget.period else None
+
+        def check(entries: list[DpLedgerRow]) -> None:
+            spent = sum(e.epsilon for e in entries)
+            spent_delta = sum(e.delta for e in entries)
+            if spent + epsilon > budget.epsilon + 1e-12 or spent_delta + delta > budget.delta + 1e-15:
+                refresh = min((e.created_at for e in entries), default=None)
+                when = refresh + budget.period if refresh is not None and budget.period else None
+                remaining = max(budget.epsilon - spent, 0.0)
+                raise PrivacyBudgetExceeded(
+                    f"privacy budget of purpose '{purpose}' under policy '{policy.id}' is too small for this release: "
+                    f"epsilon {epsilon:g} asked, {remaining:g} of {budget.epsilon:g} left"
+                    + (f" (delta {max(budget.delta - spent_delta, 0):g} left)" if delta else "")
+                    + (f"; it refreshes from {when:%Y-%m-%d %H:%M} UTC, when the oldest charge leaves the "
+                       f"{budget.period.days}-day period" if when and budget.period else "; this budget never refreshes"),
+                    spent=spent, budget=budget.epsilon, remaining=remaining, refreshes_at=when)
+
+        entry = {"policy_id": policy.id, "purpose": purpose, "consumer": consumer if rules.per_consumer else None,
+                 "epsilon": epsilon, "delta": delta, "view": view, "query_hash": query_hash, "data_version": data_version,
+                 "release": None, "created_at": now}
+        try:
+            return self.ctx.registry.reserve_dp(key, since, check, entry)
+        except PrivacyBudgetExceeded as exc:
+            self.ctx.audit.append(self.ctx.actor, "dp_refused", view, purpose=purpose,
+                                  details={"epsilon": epsilon, "remaining": exc.remaining, "reason": str(exc)})
+            raise
+
+    def _data_version(self, grant: Grant) -> str:
+        """What a release depends on: the last batch of the view version, and the retention cutoff's day."""
+        vv = grant.view
+        with self.ctx.offline.connect(read_only=True) as con:
+            [(last,)] = con.execute(f"SELECT coalesce(max(batch_id), 0) FROM {BATCHES_TABLE} WHERE table_name = ?",
+                                    [vv.table]).fetchall()
+        cutoff = grant.cutoff("offline")
+        return f"{vv.ref}:{last}:{cutoff.date().isoformat() if cutoff else '-'}"
+
+    def _frame(self, grant: Grant, specs: list[tuple[str, str | None]], group_by: list[str], bounds: dict[str, tuple[int, int]],
+               rows_per_entity: int, decimals: int) -> Any:
+        """The view's rows as OpenDP gets them: at most `rows_per_entity` per entity (drawn at
+        random), values clamped and as fixed-point integers."""
+        import polars as pl
+
+        vv = grant.view
+        key = quote(subject_key(vv))
+        ts = quote(vv.view.timestamp_field)
+        scale = 10 ** decimals
+        values = []
+        for column, (lo, hi) in bounds.items():
+            values.append(f"CAST(round(least(greatest(CAST({quote(column)} AS DOUBLE) * {scale}, {lo}), {hi})) AS BIGINT) AS {quote(column)}")
+        groups = [f"CAST({quote(g)} AS VARCHAR) AS {quote(g)}" for g in group_by]
+        cutoff = grant.cutoff("offline")
+        where = f"WHERE {ts} >= ?" if cutoff is not None else ""
+        select = ", ".join([*groups, *values]) or "1 AS _one"
+        names = ", ".join([*(quote(g) for g in group_by), *(quote(c) for c in bounds)]) or "_one"
+        sql = (f"SELECT {names} FROM (SELECT {key} AS _fs_entity, random() AS _fs_r, {select} FROM {quote(vv.table)} {where}) "
+               f"QUALIFY row_number() OVER (PARTITION BY _fs_entity ORDER BY _fs_r) <= {int(rows_per_entity)}")
+        with self.ctx.offline.connect(read_only=True) as con:
+            table = con.sql(sql, params=[cutoff] if cutoff is not None else None).to_arrow_table()
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame.lazy()
+
+    def _calibrate(self, query_hash: str, specs: list[tuple[str, str | None]], group_by: list[str], rules: DifferentialPrivacy,
+                   epsilon: float, delta: float, bounds: dict[str, tuple[int, int]], rows_per_entity: int,
+                   grant: Grant) -> tuple[Any, list[dict[str, Any]]]:
+        """OpenDP's measurement and its accuracy summary for a query shape, built once per shape
+        on an empty frame of the same schema (plan errors surface here, before any reservation)."""
+        if query_hash in self._calibrations:
+            return self._calibrations[query_hash]  # type: ignore[no-any-return]
+        import opendp.prelude as dp_lib
+        import polars as pl
+
+        dp: Any = dp_lib  # OpenDP's prelude and Polars' .dp namespace are not typed
+        schema = {**{g: pl.String for g in group_by}, **{c: pl.Int64 for c in bounds}}
+        empty = pl.LazyFrame(schema=schema or {"_one": pl.Int32})
+        loss = dp.loss_of(epsilon=epsilon, delta=delta) if delta else dp.loss_of(epsilon=epsilon)
+        context = dp.Context.compositor(data=empty, privacy_unit=dp.unit_of(contributions=rows_per_entity),
+                                        privacy_loss=loss, split_evenly_over=1, margins=[dp.polars.Margin(max_length=MAX_ROWS)])
+        exprs = []
+        for kind, column in specs:
+            if kind == "count":
+                exprs.append(dp.len(signed=True).alias("count"))
+            else:
+                assert column is not None
+                stat: Any = pl.col(column).fill_null(0)
+                exprs.append((stat.dp.sum(bounds[column]) if kind == "sum" else stat.dp.mean(bounds[column])).alias(f"{kind}_{column}"))
+        query: Any = context.query()
+        if group_by:
+            query = query.group_by(group_by).agg(*exprs)
+            if all(rules.groups_of(g) is not None for g in group_by):  # every combination of the public values
+                combos = itertools.product(*(rules.groups_of(g) or () for g in group_by))
+                keys = pl.DataFrame([dict(zip(group_by, combo, strict=True)) for combo in combos],
+                                    schema={g: pl.String for g in group_by})
+                query = query.with_keys(keys)
+        else:
+            query = query.select(*exprs)
+        summary = query.summarize(alpha=ALPHA).to_dicts()
+        measurement: Any = query.resolve()
+        measurement(empty).collect()  # a plan error shows here, on no data, before any budget is reserved
+        self._calibrations[query_hash] = (measurement, summary)
+        return measurement, summary
+
+    @staticmethod
+    def _finish(released: Any, specs: list[tuple[str, str | None]], group_by: list[str],
+                rules: DifferentialPrivacy) -> tuple[pa.Table, int]:
+        """Decode fixed-point values and suppress groups smaller than min_group_size (post-processing, free)."""
+        import polars as pl
+
+        frame = released
+        scale = 10 ** rules.decimals
+        for kind, column in specs:
+            if column is not None:
+                frame = frame.with_columns((pl.col(f"{kind}_{column}") / scale).alias(f"{kind}_{column}"))
+        suppressed = 0
+        if group_by and rules.min_group_size:
+            small = frame.filter(pl.col("count") < rules.min_group_size)
+            suppressed = small.height
+            frame = frame.filter(pl.col("count") >= rules.min_group_size)
+        if group_by:
+            frame = frame.sort(group_by)
+        return frame.to_arrow(), suppressed
