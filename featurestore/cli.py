@@ -60,6 +60,8 @@ COMMAND_METHODS: dict[str, str] = {
     "hold add": "add_hold",
     "hold remove": "remove_hold",
     "hold list": "list_holds",
+    "dp query": "dp_query",
+    "dp budget": "dp_budget",
 }
 
 
@@ -101,6 +103,8 @@ retention_app = typer.Typer(cls=_Group, help="Delete rows past the policies' ret
 app.add_typer(retention_app, name="retention")
 hold_app = typer.Typer(cls=_Group, help="Legal holds: suspend retention and erasure for a subject or a view.", no_args_is_help=True)
 app.add_typer(hold_app, name="hold")
+dp_app = typer.Typer(cls=_Group, help="Differentially private aggregates and the privacy-budget ledger.", no_args_is_help=True)
+app.add_typer(dp_app, name="dp")
 PurposeOpt = Annotated[str | None, typer.Option(help="Why the data is read; required for views under a policy.")]
 EntityOpt = Annotated[str, typer.Option("--entity", help="The entity whose key identifies the subject, e.g. customer.")]
 KeyOpt = Annotated[str, typer.Option("--key", help="The subject's raw id (prefer --keys-file: command lines are visible to others).")]
@@ -733,6 +737,50 @@ def hold_list(store: StoreOpt = Path(".")) -> None:
     for h in holds:
         target = f"view {h.view}" if h.view else f"a subject of {h.entity}"
         out.print(f"#{h.id} {target}: {h.reason} (by {h.created_by}, {h.created_at:%Y-%m-%d})", markup=False)
+
+
+@dp_app.command("query")
+def dp_query(
+    view: Annotated[str, typer.Argument(help="The view (name or name@vN).")],
+    agg: Annotated[list[str], typer.Option("--agg", help="count, sum:COLUMN or mean:COLUMN (repeatable).")],
+    purpose: Annotated[str, typer.Option("--purpose", help="A purpose with dp_aggregates access.")],
+    by: Annotated[list[str] | None, typer.Option("--by", help="Group by this column (repeatable).")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Privacy loss of this release (default: the policy's per-release epsilon).")] = None,
+    delta: Annotated[float | None, typer.Option(help="Delta, needed when a group column's values are not public.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the noise and accuracy; spend nothing.")] = False,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Release differentially private statistics of a view (charged to the budget; --dry-run is free)."""
+    with _open(store) as fs, err.status("Calibrating and releasing..."):
+        release = fs.dp_query(view, aggregates=agg, group_by=by or [], purpose=purpose, epsilon=epsilon, delta=delta,
+                              dry_run=dry_run)
+    for stat in release.statistics:
+        extra = f", threshold {stat.threshold}" if stat.threshold is not None else ""
+        out.print(f"{stat.column} ({stat.aggregate}): {stat.distribution} noise, scale {stat.scale:.4g}, "
+                  f"95% within +/- {stat.accuracy:.4g}{extra}", markup=False)
+    out.print(f"truncation bias: {release.truncation_bias}", markup=False)
+    if release.table is not None:
+        table = Table(*release.table.column_names)
+        for row in release.table.to_pylist():
+            table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+        out.print(table)
+        cost = "no new cost (the stored release of this query and data)" if release.cached else f"epsilon {release.spent:g} spent"
+        out.print(f"{cost}; {release.suppressed_groups} groups below the minimum group size suppressed", markup=False)
+
+
+@dp_app.command("budget")
+def dp_budget(purpose: PurposeOpt = None, store: StoreOpt = Path(".")) -> None:
+    """Show each privacy budget: spent, reserved and remaining in its period, and when it refreshes."""
+    with _open(store) as fs:
+        budgets = fs.dp_budget(purpose=purpose)
+    if not budgets:
+        out.print("No differential-privacy budget in the policies in force.")
+    for b in budgets:
+        who = f" consumer {b.consumer}" if b.consumer else ""
+        period = f" per {b.period_days:g} days" if b.period_days else " (never refreshes)"
+        refresh = f"; refreshes from {b.refreshes_at:%Y-%m-%d %H:%M}" if b.refreshes_at else ""
+        out.print(f"{b.policy_id}/{b.purpose}{who}: epsilon {b.spent:g} spent, {b.reserved:g} reserved, {b.remaining:g} of "
+                  f"{b.budget:g} left{period}{refresh}", markup=False)
 
 
 @app.command()

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from .config import CONFIG_FILE
 from .errors import ConfigError, DefinitionError, IngestionError, PolicyViolation
+from .privacy.dp import DpRelease
 from .privacy.keys import generate_master_key
 from .store import FeatureStore
 
@@ -371,7 +372,30 @@ def run_demo(
         "tenure_days", pa.array([0], pa.int64())))
     say(f"   a late batch with that customer's row: {back.dropped_erased} row dropped by the tombstone, {back.rows} stored")
 
-    say("[bold]12. The registry's record[/bold]")
+    say("[bold]12. Differentially private statistics[/bold] for research, without row access (featurestore dp query / budget)")
+    try:
+        store.read("customer_profile", purpose="research_statistics")
+    except PolicyViolation as exc:
+        say(f"   rows are refused: {str(exc).split(' (it has')[0]}")
+    def segments(dry_run: bool = False) -> DpRelease:
+        return store.dp_query("customer_profile", aggregates=["count"], group_by=["segment"], purpose="research_statistics",
+                              epsilon=0.5, dry_run=dry_run)
+
+    preview = segments(dry_run=True)
+    say("   dry run (free): " + "; ".join(f"{s.column} +/- {s.accuracy:,.0f} (95%, {s.distribution} noise)" for s in preview.statistics))
+    counted = segments()
+    say("   customers per segment: " + ", ".join(f"{r['segment']} about {r['count']:,}" for r in counted.table.to_pylist())
+        if counted.table is not None else "")
+    say(f"   the same question again: {'the stored release, no new cost' if segments().cached else 'charged again'}")
+    spend = store.dp_query("customer_spend_daily", aggregates=["mean:spend_total"], purpose="research_statistics", epsilon=0.5)
+    if spend.table is not None:
+        say(f"   mean daily card spend: about {spend.table.column('mean_spend_total')[0].as_py():,.2f} "
+            f"(true {pa.compute.mean(daily.column('spend_total')).as_py():,.2f}; at most 5 days per customer, drawn at random)")
+    for budget in store.dp_budget(purpose="research_statistics"):
+        say(f"   budget {budget.purpose}: epsilon {budget.spent:g} spent, {budget.remaining:g} of {budget.budget:g} left "
+            f"this {budget.period_days:g}-day period")
+
+    say("[bold]13. The registry's record[/bold]")
     for b in store.list_batches():
         rows = f"{b.rows:,} rows" if b.rows is not None else "no rows"
         say(f"   batch {b.batch_id}: {b.view}@v{b.version} {b.status}, {rows}")

@@ -127,7 +127,7 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     steps = ["1. Create a store", "2. Write definitions", "3. Legal reviews and approves the policy", "4. Ingest",
              "5. Reads need an allowed purpose", "5b. Only approved content is enforced", "6. Bad input is refused whole", "7. A schema change makes a new version",
              "8. Time travel on ingestion time", "9. A point-in-time training set", "10. Online serving",
-             "11. Retention and the right to erasure", "12. The registry's record"]
+             "11. Retention and the right to erasure", "12. Differentially private statistics", "13. The registry's record"]
     assert [step in out for step in steps] == [True] * len(steps)
     assert "closed mode is on (governance.require_policy: true)" in out
     assert "apply is refused until legal approves: feature view 'customer_profile' cannot be applied: policy 'customer-data'" in out
@@ -141,6 +141,9 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     assert "customer_profile@v2 50 checked, 0 mismatches" in out
     assert "where is customer C000001 now? nowhere" in out and "scanned: clean; report customer-" in out
     assert "a late batch with that customer's row: 1 row dropped by the tombstone, 0 stored" in out
+    assert "rows are refused: read of 'customer_profile' refused: purpose 'research_statistics' may not have offline access" in out
+    assert "the same question again: the stored release, no new cost" in out
+    assert "budget research_statistics: epsilon 1 spent, 3 of 4 left this 30-day period" in out
     key_file = tmp_path / "demo.master.key"
     assert key_file.stat().st_mode & 0o077 == 0, "the demo's master key is readable by its owner only"
     with FeatureStore(tmp_path / "demo") as fs:

@@ -34,7 +34,8 @@ ENUM_POLICY = POLICY.replace(
     "    customer_support: {access: [reidentify]}\n",
     "    customer_support: {access: [reidentify]}\n    live_scoring: {access: [online], sensitive_attributes: true}\n"
     "    research: {access: [dp_aggregates]}\n    monitoring: {access: [offline, online], sensitive_attributes: true}\n",
-)
+) + ("differential_privacy:\n  purposes: [research]\n  budget: {epsilon: 1000.0, delta: 1.0e-6}\n  per_release: {epsilon: 1.0}\n"
+     "  contribution_bounds: {max_rows_per_subject: 1, clamp: {spend: [0, 100]}}\n")
 PURPOSES = [None, "fraud_detection", "fairness_audit", "customer_support", "live_scoring", "research", "monitoring", "marketing",
             "unknown"]
 ACCESS = {  # what each purpose may do under ENUM_POLICY
@@ -313,7 +314,8 @@ def test_releasing_a_view_takes_an_approved_version_and_plan_says_so(tmp_path: P
 METHODS: dict[str, tuple[str, ...] | None] = {
     "read": ("offline",), "get_historical_features": ("offline",), "create_training_set": ("offline",),
     "load_training_set": ("offline",), "reproduce_training_set": ("offline",), "get_online_features": ("online",),
-    "check_consistency": ("offline", "online"), "reidentify": ("reidentify",),
+    "check_consistency": ("offline", "online"), "reidentify": ("reidentify",), "dp_query": ("dp_aggregates",),
+    "dp_budget": None,
     "apply": None, "plan": None, "approve_policy": None, "audit_entries": None, "close": None, "get_training_set": None,
     "get_view": None, "ingest": None, "init": None, "lint_policy": None, "list_batches": None, "list_entities": None,
     "list_keys": None, "list_training_sets": None, "list_views": None, "load_definitions": None, "lock_timeout": None,
@@ -337,6 +339,7 @@ def _calls(fs: FeatureStore, token: str) -> dict[str, Callable[[str | None], Any
         "get_online_features": lambda p: fs.get_online_features({"customer_id": "c1"}, ["person:spend"], purpose=p).values["spend"],
         "check_consistency": lambda p: fs.check_consistency(purpose=p)[0].checked,
         "reidentify": lambda p: fs.reidentify("person", "iban", token, purpose=p),
+        "dp_query": lambda p: fs.dp_query("person", aggregates=["count", "mean:spend"], purpose=p, fresh=True).table.num_rows,
     }
 
 
@@ -373,7 +376,7 @@ def test_every_data_method_under_every_policy_state_and_purpose(tmp_path: Path, 
                 if state in ("approved", "draft"):
                     allowed = needed <= ACCESS[purpose] and (method != "check_consistency" or purpose in SENSITIVE)
                 elif state == "no_policy":
-                    allowed = method != "reidentify"  # ungoverned views hold no tokens
+                    allowed = method not in ("reidentify", "dp_query")  # no tokens, and no DP budget, without a policy
                 else:
                     allowed = False
                 if allowed:
@@ -529,14 +532,17 @@ def test_retention_erasure_and_dp_sections_are_typed(tmp_path: Path) -> None:
     assert dp is not None and dp.purposes == ("research_statistics",) and dp.min_group_size == 20
     assert dp.budget is not None and (dp.budget.epsilon, dp.budget.delta, dp.budget.period) == (4.0, 1e-6, timedelta(days=30))
     assert dp.per_release is not None and dp.per_release.epsilon == 0.5
-    assert dp.contribution_bounds.max_rows_per_subject == 50
+    assert dp.contribution_bounds.max_rows_per_subject == 5
+    assert dp.contribution_bounds.clamp_of("spend_total") == (0.0, 5000.0) and dp.groups_of("segment") == ("retail", "premium", "business")
+    assert dp.decimals == 2 and not dp.per_consumer
     bad = tmp_path / "bad.yaml"
-    bad.write_text(ENUM_POLICY + "erasure: {subject_key: custmer_id, sla: soon}\n"
+    base = ENUM_POLICY.split("differential_privacy:")[0]
+    bad.write_text(base + "erasure: {subject_key: custmer_id, sla: soon}\n"
                    "differential_privacy:\n  purposes: [research]\n  budget: {epsilon: 1.0}\n  per_release: {epsilon: 2.0}\n"
                    "  contribution_bounds: {max_rows_per_subject: 0, clamp: {spend: [10, 1], shoe_size: [0, 50]}}\n")
     with pytest.raises(PolicyError) as info:
         load_policy(bad)
-    lines = ENUM_POLICY.count("\n")
+    lines = base.count("\n")
     assert [str(e) for e in info.value.errors] == [
         f"{bad}:{lines + 1}:41: erasure.sla: 'soon' is not an ISO 8601 duration like P30D, P6M or P1Y",
         f"{bad}:{lines + 1}:24: erasure.subject_key must name a classified column. Did you mean 'customer_id'?",

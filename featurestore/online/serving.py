@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from ..privacy.pseudonymize import PSEUDONYM_HEX_DIGITS
 from . import KEY_SEPARATOR, VALUES_AT, Row
 
@@ -49,7 +51,14 @@ def normalize_one(value: Any, kind: str, country_code: str | None) -> str | None
         return text
     trimmed = text.strip(_WHITESPACE)
     if kind in ("text", "email"):
-        return trimmed.lower()
+        if trimmed.isascii():
+            return trimmed.lower()
+        # Non-ASCII case mapping (final sigma, dotted I) differs between Python and Polars: take
+        # the column implementation itself, so a key hashes the same online as at ingestion.
+        from ..privacy.pseudonymize import normalize
+
+        result: str | None = normalize(pa.array([text]), kind).to_pylist()[0]
+        return result
     digits = trimmed.translate(_SEPARATORS)
     if trimmed.startswith("00"):
         digits = digits[2:]

@@ -7,8 +7,8 @@ OpenDP lacks:
   ``max_rows_per_subject`` rows, drawn at random in DuckDB before OpenDP sees the data, and
   OpenDP is told exactly that bound (``unit_of(contributions=K)``), so one entity moves any
   statistic by at most what K rows can. Values are clamped to the policy's ``clamp`` bounds and
-  floats are encoded as fixed-point integers (``decimals``), because float sums need a table-size
-  bound that ruins accuracy.
+  float features are encoded as fixed-point integers (``decimals``; integer features as they
+  are), because float sums need a table-size bound that ruins accuracy.
 - **Group keys** the policy declares public (``public_groups``) are released for every public
   value (pure epsilon); any other group column goes through OpenDP's partition selection, which
   needs a delta, so a group held by too few entities is never released. Groups whose released
@@ -35,7 +35,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import pyarrow as pa
 
@@ -130,16 +130,21 @@ class DifferentialPrivacyQueries:
 
     # --- the budget --------------------------------------------------------------------------
 
-    @staticmethod
-    def _rules(grant: Grant) -> tuple[Policy, DifferentialPrivacy]:
+    def _rules(self, grant: Grant) -> tuple[Policy, DifferentialPrivacy]:
+        """The DP rules that govern a grant; refused (and audited) where there are none for its purpose."""
         policy = grant.policy
+
+        def refuse(why: str) -> NoReturn:
+            self.ctx.access.refuse(grant.snapshot, grant.view, grant.features, grant.purpose, grant.access, why)
+
         if policy is None or policy.differential_privacy is None or policy.differential_privacy.budget is None:
-            raise PolicyViolation(f"feature view '{grant.view.view.name}' has no differential-privacy budget in an approved "
-                                  "policy: add differential_privacy with a budget to its policy and approve it")
+            refuse(f"feature view '{grant.view.view.name}' has no differential-privacy budget in an approved policy: add "
+                   "differential_privacy with a budget to its policy and approve it")
+        assert policy is not None and policy.differential_privacy is not None
         dp = policy.differential_privacy
         if grant.purpose not in dp.purposes:
-            raise PolicyViolation(f"purpose '{grant.purpose}' is not among the differential-privacy purposes of policy "
-                                  f"'{policy.id}' ({', '.join(dp.purposes) or 'none'})")
+            refuse(f"purpose '{grant.purpose}' is not among the differential-privacy purposes of policy "
+                   f"'{policy.id}' ({', '.join(dp.purposes) or 'none'})")
         return policy, dp
 
     def _budget_key(self, policy: Policy, dp: DifferentialPrivacy, purpose: str, consumer: str | None) -> str:
@@ -215,6 +220,7 @@ class DifferentialPrivacyQueries:
         if group_by and not any(k == "count" for k, _c in specs):
             specs = [("count", None), *specs]  # a grouped release carries its count: min_group_size needs it
         bounds_of: dict[str, tuple[int, int]] = {}
+        scales: dict[str, int] = {}
         for kind, column in specs:
             if column is None:
                 continue
@@ -222,7 +228,7 @@ class DifferentialPrivacyQueries:
             if clamp is None:
                 raise PolicyViolation(f"{kind}:{column} needs clamp bounds for '{column}' in policy '{policy.id}' "
                                       "(differential_privacy.contribution_bounds.clamp)")
-            scale = 10 ** rules.decimals
+            scale = scales[column] = 10 ** rules.decimals if vv.view.feature(column).dtype.startswith("float") else 1
             bounds_of[column] = (int(round(clamp[0] * scale)), int(round(clamp[1] * scale)))
         rows_per_entity = rules.contribution_bounds.max_rows_per_subject or 1
         shape = json.dumps({"view": vv.ref, "specs": specs, "group_by": list(group_by), "epsilon": epsilon, "delta": delta,
@@ -253,9 +259,9 @@ class DifferentialPrivacyQueries:
         entry_id = self._reserve(key, policy, rules, str(purpose), consumer or ctx.actor, epsilon, delta, vv.ref, query_hash,
                                  data_version)
         try:
-            frame = self._frame(grant, specs, list(group_by), bounds_of, rows_per_entity, rules.decimals)
+            frame = self._frame(grant, list(group_by), bounds_of, scales, rows_per_entity)
             released = measurement(frame).collect()
-            table, suppressed = self._finish(released, specs, list(group_by), rules)
+            table, suppressed = self._finish(released, specs, list(group_by), rules, scales)
         except BaseException:
             ctx.registry.settle_dp(entry_id, status="failed", release=None)  # the data may have been read: still charged
             ctx.audit.append(ctx.actor, "dp_release_failed", vv.ref, purpose=purpose, details={"ledger": entry_id, "epsilon": epsilon})
@@ -310,8 +316,8 @@ class DifferentialPrivacyQueries:
         cutoff = grant.cutoff("offline")
         return f"{vv.ref}:{last}:{cutoff.date().isoformat() if cutoff else '-'}"
 
-    def _frame(self, grant: Grant, specs: list[tuple[str, str | None]], group_by: list[str], bounds: dict[str, tuple[int, int]],
-               rows_per_entity: int, decimals: int) -> Any:
+    def _frame(self, grant: Grant, group_by: list[str], bounds: dict[str, tuple[int, int]], scales: dict[str, int],
+               rows_per_entity: int) -> Any:
         """The view's rows as OpenDP gets them: at most `rows_per_entity` per entity (drawn at
         random), values clamped and as fixed-point integers."""
         import polars as pl
@@ -319,10 +325,10 @@ class DifferentialPrivacyQueries:
         vv = grant.view
         key = quote(subject_key(vv))
         ts = quote(vv.view.timestamp_field)
-        scale = 10 ** decimals
         values = []
         for column, (lo, hi) in bounds.items():
-            values.append(f"CAST(round(least(greatest(CAST({quote(column)} AS DOUBLE) * {scale}, {lo}), {hi})) AS BIGINT) AS {quote(column)}")
+            scaled = f"CAST({quote(column)} AS DOUBLE) * {scales[column]}"
+            values.append(f"CAST(round(least(greatest({scaled}, {lo}), {hi})) AS BIGINT) AS {quote(column)}")
         groups = [f"CAST({quote(g)} AS VARCHAR) AS {quote(g)}" for g in group_by]
         cutoff = grant.cutoff("offline")
         where = f"WHERE {ts} >= ?" if cutoff is not None else ""
@@ -377,16 +383,15 @@ class DifferentialPrivacyQueries:
         return measurement, summary
 
     @staticmethod
-    def _finish(released: Any, specs: list[tuple[str, str | None]], group_by: list[str],
-                rules: DifferentialPrivacy) -> tuple[pa.Table, int]:
+    def _finish(released: Any, specs: list[tuple[str, str | None]], group_by: list[str], rules: DifferentialPrivacy,
+                scales: dict[str, int]) -> tuple[pa.Table, int]:
         """Decode fixed-point values and suppress groups smaller than min_group_size (post-processing, free)."""
         import polars as pl
 
         frame = released
-        scale = 10 ** rules.decimals
         for kind, column in specs:
-            if column is not None:
-                frame = frame.with_columns((pl.col(f"{kind}_{column}") / scale).alias(f"{kind}_{column}"))
+            if column is not None and scales[column] != 1:
+                frame = frame.with_columns((pl.col(f"{kind}_{column}") / scales[column]).alias(f"{kind}_{column}"))
         suppressed = 0
         if group_by and rules.min_group_size:
             small = frame.filter(pl.col("count") < rules.min_group_size)
