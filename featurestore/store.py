@@ -117,12 +117,8 @@ class FeatureStore:
 
     @classmethod
     def init(cls, path: str | Path, *, registry_url: str | None = None, **kwargs: Any) -> FeatureStore:
-        """Create a store directory (config, ``features/``, ``policies/``, registry, offline file).
-
-        Args:
-            path: The directory; created if missing, and must not hold a store already.
-            registry_url: Registry database (default: SQLite ``registry.db`` in the directory).
-        """
+        """Create a store directory (config, ``features/``, ``policies/``, registry, offline file) where
+        none is; `registry_url` names the registry database (default: SQLite ``registry.db`` inside)."""
         root = Path(path)
         if (root / CONFIG_FILE).exists():
             raise ConfigError(f"{root} already holds a feature store ({CONFIG_FILE} exists)")
@@ -187,12 +183,8 @@ class FeatureStore:
         return self._catalog.plan(definitions)
 
     def apply(self, definitions: DefinitionsLike = None) -> Plan:
-        """Register entities and feature views; a schema change makes a new view version.
-
-        Returns the plan that was carried out. Nothing is deleted: views that are no longer
-        defined stay registered with their data. In closed mode a view no approved policy
-        governs is refused, naming the policy file to write.
-        """
+        """Register entities and feature views (a schema change makes a new version; nothing is deleted);
+        in closed mode a view no approved policy governs is refused, naming the policy file to write."""
         return self._catalog.apply(definitions)
 
     def list_entities(self) -> list[Entity]:
@@ -212,8 +204,7 @@ class FeatureStore:
         return self._catalog.get_view(ref)
 
     def resolve_features(self, refs: Sequence[str]) -> list[ResolvedFeature]:
-        """Resolve ``"view:feature"``, ``"view@v2:feature"`` and ``"view:*"`` references; a
-        feature dropped from the latest version names the version that still has it."""
+        """Resolve ``"view:feature"``, ``"view@v2:feature"`` and ``"view:*"`` references."""
         return self._catalog.resolve_features(refs)
 
     # --- ingestion --------------------------------------------------------------------------
@@ -287,8 +278,7 @@ class FeatureStore:
         return self._training.get(name)
 
     def load_training_set(self, name: str, *, purpose: str | None = None) -> pa.Table:
-        """The saved data of a training set, for a purpose its views' policies allow offline
-        access now (the read is audited)."""
+        """The saved data of a training set, for a purpose its views' policies allow offline access now."""
         return self._training.load(name, purpose=purpose)
 
     def reproduce_training_set(self, name: str, *, purpose: str | None = None) -> Reproduction:
@@ -415,6 +405,14 @@ class FeatureStore:
         return self._dp.query(view, aggregates=aggregates, group_by=group_by, purpose=purpose, epsilon=epsilon,
                               delta=delta, dry_run=dry_run, consumer=consumer, fresh=fresh)
 
+    def release_dp_view(self, target: str, *, source: str, aggregates: Sequence[str], group_by: str, purpose: str | None,
+                        window: tuple[datetime, datetime], epsilon: float | None = None,
+                        delta: float | None = None) -> tuple[DpRelease, IngestResult]:
+        """A DP aggregate feature view: one time window's DP release of `source` by `group_by`, ingested into
+        `target` (keyed by the group, event time = the window's end) so it joins point-in-time by group."""
+        return self._dp.release_view(target, source=source, aggregates=aggregates, group_by=group_by, purpose=purpose,
+                                     window=window, epsilon=epsilon, delta=delta, ingest=self.ingest)
+
     def dp_budget(self, *, purpose: str | None = None) -> list[BudgetStatus]:
         """Privacy budgets: spent, reserved and remaining in the current period, and when they refresh."""
         return self._dp.budget(purpose=purpose)
@@ -446,6 +444,5 @@ class FeatureStore:
         return count, head
 
     def reidentify(self, view: str, column: str, token: str, *, purpose: str | None) -> str:
-        """The original value behind a token of a tokenized column, for a purpose with
-        ``reidentify`` access; every call is audited (never with the value)."""
+        """The value behind a token of a tokenized column, for a purpose with ``reidentify`` access (audited)."""
         return self._reidentification.reidentify(view, column, token, purpose=purpose)

@@ -222,3 +222,34 @@ def test_a_budget_race_between_processes_on_postgresql(tmp_path: Path, postgres_
     with FeatureStore(tmp_path / "store", key_provider=TEST_KEY_PROVIDER, clock=lambda: datetime(2025, 6, 10, tzinfo=UTC)) as fs:
         [status] = fs.dp_budget(purpose="research")
         assert (status.spent, status.remaining) == (4.0, 0.0)
+
+
+def test_a_dp_aggregate_view_joins_point_in_time_by_its_group(tmp_path: Path) -> None:
+    region = Entity(name="region_e", join_keys={"region": "string"})
+    stats = FeatureView(name="region_stats", entity="region_e", features={"count": "int64", "mean_amount": "float64"})
+    with make(tmp_path, budget=1e6, per_release=1000.0, k=1) as fs:
+        policy = fs.root / "policies" / "loans.yaml"  # type: ignore[operator]
+        policy.write_text(policy.read_text().replace("version: 1", "version: 2").replace(
+            "public_groups: {ethnicity: [a, b, c]}", "public_groups: {ethnicity: [a, b, c], region: [north, south]}"))
+        fs.approve_policy(policy, by="A. Counsel", role="legal")
+        fs.apply([APPLICANT, APPLICATIONS, region, stats])  # the aggregate view holds DP releases only: ungoverned here
+        may = [datetime(2025, 5, 10, tzinfo=UTC)] * 100
+        june = [datetime(2025, 6, 5, tzinfo=UTC)] * 100
+        for when, amount in ((may, 100.0), (june, 300.0)):
+            data = rows([f"p{i}" for i in range(100)], region="north", amount=amount)
+            fs.ingest("applications", data.set_column(1, "event_timestamp", pa.array(when, TS)))
+        windows = [(datetime(2025, 5, 1, tzinfo=UTC), datetime(2025, 6, 1, tzinfo=UTC)),
+                   (datetime(2025, 6, 1, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC))]
+        for window in windows:
+            release, batch = fs.release_dp_view("region_stats", source="applications", aggregates=["mean:amount"],
+                                                group_by="region", purpose="research", window=window, epsilon=1000.0)
+            assert (batch.rows, release.suppressed_groups, release.spent) == (1, 1, 1000.0), "south (empty) is below min_group_size"
+        spine = pa.table({"region": ["north", "north", "south"],
+                          "event_timestamp": pa.array([datetime(2025, 6, 15, tzinfo=UTC), datetime(2025, 7, 2, tzinfo=UTC),
+                                                       datetime(2025, 7, 2, tzinfo=UTC)], TS)})
+        joined = fs.get_historical_features(spine, ["region_stats:mean_amount", "region_stats:count"])
+        means = joined.column("mean_amount").to_pylist()
+        assert 99 <= means[0] <= 101 and 299 <= means[1] <= 301, "each entity row gets the window released before it"
+        assert all(abs(c - 100) <= 1 for c in joined.column("count").to_pylist()[:2])
+        assert joined.column("count")[2].as_py() is None, "a suppressed group has no value to join"
+        assert fs.dp_budget(purpose="research")[0].spent == 2000.0

@@ -315,7 +315,7 @@ METHODS: dict[str, tuple[str, ...] | None] = {
     "read": ("offline",), "get_historical_features": ("offline",), "create_training_set": ("offline",),
     "load_training_set": ("offline",), "reproduce_training_set": ("offline",), "get_online_features": ("online",),
     "check_consistency": ("offline", "online"), "reidentify": ("reidentify",), "dp_query": ("dp_aggregates",),
-    "dp_budget": None,
+    "dp_budget": None, "release_dp_view": None,  # releases through dp_query (its refusals are the ones above)
     "apply": None, "plan": None, "approve_policy": None, "audit_entries": None, "close": None, "get_training_set": None,
     "get_view": None, "ingest": None, "init": None, "lint_policy": None, "list_batches": None, "list_entities": None,
     "list_keys": None, "list_training_sets": None, "list_views": None, "load_definitions": None, "lock_timeout": None,

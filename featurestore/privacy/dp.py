@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
@@ -188,9 +188,10 @@ class DifferentialPrivacyQueries:
 
     def query(self, view: str, *, aggregates: Sequence[str], group_by: Sequence[str] = (), purpose: str | None,
               epsilon: float | None = None, delta: float | None = None, dry_run: bool = False,
-              consumer: str | None = None, fresh: bool = False) -> DpRelease:
+              consumer: str | None = None, fresh: bool = False, window: tuple[datetime, datetime] | None = None) -> DpRelease:
         """A DP release of `aggregates` over `view`, optionally grouped (see the module docstring);
-        `fresh` pays for a new draw instead of returning the stored release of the same query and data."""
+        `fresh` pays for a new draw instead of returning the stored release of the same query and data;
+        `window` (start, end) keeps rows with start <= event time < end."""
         import opendp.prelude as dp_lib
 
         dp_lib.enable_features("contrib")
@@ -233,7 +234,8 @@ class DifferentialPrivacyQueries:
         rows_per_entity = rules.contribution_bounds.max_rows_per_subject or 1
         shape = json.dumps({"view": vv.ref, "specs": specs, "group_by": list(group_by), "epsilon": epsilon, "delta": delta,
                             "bounds": bounds_of, "k": rows_per_entity, "decimals": rules.decimals,
-                            "groups": [rules.groups_of(g) for g in group_by], "policy": policy.sha256}, sort_keys=True)
+                            "groups": [rules.groups_of(g) for g in group_by], "policy": policy.sha256,
+                            "window": [w.isoformat() for w in window] if window else None}, sort_keys=True)
         query_hash = hashlib.sha256(shape.encode()).hexdigest()
         measurement, summary = self._calibrate(query_hash, specs, list(group_by), rules, epsilon, delta, bounds_of,
                                                rows_per_entity, grant)
@@ -259,7 +261,7 @@ class DifferentialPrivacyQueries:
         entry_id = self._reserve(key, policy, rules, str(purpose), consumer or ctx.actor, epsilon, delta, vv.ref, query_hash,
                                  data_version)
         try:
-            frame = self._frame(grant, list(group_by), bounds_of, scales, rows_per_entity)
+            frame = self._frame(grant, list(group_by), bounds_of, scales, rows_per_entity, window)
             released = measurement(frame).collect()
             table, suppressed = self._finish(released, specs, list(group_by), rules, scales)
         except BaseException:
@@ -272,6 +274,28 @@ class DifferentialPrivacyQueries:
             "groups": table.num_rows, "suppressed": suppressed})
         return DpRelease(table=table, cached=False, dry_run=False, spent=epsilon, suppressed_groups=suppressed, ledger_id=entry_id,
                          **base)  # type: ignore[arg-type]
+
+    def release_view(self, target: str, *, source: str, aggregates: Sequence[str], group_by: str, purpose: str | None,
+                     window: tuple[datetime, datetime], epsilon: float | None = None, delta: float | None = None,
+                     ingest: Callable[[str, pa.Table], Any]) -> tuple[DpRelease, Any]:
+        """A DP aggregate feature view: release `aggregates` of `source` by `group_by` for one time
+        window (charged to the budget) and ingest it into `target`, a normal view whose entity's key is
+        the group column and whose event time is the window's end, so it joins point-in-time by group."""
+        vv = self.catalog.get_view(target)
+        if list(vv.join_keys) != [group_by]:
+            raise PolicyViolation(f"{vv.ref} is keyed by {', '.join(vv.join_keys)}: a DP aggregate view of '{source}' by "
+                                  f"'{group_by}' needs an entity whose one join key is '{group_by}'")
+        release = self.query(source, aggregates=aggregates, group_by=[group_by], purpose=purpose, epsilon=epsilon, delta=delta,
+                             window=window)
+        assert release.table is not None
+        table = release.table
+        missing = [f for f in vv.view.feature_names if f not in table.column_names]
+        if missing:
+            raise PolicyViolation(f"{vv.ref} has features {', '.join(missing)} that the release does not have "
+                                  f"(it has {', '.join(table.column_names)})")
+        rows = table.select([group_by, *vv.view.feature_names]).append_column(
+            vv.view.timestamp_field, pa.array([window[1]] * table.num_rows, pa.timestamp("us", tz="UTC")))
+        return release, ingest(target, rows)
 
     # --- steps -------------------------------------------------------------------------------
 
@@ -317,7 +341,7 @@ class DifferentialPrivacyQueries:
         return f"{vv.ref}:{last}:{cutoff.date().isoformat() if cutoff else '-'}"
 
     def _frame(self, grant: Grant, group_by: list[str], bounds: dict[str, tuple[int, int]], scales: dict[str, int],
-               rows_per_entity: int) -> Any:
+               rows_per_entity: int, window: tuple[datetime, datetime] | None) -> Any:
         """The view's rows as OpenDP gets them: at most `rows_per_entity` per entity (drawn at
         random), values clamped and as fixed-point integers."""
         import polars as pl
@@ -331,13 +355,20 @@ class DifferentialPrivacyQueries:
             values.append(f"CAST(round(least(greatest({scaled}, {lo}), {hi})) AS BIGINT) AS {quote(column)}")
         groups = [f"CAST({quote(g)} AS VARCHAR) AS {quote(g)}" for g in group_by]
         cutoff = grant.cutoff("offline")
-        where = f"WHERE {ts} >= ?" if cutoff is not None else ""
+        conditions, params = [], []
+        if cutoff is not None:
+            conditions.append(f"{ts} >= ?")
+            params.append(cutoff)
+        if window is not None:
+            conditions.append(f"{ts} >= ? AND {ts} < ?")
+            params += list(window)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         select = ", ".join([*groups, *values]) or "1 AS _one"
         names = ", ".join([*(quote(g) for g in group_by), *(quote(c) for c in bounds)]) or "_one"
         sql = (f"SELECT {names} FROM (SELECT {key} AS _fs_entity, random() AS _fs_r, {select} FROM {quote(vv.table)} {where}) "
                f"QUALIFY row_number() OVER (PARTITION BY _fs_entity ORDER BY _fs_r) <= {int(rows_per_entity)}")
         with self.ctx.offline.connect(read_only=True) as con:
-            table = con.sql(sql, params=[cutoff] if cutoff is not None else None).to_arrow_table()
+            table = con.sql(sql, params=params or None).to_arrow_table()
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
         return frame.lazy()
