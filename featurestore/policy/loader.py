@@ -142,12 +142,12 @@ def _keys(section: YMap, allowed: Iterable[str], what: str, at: Report) -> None:
     check_keys(section, tuple(allowed), lambda key: f"unknown {what} '{key}'.", at)
 
 
-def _section(doc: YMap, key: str, at: Report) -> YMap | None:
+def _section(doc: YMap, key: str, at: Report, label: str | None = None) -> YMap | None:
     value = doc.get(key)
     if value is None:
         return None
     if not isinstance(value, YMap):
-        at(doc.value_pos(key), f"'{key}' must be a mapping")
+        at(doc.value_pos(key), f"'{label or key}' must be a mapping")
         return None
     return value
 
@@ -331,11 +331,8 @@ def _number(value: Any) -> bool:
 
 
 def _budget(section: YMap, block: str, at: Report) -> Budget | None:
-    spec = section.get(block)
+    spec = _section(section, block, at, f"differential_privacy.{block}")
     if spec is None:
-        return None
-    if not isinstance(spec, YMap):
-        at(section.value_pos(block), f"differential_privacy.{block} must be a mapping")
         return None
     _keys(spec, ("epsilon", "delta", "period"), f"{block} entry", at)
     eps: Any = spec.get("epsilon")

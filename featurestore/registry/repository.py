@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ..definitions import Entity, FeatureView
     from ..plan import Change
 
+RowT = TypeVar("RowT")
 AuditHasher = Callable[[int, datetime, str], str]
 """(entry id, time, previous hash) -> the entry's hash."""
 
@@ -193,13 +194,8 @@ class Registry:
             ).first()
 
     def batches(self, view: str | None = None, *, status: str | None = None) -> list[IngestionBatchRow]:
-        query = select(IngestionBatchRow).order_by(IngestionBatchRow.id)
-        if view is not None:
-            query = query.where(IngestionBatchRow.view_name == view)
-        if status is not None:
-            query = query.where(IngestionBatchRow.status == status)
-        with self._sessions() as s:
-            return list(s.scalars(query))
+        """Ingestion batches, oldest first (of one view, or with one status)."""
+        return self._rows(IngestionBatchRow, view_name=view, status=status)
 
     def training_set(self, name: str) -> TrainingSetRow | None:
         with self._sessions() as s:
@@ -372,11 +368,14 @@ class Registry:
 
     def deletion_requests(self, *, status: str | None = None, kind: str | None = None) -> list[DeletionRequestRow]:
         """Deletion requests, oldest first."""
-        query = select(DeletionRequestRow).order_by(DeletionRequestRow.id)
-        if status is not None:
-            query = query.where(DeletionRequestRow.status == status)
-        if kind is not None:
-            query = query.where(DeletionRequestRow.kind == kind)
+        return self._rows(DeletionRequestRow, status=status, kind=kind)
+
+    def _rows(self, model: type[RowT], **equal: Any) -> list[RowT]:
+        """Rows of a table with an ``id``, oldest first, where each given column equals its value (None: any)."""
+        query = select(model).order_by(model.id)  # type: ignore[attr-defined]
+        for column, value in equal.items():
+            if value is not None:
+                query = query.where(getattr(model, column) == value)
         with self._sessions() as s:
             return list(s.scalars(query))
 
@@ -478,13 +477,7 @@ class Registry:
 
     def dp_entries(self, *, budget_key: str | None = None, query_hash: str | None = None) -> list[DpLedgerRow]:
         """Ledger entries, oldest first."""
-        query = select(DpLedgerRow).order_by(DpLedgerRow.id)
-        if budget_key is not None:
-            query = query.where(DpLedgerRow.budget_key == budget_key)
-        if query_hash is not None:
-            query = query.where(DpLedgerRow.query_hash == query_hash)
-        with self._sessions() as s:
-            return list(s.scalars(query))
+        return self._rows(DpLedgerRow, budget_key=budget_key, query_hash=query_hash)
 
     # --- batch bookkeeping ---------------------------------------------------------------------
 
