@@ -194,6 +194,8 @@ def test_a_legal_hold_suspends_erasure_and_retention(tmp_path: Path) -> None:
         fs.remove_hold(view_hold.id)
         [done] = fs.erase("person_e", [SUBJECT])
         assert done.status == "done" and fs.where("person_e", SUBJECT) == {}
+        assert [r.status for r in fs.erasure_status() if r.kind == "erasure"] == ["done", "done", "done"], \
+            "the requests queued under the holds are done once the erasure they waited for is"
         actions = [e.action for e in fs.audit_entries()]
         assert actions.count("hold_add") == 2 and actions.count("hold_remove") == 2
         erasures = fs.audit_entries(action="erase")

@@ -226,6 +226,12 @@ class Erasure:
              "requested_at": now, "deadline": deadline, "details": {"held_by": why} if why else {}}
             for h, why in zip(hashes, held, strict=True)])
         erased = [i for i, why in enumerate(held) if not why]
+        waiting = [r for r in ctx.registry.deletion_requests(status="held", kind="erasure") if r.entity == entity]
+        for i in erased:  # requests queued under holds that have ended are carried out now, and complete with this one
+            for request in waiting:
+                if request.subject in hashes[i]:
+                    ctx.registry.update_deletion_request(request.id, status="pending",
+                                                         details={**request.details, "carried_out_by": request_ids[i]})
         ctx.registry.add_tombstones(entity, [(d, request_ids[i]) for i in erased for d in hashes[i]], now)
         removed = self._remove_subjects(grants, [ids[i] for i in erased])
         ctx.registry.update_deletion_requests({request_ids[i]: {"removed": r} for i, r in zip(erased, removed, strict=True)})
