@@ -62,6 +62,7 @@ COMMAND_METHODS: dict[str, str] = {
     "hold list": "list_holds",
     "dp query": "dp_query",
     "dp budget": "dp_budget",
+    "dp release-view": "release_dp_view",
 }
 
 
@@ -259,7 +260,7 @@ KnownOpt = Annotated[
 TsColOpt = Annotated[str, typer.Option(help="The entity file's timestamp column.")]
 
 
-def _parse_time(text: str | None) -> Any:
+def _parse_time(text: str | None, option: str = "--as-of") -> Any:
     from datetime import datetime
 
     from .errors import RetrievalError
@@ -269,9 +270,9 @@ def _parse_time(text: str | None) -> Any:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise RetrievalError(f"--as-of {text!r} is not an ISO time like 2025-06-01T00:00:00Z") from None
+        raise RetrievalError(f"{option} {text!r} is not an ISO time like 2025-06-01T00:00:00Z") from None
     if value.tzinfo is None:
-        raise RetrievalError(f"--as-of {text!r} has no time zone; add Z or an offset like +02:00")
+        raise RetrievalError(f"{option} {text!r} has no time zone; add Z or an offset like +02:00")
     return value
 
 
@@ -766,6 +767,29 @@ def dp_query(
         out.print(table)
         cost = "no new cost (the stored release of this query and data)" if release.cached else f"epsilon {release.spent:g} spent"
         out.print(f"{cost}; {release.suppressed_groups} groups below the minimum group size suppressed", markup=False)
+
+
+@dp_app.command("release-view")
+def dp_release_view(
+    target: Annotated[str, typer.Argument(help="The view that holds the releases, keyed by the group column.")],
+    source: Annotated[str, typer.Option("--source", help="The view the statistics are computed over.")],
+    agg: Annotated[list[str], typer.Option("--agg", help="count, sum:COLUMN or mean:COLUMN (repeatable).")],
+    by: Annotated[str, typer.Option("--by", help="The group column (the target's join key).")],
+    start: Annotated[str, typer.Option("--start", help="Window start, ISO time with zone (inclusive).")],
+    end: Annotated[str, typer.Option("--end", help="Window end, ISO time with zone (exclusive); the rows' event time.")],
+    purpose: Annotated[str, typer.Option("--purpose", help="A purpose with dp_aggregates access.")],
+    epsilon: Annotated[float | None, typer.Option(help="Privacy loss of this release.")] = None,
+    delta: Annotated[float | None, typer.Option(help="Delta, for group values that are not public.")] = None,
+    store: StoreOpt = Path("."),
+) -> None:
+    """Release one time window of a DP aggregate feature view and ingest it into TARGET (charged to the budget)."""
+    window = (_parse_time(start, "--start"), _parse_time(end, "--end"))
+    with _open(store) as fs, err.status("Releasing..."):
+        release, batch = fs.release_dp_view(target, source=source, aggregates=agg, group_by=by, purpose=purpose,
+                                            window=window, epsilon=epsilon, delta=delta)
+    out.print(f"Released {batch.rows:,} groups into {batch.view}@v{batch.version} as batch {batch.batch_id} "
+              f"(epsilon {release.spent:g} spent; {release.suppressed_groups} groups below the minimum size suppressed).",
+              markup=False)
 
 
 @dp_app.command("budget")

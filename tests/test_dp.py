@@ -253,3 +253,23 @@ def test_a_dp_aggregate_view_joins_point_in_time_by_its_group(tmp_path: Path) ->
         assert all(abs(c - 100) <= 1 for c in joined.column("count").to_pylist()[:2])
         assert joined.column("count")[2].as_py() is None, "a suppressed group has no value to join"
         assert fs.dp_budget(purpose="research")[0].spent == 2000.0
+    import base64
+
+    from typer.testing import CliRunner
+
+    from featurestore.cli import app
+    from featurestore.testing import TEST_MASTER_KEY
+
+    runner = CliRunner(env={"FEATURESTORE_MASTER_KEY": base64.b64encode(TEST_MASTER_KEY).decode()})
+    store = str(tmp_path / "store")
+    result = runner.invoke(app, ["dp", "release-view", "region_stats", "--source", "applications", "--agg", "mean:amount",
+                                 "--by", "region", "--start", "2025-06-01T00:00:00Z", "--end", "2025-06-08T00:00:00Z",
+                                 "--purpose", "research", "--epsilon", "1000", "-s", store])
+    assert result.exit_code == 0, result.output
+    assert "Released 1 groups into region_stats@v1 as batch" in result.output and "epsilon 1000 spent" in result.output
+    bad = runner.invoke(app, ["dp", "release-view", "region_stats", "--source", "applications", "--agg", "count", "--by", "region",
+                              "--start", "2025-06-01", "--end", "2025-06-08T00:00:00Z", "--purpose", "research", "-s", store])
+    assert bad.exit_code == 1 and "--start '2025-06-01' has no time zone" in bad.output and "Traceback" not in bad.output
+    budget = runner.invoke(app, ["dp", "budget", "--purpose", "research", "-s", store])
+    # The CLI runs on the wall clock: the 2025 charges above are out of the 30-day period by now.
+    assert "loans/research: epsilon 1000 spent, 0 reserved, 999000 of 1e+06 left per 30 days; refreshes from" in budget.output
