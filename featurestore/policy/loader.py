@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -356,23 +356,42 @@ def _bounds(section: YMap, columns: dict[str, ColumnRule], at: Report) -> Contri
         at(section.value_pos("contribution_bounds"), "contribution_bounds must be a mapping")
         return ContributionBounds()
     _keys(bounds, ("max_rows_per_subject", "clamp"), "contribution_bounds entry", at)
-    rows = bounds.get("max_rows_per_subject")
-    if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 1):
-        at(bounds.value_pos("max_rows_per_subject"), "max_rows_per_subject must be a whole number from 1 up")
-        rows = None
-    clamp: list[tuple[str, float, float]] = []
-    spec = bounds.get("clamp")
-    if spec is not None and not isinstance(spec, YMap):
-        at(bounds.value_pos("clamp"), "clamp maps columns to [lower, upper], e.g. clamp: {spend_total: [0, 5000]}")
-    elif isinstance(spec, YMap):
-        for column, pair in spec.items():
-            if columns and column not in columns:
-                at(spec.key_pos(column), f"clamp names column '{column}', which is not classified." + did_you_mean(str(column), columns))
-            elif not isinstance(pair, list) or len(pair) != 2 or not all(_number(v) for v in pair) or not pair[0] < pair[1]:
-                at(spec.value_pos(column), f"clamp of '{column}' must be [lower, upper] with lower below upper, e.g. [0, 5000]")
-            else:
-                clamp.append((str(column), float(pair[0]), float(pair[1])))
+    rows = _positive_int(bounds, "max_rows_per_subject", at)
+    clamp = [(column, float(pair[0]), float(pair[1])) for column, pair in _column_entries(
+        bounds, "clamp", columns, at, "clamp maps columns to [lower, upper], e.g. clamp: {spend_total: [0, 5000]}",
+        lambda pair: isinstance(pair, list) and len(pair) == 2 and all(_number(v) for v in pair) and pair[0] < pair[1],
+        "clamp of '{column}' must be [lower, upper] with lower below upper, e.g. [0, 5000]")]
     return ContributionBounds(rows, tuple(clamp))
+
+
+def _positive_int(section: YMap, key: str, at: Report) -> int | None:
+    """`section[key]` if it is a whole number from 1 up; reported (and None) otherwise."""
+    value = section.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        at(section.value_pos(key), f"{key} must be a whole number from 1 up")
+        return None
+    return value
+
+
+def _column_entries(section: YMap, key: str, columns: dict[str, ColumnRule], at: Report, shape: str,
+                    valid: Callable[[Any], bool], invalid: str) -> list[tuple[str, Any]]:
+    """The (column, value) entries of a mapping of classified columns (`section[key]`), each
+    unknown column or invalid value reported where it is written."""
+    spec = section.get(key)
+    if spec is None:
+        return []
+    if not isinstance(spec, YMap):
+        at(section.value_pos(key), shape)
+        return []
+    entries = []
+    for column, value in spec.items():
+        if columns and column not in columns:
+            at(spec.key_pos(column), f"{key} names column '{column}', which is not classified." + did_you_mean(str(column), columns))
+        elif not valid(value):
+            at(spec.value_pos(column), invalid.format(column=column))
+        else:
+            entries.append((str(column), value))
+    return entries
 
 
 def _dp(doc: YMap, purposes: dict[str, Purpose], columns: dict[str, ColumnRule], at: Report) -> DifferentialPrivacy | None:
@@ -393,22 +412,11 @@ def _dp(doc: YMap, purposes: dict[str, Purpose], columns: dict[str, ColumnRule],
     per_release = _budget(section, "per_release", at)
     if budget is not None and per_release is not None and per_release.epsilon > budget.epsilon:
         at(section.value_pos("per_release"), "per_release.epsilon cannot exceed budget.epsilon")
-    size = section.get("min_group_size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-        at(section.value_pos("min_group_size"), "min_group_size must be a whole number from 1 up")
-        size = None
-    groups: list[tuple[str, tuple[str, ...]]] = []
-    spec = section.get("public_groups")
-    if spec is not None and not isinstance(spec, YMap):
-        at(section.value_pos("public_groups"), "public_groups maps group columns to their public values, e.g. {segment: [retail, premium]}")
-    elif isinstance(spec, YMap):
-        for column, values in spec.items():
-            if columns and column not in columns:
-                at(spec.key_pos(column), f"public_groups names column '{column}', which is not classified." + did_you_mean(str(column), columns))
-            elif not isinstance(values, list) or not values:
-                at(spec.value_pos(column), f"public_groups.{column} lists the column's public values, e.g. [retail, premium]")
-            else:
-                groups.append((str(column), tuple(str(v) for v in values)))
+    size = _positive_int(section, "min_group_size", at)
+    groups = [(column, tuple(str(v) for v in values)) for column, values in _column_entries(
+        section, "public_groups", columns, at, "public_groups maps group columns to their public values, e.g. {segment: [retail, premium]}",
+        lambda values: isinstance(values, list) and bool(values),
+        "public_groups.{column} lists the column's public values, e.g. [retail, premium]")]
     per_consumer = section.get("per_consumer", False)
     if not isinstance(per_consumer, bool):
         at(section.value_pos("per_consumer"), "per_consumer is true or false")

@@ -156,12 +156,13 @@ class DifferentialPrivacyQueries:
         now = self.ctx.now()
         statuses: list[BudgetStatus] = []
         seen: set[str] = set()
+        charged = {(e.policy_id, e.budget_key) for e in self.ctx.registry.dp_entries()}
         for approval in snapshot.in_force:
             policy = approval.policy
             dp = policy.differential_privacy
             if dp is None or dp.budget is None:
                 continue
-            keys = {e.budget_key for e in self.ctx.registry.dp_entries() if e.policy_id == policy.id}
+            keys = {key for policy_id, key in charged if policy_id == policy.id}
             keys |= {self._budget_key(policy, dp, p, None) for p in dp.purposes if not dp.per_consumer}
             for key in sorted(keys):
                 _pid, name, consumer = key.split("/", 2)

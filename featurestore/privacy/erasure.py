@@ -160,18 +160,6 @@ class Erasure:
         slas = [g.policy.erasure.sla for g in grants if g.policy is not None and g.policy.erasure is not None and g.policy.erasure.sla]
         return now + (min(slas) if slas else DEFAULT_DEADLINE)
 
-    def _delete_offline(self, grant: Grant, forms: list[object], *, dry_run: bool = False) -> int:
-        vv = grant.require(MAINTAIN).view
-        key = subject_key(vv)
-        if not forms:
-            return 0
-        marks = ", ".join("?" * len(forms))
-        with self.ctx.offline.connect(read_only=dry_run) as con:
-            [(count,)] = con.execute(f"SELECT count(*) FROM {quote(vv.table)} WHERE {quote(key)} IN ({marks})", forms).fetchall()
-            if count and not dry_run:
-                con.execute(f"DELETE FROM {quote(vv.table)} WHERE {quote(key)} IN ({marks})", forms)
-        return int(count)
-
     def _training_sets_of(self, views: set[str]) -> list[str]:
         return [ts.name for ts in self.training.list_all() if set(ts.views) & views]
 
@@ -262,7 +250,7 @@ class Erasure:
             place = f"offline {vv.ref}"
             for per_subject in removed:
                 per_subject[place] = 0
-            for form, count in self._delete_offline_many(grant, [f for forms in by_id for f in forms]).items():
+            for form, count in self._offline_rows(grant, [f for forms in by_id for f in forms], delete=True).items():
                 owner[form][place] += count
             if self.ctx.registry.materialization(vv.view.name, vv.version) is not None:
                 table, place = online_table(vv), f"online {online_table(vv)}"
@@ -283,20 +271,20 @@ class Erasure:
                 removed[i][place] = n
         return removed
 
-    def _delete_offline_many(self, grant: Grant, forms: list[object]) -> dict[str, int]:
-        """Delete rows whose key is one of `forms`, in one statement; rows removed per form (as text)."""
+    def _offline_rows(self, grant: Grant, forms: list[object], *, delete: bool) -> dict[str, int]:
+        """Rows whose key is one of `forms`, per form (as text); with `delete`, removed in one statement."""
         vv = grant.require(MAINTAIN).view
         key = quote(subject_key(vv))
         if not forms:
             return {}
         values = pa.table({"f": pa.array([str(f) for f in forms], pa.string())})
-        with self.ctx.offline.connect(read_only=False) as con:
+        with self.ctx.offline.connect(read_only=not delete) as con:
             con.register("_fs_forms", values)
             try:
                 match = f"CAST({key} AS VARCHAR) IN (SELECT f FROM _fs_forms)"
                 counts = dict(con.execute(f"SELECT CAST({key} AS VARCHAR), count(*) FROM {quote(vv.table)} WHERE {match} "
                                           f"GROUP BY ALL").fetchall())
-                if counts:
+                if counts and delete:
                     con.execute(f"DELETE FROM {quote(vv.table)} WHERE {match}")
             finally:
                 con.unregister("_fs_forms")
@@ -366,7 +354,7 @@ class Erasure:
         for grant in grants:
             vv = grant.view
             forms = self.subjects.stored_forms(grant.policy, vv, [key])
-            counts[f"offline {vv.ref}"] = self._delete_offline(grant, forms, dry_run=True)
+            counts[f"offline {vv.ref}"] = sum(self._offline_rows(grant, forms, delete=False).values())
             if self.ctx.registry.materialization(vv.view.name, vv.version) is not None:
                 counts[f"online {online_table(vv)}"] = sum(r is not None for r in self.online.store.read(online_table(vv), [str(f) for f in forms]))
         by_view = {g.view.view.name: g for g in grants}
