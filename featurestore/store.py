@@ -31,7 +31,7 @@ from .historical import Historical
 from .ingestion import BatchInfo, IngestResult, Ingestion
 from .offline.duckdb_store import OfflineStore
 from .online import OnlineStore
-from .online.consistency import Consistency, ConsistencyReport, Mismatch
+from .online.consistency import Consistency, ConsistencyReport
 from .online.serving import OnlineResponse
 from .online.service import MaterializeResult, OnlineService
 from .plan import Plan

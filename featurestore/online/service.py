@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -23,9 +23,8 @@ from ..privacy.subjects import Subjects
 from . import VALUES_AT, OnlineStore, Row, open_online_store
 from .materialize import copy_rows, latest_rows_sql, stream_rows
 from .read_audit import ReadAudit
-from .serving import PLAN_TTL_SECONDS, KeyForm, OnlineResponse, ServingPlan, ViewServing, converter, lookup
+from .serving import EPOCH, PLAN_TTL_SECONDS, KeyForm, OnlineResponse, ServingPlan, ViewServing, converter, lookup
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
 

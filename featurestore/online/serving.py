@@ -37,7 +37,7 @@ PRESENT, MISSING, EXPIRED = "present", "missing", "expired"
 _WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 _SEPARATORS = str.maketrans("", "", " -.()/+")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def normalize_one(value: Any, kind: str, country_code: str | None) -> str | None:
@@ -159,7 +159,7 @@ class OnlineResponse:
 def converter(dtype: str) -> Callable[[Any], Any] | None:
     """How a stored online value turns back into its Python value (None: as stored)."""
     if dtype == "timestamp":
-        return lambda v: None if v is None else _EPOCH + timedelta(microseconds=v)
+        return lambda v: None if v is None else EPOCH + timedelta(microseconds=v)
     if dtype == "date":
         return lambda v: None if v is None else date(1970, 1, 1) + timedelta(days=v)
     if dtype == "bool":
