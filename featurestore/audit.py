@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from .errors import AuditChainBroken
 from .registry import Registry
 from .registry.models import AuditRow
@@ -60,8 +62,9 @@ class AuditLog:
         self._clock = clock
 
     def append(self, actor: str, action: str, target: str, *, purpose: str | None = None,
-               details: dict[str, Any] | None = None) -> AuditEntry:
-        """Add an entry after the current head (retried if another process appended first)."""
+               details: dict[str, Any] | None = None, change: Callable[[Session], None] | None = None) -> AuditEntry:
+        """Add an entry after the current head (retried if another process appended first);
+        `change` is a registry change that commits in the same transaction as the entry."""
         details = json.loads(json.dumps(details or {}, default=str))
 
         def hasher(entry_id: int, at: datetime, prev: str) -> str:
@@ -69,7 +72,7 @@ class AuditLog:
 
         for _attempt in range(20):
             row = self._registry.append_audit(lambda: self._clock().astimezone(UTC), actor, action, target, purpose,
-                                              details, hasher, GENESIS)
+                                              details, hasher, GENESIS, change)
             if row is not None:
                 return _entry(row)
         raise AuditChainBroken("could not append to the audit log: it keeps changing under this process")

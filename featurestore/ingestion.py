@@ -21,6 +21,7 @@ from .governance.treatments import dropped, treated
 from .policy import Policy
 from .privacy.subjects import Subjects, subject_key
 from .registry.models import IngestionBatchRow
+from .registry.repository import BatchAlreadySettled
 
 
 @dataclass(frozen=True)
@@ -121,11 +122,11 @@ class Ingestion:
                           if policy is not None else str(exc) or type(exc).__name__)
                 ctx.registry.finish_batch(batch_id, status="aborted", finished_at=ctx.now(), error=reason)
                 raise
-            ctx.registry.finish_batch(batch_id, status="committed", finished_at=ctx.now(), row_count=rows)
-        ctx.audit.append(ctx.actor, "ingest", vv.ref, details={
-            "batch": batch_id, "rows": rows, "policy": policy.id if policy else None,
-            "policy_sha256": policy.sha256 if policy else None, "dropped_erased": dropped_erased,
-        })
+            # The batch's settling and its audit entry commit in one registry transaction.
+            ctx.audit.append(ctx.actor, "ingest", vv.ref, details={
+                "batch": batch_id, "rows": rows, "policy": policy.id if policy else None,
+                "policy_sha256": policy.sha256 if policy else None, "dropped_erased": dropped_erased,
+            }, change=ctx.registry.batch_finisher(batch_id, status="committed", finished_at=ctx.now(), row_count=rows))
         return IngestResult(batch_id, vv.view.name, vv.version, rows, ingested_at, dropped_erased)
 
     def _erased_mask(self, policy: Policy | None, vv: ViewVersion, raw: pa.ChunkedArray, erased: set[str]) -> pa.ChunkedArray:
@@ -169,13 +170,25 @@ class Ingestion:
         committed = self.ctx.offline.committed_batches_on(con, [b.id for b in pending])
         now = self.ctx.now()
         for batch in pending:
-            if batch.id in committed:
-                registry.finish_batch(batch.id, status="committed", finished_at=now, row_count=committed[batch.id])
-            else:
-                registry.finish_batch(
-                    batch.id, status="aborted", finished_at=now,
-                    error="the ingesting process stopped before its transaction committed; no row of this batch was written",
-                )
+            try:
+                self._settle(batch, committed.get(batch.id), now)
+            except BatchAlreadySettled:
+                continue  # another process settled it (and wrote its entry) first
+
+    def _settle(self, batch: IngestionBatchRow, committed_rows: int | None, now: datetime) -> None:
+        """Settle one pending batch and write its audit entry, in one registry transaction."""
+        registry = self.ctx.registry
+        vref = f"{batch.view_name}@v{batch.version}"
+        if committed_rows is not None:
+            self.ctx.audit.append(self.ctx.actor, "ingest", vref, details={
+                "batch": batch.id, "rows": committed_rows, "settled_after_crash": True,
+            }, change=registry.batch_finisher(batch.id, status="committed", finished_at=now, row_count=committed_rows))
+        else:
+            self.ctx.audit.append(self.ctx.actor, "ingest_aborted", vref, details={
+                "batch": batch.id, "settled_after_crash": True,
+            }, change=registry.batch_finisher(
+                batch.id, status="aborted", finished_at=now,
+                error="the ingesting process stopped before its transaction committed; no row of this batch was written"))
 
 
 def _batch_info(row: IngestionBatchRow) -> BatchInfo:

@@ -5,16 +5,15 @@ Each table holds the view's join keys, event timestamp and features, plus ``_ing
 transaction as the rows, every batch that committed: it is the ground truth the registry's
 batch log is reconciled against after a crash.
 
-The file is opened per operation and closed, read-only for reads, so processes take turns. A
-process that finds the file held by another waits a bounded time, then raises
-StoreLockedError naming the holder's PID. Every open also holds a shared OS lock on
-``<file>.lock``; :meth:`OfflineStore.compact` holds it exclusively while it rewrites the file
-into a new one and swaps it in, so no process opens the old file meanwhile.
+The file is opened per operation and closed, read-only for reads, so processes take turns.
+Every open goes through a readers-writer lock with writer preference (``file_lock``): readers
+share the file, a writer (ingest, apply, compaction) has it alone, and once a writer waits new
+readers wait behind it. A process that cannot get the file within the lock timeout gets a
+StoreLockedError that names each holder, whether it reads or writes, and for how long.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import time
@@ -29,6 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from ..errors import StoreLockedError
+from .file_lock import ReadWriteLock
 
 if TYPE_CHECKING:
     from ..governance import Grant
@@ -130,7 +130,7 @@ class OfflineStore:
                 cursor.close()
             return
         assert self.path is not None
-        with self._file_lock(exclusive=False):
+        with self._file_lock(exclusive=not read_only):
             con = self._open_with_retry(read_only)
             try:
                 if self.force_compression and not read_only:
@@ -141,31 +141,11 @@ class OfflineStore:
 
     @contextmanager
     def _file_lock(self, *, exclusive: bool, wait: bool = True) -> Iterator[bool]:
-        """Hold the OS lock beside the file (shared for every open, exclusive for compaction),
-        waiting at most the lock timeout; yields False if `wait` is off and it is taken."""
+        """Hold the readers-writer lock in front of the file (see ``file_lock``): shared to read,
+        exclusive to write or compact; yields False if `wait` is off and it is taken now."""
         assert self.path is not None
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-            deadline = time.monotonic() + self.lock_timeout
-            while True:
-                try:
-                    fcntl.flock(fd, mode)
-                    break
-                except BlockingIOError:
-                    if not wait:
-                        yield False
-                        return
-                    if time.monotonic() >= deadline:
-                        raise StoreLockedError(
-                            f"the offline store {self.path} is being " + ("used by another process, so it cannot be compacted"
-                                                                           if exclusive else "compacted by another process")
-                            + f" (waited {self.lock_timeout:g} s); try again when it has finished, or raise "
-                            "offline.lock_timeout_seconds in featurestore.yaml to wait longer.", path=str(self.path), pid=None)
-                    time.sleep(0.02)
-            yield True
-        finally:
-            os.close(fd)  # releases the lock
+        with ReadWriteLock(self.path, timeout=self.lock_timeout).hold(exclusive=exclusive, wait=wait) as taken:
+            yield taken
 
     def compact(self, on_step: Callable[[str], None] | None = None) -> Compaction:
         """Rewrite the file into a new one and swap it in atomically, so deleted rows leave no bytes.
@@ -225,10 +205,10 @@ class OfflineStore:
                     pid = int(match.group(1)) if match else None
                     holder = f"process {pid}" if pid else "another process"
                     raise StoreLockedError(
-                        f"the offline store {self.path} is held by {holder} (waited "
-                        f"{self.lock_timeout:g} s). DuckDB lets one process write a file at a time. "
-                        f"Wait for that process to finish and try again"
-                        + (f", or stop it (kill {pid}) if it is stuck." if pid else ".")
+                        f"the offline store {self.path} is held by {holder}, which opened it without featurestore's "
+                        f"lock (waited {self.lock_timeout:g} s). DuckDB lets many processes read a file or one write "
+                        f"it. Wait for {holder} to close the file and try again"
+                        + (f" (`ps -p {pid}` shows what it is)." if pid else ".")
                         + " Raise offline.lock_timeout_seconds in featurestore.yaml to wait longer.",
                         path=str(self.path),
                         pid=pid,

@@ -81,6 +81,10 @@ def _make_engine(url: str) -> Engine:
         raise ConfigError(f"cannot use registry URL {url!r}: {exc}") from exc
 
 
+class BatchAlreadySettled(Exception):
+    """A pending batch was settled by another process first."""
+
+
 class Registry:
     """The store's metadata, through SQLAlchemy.
 
@@ -295,11 +299,15 @@ class Registry:
             s.add(TrainingSetRow(**manifest))
 
     def append_audit(self, at: Callable[[], datetime], actor: str, action: str, target: str, purpose: str | None,
-                     details: dict[str, Any], hasher: AuditHasher, genesis: str) -> AuditRow | None:
+                     details: dict[str, Any], hasher: AuditHasher, genesis: str,
+                     change: Callable[[Session], None] | None = None) -> AuditRow | None:
         """Append one audit entry after the current head; None if another writer took that place
-        first (the caller retries, linking to the new head)."""
+        first (the caller retries, linking to the new head). `change` runs in the same
+        transaction, so the change and its entry commit together or not at all."""
         try:
             with self.session() as s:
+                if change is not None:
+                    change(s)
                 head = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(1)).first()
                 prev = head.hash if head is not None else genesis
                 entry_id = (head.id if head is not None else 0) + 1
@@ -501,9 +509,20 @@ class Registry:
     ) -> None:
         """Mark a batch committed (with its row count) or aborted (with the reason)."""
         with self.session() as s:
-            row = s.get(IngestionBatchRow, batch_id)
-            assert row is not None
-            row.status = status
-            row.row_count = row_count
-            row.finished_at = finished_at
-            row.error = error
+            self.batch_finisher(batch_id, status=status, finished_at=finished_at, row_count=row_count, error=error)(s)
+
+    @staticmethod
+    def batch_finisher(batch_id: int, *, status: str, finished_at: datetime, row_count: int | None = None,
+                       error: str | None = None) -> Callable[[Session], None]:
+        """The change that settles a pending batch, to run in the transaction of its audit entry;
+        raises BatchAlreadySettled (rolling the transaction back) if another process settled it."""
+
+        def change(s: Session) -> None:
+            # One conditional UPDATE: it takes the write lock first (SQLite) or the row lock (PostgreSQL).
+            result = s.execute(update(IngestionBatchRow).where(IngestionBatchRow.id == batch_id,
+                                                               IngestionBatchRow.status == "pending")
+                               .values(status=status, row_count=row_count, finished_at=finished_at, error=error))
+            if getattr(result, "rowcount", 1) == 0:
+                raise BatchAlreadySettled(batch_id)
+
+        return change
