@@ -127,7 +127,6 @@ class Catalog:
                 view = views[change.name]
                 assert change.version is not None
                 table = tables[view.name] = table_name(view.name, change.version)
-                self.ctx.offline.drop_table(table)
                 self.ctx.offline.create_table(
                     table, {**keys[view.name], view.timestamp_field: "timestamp", **{f.name: f.dtype for f in view.features}}
                 )

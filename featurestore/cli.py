@@ -22,6 +22,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 COMMAND_METHODS: dict[str, str] = {
     "init": "init",
     "db upgrade": "upgrade_registry",
+    "db recover": "recover_registry",
     "db current": "registry_revision",
     "plan": "plan",
     "apply": "apply",
@@ -154,6 +155,21 @@ def db_current(store: StoreOpt = Path(".")) -> None:
     current, head = FeatureStore.registry_revision(store)
     state = "up to date" if current == head else "behind: run `featurestore db upgrade`"
     out.print(f"registry revision: {current or 'none'}\nnewest revision:   {head}\n{state}")
+
+
+@db_app.command("recover")
+def db_recover(store: StoreOpt = Path(".")) -> None:
+    """Rebuild the registry's views and batches from the offline file and features/ (after losing the registry)."""
+    from .store import FeatureStore
+
+    report = FeatureStore.recover_registry(store)
+    out.print(f"Registered {len(report.views)} view versions from the offline store"
+              + (f": {', '.join(report.views)}" if report.views else "") + ".")
+    out.print(f"Batches: {report.batches_added} added, {report.batches_corrected} corrected, "
+              f"{report.batches_lost} marked aborted (the offline store has no record of them).")
+    out.print("Not in the offline file, so not recovered:")
+    for item in report.not_recovered:
+        out.print(f"  - {item}", markup=False)
 
 
 @app.command()

@@ -16,7 +16,9 @@ The tree::
     ├── PolicyViolation               an access or write the approved policies do not allow
     │   └── PrivacyBudgetExceeded     a DP release that would overspend its budget
     ├── AuditChainBroken              the audit log was edited, reordered or cut
-    └── RegistryOutOfDate             the registry schema is behind the code
+    ├── RegistryOutOfDate             the registry schema is behind the code
+    └── StoreDamaged                  the registry and the offline data disagree, or a file is
+                                      missing, corrupt, read-only or on a full disk
 
 Each message says where the problem is and, where one exists, how to fix it.
 """
@@ -144,6 +146,12 @@ class RegistryOutOfDate(FeatureStoreError):
         self.current = current
         self.head = head
         super().__init__(message)
+
+
+class StoreDamaged(FeatureStoreError):
+    """The store's files cannot be used as they are: the registry does not match the offline
+    data (lost, replaced or restored from an older backup), or a file is missing, corrupt,
+    read-only or on a full disk. The message names the file and what to do."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from . import sources
 from .catalog import Catalog, ViewVersion
 from .context import Progress, StoreContext
-from .errors import StoreLockedError
+from .errors import FeatureStoreError, StoreLockedError
 from .governance import WRITE
 from .governance.treatments import dropped, treated
 from .policy import Policy
@@ -120,7 +120,10 @@ class Ingestion:
                 # A governed view's error may quote a raw value: the registry keeps only its kind.
                 reason = (f"{type(exc).__name__}: details withheld, the view is governed by policy '{policy.id}'"
                           if policy is not None else str(exc) or type(exc).__name__)
-                ctx.registry.finish_batch(batch_id, status="aborted", finished_at=ctx.now(), error=reason)
+                try:
+                    ctx.registry.finish_batch(batch_id, status="aborted", finished_at=ctx.now(), error=reason)
+                except FeatureStoreError:
+                    pass  # e.g. the registry is on the same full disk: the batch stays pending, settled as aborted on the next open
                 raise
             # The batch's settling and its audit entry commit in one registry transaction.
             ctx.audit.append(ctx.actor, "ingest", vv.ref, details={

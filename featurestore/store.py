@@ -29,7 +29,7 @@ from .governance import Access, PolicySnapshot, PolicySource, Treatments
 from .governance.workflow import PolicyStatus, PolicyWorkflow
 from .historical import Historical
 from .ingestion import BatchInfo, IngestResult, Ingestion
-from .offline.duckdb_store import OfflineStore
+from .offline.duckdb_store import Compaction, OfflineStore
 from .online import OnlineStore
 from .online.consistency import Consistency, ConsistencyReport
 from .online.serving import OnlineResponse
@@ -37,10 +37,10 @@ from .online.service import MaterializeResult, OnlineService
 from .plan import Plan
 from .policy import Policy, policy_json_schema
 from .privacy.keys import MASTER_KEY_ENV, ConfigKeyProvider, KeyProvider, KeyRing
-from .offline.duckdb_store import Compaction
 from .privacy.dp import BudgetStatus, DifferentialPrivacyQueries, DpRelease
 from .privacy.erasure import DeletionRequest, Erasure, ErasureResult, Hold, RetentionReport, VerifyReport
 from .privacy.reidentification import Reidentification
+from .recovery import Recovery, RecoveryReport
 from .registry import Registry
 from .training_sets import Reproduction, TrainingSet, TrainingSets
 
@@ -68,7 +68,7 @@ class FeatureStore:
 
     def __init__(self, path: str | Path | None = None, *, memory: bool = False, clock: Clock | None = None,
                  lock_timeout: float | None = None, key_provider: KeyProvider | None = None, actor: str | None = None,
-                 online_store: OnlineStore | None = None, registry: Registry | None = None) -> None:
+                 online_store: OnlineStore | None = None, registry: Registry | None = None, check_agreement: bool = True) -> None:
         if memory == (path is not None):
             raise ConfigError("give either a store path, FeatureStore('dir'), or memory=True")
         if memory:
@@ -108,7 +108,14 @@ class FeatureStore:
         self._reidentification = Reidentification(ctx, self._catalog)
         self._erasure = Erasure(ctx, self._catalog, self._online, self._training)
         self._dp = DifferentialPrivacyQueries(ctx, self._catalog)
-        self._ingestion.reconcile(wait=False)
+        self._recovery = Recovery(ctx, self._catalog)
+        try:
+            self._ingestion.reconcile(wait=False)
+            if check_agreement:
+                self._recovery.check()
+        except BaseException:
+            self.close()
+            raise
 
     def _now(self) -> datetime:
         return self._ctx.now()
@@ -149,6 +156,13 @@ class FeatureStore:
             before = registry.current_revision()
             registry.upgrade()
             return before, registry.head_revision()
+
+    @classmethod
+    def recover_registry(cls, path: str | Path, **kwargs: Any) -> RecoveryReport:
+        """Rebuild the registry's views and batches from the offline file and ``features/`` (``db recover``)."""
+        cls.upgrade_registry(path)
+        with cls(path, check_agreement=False, **kwargs) as fs:
+            return fs._recovery.recover(fs.load_definitions())
 
     def close(self) -> None:
         """Record pending online-read audit entries, then release every connection."""
@@ -224,7 +238,8 @@ class FeatureStore:
         return self._ingestion.ingest(view, data, progress=progress)
 
     def list_batches(self, view: str | None = None) -> list[BatchInfo]:
-        """Ingestion batches (all views, or one view's), oldest first."""
+        """Ingestion batches (all views, or one view's), oldest first; StoreDamaged if the offline file disagrees."""
+        self._recovery.check(read_tables=True)
         return self._ingestion.list_batches(view)
 
     # --- reads ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from featurestore import FeatureStore, FeatureView
+from featurestore import FeatureStore, FeatureView, StoreDamaged
 from featurestore.errors import NotFoundError, PolicyViolation
 from featurestore.privacy.pseudonymize import tokenize
 from featurestore.testing import TEST_KEY_PROVIDER, StepClock, data_key
@@ -142,6 +142,10 @@ def test_an_erased_subject_never_comes_back(tmp_path: Path) -> None:
         batch = [e for e in fs.audit_entries(action="ingest")][-1]
         assert batch.details["dropped_erased"] == 1
     shutil.copy(backup, root / "offline.duckdb")  # an old backup comes back, subject included
+    with pytest.raises(StoreDamaged, match="the offline store has no record of it"):
+        open_store(root)  # it is older than the registry: refused until the registry is reconciled with it
+    report = FeatureStore.recover_registry(root, key_provider=TEST_KEY_PROVIDER, actor="dpo", clock=clock_at(10))
+    assert report.batches_lost == 4 and report.tables_created == ["later@v1"]
     with open_store(root) as fs:
         results = {m.view: m.dropped_erased for m in fs.materialize(["person", "visits"], full=True)}
         assert results["person"] == 1 and results["visits"] == 1, "materialization drops the subject and says how many"

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
-from ..errors import StoreLockedError
+from ..errors import StoreDamaged, StoreLockedError
+from ..faults import offline_fault
 from .file_lock import ReadWriteLock
 
 if TYPE_CHECKING:
@@ -116,12 +117,13 @@ class OfflineStore:
 
     def initialize(self) -> None:
         """Create the file and its bookkeeping table if they do not exist."""
-        with self.connect(read_only=False) as con:
+        with self.connect(read_only=False, create=True) as con:
             self._create_batches_table(con)
 
     @contextmanager
-    def connect(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the database for one operation, waiting a bounded time for another holder."""
+    def connect(self, *, read_only: bool, create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the database for one operation, waiting a bounded time for another holder; a
+        missing file is an error (StoreDamaged) unless `create` (only ``init`` creates it)."""
         if self._memory is not None:
             cursor = self._memory.cursor()
             try:
@@ -130,14 +132,24 @@ class OfflineStore:
                 cursor.close()
             return
         assert self.path is not None
-        with self._file_lock(exclusive=not read_only):
-            con = self._open_with_retry(read_only)
-            try:
-                if self.force_compression and not read_only:
-                    con.execute("SET force_compression = ?", [self.force_compression])
-                yield con
-            finally:
-                con.close()
+        if not create and not self.path.exists():
+            raise StoreDamaged(
+                f"the offline store file {self.path} does not exist: restore it from a backup (featurestore does not "
+                "create an empty file over lost data), or create a new store with featurestore init.")
+        try:
+            with self._file_lock(exclusive=not read_only):
+                con = self._open_with_retry(read_only)
+                try:
+                    if self.force_compression and not read_only:
+                        con.execute("SET force_compression = ?", [self.force_compression])
+                    yield con
+                finally:
+                    con.close()
+        except (duckdb.Error, OSError) as exc:
+            fault = offline_fault(self.path, exc)
+            if fault is None:
+                raise
+            raise fault from None
 
     @contextmanager
     def _file_lock(self, *, exclusive: bool, wait: bool = True) -> Iterator[bool]:
@@ -219,16 +231,25 @@ class OfflineStore:
     # --- schema -----------------------------------------------------------------------------
 
     def create_table(self, table: str, columns: dict[str, str]) -> None:
-        """Create a view version's table: its columns (definition types) plus bookkeeping."""
+        """Create a view version's table: its columns (definition types) plus bookkeeping. An
+        empty table of that name (an orphan of an apply that did not finish) is replaced; one that
+        holds rows or committed batches never is (StoreDamaged: the registry lost track of it)."""
         cols = [f"{quote(n)} {duckdb_type(t)} " for n, t in columns.items()]
         cols += ["_ingested_at TIMESTAMPTZ NOT NULL", "_batch_id BIGINT NOT NULL"]
         with self.connect(read_only=False) as con:
-            con.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} ({', '.join(cols)})")
-
-    def drop_table(self, table: str) -> None:
-        """Drop a table if it exists (an orphan left by an apply that did not finish)."""
-        with self.connect(read_only=False) as con:
-            con.execute(f"DROP TABLE IF EXISTS {quote(table)}")
+            exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
+                                 [table]).fetchall()[0][0]
+            if exists:
+                [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(table)}").fetchall()
+                [(batches,)] = con.execute(f"SELECT count(*) FROM {BATCHES_TABLE} WHERE table_name = ?", [table]).fetchall()
+                if rows or batches:
+                    raise StoreDamaged(
+                        f"the offline store {self.path or 'in memory'} already holds {rows:,} rows in {batches} committed "
+                        f"batches of {table}, a view version the registry does not know: the registry was probably lost or "
+                        "restored from an older backup. Nothing was changed. Run `featurestore db recover` to register it "
+                        "again from the offline store, or put back the registry that belongs to this file.")
+                con.execute(f"DROP TABLE {quote(table)}")
+            con.execute(f"CREATE TABLE {quote(table)} ({', '.join(cols)})")
 
     @contextmanager
     def try_connect(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
@@ -245,11 +266,17 @@ class OfflineStore:
                 con = _open(str(self.path), read_only=True)
             except duckdb.Error as exc:
                 if not _is_lock_error(exc):
-                    raise
+                    if (fault := offline_fault(self.path, exc)) is None:
+                        raise
+                    raise fault from None
                 yield None
                 return
             try:
                 yield con
+            except duckdb.Error as exc:
+                if (fault := offline_fault(self.path, exc)) is None:
+                    raise
+                raise fault from None
             finally:
                 con.close()
 
@@ -324,6 +351,29 @@ class OfflineStore:
             ids,
         ).fetchall()
         return {int(b): int(n) for b, n in rows}
+
+    @staticmethod
+    def batch_records_on(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str, int, datetime]]:
+        """Every committed batch the file records: (batch id, table, rows, ingestion time), by id."""
+        rows = con.execute(f"SELECT batch_id, table_name, row_count, ingested_at FROM {BATCHES_TABLE} ORDER BY batch_id").fetchall()
+        return [(int(b), str(t), int(n), at) for b, t, n, at in rows]
+
+    @staticmethod
+    def batch_summary_on(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
+        """(count, largest id, total rows) of the committed batches the file records."""
+        [(count, last, rows)] = con.execute(
+            f"SELECT count(*), coalesce(max(batch_id), 0), coalesce(sum(row_count), 0) FROM {BATCHES_TABLE}").fetchall()
+        return int(count), int(last), int(rows)
+
+    @staticmethod
+    def tables_on(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+        """Every view-version table in the file with its columns and DuckDB types, in order."""
+        tables: dict[str, dict[str, str]] = {}
+        for table, column, dtype in con.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'main' AND table_name LIKE 'fv\\_%' ESCAPE '\\' ORDER BY table_name, ordinal_position").fetchall():
+            tables.setdefault(str(table), {})[str(column)] = str(dtype)
+        return tables
 
     def count_older(self, table: str, timestamp_field: str, cutoff: datetime) -> int:
         """How many rows of a table have an event time before `cutoff`."""

@@ -13,12 +13,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, insert, select, update
+from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from ..errors import ConfigError, RegistryOutOfDate
+from ..faults import registry_fault
 from .models import (
     AuditRow,
     DataKeyRow,
@@ -74,11 +75,27 @@ def _make_engine(url: str) -> Engine:
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
 
+        _translate_faults(engine)
         return engine
     try:
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
     except Exception as exc:  # a missing driver or a malformed URL
         raise ConfigError(f"cannot use registry URL {url!r}: {exc}") from exc
+    _translate_faults(engine)
+    return engine
+
+
+def _translate_faults(engine: Engine) -> None:
+    """Raise StoreDamaged (naming the registry and the fix) for file faults: damaged, full, read-only."""
+    where = engine.url.render_as_string(hide_password=True)
+    if engine.url.database and engine.dialect.name == "sqlite":
+        where = engine.url.database
+
+    @event.listens_for(engine, "handle_error")
+    def _fault(context: Any) -> None:
+        fault = registry_fault(where, context.original_exception)
+        if fault is not None:
+            raise fault from None
 
 
 class BatchAlreadySettled(Exception):
@@ -121,7 +138,7 @@ class Registry:
             with self.engine.connect() as conn:
                 return MigrationContext.configure(conn).get_current_revision()
         except OperationalError as exc:
-            raise ConfigError(f"cannot reach the registry at {self._safe_url()}: {exc.orig}") from exc
+            raise ConfigError(f"cannot reach the registry at {self.safe_url()}: {exc.orig}") from exc
 
     def upgrade(self, revision: str = "head") -> None:
         """Migrate the registry schema up to `revision` (default: the newest)."""
@@ -143,14 +160,15 @@ class Registry:
         if current != head:
             state = "has no schema yet" if current is None else f"is at revision {current}"
             raise RegistryOutOfDate(
-                f"the registry ({self._safe_url()}) {state}, but this version of featurestore "
+                f"the registry ({self.safe_url()}) {state}, but this version of featurestore "
                 f"needs revision {head}. Run `featurestore db upgrade --store {store_hint}` "
                 "(back up the registry first).",
                 current=current,
                 head=head,
             )
 
-    def _safe_url(self) -> str:
+    def safe_url(self) -> str:
+        """The registry URL without its password, for messages."""
         return self.engine.url.render_as_string(hide_password=True)
 
     # --- sessions ----------------------------------------------------------------------------
@@ -488,6 +506,38 @@ class Registry:
         return self._rows(DpLedgerRow, budget_key=budget_key, query_hash=query_hash)
 
     # --- batch bookkeeping ---------------------------------------------------------------------
+
+    def batch_summary(self) -> tuple[int, int, int]:
+        """(count, largest id, total rows) of the committed batches."""
+        committed = IngestionBatchRow.status == "committed"
+        with self._sessions() as s:
+            count, last, rows = s.execute(select(func.count(IngestionBatchRow.id), func.coalesce(func.max(IngestionBatchRow.id), 0),
+                                                 func.coalesce(func.sum(IngestionBatchRow.row_count), 0)).where(committed)).one()
+        return int(count or 0), int(last or 0), int(rows or 0)
+
+    def recover_batches(self, upserts: Mapping[int, Mapping[str, Any]], lost: Sequence[int], now: datetime) -> None:
+        """Make batches committed as the offline file records them (`upserts`: id -> view_name,
+        version, row_count, ingested_at) and mark `lost` ones aborted, in one transaction; the
+        next batch id then follows the largest one."""
+        with self.session() as s:
+            for batch_id, fields in upserts.items():
+                row = s.get(IngestionBatchRow, batch_id)
+                if row is None:
+                    row = IngestionBatchRow(id=batch_id, source="recovered from the offline store's batch record",
+                                            started_at=fields["ingested_at"])
+                    s.add(row)
+                row.view_name, row.version = fields["view_name"], fields["version"]
+                row.row_count, row.ingested_at = fields["row_count"], fields["ingested_at"]
+                row.status, row.finished_at, row.error = "committed", now, None
+            for batch_id in lost:
+                row = s.get(IngestionBatchRow, batch_id)
+                assert row is not None
+                row.status, row.finished_at = "aborted", now
+                row.error = "db recover: the offline store has no record of this batch, so none of its rows exist"
+            s.flush()
+            if self.engine.dialect.name == "postgresql":
+                s.execute(text("SELECT setval(pg_get_serial_sequence('ingestion_batches', 'id'), "
+                               "greatest((SELECT max(id) FROM ingestion_batches), 1))"))
 
     def start_batch(self, view: str, version: int, *, source: str, ingested_at: datetime) -> int:
         """Record a pending batch and return its id (committed at once, before any data)."""
