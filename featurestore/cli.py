@@ -23,6 +23,7 @@ COMMAND_METHODS: dict[str, str] = {
     "init": "init",
     "db upgrade": "upgrade_registry",
     "db recover": "recover_registry",
+    "doctor": "doctor",
     "db current": "registry_revision",
     "plan": "plan",
     "apply": "apply",
@@ -170,6 +171,26 @@ def db_recover(store: StoreOpt = Path(".")) -> None:
     out.print("Not in the offline file, so not recovered:")
     for item in report.not_recovered:
         out.print(f"  - {item}", markup=False)
+
+
+@app.command()
+def doctor(store: StoreOpt = Path(".")) -> None:
+    """Check the store end to end (config, registry, offline file, agreement, audit, keys, online, policies)."""
+    from .store import FeatureStore
+
+    checks = FeatureStore.doctor(store)
+    marks = {"ok": "[green]ok[/green]     ", "warning": "[yellow]warning[/yellow]", "problem": "[red]problem[/red]"}
+    for check in checks:
+        out.print(f"{marks[check.status]} {check.name}: ", end="")
+        out.print(check.detail, markup=False)
+        if check.fix and check.status != "ok":
+            out.print("          fix: ", end="")
+            out.print(check.fix, markup=False)
+    problems = sum(c.status == "problem" for c in checks)
+    warnings = sum(c.status == "warning" for c in checks)
+    out.print(f"{problems} problems, {warnings} warnings.")
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()

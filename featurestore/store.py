@@ -41,6 +41,7 @@ from .privacy.dp import BudgetStatus, DifferentialPrivacyQueries, DpRelease
 from .privacy.erasure import DeletionRequest, Erasure, ErasureResult, Hold, RetentionReport, VerifyReport
 from .privacy.reidentification import Reidentification
 from .recovery import Recovery, RecoveryReport
+from .doctor import Check, diagnose
 from .registry import Registry
 from .training_sets import Reproduction, TrainingSet, TrainingSets
 
@@ -163,6 +164,14 @@ class FeatureStore:
         cls.upgrade_registry(path)
         with cls(path, check_agreement=False, **kwargs) as fs:
             return fs._recovery.recover(fs.load_definitions())
+
+    @classmethod
+    def doctor(cls, path: str | Path, **kwargs: Any) -> list[Check]:
+        """Check the store end to end (``featurestore doctor``): what is wrong and how to fix it."""
+        def open_store() -> tuple[FeatureStore, StoreContext, Callable[[], OnlineStore]]:
+            fs = cls(path, check_agreement=False, **kwargs)
+            return fs, fs._ctx, lambda: fs._online.store
+        return diagnose(Path(path), open_store)
 
     def close(self) -> None:
         """Record pending online-read audit entries, then release every connection."""

@@ -1,0 +1,150 @@
+"""``featurestore doctor``: check a store end to end and say what is wrong and how to fix it.
+
+Checks, in order (a check that cannot run because an earlier one failed is skipped): the config;
+the registry (reachable, schema revision, SQLite's integrity check); the offline file (present,
+every block of every table readable, no leftover compaction file); registry/offline agreement
+(batches, pending batches of crashed processes); the audit chain; the data keys (the master key
+opens every one); the online store (reachable, every materialized table readable); the policies
+(files that cannot be read, drafts that differ from what is in force). Read-only apart from
+settling batches a crashed process left pending, which any open of the store does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import load_config
+from .errors import FeatureStoreError, StoreDamaged
+from .offline.duckdb_store import COMPACT_SUFFIX
+from .registry import Registry
+
+if TYPE_CHECKING:
+    from .context import StoreContext
+    from .online import OnlineStore
+    from .store import FeatureStore
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: `status` is ``ok``, ``warning`` (works, but look) or ``problem`` (fix it)."""
+
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def _run(checks: list[Check], name: str, probe: Callable[[], str], fix: str = "") -> bool:
+    """Run one probe (it returns what it found, or raises FeatureStoreError); record the outcome."""
+    try:
+        checks.append(Check(name, "ok", probe()))
+        return True
+    except FeatureStoreError as exc:
+        checks.append(Check(name, "problem", str(exc), fix))
+        return False
+    except Exception as exc:  # noqa: BLE001 - a server down, a driver error: reported, never a traceback
+        checks.append(Check(name, "problem", f"failed with {type(exc).__name__} (its text is not shown: it may quote data)", fix))
+        return False
+
+
+def diagnose(root: Path, open_store: Callable[[], tuple[FeatureStore, StoreContext, Callable[[], OnlineStore]]]) -> list[Check]:
+    """Every check on the store at `root`; `open_store` opens it without the agreement check and
+    gives its context and its online store (opened when called)."""
+    checks: list[Check] = []
+    try:
+        cfg = load_config(root.resolve())
+        checks.append(Check("config", "ok", f"{root / 'featurestore.yaml'} is valid"))
+    except FeatureStoreError as exc:
+        checks.append(Check("config", "problem", str(exc), "`featurestore init DIR` makes a store"))
+        return checks
+    registry = Registry(cfg.registry_url)
+    try:
+        if not _run(checks, "registry", lambda: _registry(registry)):
+            return checks
+    finally:
+        registry.close()
+    offline = cfg.offline_path
+    if offline is not None:
+        leftover = Path(f"{offline}{COMPACT_SUFFIX}")
+        if leftover.exists():
+            checks.append(Check("offline store", "warning", f"{leftover} is left from a compaction that did not finish",
+                                "run `featurestore compact` (it removes the file) or delete it"))
+    try:
+        fs, ctx, online = open_store()
+    except FeatureStoreError as exc:
+        checks.append(Check("store", "problem", str(exc)))
+        return checks
+    with fs:
+        batches: list[object] = []
+
+        def agreement() -> str:
+            batches.extend(fs.list_batches())  # reads every block of every table and compares the batch records
+            return (f"{offline or 'the in-memory offline store'}: every table readable; registry and offline store agree "
+                    f"on {len(batches)} batches")
+
+        _run(checks, "offline store", agreement)
+        _run(checks, "audit log", lambda: "the hash chain verifies ({} entries)".format(fs.verify_audit()[0]),
+             "restore the registry from a backup; `featurestore audit show` lists the entries")
+        _run(checks, "keys", lambda: _keys(ctx), "set the master key the store was made with (FEATURESTORE_MASTER_KEY or "
+             "keys.master_key_file)")
+        _run(checks, "online store", lambda: _online(fs, online()), "start the online store named in featurestore.yaml, or run "
+             "`featurestore materialize --full`")
+        _policies(checks, fs)
+    return checks
+
+
+def _registry(registry: Registry) -> str:
+    current, head = registry.current_revision(), registry.head_revision()
+    if current != head:
+        registry.ensure_current(".")  # raises with the upgrade command
+    if registry.engine.dialect.name == "sqlite" and registry.engine.url.database:
+        from sqlalchemy import text
+
+        with registry.engine.connect() as conn:
+            result = [r[0] for r in conn.execute(text("PRAGMA integrity_check"))]
+        if result != ["ok"]:
+            raise StoreDamaged(f"the registry {registry.engine.url.database} fails SQLite's integrity check "
+                               f"({len(result)} problems): restore it from a backup, or move it aside and run "
+                               "`featurestore db upgrade` then `featurestore db recover`")
+    return f"{registry.safe_url()} is at the newest revision ({head}) and intact"
+
+
+def _keys(ctx: StoreContext) -> str:
+    opened = sum(len(ctx.keys.keys(kind)) for kind in ("hmac", "siv"))
+    return f"the master key opens all {opened} data keys"
+
+
+def _online(fs: FeatureStore, store: OnlineStore) -> str:
+    from .catalog import online_table
+
+    views = fs.materialized_views()
+    try:
+        for ref in views:
+            store.sample_keys(online_table(fs.get_view(ref)), 1, 0)
+    except FeatureStoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a Redis that is down, a damaged SQLite file
+        raise StoreDamaged(f"the online store ({fs.config.online.get('type', 'embedded')}) cannot be read: "
+                           f"{type(exc).__name__}") from None
+    return f"reachable; {len(views)} materialized view versions readable"
+
+
+def _policies(checks: list[Check], fs: FeatureStore) -> None:
+    statuses = fs.policy_status()
+    for status in statuses:
+        for problem in status.problems:
+            checks.append(Check(f"policy {status.policy_id}", "problem", problem,
+                                "fix the file (`featurestore policy lint FILE`) or remove it from policies/"))
+        for file, changes in status.drafts:
+            checks.append(Check(f"policy {status.policy_id}", "warning",
+                                f"{file} differs from the approved version and is not enforced: " + " ".join(changes),
+                                "approve it (`featurestore policy approve`) or restore the approved text"))
+        if status.in_force is None:
+            checks.append(Check(f"policy {status.policy_id}", "warning", "was never approved, so it governs nothing",
+                                "approve it with `featurestore policy approve`"))
+    if not any(c.name.startswith("policy ") for c in checks):
+        in_force = sum(1 for s in statuses if s.in_force is not None)
+        checks.append(Check("policies", "ok", f"{in_force} policies in force, no drafts, every file readable"))
