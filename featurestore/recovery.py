@@ -23,7 +23,8 @@ from datetime import datetime
 from .catalog import Catalog, table_name
 from .context import StoreContext
 from .definitions import Definitions, FeatureView
-from .errors import StoreDamaged
+from .config import StoreConfig
+from .errors import RegistryOutOfDate, StoreDamaged
 from .offline.duckdb_store import quote
 from .plan import Change
 from .types import TYPE_NAMES, duckdb_type
@@ -78,6 +79,24 @@ def disagreements(registry: Sequence[Batch], offline: Sequence[Batch], *, limit:
         items = found[kind]
         problems += items[:limit] + ([f"... and {len(items) - limit} more like it"] if len(items) > limit else [])
     return problems
+
+
+def lost_registry(config: StoreConfig, exc: RegistryOutOfDate, where: str) -> StoreDamaged | None:
+    """A registry with no schema beside an offline file that holds batches was lost, not new:
+    say to recover it (upgrading alone would leave it empty). None when that is not the case."""
+    if exc.current is not None or config.offline_path is None or not config.offline_path.exists():
+        return None
+    from .offline.duckdb_store import OfflineStore
+
+    with OfflineStore(config.offline_path, lock_timeout=config.lock_timeout).try_connect() as con:
+        count, _last, rows = OfflineStore.batch_summary_on(con) if con is not None else (0, 0, 0)
+    if not count:
+        return None
+    return StoreDamaged(
+        f"the registry ({where}) is empty, but the offline store "
+        f"{config.offline_path} holds {count} committed batches ({rows:,} rows): the registry was lost or replaced. "
+        "Run `featurestore db recover` to rebuild its views and batches from the offline store (definitions from "
+        "features/), or put back a backup of the registry (it also holds approvals and keys).")
 
 
 @dataclass

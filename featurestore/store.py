@@ -24,7 +24,7 @@ from .catalog import Catalog, DefinitionsLike, ResolvedFeature, ViewVersion
 from .config import CONFIG_FILE, DEFAULT_CONFIG_TEXT, StoreConfig, load_config
 from .context import Clock, Progress, StoreContext
 from .definitions import Definitions, Entity
-from .errors import AuditChainBroken, ConfigError, FeatureStoreError
+from .errors import AuditChainBroken, ConfigError, FeatureStoreError, RegistryOutOfDate
 from .governance import Access, PolicySnapshot, PolicySource, Treatments
 from .governance.workflow import PolicyStatus, PolicyWorkflow
 from .historical import Historical
@@ -40,7 +40,7 @@ from .privacy.keys import MASTER_KEY_ENV, ConfigKeyProvider, KeyProvider, KeyRin
 from .privacy.dp import BudgetStatus, DifferentialPrivacyQueries, DpRelease
 from .privacy.erasure import DeletionRequest, Erasure, ErasureResult, Hold, RetentionReport, VerifyReport
 from .privacy.reidentification import Reidentification
-from .recovery import Recovery, RecoveryReport
+from .recovery import Recovery, RecoveryReport, lost_registry
 from .doctor import Check, diagnose
 from .registry import Registry
 from .training_sets import Reproduction, TrainingSet, TrainingSets
@@ -82,6 +82,9 @@ class FeatureStore:
             registry = registry or Registry(config.registry_url)
             try:
                 registry.ensure_current(str(path))
+            except RegistryOutOfDate as exc:
+                registry.close()
+                raise lost_registry(config, exc, registry.safe_url()) or exc from None
             except FeatureStoreError:
                 registry.close()
                 raise

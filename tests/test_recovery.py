@@ -56,9 +56,10 @@ def test_a_lost_registry_is_refused_and_recovered_with_every_row(tmp_path: Path)
     root = tmp_path / "store"
     expected = build(root)
     (root / "registry.db").unlink()
-    with pytest.raises(RegistryOutOfDate, match="has no schema yet"):
+    with pytest.raises(StoreDamaged, match=r"is empty, but the offline store .* holds 3 committed batches \(9 rows\): the "
+                       r"registry was lost or replaced. Run `featurestore db recover`"):
         FeatureStore(root)
-    FeatureStore.upgrade_registry(root)  # what that message says to do
+    FeatureStore.upgrade_registry(root)  # what a user might do instead: the store still refuses
     with pytest.raises(StoreDamaged) as info:
         FeatureStore(root)
     message = str(info.value)
@@ -168,6 +169,11 @@ def test_recovery_on_a_postgresql_registry_hands_out_fresh_batch_ids(tmp_path: P
         FeatureStore(root)
     report = FeatureStore.recover_registry(root)
     assert (report.views, report.batches_added) == (["profile@v1"], 3)
+    with pytest.raises(RegistryOutOfDate, match="has no schema yet"):  # a new, empty store is not "lost"
+        empty = tmp_path / "empty"
+        FeatureStore.init(empty).close()
+        (empty / "registry.db").unlink()
+        FeatureStore(empty)
     with FeatureStore(root) as fs:
         assert fs.read("profile").num_rows == 6
         assert fs.ingest("profile", profile_rows(1)).batch_id == 4
