@@ -21,10 +21,10 @@ import pyarrow as pa
 
 from .audit import AuditEntry, AuditLog
 from .catalog import Catalog, DefinitionsLike, ResolvedFeature, ViewVersion
-from .config import CONFIG_FILE, DEFAULT_CONFIG_TEXT, StoreConfig, load_config
+from .config import StoreConfig, load_config
 from .context import Clock, Progress, StoreContext
 from .definitions import Definitions, Entity
-from .errors import AuditChainBroken, ConfigError, FeatureStoreError, RegistryOutOfDate
+from .errors import AuditChainBroken, ConfigError
 from .governance import Access, PolicySnapshot, PolicySource, Treatments
 from .governance.workflow import PolicyStatus, PolicyWorkflow
 from .historical import Historical
@@ -36,11 +36,12 @@ from .online.serving import OnlineResponse
 from .online.service import MaterializeResult, OnlineService
 from .plan import Plan
 from .policy import Policy, policy_json_schema
-from .privacy.keys import MASTER_KEY_ENV, ConfigKeyProvider, KeyProvider, KeyRing
+from .privacy.keys import KeyProvider, KeyRing
 from .privacy.dp import BudgetStatus, DifferentialPrivacyQueries, DpRelease
 from .privacy.erasure import DeletionRequest, Erasure, ErasureResult, Hold, RetentionReport, VerifyReport
 from .privacy.reidentification import Reidentification
-from .recovery import Recovery, RecoveryReport, lost_registry
+from .recovery import Recovery, RecoveryReport
+from .opening import config_key_provider, create_store_files, open_registry
 from .doctor import Check, diagnose
 from .registry import Registry
 from .training_sets import Reproduction, TrainingSet, TrainingSets
@@ -64,7 +65,9 @@ class FeatureStore:
         actor: Who is acting, for the audit log (default: the operating-system user).
         online_store, registry: Parts to use instead of the ones the config names.
 
-    Raises ConfigError (`path` is not a store) or RegistryOutOfDate (run ``featurestore db upgrade``).
+    Raises ConfigError (`path` is not a store), RegistryOutOfDate (run ``featurestore db upgrade``) or
+    StoreDamaged (the registry does not match the offline file: see ``featurestore db recover``).
+    `check_agreement=False` skips that comparison (for ``doctor`` and ``db recover`` only).
     """
 
     def __init__(self, path: str | Path | None = None, *, memory: bool = False, clock: Clock | None = None,
@@ -72,31 +75,13 @@ class FeatureStore:
                  online_store: OnlineStore | None = None, registry: Registry | None = None, check_agreement: bool = True) -> None:
         if memory == (path is not None):
             raise ConfigError("give either a store path, FeatureStore('dir'), or memory=True")
-        if memory:
-            config = StoreConfig(root=None, registry_url="sqlite://", offline_path=None)
-            registry = registry or Registry("sqlite://")
-            registry.upgrade()
-        else:
-            assert path is not None
-            config = load_config(Path(path).resolve())
-            registry = registry or Registry(config.registry_url)
-            try:
-                registry.ensure_current(str(path))
-            except RegistryOutOfDate as exc:
-                registry.close()
-                raise lost_registry(config, exc, registry.safe_url()) or exc from None
-            except FeatureStoreError:
-                registry.close()
-                raise
+        config = StoreConfig(root=None, registry_url="sqlite://", offline_path=None) if memory else load_config(Path(str(path)).resolve())
+        registry = open_registry(config, registry, str(path))
         self.config = config
         timeout = config.lock_timeout if lock_timeout is None else lock_timeout
         offline = OfflineStore(config.offline_path, lock_timeout=timeout, force_compression=config.force_compression)
         self.actor = actor or _default_actor()
-        provider = key_provider or ConfigKeyProvider(
-            config.root, env_var=str(config.keys.get("master_key_env") or MASTER_KEY_ENV),
-            key_file=Path(config.keys["master_key_file"]) if config.keys.get("master_key_file") else None,
-        )
-        keys = KeyRing(registry, provider, self._now)
+        keys = KeyRing(registry, key_provider or config_key_provider(config), self._now)
         audit = AuditLog(registry, self._now)
         source = PolicySource(config.root / "policies" if config.root else None, registry, require_policy=config.require_policy)
         ctx = StoreContext(config, registry, offline, keys, audit, Access(source, audit, self.actor, self._now), Treatments(keys),
@@ -130,22 +115,8 @@ class FeatureStore:
     def init(cls, path: str | Path, *, registry_url: str | None = None, **kwargs: Any) -> FeatureStore:
         """Create a store directory (config, ``features/``, ``policies/``, registry, offline file) where
         none is; `registry_url` names the registry database (default: SQLite ``registry.db`` inside)."""
-        root = Path(path)
-        if (root / CONFIG_FILE).exists():
-            raise ConfigError(f"{root} already holds a feature store ({CONFIG_FILE} exists)")
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "features").mkdir(exist_ok=True)
-        (root / "policies").mkdir(exist_ok=True)
-        text = DEFAULT_CONFIG_TEXT
-        if registry_url is not None:
-            text = text.replace("registry: sqlite:///registry.db", f"registry: {registry_url}")
-        (root / CONFIG_FILE).write_text(text, encoding="utf-8")
-        config = load_config(root.resolve())
-        with closing(Registry(config.registry_url)) as registry:
-            registry.upgrade()
-        assert config.offline_path is not None
-        OfflineStore(config.offline_path, lock_timeout=config.lock_timeout).initialize()
-        return cls(root, **kwargs)
+        create_store_files(Path(path), registry_url)
+        return cls(path, **kwargs)
 
     @staticmethod
     def registry_revision(path: str | Path) -> tuple[str | None, str]:

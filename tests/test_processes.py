@@ -10,7 +10,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from featurestore import FeatureStore, StoreLockedError

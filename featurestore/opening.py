@@ -1,0 +1,59 @@
+"""The steps before a FeatureStore exists: creating a store directory, and opening its registry."""
+
+from __future__ import annotations
+
+from contextlib import closing
+from pathlib import Path
+
+from .config import CONFIG_FILE, DEFAULT_CONFIG_TEXT, StoreConfig, load_config
+from .errors import ConfigError, FeatureStoreError, RegistryOutOfDate
+from .offline.duckdb_store import OfflineStore
+from .privacy.keys import MASTER_KEY_ENV, ConfigKeyProvider
+from .recovery import lost_registry
+from .registry import Registry
+
+
+def create_store_files(root: Path, registry_url: str | None) -> None:
+    """Write the config, ``features/`` and ``policies/``, create the registry schema and the
+    offline file; ConfigError where a store already is."""
+    if (root / CONFIG_FILE).exists():
+        raise ConfigError(f"{root} already holds a feature store ({CONFIG_FILE} exists)")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "features").mkdir(exist_ok=True)
+    (root / "policies").mkdir(exist_ok=True)
+    text = DEFAULT_CONFIG_TEXT
+    if registry_url is not None:
+        text = text.replace("registry: sqlite:///registry.db", f"registry: {registry_url}")
+    (root / CONFIG_FILE).write_text(text, encoding="utf-8")
+    config = load_config(root.resolve())
+    with closing(Registry(config.registry_url)) as registry:
+        registry.upgrade()
+    assert config.offline_path is not None
+    OfflineStore(config.offline_path, lock_timeout=config.lock_timeout).initialize()
+
+
+def open_registry(config: StoreConfig, registry: Registry | None, hint: str) -> Registry:
+    """The store's registry, at the code's schema revision (else RegistryOutOfDate naming the
+    upgrade, or StoreDamaged when an empty registry sits beside an offline file with batches)."""
+    if config.root is None:
+        registry = registry or Registry("sqlite://")
+        registry.upgrade()
+        return registry
+    registry = registry or Registry(config.registry_url)
+    try:
+        registry.ensure_current(hint)
+    except RegistryOutOfDate as exc:
+        registry.close()
+        raise lost_registry(config, exc, registry.safe_url()) or exc from None
+    except FeatureStoreError:
+        registry.close()
+        raise
+    return registry
+
+
+def config_key_provider(config: StoreConfig) -> ConfigKeyProvider:
+    """The master key source the config names: ``keys.master_key_file`` or the environment variable."""
+    return ConfigKeyProvider(
+        config.root, env_var=str(config.keys.get("master_key_env") or MASTER_KEY_ENV),
+        key_file=Path(config.keys["master_key_file"]) if config.keys.get("master_key_file") else None,
+    )
