@@ -7,8 +7,11 @@ group column with `groups` public values declared in the policy. Timed in one ru
 - plain: ``SELECT g, count(*), avg(v) FROM t GROUP BY g`` in DuckDB on the store's file, fetched to Arrow;
 - first call: ``dp_query(count + mean:v by g)``: calibration (OpenDP's noise search), the per-entity
   truncation in DuckDB, the release and the ledger;
-- repeated shape: the same query shape again with ``fresh=True`` (a new release, charged; the
-  calibration comes from the cache). Goal: within 5x of the plain GROUP BY.
+- repeated shape: the same query shape again with ``fresh=True`` (a new release, charged): the
+  per-entity truncation and its per-group sums are kept for the same data version, so only
+  OpenDP's noise and the ledger are paid. Goal: within 5x of the plain GROUP BY.
+- after a new batch: one more 1,000-row batch, then the same shape: a new data version, so the
+  truncation (a window over every entity, ordered at random) is paid again.
 """
 
 from __future__ import annotations
@@ -109,9 +112,18 @@ def main() -> None:
             repeated.append(time.perf_counter() - t)
         again = statistics.median(repeated)
         assert first.table is not None and first.table.num_rows == args.groups
+        store.ingest("spend", pa.table({
+            "customer_id": ids.take(pa.array(rng.integers(0, len(ids), 1000))),
+            "event_timestamp": pa.array([datetime(2025, 5, 2, tzinfo=UTC)] * 1000, pa.timestamp("us", tz="UTC")),
+            "g": groups.take(pa.array(rng.integers(0, args.groups, 1000))), "v": pa.array(rng.integers(0, 101, 1000), pa.int64()),
+        }))
+        t = time.perf_counter()
+        store.dp_query("spend", **query, fresh=True)  # type: ignore[arg-type]
+        after_s = time.perf_counter() - t
         print(f"  plain DuckDB GROUP BY      : {base:6.2f} s (median of {args.repeat})")
         print(f"  dp_query, first call       : {first_s:6.2f} s   ratio {first_s / base:6.1f}")
         print(f"  dp_query, repeated shape   : {again:6.2f} s   ratio {again / base:6.1f}   (goal <= 5)")
+        print(f"  dp_query, after a new batch: {after_s:6.2f} s   ratio {after_s / base:6.1f}")
         store.close()
 
 

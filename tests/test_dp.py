@@ -273,3 +273,20 @@ def test_a_dp_aggregate_view_joins_point_in_time_by_its_group(tmp_path: Path) ->
     budget = runner.invoke(app, ["dp", "budget", "--purpose", "research", "-s", store])
     # The CLI runs on the wall clock: the 2025 charges above are out of the 30-day period by now.
     assert "loans/research: epsilon 1000 spent, 0 reserved, 999000 of 1e+06 left per 30 days; refreshes from" in budget.output
+
+
+def test_a_repeated_shape_reuses_its_truncation_only_while_the_data_is_the_same(tmp_path: Path) -> None:
+    with make(tmp_path, budget=1e9, per_release=1000.0, k=1) as fs:
+
+        def count() -> int:  # epsilon 1000 with one row per entity: noise scale 0.001, so the count is exact
+            release = fs.dp_query("applications", aggregates=["count"], group_by=["ethnicity"], purpose="research",
+                                  epsilon=1000.0, fresh=True)
+            return int(sum(release.table.column("count").to_pylist()))
+
+        fs.ingest("applications", rows([f"p{i}" for i in range(100)]))
+        assert count() == 100
+        assert count() == 100, "the same data: the kept truncation gives the same exact counts"
+        fs.ingest("applications", rows([f"q{i}" for i in range(50)], ethnicity="b"))
+        assert count() == 150, "a new batch is a new data version"
+        fs.erase("applicant", ["p1", "p2"], compact=False)
+        assert count() == 148, "an erasure deletes rows without a new batch: also a new data version"
