@@ -46,7 +46,7 @@ differential_privacy:
   purposes: [fairness_audit, research]
   budget: {{epsilon: {budget}, delta: 1.0e-5, period: P30D}}
   per_release: {{epsilon: {per_release}}}
-  contribution_bounds: {{max_rows_per_subject: {k}, clamp: {{amount: [0, 1000], approved: [0, 1]}}}}
+  contribution_bounds: {{max_rows_per_subject: {k},{groups} clamp: {{amount: [0, 1000], approved: [0, 1]}}}}
   min_group_size: {min_group}
   public_groups: {{ethnicity: [a, b, c]}}
 """
@@ -63,11 +63,13 @@ def rows(ids: list[str], *, ethnicity: str = "a", region: str = "north", approve
 
 
 def make(tmp_path: Path, *, budget: float = 4.0, per_release: float = 1.0, k: int = 5, min_group: int = 1,
-         registry_url: str | None = None, clock: StepClock | None = None) -> FeatureStore:
+         registry_url: str | None = None, clock: StepClock | None = None, groups: int | None = None) -> FeatureStore:
     root = tmp_path / "store"
     fs = FeatureStore.init(root, key_provider=TEST_KEY_PROVIDER, registry_url=registry_url,
                            clock=clock or StepClock(start=datetime(2025, 6, 10, tzinfo=UTC), step=timedelta(milliseconds=1)))
-    (root / "policies" / "loans.yaml").write_text(POLICY.format(budget=budget, per_release=per_release, k=k, min_group=min_group))
+    (root / "policies" / "loans.yaml").write_text(POLICY.format(
+        budget=budget, per_release=per_release, k=k, min_group=min_group,
+        groups=f" max_groups_per_subject: {groups}," if groups else ""))
     fs.apply([APPLICANT, APPLICATIONS])
     fs.approve_policy(root / "policies" / "loans.yaml", by="A. Counsel", role="legal")
     return fs
@@ -290,3 +292,30 @@ def test_a_repeated_shape_reuses_its_truncation_only_while_the_data_is_the_same(
         assert count() == 150, "a new batch is a new data version"
         fs.erase("applicant", ["p1", "p2"], compact=False)
         assert count() == 148, "an erasure deletes rows without a new batch: also a new data version"
+
+
+@pytest.mark.parametrize("groups", [None, 1, 2])
+def test_each_entity_counts_in_at_most_its_groups_bound(tmp_path: Path, groups: int | None) -> None:
+    with make(tmp_path, budget=1e9, per_release=1000.0, k=5, groups=groups) as fs:
+        fs.ingest("applications", rows([f"p{i}" for i in range(100)], ethnicity="a"))
+        for ethnicity in ("a", "b", "c"):
+            fs.ingest("applications", rows(["heavy"] * 3, ethnicity=ethnicity))
+        for _ in range(5):  # noise scale 0.005: the counts are exact; the groups kept are drawn anew each time
+            release = fs.dp_query("applications", aggregates=["count"], group_by=["ethnicity"], purpose="research",
+                                  epsilon=1000.0, fresh=True)
+            heavy = {r["ethnicity"]: r["count"] - (100 if r["ethnicity"] == "a" else 0) for r in release.table.to_pylist()}
+            touched = sum(1 for n in heavy.values() if n > 0)
+            assert sum(heavy.values()) == min(3 * (groups or 3), 5), heavy
+            assert touched <= (groups or 3) and all(0 <= n <= 3 for n in heavy.values())
+            fs.ingest("applications", rows([f"x{_}"], ethnicity="c"))  # a new data version: a new draw of groups
+            fs.erase("applicant", [f"x{_}"], compact=False)
+
+
+def test_a_groups_bound_lowers_the_partition_selection_threshold(tmp_path: Path) -> None:
+    thresholds = []
+    for groups in (None, 1):
+        with make(tmp_path / str(groups), budget=1e6, per_release=2.0, k=5, groups=groups) as fs:
+            [stat] = fs.dp_query("applications", aggregates=["count"], group_by=["region"], purpose="research",
+                                 epsilon=2.0, delta=1e-7, dry_run=True).statistics
+            thresholds.append(stat.threshold)
+    assert thresholds[1] < thresholds[0], thresholds

@@ -539,7 +539,8 @@ def test_retention_erasure_and_dp_sections_are_typed(tmp_path: Path) -> None:
     base = ENUM_POLICY.split("differential_privacy:")[0]
     bad.write_text(base + "erasure: {subject_key: custmer_id, sla: soon}\n"
                    "differential_privacy:\n  purposes: [research]\n  budget: {epsilon: 1.0}\n  per_release: {epsilon: 2.0}\n"
-                   "  contribution_bounds: {max_rows_per_subject: 0, clamp: {spend: [10, 1], shoe_size: [0, 50]}}\n")
+                   "  contribution_bounds: {max_rows_per_subject: 0, clamp: {spend: [10, 1], shoe_size: [0, 50]}, "
+                   "max_groups_per_subject: 1.5}\n")
     with pytest.raises(PolicyError) as info:
         load_policy(bad)
     lines = base.count("\n")
@@ -548,6 +549,7 @@ def test_retention_erasure_and_dp_sections_are_typed(tmp_path: Path) -> None:
         f"{bad}:{lines + 1}:24: erasure.subject_key must name a classified column. Did you mean 'customer_id'?",
         f"{bad}:{lines + 5}:16: per_release.epsilon cannot exceed budget.epsilon",
         f"{bad}:{lines + 6}:47: max_rows_per_subject must be a whole number from 1 up",
+        f"{bad}:{lines + 6}:119: max_groups_per_subject must be a whole number from 1 up",
         f"{bad}:{lines + 6}:65: clamp of 'spend' must be [lower, upper] with lower below upper, e.g. [0, 5000]",
         f"{bad}:{lines + 6}:74: clamp names column 'shoe_size', which is not classified.",
     ]

@@ -355,13 +355,14 @@ def _bounds(section: YMap, columns: dict[str, ColumnRule], at: Report) -> Contri
     if not isinstance(bounds, YMap):
         at(section.value_pos("contribution_bounds"), "contribution_bounds must be a mapping")
         return ContributionBounds()
-    _keys(bounds, ("max_rows_per_subject", "clamp"), "contribution_bounds entry", at)
+    _keys(bounds, ("max_rows_per_subject", "max_groups_per_subject", "clamp"), "contribution_bounds entry", at)
     rows = _positive_int(bounds, "max_rows_per_subject", at)
+    groups = _positive_int(bounds, "max_groups_per_subject", at)
     clamp = [(column, float(pair[0]), float(pair[1])) for column, pair in _column_entries(
         bounds, "clamp", columns, at, "clamp maps columns to [lower, upper], e.g. clamp: {spend_total: [0, 5000]}",
         lambda pair: isinstance(pair, list) and len(pair) == 2 and all(_number(v) for v in pair) and pair[0] < pair[1],
         "clamp of '{column}' must be [lower, upper] with lower below upper, e.g. [0, 5000]")]
-    return ContributionBounds(rows, tuple(clamp))
+    return ContributionBounds(rows, tuple(clamp), groups)
 
 
 def _positive_int(section: YMap, key: str, at: Report) -> int | None:

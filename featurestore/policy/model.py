@@ -103,6 +103,8 @@ class ContributionBounds:
     max_rows_per_subject: int | None = None
     clamp: tuple[tuple[str, float, float], ...] = ()
     """(column, lower, upper): values are clamped into this range before aggregation."""
+    max_groups_per_subject: int | None = None
+    """In a grouped release, each subject's rows count in at most this many groups (chosen at random)."""
 
     def clamp_of(self, column: str) -> tuple[float, float] | None:
         """The (lower, upper) clamp of a column, or None."""

@@ -116,7 +116,8 @@ def policy_json_schema() -> dict[str, Any]:
                     "per_release": _BUDGET,
                     "contribution_bounds": {
                         "type": "object",
-                        "properties": {"max_rows_per_subject": {"type": "integer", "minimum": 1}, "clamp": {"type": "object"}},
+                        "properties": {"max_rows_per_subject": {"type": "integer", "minimum": 1},
+                                       "max_groups_per_subject": {"type": "integer", "minimum": 1}, "clamp": {"type": "object"}},
                         "additionalProperties": False,
                     },
                     "min_group_size": {"type": "integer", "minimum": 1},

@@ -1,11 +1,14 @@
 """Differentially private aggregates over a view, with a persistent privacy-budget ledger.
 
-OpenDP does every mechanism (its Polars context; never a sampler of ours). The store adds what
+OpenDP does every mechanism (its Polars context, or its vector Laplace for public groups; never a
+sampler of ours). The store adds what
 OpenDP lacks:
 
 - **The privacy unit is the entity.** Each entity keeps at most the policy's
-  ``max_rows_per_subject`` rows, drawn at random in DuckDB before OpenDP sees the data, and
-  OpenDP is told exactly that bound (``unit_of(contributions=K)``), so one entity moves any
+  ``max_rows_per_subject`` rows, drawn at random in DuckDB before OpenDP sees the data (in a
+  grouped release, first at most ``max_groups_per_subject`` of its groups, also at random), and
+  OpenDP is told exactly those bounds (``unit_of(contributions=K)``, or per-group and group-count
+  ``Bound``s; the group bound lowers partition selection's threshold), so one entity moves any
   statistic by at most what K rows can. Values are clamped to the policy's ``clamp`` bounds and
   float features are encoded as fixed-point integers (``decimals``; integer features as they
   are), because float sums need a table-size bound that ruins accuracy.
@@ -241,8 +244,9 @@ class DifferentialPrivacyQueries:
             scale = scales[column] = 10 ** rules.decimals if vv.view.feature(column).dtype.startswith("float") else 1
             bounds_of[column] = (int(round(clamp[0] * scale)), int(round(clamp[1] * scale)))
         rows_per_entity = rules.contribution_bounds.max_rows_per_subject or 1
+        groups_per_entity = rules.contribution_bounds.max_groups_per_subject if group_by else None
         shape = json.dumps({"view": vv.ref, "specs": specs, "group_by": list(group_by), "epsilon": epsilon, "delta": delta,
-                            "bounds": bounds_of, "k": rows_per_entity, "decimals": rules.decimals,
+                            "bounds": bounds_of, "k": rows_per_entity, "g": groups_per_entity, "decimals": rules.decimals,
                             "groups": [rules.groups_of(g) for g in group_by], "policy": policy.sha256,
                             "window": [w.isoformat() for w in window] if window else None}, sort_keys=True)
         query_hash = hashlib.sha256(shape.encode()).hexdigest()
@@ -275,7 +279,8 @@ class DifferentialPrivacyQueries:
         entry_id = self._reserve(key, policy, rules, str(purpose), consumer or ctx.actor, epsilon, delta, vv.ref, query_hash,
                                  data_version)
         try:
-            rows = self._truncated(grant, list(group_by), bounds_of, scales, rows_per_entity, window, summed=public)
+            rows = self._truncated(grant, list(group_by), bounds_of, scales, rows_per_entity, groups_per_entity, window,
+                                   summed=public)
             if public:
                 keys = list(itertools.product(*(rules.groups_of(g) or () for g in group_by)))
                 released = dp_vectors.release(vectors, rows, list(group_by), keys, specs, bounds_of)
@@ -365,9 +370,10 @@ class DifferentialPrivacyQueries:
         return f"{vv.ref}:{last}:{rows}:{cutoff.date().isoformat() if cutoff else '-'}"
 
     def _truncated(self, grant: Grant, group_by: list[str], bounds: dict[str, tuple[int, int]], scales: dict[str, int],
-                   rows_per_entity: int, window: tuple[datetime, datetime] | None, *, summed: bool) -> pa.Table:
+                   rows_per_entity: int, groups_per_entity: int | None, window: tuple[datetime, datetime] | None, *,
+                   summed: bool) -> pa.Table:
         """The view's rows as the mechanisms get them: at most `rows_per_entity` per entity (drawn at
-        random), values clamped and as fixed-point integers; `summed`: their exact row count (``_n``)
+        random) in at most `groups_per_entity` of its groups (drawn at random), values clamped and as fixed-point integers; `summed`: their exact row count (``_n``)
         and sums (``_s_<column>``) per group instead, computed in DuckDB. The last result is kept for
         the same data version and shape (releases over one truncated dataset compose like any
         others; the window over every entity is the slow part, 2-5 s on 10M rows)."""
@@ -392,8 +398,15 @@ class DifferentialPrivacyQueries:
         names = ", ".join([*(quote(g) for g in group_by), *(quote(c) for c in bounds)]) or "_one"
         # Partitioning by the key's 64-bit hash is twice as fast as by the string; two keys with one
         # hash share one bound of K rows, which only lowers their contribution.
-        sql = (f"SELECT {names} FROM (SELECT hash({key}) AS _fs_entity, random() AS _fs_r, {select} FROM {quote(vv.table)} "
-               f"{where}) QUALIFY row_number() OVER (PARTITION BY _fs_entity ORDER BY _fs_r) <= {int(rows_per_entity)}")
+        rows = f"SELECT hash({key}) AS _fs_entity, random() AS _fs_r, {select} FROM {quote(vv.table)} {where}"
+        if group_by and groups_per_entity:  # first the groups each entity counts in, chosen at random
+            by = ", ".join(quote(g) for g in group_by)
+            rows = (f"WITH _fs_rows AS MATERIALIZED ({rows}), _fs_groups AS (SELECT _fs_entity, {by} FROM (SELECT *, "
+                    f"random() AS _fs_gr FROM (SELECT DISTINCT _fs_entity, {by} FROM _fs_rows)) QUALIFY row_number() OVER "
+                    f"(PARTITION BY _fs_entity ORDER BY _fs_gr) <= {int(groups_per_entity)}) "
+                    f"SELECT * FROM _fs_rows SEMI JOIN _fs_groups USING (_fs_entity, {by})")
+        sql = (f"SELECT {names} FROM ({rows}) QUALIFY row_number() OVER (PARTITION BY _fs_entity ORDER BY _fs_r) "
+               f"<= {int(rows_per_entity)}")
         if summed:
             sums = "".join(f", sum({quote(c)})::BIGINT AS {quote('_s_' + c)}" for c in bounds)
             by = ", ".join(quote(g) for g in group_by)
@@ -421,7 +434,10 @@ class DifferentialPrivacyQueries:
         schema = {**{g: pl.String for g in group_by}, **{c: pl.Int64 for c in bounds}}
         empty = pl.LazyFrame(schema=schema or {"_one": pl.Int32})
         loss = dp.loss_of(epsilon=epsilon, delta=delta) if delta else dp.loss_of(epsilon=epsilon)
-        context = dp.Context.compositor(data=empty, privacy_unit=dp.unit_of(contributions=rows_per_entity),
+        groups = rules.contribution_bounds.max_groups_per_subject
+        contributions: Any = rows_per_entity if not (group_by and groups) else [
+            dp.polars.Bound(per_group=rows_per_entity), dp.polars.Bound(by=group_by, num_groups=groups)]
+        context = dp.Context.compositor(data=empty, privacy_unit=dp.unit_of(contributions=contributions),
                                         privacy_loss=loss, split_evenly_over=1, margins=[dp.polars.Margin(max_length=MAX_ROWS)])
         exprs = []
         for kind, column in specs:
