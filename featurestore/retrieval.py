@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from .errors import RetrievalError, did_you_mean
+from .redaction import describe, first_bad_row
 from .sources import type_problem
 from .types import arrow_type
 
@@ -54,18 +55,33 @@ def read_entity_frame(data: Any) -> pa.Table:
         path = Path(data)
         if not path.is_file():
             raise RetrievalError(f"{path}: no such entity file")
-        if path.suffix.lower() in (".parquet", ".pq"):
-            import pyarrow.parquet as pq
+        try:
+            if path.suffix.lower() in (".parquet", ".pq"):
+                import pyarrow.parquet as pq
 
-            return pq.read_table(path)
-        if path.suffix.lower() == ".csv":
-            import pyarrow.csv as pcsv
+                return pq.read_table(path)
+            if path.suffix.lower() == ".csv":
+                import pyarrow.csv as pcsv
 
-            return pcsv.read_csv(path)
+                lines: list[int] = []
+
+                def invalid_row(row: Any) -> str:
+                    if row.number is not None:
+                        lines.append(int(row.number))
+                    return "error"
+
+                return pcsv.read_csv(path, read_options=pcsv.ReadOptions(use_threads=False),  # so bad rows have numbers
+                                     parse_options=pcsv.ParseOptions(invalid_row_handler=invalid_row))
+        except (pa.ArrowInvalid, OSError) as exc:  # the error may quote a raw key: never in the message
+            where = f"line {lines[0]}: " if path.suffix.lower() == ".csv" and lines else ""
+            raise RetrievalError(f"{path}: cannot read the entity file: {where}{describe(str(exc))}") from None
         raise RetrievalError(f"{path}: unsupported entity file type '{path.suffix}'; use .parquet or .csv")
     module = type(data).__module__.split(".", 1)[0]
     if module == "pandas":
-        return pa.Table.from_pandas(data, preserve_index=False)
+        try:
+            return pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise RetrievalError(f"cannot convert the pandas entity_df: {describe(str(exc))}") from None
     if module == "polars" and hasattr(data, "to_arrow"):
         table: pa.Table = data.to_arrow()
         return table
@@ -125,9 +141,11 @@ def join_frame(table: pa.Table, timestamp_column: str, keys: Sequence[KeyColumns
             try:
                 per_key.append([pc.cast(column, arrow_type(dtype), safe=True)])
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                row = first_bad_row(column, arrow_type(dtype))
                 raise RetrievalError(
-                    f"join key '{key}' of entity_df cannot be converted to {dtype} for feature view '{group.view}': {exc}"
-                ) from exc
+                    f"join key '{key}' of entity_df cannot be converted to {dtype} for feature view '{group.view}': "
+                    f"{describe(str(exc))}" + (f" (first at row {row})" if row is not None else "")
+                ) from None
         group_prefixes: list[str] = []
         for form, combination in enumerate(itertools.product(*per_key)):
             prefix = f"{group.prefix}{form}_"

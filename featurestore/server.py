@@ -6,7 +6,9 @@
 - ``GET /openapi.json`` (and ``/docs``): the OpenAPI description.
 
 Store errors become HTTP codes here and only here: a refused purpose is 403, an unknown
-feature or a view not materialized is 404, any other bad request is 400, a malformed body 422.
+feature or a view not materialized is 404, any other bad request is 400, a malformed body 422;
+every error body is an ``ErrorResponse`` (error, detail) that names where the problem is and never
+quotes a value from the request.
 Endpoints are ``async`` and run on the event loop's thread: a lookup takes microseconds, and
 the store stays single-threaded.
 """
@@ -18,8 +20,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import FeatureStoreError, NotFoundError, PolicyViolation
 from .store import FeatureStore
@@ -63,6 +67,17 @@ def create_app(store: FeatureStore) -> FastAPI:
         code = 403 if isinstance(exc, PolicyViolation) else 404 if isinstance(exc, NotFoundError) else 400
         return JSONResponse(status_code=code, content={"error": type(exc).__name__, "detail": str(exc)})
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Any, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default body echoes the input (raw keys): say where and what, never the value.
+        problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:10]]
+        return JSONResponse(status_code=422, content={"error": "InvalidRequest", "detail": "; ".join(problems) or "invalid request"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Any, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"error": "HTTPError", "detail": str(exc.detail)},
+                            headers=getattr(exc, "headers", None))
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Whether the store answers, and which view versions are materialized."""
@@ -71,7 +86,8 @@ def create_app(store: FeatureStore) -> FastAPI:
     @app.post(
         "/v1/online-features",
         response_model=OnlineFeaturesResponse,
-        responses={400: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+        responses={400: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+                   422: {"model": ErrorResponse}},
     )
     async def online_features(request: OnlineFeaturesRequest) -> OnlineFeaturesResponse:
         """Latest values of the features for each entity, as served to production models."""

@@ -15,7 +15,9 @@ Validation, per batch, before anything is written:
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import re
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import IngestionError, did_you_mean
+from .redaction import csv_column, describe, first_bad_row
 from .types import arrow_type
 
 STREAM_BATCH_ROWS = 1_000_000
@@ -76,7 +79,8 @@ def open_source(data: Any, target: TargetSchema) -> Source:
         try:
             table = pa.Table.from_pandas(data, preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise IngestionError(f"cannot convert the pandas DataFrame for '{target.view}': {exc}") from exc
+            raise IngestionError(f"cannot convert the pandas DataFrame for '{target.view}': {_pandas_problem(data, str(exc))}; "
+                                 "give the column one type (e.g. df[col].astype('int64'))") from None
         return dataclasses.replace(open_source(table, target), description=f"pandas DataFrame ({table.num_rows} rows)")
     if module == "polars" and hasattr(data, "to_arrow"):
         table = data.to_arrow()
@@ -97,32 +101,92 @@ def _open_file(path: Path, target: TargetSchema) -> Source:
         try:
             pfile = pq.ParquetFile(path)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise IngestionError(f"{path}: not a readable Parquet file: {exc}") from exc
+            raise IngestionError(f"{path}: not a readable Parquet file ({describe(str(exc))})") from None
         batches = pfile.iter_batches(batch_size=STREAM_BATCH_ROWS)
-        return Source(_wrap_errors(batches, path), f"parquet file {path} ({pfile.metadata.num_rows} rows)", pfile.schema_arrow)
+        return Source(_wrap_errors(batches, path, target), f"parquet file {path} ({pfile.metadata.num_rows} rows)",
+                      pfile.schema_arrow)
     if suffix == ".csv":
         import pyarrow.csv as pcsv
 
         # Declared types keep keys such as "00123" as text; timestamps are left to inference
         # so a value without a zone offset is caught by validation with a clear message.
         types = {n: arrow_type(t) for n, t in target.columns.items() if t != "timestamp"}
+        bad_lines: list[int] = []
+
+        def invalid_row(row: Any) -> str:  # records where a line has the wrong number of fields
+            bad_lines.append(int(row.number) if row.number is not None else _line_of(path, row.text))
+            return "error"
+
         try:
             reader = pcsv.open_csv(
                 path,
                 read_options=pcsv.ReadOptions(block_size=64 << 20),
+                parse_options=pcsv.ParseOptions(invalid_row_handler=invalid_row),
                 convert_options=pcsv.ConvertOptions(column_types=types),
             )
         except (pa.ArrowInvalid, OSError) as exc:
-            raise IngestionError(f"{path}: cannot read CSV: {exc}") from exc
-        return Source(_wrap_errors(iter(reader), path), f"csv file {path}", reader.schema)
+            raise csv_error(path, exc, types, bad_lines) from None
+        return Source(_wrap_errors(iter(reader), path, target, types, bad_lines), f"csv file {path}", reader.schema)
     raise IngestionError(f"{path}: unsupported file type '{suffix}'; use .parquet or .csv")
 
 
-def _wrap_errors(batches: Iterator[pa.RecordBatch], path: Path) -> Iterator[pa.RecordBatch]:
+def _wrap_errors(batches: Iterator[pa.RecordBatch], path: Path, target: TargetSchema,
+                 types: dict[str, pa.DataType] | None = None, bad_lines: list[int] | None = None) -> Iterator[pa.RecordBatch]:
     try:
         yield from batches
     except (pa.ArrowInvalid, OSError) as exc:
-        raise IngestionError(f"{path}: {exc}") from exc
+        if types is None:
+            raise IngestionError(f"{path}: {describe(str(exc))}") from None
+        raise csv_error(path, exc, types, bad_lines or []) from None
+
+
+def _line_of(path: Path, text: str) -> int:
+    """The 1-based line of `path` that reads `text` (a streaming CSV reader does not count lines);
+    0 if none does."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.rstrip("\r\n") == text:
+                return number
+    return 0
+
+
+def csv_error(path: Path, exc: BaseException, types: dict[str, pa.DataType], bad_lines: list[int]) -> IngestionError:
+    """A CSV read error that names the line or the column and row, never the values there."""
+    import pyarrow.csv as pcsv
+
+    text = str(exc)
+    problem = describe(text)
+    if bad_lines:
+        where = f"line {bad_lines[0]}: " if bad_lines[0] else ""
+        return IngestionError(f"{path}: {where}{problem}; every line needs one field per header column")
+    index = csv_column(text)
+    if index is not None:
+        try:
+            with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+                name = next(csv.reader(handle))[index]
+            column = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(include_columns=[name],
+                                                                                 column_types={name: pa.string()})).column(name)
+            want = types.get(name)
+            row = first_bad_row(column, want) if want is not None else None
+        except (pa.ArrowInvalid, OSError, IndexError, StopIteration, csv.Error):
+            return IngestionError(f"{path}: column #{index + 1}: {problem}")
+        where = f"row {row + 1} (line {row + 2})" if row is not None else "a row"
+        return IngestionError(f"{path}: column '{name}', {where}: {problem}")
+    return IngestionError(f"{path}: cannot read CSV: {problem}")
+
+
+def _pandas_problem(data: Any, text: str) -> str:
+    """What a pandas conversion error means, with the column and the first row whose type differs."""
+    problem = describe(text)
+    match = re.search(r"Conversion failed for column (.+?) with type", text)
+    if match and match.group(1) in data.columns:
+        column = data[match.group(1)]
+        kinds = [type(v) for v in column if v is not None and v == v]
+        first = kinds[0] if kinds else None
+        for row, value in enumerate(column):
+            if value is not None and value == value and type(value) is not first:
+                return f"{problem}: column '{match.group(1)}' changes type at row {row}"
+    return problem
 
 
 _END = object()
@@ -225,7 +289,8 @@ _ALLOWED = {
 }
 
 
-def convert_column(column: pa.ChunkedArray | pa.Array, name: str, dtype: str, target: TargetSchema) -> pa.ChunkedArray | pa.Array:
+def convert_column(column: pa.ChunkedArray | pa.Array, name: str, dtype: str, target: TargetSchema,
+                   row_offset: int = 0) -> pa.ChunkedArray | pa.Array:
     """Convert one column to its declared type, or raise IngestionError saying why not."""
     want = arrow_type(dtype)
     have = column.type
@@ -246,7 +311,9 @@ def convert_column(column: pa.ChunkedArray | pa.Array, name: str, dtype: str, ta
         hint = ""
         if family == "timestamp":
             hint = " The store keeps microseconds: round first, e.g. df[col].dt.floor('us')."
-        raise IngestionError(f"{where} cannot be stored as {dtype} without loss: {exc}.{hint}") from exc
+        row = first_bad_row(column, want)
+        at = f" (first at row {row_offset + row})" if row is not None else ""
+        raise IngestionError(f"{where} cannot be stored as {dtype} without loss: {describe(str(exc))}{at}.{hint}") from None
     if family == "float" and dtype == "float32" and have != want:
         back = pc.cast(converted, have)
         same = pc.or_kleene(pc.equal(back, column), pc.and_(pc.is_nan(back), pc.is_nan(column)))
@@ -265,7 +332,7 @@ def validate_batch(batch: pa.RecordBatch | pa.Table, target: TargetSchema, *, ro
         table = table.drop_columns([c for c in table.column_names if c in target.dropped])
     columns = []
     for name, dtype in target.columns.items():
-        columns.append(convert_column(table.column(name), name, dtype, target))
+        columns.append(convert_column(table.column(name), name, dtype, target, row_offset))
     for name in [*target.join_keys, target.timestamp_field]:
         col = table.column(name)
         if col.null_count:

@@ -140,8 +140,10 @@ def test_null_keys_and_null_event_times_name_the_first_row(store: FeatureStore) 
 
 def test_lossy_casts_are_rejected(store: FeatureStore) -> None:
     fractional = profile_rows(2).set_column(2, "age", pa.array([20.0, 20.5]))
-    with pytest.raises(IngestionError, match=r"column 'age' of 'profile@v1' cannot be stored as int64 without loss: Float value 20\.5\d* was truncated"):
+    with pytest.raises(IngestionError) as info:
         store.ingest("profile", fractional)
+    assert str(info.value) == ("column 'age' of 'profile@v1' cannot be stored as int64 without loss: a fractional value "
+                               "would be truncated converting to int64 (first at row 1).")
     wrong_family = profile_rows(2).set_column(2, "age", pa.array(["20", "21"]))
     with pytest.raises(IngestionError, match=r"column 'age' is string in the data but int64 in the definition; convert it before ingesting"):
         store.ingest("profile", wrong_family)
@@ -201,8 +203,9 @@ def test_a_bad_chunk_late_in_a_stream_leaves_nothing_written(store: FeatureStore
 def test_bad_csv_value_names_the_file_and_column(store: FeatureStore, tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("customer_id,event_timestamp,age,score,country\nc1,2025-01-01T00:00:00Z,abc,1.0,DE\n")
-    with pytest.raises(IngestionError, match=r"bad\.csv: .*CSV conversion error to int64: invalid value 'abc'"):
+    with pytest.raises(IngestionError) as info:
         store.ingest("profile", path)
+    assert str(info.value) == f"{path}: column 'age', row 1 (line 2): a value is not a valid int64"
     _assert_nothing_written(store)
 
 

@@ -24,6 +24,7 @@ from . import VALUES_AT, OnlineStore, Row, open_online_store
 from .materialize import copy_rows, latest_rows_sql, stream_rows
 from .read_audit import ReadAudit
 from .serving import EPOCH, PLAN_TTL_SECONDS, KeyForm, OnlineResponse, ServingPlan, ViewServing, converter, lookup
+from .serving import entity_rows as entity_rows_of
 
 MICROSECOND = timedelta(microseconds=1)
 
@@ -152,14 +153,9 @@ class OnlineService:
                             features: Sequence[str], *, purpose: str | None = None,
                             full_feature_names: bool = False) -> OnlineResponse:
         """Latest feature values for entities, with a status per value."""
-        if isinstance(entity_rows, pa.Table):
-            rows: Sequence[Mapping[str, Any]] = entity_rows.to_pylist()
-        elif isinstance(entity_rows, Mapping):
-            rows = [entity_rows]
-        else:
-            rows = entity_rows
+        rows = entity_rows_of(entity_rows)
         plan = self.serving_plan(tuple(features), purpose, full_feature_names)
-        response = lookup(plan, rows, self.store.read, to_us(self.ctx.clock()))  # type: ignore[arg-type]
+        response = lookup(plan, rows, self.store.read, to_us(self.ctx.clock()))
         self.reads.record(purpose, plan.audit_key, len(rows))
         return response
 
@@ -188,7 +184,7 @@ class OnlineService:
                     hmac_keys = tuple((k.id, k.hmac_text.encode()) for k in (keys.keys("hmac") or [keys.current("hmac")]))
                 elif treatment == "tokenize":
                     tokenizers = tuple(_tokenizer(k, key) for k in (keys.keys("siv") or [keys.current("siv")]))
-                key_forms.append(KeyForm(key, treatment, rule.normalize if rule else "none",
+                key_forms.append(KeyForm(key, treatment, vv.join_keys[key], rule.normalize if rule else "none",
                                          rule.country_code if rule else None, hmac_keys, tokenizers))
             views.append(ViewServing(
                 grant=part.grant, ref=vv.ref, table=online_table(vv), keys=tuple(key_forms),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -71,6 +71,77 @@ def normalize_one(value: Any, kind: str, country_code: str | None) -> str | None
     return result if _E164.fullmatch(result) else None
 
 
+KEY_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+
+
+def check_key(value: Any, form: KeyForm, row: int, view: str) -> Any:
+    """`value` if it has the join key's declared type (None passes: no key, no value); else a
+    RetrievalError naming the row, the key and the types, never the value."""
+    if value is None:
+        return value
+    if form.dtype in KEY_RANGES:
+        lo, hi = KEY_RANGES[form.dtype]
+        if type(value) is int and lo <= value <= hi:
+            return value
+        got = "a whole number out of that range" if type(value) is int else _kind(value)
+        want = f"a whole number ({form.dtype}, {lo} to {hi})"
+    else:
+        if type(value) is str:
+            return value
+        got, want = _kind(value), "a string"
+    from ..errors import RetrievalError
+
+    hint = (" For several entities pass a list of rows or columns of equal length." if isinstance(value, (list, tuple))
+            else "")
+    raise RetrievalError(f"entity row {row}: join key '{form.name}' of {view} must be {want}, not {got}.{hint}")
+
+
+def missing_key(row: int, entity: Mapping[str, Any], name: str, view: str) -> Exception:
+    """The error for an entity row without one of the join keys (its column names, never its values)."""
+    from ..errors import RetrievalError
+
+    has = ", ".join(sorted(map(str, entity))) or "nothing"
+    return RetrievalError(f"entity row {row} has no '{name}', a join key of {view} (it has: {has})")
+
+
+def _kind(value: Any) -> str:
+    kinds = {bool: "a boolean", float: "a fractional number", list: "a list", tuple: "a list", dict: "an object",
+             int: "a whole number", str: "a string"}
+    return kinds.get(type(value), f"a {type(value).__name__}")
+
+
+def entity_rows(data: Any) -> list[Mapping[str, Any]]:
+    """Entity rows from one row (a mapping of scalars), columns (a mapping of equal-length lists, as
+    Feast takes them), a list of rows, or an Arrow table / pandas / polars data frame."""
+    from ..errors import RetrievalError
+
+    module = type(data).__module__.split(".", 1)[0]
+    if module == "pandas":
+        data = pa.Table.from_pandas(data, preserve_index=False)
+    elif module == "polars" and hasattr(data, "to_arrow"):
+        data = data.to_arrow()
+    if isinstance(data, pa.Table):
+        rows: list[Mapping[str, Any]] = data.to_pylist()
+        return rows
+    if isinstance(data, Mapping):
+        columns = [k for k, v in data.items() if isinstance(v, (list, tuple))]
+        if not columns:
+            return [data]
+        if len(columns) != len(data):
+            raise RetrievalError(f"entity rows mix columns (lists: {', '.join(sorted(columns))}) and single values: give "
+                                 "every key as a list of equal length, or pass one row per entity")
+        lengths = {len(data[k]) for k in columns}
+        if len(lengths) != 1:
+            raise RetrievalError(f"entity columns {', '.join(sorted(columns))} have different lengths ({sorted(lengths)})")
+        return [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
+    if isinstance(data, (list, tuple)):
+        for row, entity in enumerate(data):
+            if not isinstance(entity, Mapping):
+                raise RetrievalError(f"entity row {row} is {_kind(entity)}, not an object of join keys")
+        return list(data)
+    raise RetrievalError(f"entity rows must be a mapping, a list of mappings or a data frame, not {_kind(data)}")
+
+
 def value_status(event_us: int | None, now_us: int, ttl_us: int | None) -> str:
     """The status of an online value whose event time is `event_us` (None: no value), read at
     `now_us`: missing (none, or materialized ahead of now), expired (older than the TTL now) or
@@ -93,6 +164,8 @@ class KeyForm:
     name: str
     treatment: str | None
     """None (stored as given), "keyed_hash" or "tokenize"."""
+    dtype: str = "string"
+    """The join key's declared type: a value of another type is refused, never silently missed."""
     normalize: str = "none"
     country_code: str | None = None
     hmac_keys: tuple[tuple[str, bytes], ...] = ()
@@ -167,7 +240,7 @@ def converter(dtype: str) -> Callable[[Any], Any] | None:
     return None
 
 
-def lookup(plan: ServingPlan, rows: Sequence[dict[str, Any]], read: Callable[[str, list[str]], list[Row | None]],
+def lookup(plan: ServingPlan, rows: Sequence[Mapping[str, Any]], read: Callable[[str, list[str]], list[Row | None]],
            now_us: int) -> OnlineResponse:
     """Answer a request with a plan: stored keys per row, one read per view, TTL against now."""
     values: dict[str, list[Any]] = {out: [] for out in plan.outputs}
@@ -177,13 +250,11 @@ def lookup(plan: ServingPlan, rows: Sequence[dict[str, Any]], read: Callable[[st
             _lookup_plain(view, rows, read, now_us, values, statuses)
             continue
         per_row: list[list[str]] = []
-        for entity in rows:
+        for row_number, entity in enumerate(rows):
             try:
-                parts = [k.forms(entity[k.name]) for k in view.keys]
+                parts = [k.forms(check_key(entity[k.name], k, row_number, view.ref)) for k in view.keys]
             except KeyError as exc:
-                from ..errors import RetrievalError
-
-                raise RetrievalError(f"entity row {entity!r} has no '{exc.args[0]}', a join key of {view.ref}") from None
+                raise missing_key(row_number, entity, str(exc.args[0]), view.ref) from None
             if len(parts) == 1:
                 per_row.append(parts[0])
             else:  # composite keys: every combination of the parts' forms
@@ -209,17 +280,22 @@ def lookup(plan: ServingPlan, rows: Sequence[dict[str, Any]], read: Callable[[st
     return OnlineResponse(values, statuses)
 
 
-def _lookup_plain(view: ViewServing, rows: Sequence[dict[str, Any]], read: Callable[[str, list[str]], list[Row | None]],
+def _lookup_plain(view: ViewServing, rows: Sequence[Mapping[str, Any]], read: Callable[[str, list[str]], list[Row | None]],
                   now_us: int, values: dict[str, list[Any]], statuses: dict[str, list[str]]) -> None:
     """:func:`lookup` for the common case, one join key stored as given: one key per row."""
-    name = view.keys[0].name
+    form = view.keys[0]
+    name = form.name
     try:
-        keys = [None if (v := entity[name]) is None else v if isinstance(v, str) else str(v) for entity in rows]
+        raw = [entity[name] for entity in rows]
     except KeyError:
-        from ..errors import RetrievalError
-
-        bad = next(e for e in rows if name not in e)
-        raise RetrievalError(f"entity row {bad!r} has no '{name}', a join key of {view.ref}") from None
+        row_number, bad = next((i, e) for i, e in enumerate(rows) if name not in e)
+        raise missing_key(row_number, bad, name, view.ref) from None
+    want = str if form.dtype == "string" else int
+    if any(type(v) is not want for v in raw if v is not None) or (want is int and any(
+            not KEY_RANGES[form.dtype][0] <= v <= KEY_RANGES[form.dtype][1] for v in raw if v is not None)):
+        for row_number, v in enumerate(raw):
+            check_key(v, form, row_number, view.ref)
+    keys = [None if v is None else v if want is str else str(v) for v in raw]
     present = [k for k in keys if k is not None]
     found = dict(zip(present, read(view.table, present), strict=True)) if present else {}
     ttl_us = view.ttl_us
