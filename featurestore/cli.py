@@ -431,11 +431,13 @@ def policy_approve(
     by: Annotated[str, typer.Option("--by", help="Who approves (name).")],
     role: Annotated[str, typer.Option("--role", help="In which role, e.g. legal or dpo.")],
     ticket: Annotated[str | None, typer.Option("--ticket", help="Review ticket, e.g. LEGAL-412.")] = None,
+    treat_existing: Annotated[bool, typer.Option("--treat-existing", help="Rewrite stored rows that hold values the "
+                                                 "policy treats but were stored untreated, then compact.")] = False,
     store: StoreOpt = Path("."),
 ) -> None:
     """Approve a policy file's exact content; any later edit needs a new approval."""
     with _open(store) as fs:
-        policy = fs.approve_policy(file, by=by, role=role, ticket=ticket)
+        policy = fs.approve_policy(file, by=by, role=role, ticket=ticket, treat_existing=treat_existing)
     out.print(f"Approved policy '{policy.id}' v{policy.version} (SHA-256 {policy.sha256}) by {by} ({role}).", markup=False)
 
 

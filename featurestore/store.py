@@ -93,7 +93,7 @@ class FeatureStore:
         self._training = TrainingSets(ctx, self._historical, self._ingestion.last_ingestion)
         self._online = OnlineService(ctx, self._catalog, self._historical, online_store)
         self._consistency = Consistency(ctx, self._catalog, self._historical, self._online)
-        self._policies = PolicyWorkflow(ctx, self._catalog)
+        self._policies = PolicyWorkflow(ctx, self._catalog, self._online, self._training)
         self._reidentification = Reidentification(ctx, self._catalog)
         self._erasure = Erasure(ctx, self._catalog, self._online, self._training)
         self._dp = DifferentialPrivacyQueries(ctx, self._catalog)
@@ -332,9 +332,11 @@ class FeatureStore:
         """What approving a policy file would change against the version in force, in sentences."""
         return self._policies.plan(path)
 
-    def approve_policy(self, path: str | Path, *, by: str, role: str, ticket: str | None = None) -> Policy:
-        """Approve a policy file's exact content (bound to its SHA-256); it is in force from now on."""
-        return self._policies.approve(path, by=by, role=role, ticket=ticket)
+    def approve_policy(self, path: str | Path, *, by: str, role: str, ticket: str | None = None,
+                       treat_existing: bool = False) -> Policy:
+        """Approve a policy file's exact content (bound to its SHA-256); it is in force from now on. Refused
+        while stored rows hold untreated values it treats, unless `treat_existing` rewrites them first."""
+        return self._policies.approve(path, by=by, role=role, ticket=ticket, treat_existing=treat_existing)
 
     def show_policy(self, path: str | Path, *, format: str = "markdown") -> str:
         """A policy as Markdown for legal (``format="markdown"``) or its plan as text (``"plan"``)."""

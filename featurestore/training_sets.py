@@ -295,6 +295,16 @@ class TrainingSets:
         return removed
 
 
+    def treat(self, name: str, treat: Callable[[pa.Table], pa.Table], text: str) -> None:
+        """Rewrite a saved set's columns through `treat` (a policy approved over untreated rows);
+        the manifest gets the new content hash and a note."""
+        ts = self.get(name)
+        table = treat(self._read_file(ts))
+        self._save(name, table)
+        note = {"at": self.ctx.now().isoformat(), "kind": "treatment", "rows": table.num_rows, "text": text}
+        self.ctx.registry.update_training_set(name, content_hash=content_hash(table), notes=[*ts.notes, note])
+
+
 def _training_set(row: TrainingSetRow) -> TrainingSet:
     return TrainingSet(
         row.name, row.description, list(row.features), list(row.entity_columns), row.timestamp_column,

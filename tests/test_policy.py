@@ -82,7 +82,8 @@ def test_review_workflow_through_the_cli(tmp_path: Path) -> None:
     policy_file.write_text(changed)
     plan = run("policy", "plan", str(policy_file))
     assert "- Policy 'people' goes from v1 to v2." in plan
-    assert "- Column spend: was non personal, kept as is; now quasi identifier, generalized to steps of 5 (applies to data ingested from now on)." in plan
+    assert "- Column spend: was non personal, kept as is; now quasi identifier, generalized to steps of 5 (data ingested from now on; rows stored before need --treat-existing)." in plan
+    assert "Stored rows this policy would treat are untreated: person@v1 holds 3 rows whose spend (generalize) were stored untreated." in plan
     assert "- Purpose customer_support is revoked: reads for it will be refused." in plan
     assert "- The offline retention is shortened to 30 days (was 400 days): 3 stored rows are older than that and fall out of retention (3 in person)." in plan
     spine = tmp_path / "spine.parquet"
@@ -97,7 +98,9 @@ def test_review_workflow_through_the_cli(tmp_path: Path) -> None:
     status = run("policy", "status")
     assert f"people: v1 in force (approved by A. Counsel; SHA-256 {__import__('hashlib').sha256(POLICY.encode()).hexdigest()[:12]}...), governing person" in status
     assert f"draft pending approval: {policy_file}" in status and "- Purpose customer_support is revoked: reads for it will be refused." in status
-    run("policy", "approve", str(policy_file), "--by", "A. Counsel", "--role", "legal")
+    assert "would leave stored values readable untreated" in run("policy", "approve", str(policy_file), "--by", "A. Counsel",
+                                                                "--role", "legal", code=1)
+    run("policy", "approve", str(policy_file), "--by", "A. Counsel", "--role", "legal", "--treat-existing")
     ok = run("get-historical", str(spine), "-f", "person:spend", "--out", str(tmp_path / "o.parquet"), "--purpose", "fraud_detection")
     assert "Wrote 1 rows" in ok
     assert "no draft pending: the files match the version in force" in run("policy", "status")

@@ -41,9 +41,18 @@ class Treatments:
         drop, then generalize, then keyed hash / tokenize."""
         for name in dropped(policy, table.column_names):
             table = table.drop_columns([name])
+        return self.treat_columns(table, policy, table.column_names)
+
+    def treat_columns(self, table: pa.Table, policy: Policy, columns: Sequence[str],
+                      rule_of: dict[str, str] | None = None) -> pa.Table:
+        """Apply the policy's treatment to each of the table's `columns`; `rule_of` names the rule
+        for a column stored under another name (a training set's ``view__feature``)."""
+        rule_of = rule_of or {}
         to_hash: dict[str, tuple[pa.ChunkedArray, str, str | None]] = {}
         for index, name in enumerate(table.column_names):
-            rule = policy.rule(name)
+            if name not in columns:
+                continue
+            rule = policy.rule(rule_of.get(name, name))
             if rule is None or rule.treatment == "keep":
                 continue
             column = table.column(index)
@@ -55,7 +64,7 @@ class Treatments:
                 result = generalize(column, rule.generalize)
             else:
                 result = tokenize(normalize(column, rule.normalize, country_code=rule.country_code),
-                                  self.keys.current("siv"), context=name)
+                                  self.keys.current("siv"), context=rule_of.get(name, name))
             table = table.set_column(index, name, result)
         if to_hash:  # every hashed column in one native pass
             for name, hashed in keyed_hash_columns(to_hash, self.keys.current("hmac")).items():

@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING
 
 from ..errors import PolicyError, PolicyViolation, Problem, did_you_mean
 from ..policy import Policy, load_policy, plan_policy, policy_markdown
+from . import retreat
 from .rules import PolicySnapshot
 
 if TYPE_CHECKING:
     from ..catalog import Catalog
     from ..context import StoreContext
+    from ..online.service import OnlineService
+    from ..training_sets import TrainingSets
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,11 @@ class PolicyStatus:
 class PolicyWorkflow:
     """Lint, plan, approve, show and status of policy files."""
 
-    def __init__(self, ctx: StoreContext, catalog: Catalog) -> None:
+    def __init__(self, ctx: StoreContext, catalog: Catalog, online: OnlineService, training_sets: TrainingSets) -> None:
         self.ctx = ctx
         self.catalog = catalog
+        self.online = online
+        self.training_sets = training_sets
 
     def lint(self, path: str | Path, snapshot: PolicySnapshot | None = None) -> Policy:
         """Check a policy file and its fit with the registered views; raise PolicyError listing
@@ -99,10 +104,17 @@ class PolicyWorkflow:
                 else:
                     lines.append(f"Feature view {vv.view.name} will be governed by no policy: its future data will be "
                                  "stored untreated (raw) and read without a purpose; rows stored so far keep their treatment.")
+        items = retreat.untreated(self.ctx, self.catalog, policy, snapshot)
+        if items:
+            lines.append(f"Stored rows this policy would treat are untreated: {retreat.describe(items)}. Approving needs "
+                         "--treat-existing, which rewrites them under the policy and compacts the store.")
         return lines
 
-    def approve(self, path: str | Path, *, by: str, role: str, ticket: str | None = None) -> Policy:
-        """Approve a policy file's exact content (bound to its SHA-256); it is in force from now on."""
+    def approve(self, path: str | Path, *, by: str, role: str, ticket: str | None = None,
+                treat_existing: bool = False) -> Policy:
+        """Approve a policy file's exact content (bound to its SHA-256); it is in force from now on.
+        Refused while stored rows hold values the policy treats untreated, unless `treat_existing`:
+        then those rows are rewritten under it first (see ``retreat``)."""
         snapshot = self.ctx.access.snapshot()
         policy = self.lint(path, snapshot)
         if not by.strip() or not role.strip():
@@ -117,6 +129,17 @@ class PolicyWorkflow:
         if current is not None and policy.version <= current.version:
             raise PolicyViolation(f"policy '{policy.id}' v{current.version} is in force; the content changed, so raise "
                                   f"'version' to {current.version + 1} (it is {policy.version}) and approve again")
+        items = retreat.untreated(self.ctx, self.catalog, policy, snapshot)
+        if items and not treat_existing:
+            raise PolicyViolation(
+                f"approving policy '{policy.id}' would leave stored values readable untreated: {retreat.describe(items)}. "
+                "Approve with --treat-existing to rewrite those rows under the policy (and compact the store, so the raw "
+                "bytes go), or delete them first")
+        treated = retreat.treat_existing(self.ctx, self.catalog, policy, items, self.ctx.treatments, self.online.store,
+                                         self.training_sets) if items else {}
+        if treated:
+            self.ctx.audit.append(self.ctx.actor, "treat_existing", policy.id, details={
+                "sha256": policy.sha256, "rows": treated, "columns": sorted({f"{i.view}:{i.column}" for i in items})})
         self.ctx.registry.add_approval(policy_id=policy.id, version=policy.version, sha256=policy.sha256, content=policy.text,
                                        file_name=Path(policy.file).name, approved_by=by, role=role, ticket=ticket,
                                        approved_at=self.ctx.now())

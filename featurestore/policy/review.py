@@ -72,7 +72,7 @@ def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPas
             lines.append(f"Column {name} is newly classified as {rule.kind.replace('_', ' ')}: {_treatment(rule)}.")
         elif (before.kind, before.treatment, before.generalize, before.normalize) != (rule.kind, rule.treatment, rule.generalize, rule.normalize):
             lines.append(f"Column {name}: was {before.kind.replace('_', ' ')}, {_treatment(before)}; "
-                         f"now {rule.kind.replace('_', ' ')}, {_treatment(rule)} (applies to data ingested from now on).")
+                         f"now {rule.kind.replace('_', ' ')}, {_treatment(rule)} (data ingested from now on; rows stored before need --treat-existing).")
     for name in old.columns:
         if name not in new.columns:
             lines.append(f"Column {name} is no longer classified: a governed view holding it can no longer be applied.")
