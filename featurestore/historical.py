@@ -135,7 +135,8 @@ class Historical:
             grant = part.grant.require("offline")
             keys = list(grant.view.join_keys)
             free = frozenset() if stored_keys else treated(grant.policy, keys)
-            forms = (lambda key, raw, p=grant.policy: self.ctx.treatments.key_variants(p, key, raw)) if free else None
+            forms = (lambda key, raw, p=grant.policy, v=grant.view.view.name: self.ctx.treatments.key_variants(p, v, key, raw)
+                     ) if free else None
             groups.append(KeyColumns(grant.view.ref, grant.view.join_keys, f"_k{i}_", forms, free))
         frame, prefixes = join_frame(entity, timestamp_column, groups)
         requests = [

@@ -95,7 +95,8 @@ class Ingestion:
                         dropped_erased += hits
                         batch = table.filter(pc.invert(mask))
                 if policy is not None:  # treatments happen in memory, before anything is written
-                    batch = ctx.treatments.treat(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch, policy)
+                    batch = ctx.treatments.treat(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch, policy,
+                                                 vv.view.name)
                 table = sources.validate_batch(batch, target, row_offset=offset)
                 offset += table.num_rows
                 yield table

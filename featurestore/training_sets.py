@@ -217,7 +217,8 @@ class TrainingSets:
             others = [c for c in entity_columns if c not in protected and c != timestamp_column
                       and (r := policy.rule(c)) is not None and r.treatment != "keep"]
             if others:  # treated in place, so the column order (and so the hash) is stable
-                result = self.ctx.treatments.treat(table.select(others), policy)
+                view = next(p.vv.view.name for p in parts if p.grant.policy is not None and p.grant.policy.id == policy.id)
+                result = self.ctx.treatments.treat(table.select(others), policy, view)
                 for column in others:
                     if column in result.column_names:
                         table = table.set_column(table.column_names.index(column), column, result.column(column))
@@ -295,14 +296,22 @@ class TrainingSets:
         return removed
 
 
-    def treat(self, name: str, treat: Callable[[pa.Table], pa.Table], text: str) -> None:
-        """Rewrite a saved set's columns through `treat` (a policy approved over untreated rows);
-        the manifest gets the new content hash and a note."""
+    def treat(self, name: str, treat: Callable[[pa.Table], pa.Table], keys: Sequence[str], text: str) -> None:
+        """Rewrite a saved set's feature columns through `treat` and protect its raw entity `keys`
+        as :meth:`create` does for treated join keys (a policy approved over untreated rows); the
+        manifest gets the new content hash, the protected columns and a note."""
         ts = self.get(name)
         table = treat(self._read_file(ts))
+        protected = list(ts.protected_columns)
+        for key in keys:
+            if key not in protected:
+                protected.append(key)
+                tokens = tokenize(table.column(key), self.ctx.keys.current("siv"), context=f"training_set:{key}")
+                table = table.set_column(table.column_names.index(key), key, tokens)
         self._save(name, table)
         note = {"at": self.ctx.now().isoformat(), "kind": "treatment", "rows": table.num_rows, "text": text}
-        self.ctx.registry.update_training_set(name, content_hash=content_hash(table), notes=[*ts.notes, note])
+        self.ctx.registry.update_training_set(name, content_hash=content_hash(table), protected_columns=protected,
+                                              notes=[*ts.notes, note])
 
 
 def _training_set(row: TrainingSetRow) -> TrainingSet:

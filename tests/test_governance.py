@@ -187,6 +187,34 @@ def test_treatments_are_applied_before_storage(approved: Path) -> None:
             fs.reidentify("person", "email", token, purpose="customer_support")
 
 
+def test_a_token_opens_only_through_the_view_it_was_made_for(tmp_path: Path) -> None:
+    """Two views, two policies that both allow re-identification of their own `iban`: a token of
+    one view's column does not open through the other, nor through a renamed copy of the view."""
+    root = tmp_path / "store"
+    FeatureStore.init(root, key_provider=TEST_KEY_PROVIDER).close()
+    other_view = FeatureView(name="person_copy", entity="person_e", ttl="365d", features={
+        f.name: f.dtype for f in VIEW.features})
+    (root / "policies" / "people.yaml").write_text(POLICY)
+    (root / "policies" / "copy.yaml").write_text(POLICY.replace("id: people", "id: people_copy")
+                                                 .replace("scope: {feature_views: [person]}", "scope: {feature_views: [person_copy]}"))
+    with open_store(root) as fs:
+        fs.apply([PERSON, VIEW, other_view])
+        for name in ("people.yaml", "copy.yaml"):
+            fs.approve_policy(root / "policies" / name, by="A. Counsel", role="legal")
+        fs.ingest("person", people(["c1"]))
+        fs.ingest("person_copy", people(["c1"]))
+        token = fs.read("person", features=["iban"], purpose="fraud_detection").column("iban")[0].as_py()
+        copy_token = fs.read("person_copy", features=["iban"], purpose="fraud_detection").column("iban")[0].as_py()
+        assert token != copy_token, "the same value has a different token in each view"
+        assert fs.reidentify("person", "iban", token, purpose="customer_support") == "GB29NWBK60161331920000"
+        with pytest.raises(PolicyViolation, match="not a token of people_copy/person_copy/iban made with key 'siv-1'"):
+            fs.reidentify("person_copy", "iban", token, purpose="customer_support")
+        with pytest.raises(PolicyViolation, match="not a token of people/person/iban"):
+            fs.reidentify("person", "iban", copy_token, purpose="customer_support")
+        refused = [e for e in fs.audit_entries(action="reidentify")]
+        assert len(refused) == 1, "only the re-identification that worked is recorded as one"
+
+
 def test_bad_phone_number_refuses_the_batch_without_storing_the_value(approved: Path) -> None:
     with open_store(approved) as fs:
         data = people(["c1", "c2"]).set_column(3, "phone", pa.array(["020 7946 0000", "12"]))

@@ -121,7 +121,7 @@ def treat_existing(ctx: StoreContext, catalog: Catalog, policy: Policy, items: l
         columns = sorted({i.column for i in group})
         with ctx.offline.connect(read_only=False) as con:
             data = con.sql(f"SELECT * FROM {quote(table)}").to_arrow_table()
-            treated = treatments.treat_columns(data, policy, columns)
+            treated = treatments.treat_columns(data, policy, catalog.get_view(group[0].view).view.name, columns)
             con.execute(f"CREATE TABLE IF NOT EXISTS {TREATED_TABLE} (table_name VARCHAR, column_name VARCHAR, "
                         "policy_sha256 VARCHAR, treated_at TIMESTAMPTZ)")
             con.execute("BEGIN TRANSACTION")
@@ -143,17 +143,24 @@ def treat_existing(ctx: StoreContext, catalog: Catalog, policy: Policy, items: l
         vv = catalog.get_view(view)
         if ctx.registry.materialization(vv.view.name, vv.version) is not None:
             online.prune(online_table(vv), 1 << 62)  # every row goes; materialize --full serves treated values again
-    names = {catalog.get_view(v).view.name for v in done}
+    columns_of: dict[str, set[str]] = {}
+    for item in items:
+        columns_of.setdefault(catalog.get_view(item.view).view.name, set()).add(item.column)
     for ts in training_sets.list_all():
-        outputs = {f["output"]: f["feature"] for f in ts.features if f["view"] in names}
-        affected = {i.column for i in items if catalog.get_view(i.view).view.name in {f["view"] for f in ts.features}}
-        hit = {out: col for out, col in outputs.items() if col in affected}
-        hit |= {col: col for col in ts.entity_columns if col in affected}  # the spine's raw join keys
-        if hit:
-            def treat(table: pa.Table, hit: dict[str, str] = hit) -> pa.Table:
-                return treatments.treat_columns(table, policy, list(hit), rule_of=hit)
+        per_view = {view: {f["output"]: f["feature"] for f in ts.features if f["view"] == view and f["feature"] in columns}
+                    for view, columns in columns_of.items()}
+        keys = sorted({c for view, columns in columns_of.items() if view in ts.views for c in columns if c in ts.entity_columns})
+        if not keys and not any(per_view.values()):
+            continue
 
-            training_sets.treat(ts.name, treat, f"columns {', '.join(sorted(hit))} treated when policy '{policy.id}' "
-                                f"v{policy.version} was approved over rows stored untreated")
+        def treat(table: pa.Table, per_view: dict[str, dict[str, str]] = per_view) -> pa.Table:
+            for view, hit in per_view.items():
+                if hit:
+                    table = treatments.treat_columns(table, policy, view, list(hit), rule_of=hit)
+            return table
+
+        touched = sorted(keys + [o for hit in per_view.values() for o in hit])
+        training_sets.treat(ts.name, treat, keys, f"columns {', '.join(touched)} treated when policy '{policy.id}' "
+                            f"v{policy.version} was approved over rows stored untreated")
     ctx.offline.compact()
     return done

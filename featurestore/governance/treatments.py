@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from ..policy import Policy
 from ..privacy.keys import KeyRing
-from ..privacy.pseudonymize import generalize, keyed_hash, keyed_hash_columns, normalize, tokenize
+from ..privacy.pseudonymize import generalize, keyed_hash, keyed_hash_columns, normalize, token_context, tokenize
 
 TEXT_TREATMENTS = ("keyed_hash", "tokenize")
 
@@ -36,14 +36,14 @@ class Treatments:
     def __init__(self, keys: KeyRing) -> None:
         self.keys = keys
 
-    def treat(self, table: pa.Table, policy: Policy) -> pa.Table:
+    def treat(self, table: pa.Table, policy: Policy, view: str) -> pa.Table:
         """Apply the policy's treatments to a batch, in memory, before validation and storage:
         drop, then generalize, then keyed hash / tokenize."""
         for name in dropped(policy, table.column_names):
             table = table.drop_columns([name])
-        return self.treat_columns(table, policy, table.column_names)
+        return self.treat_columns(table, policy, view, table.column_names)
 
-    def treat_columns(self, table: pa.Table, policy: Policy, columns: Sequence[str],
+    def treat_columns(self, table: pa.Table, policy: Policy, view: str, columns: Sequence[str],
                       rule_of: dict[str, str] | None = None) -> pa.Table:
         """Apply the policy's treatment to each of the table's `columns`; `rule_of` names the rule
         for a column stored under another name (a training set's ``view__feature``)."""
@@ -64,14 +64,15 @@ class Treatments:
                 result = generalize(column, rule.generalize)
             else:
                 result = tokenize(normalize(column, rule.normalize, country_code=rule.country_code),
-                                  self.keys.current("siv"), context=rule_of.get(name, name))
+                                  self.keys.current("siv"),
+                                  context=token_context(policy.id, view, rule_of.get(name, name)))
             table = table.set_column(index, name, result)
         if to_hash:  # every hashed column in one native pass
             for name, hashed in keyed_hash_columns(to_hash, self.keys.current("hmac")).items():
                 table = table.set_column(table.column_names.index(name), name, hashed)
         return table
 
-    def key_variants(self, policy: Policy | None, key: str, raw: pa.ChunkedArray) -> list[pa.ChunkedArray]:
+    def key_variants(self, policy: Policy | None, view: str, key: str, raw: pa.ChunkedArray) -> list[pa.ChunkedArray]:
         """The stored forms a raw join key may take: itself, or its pseudonym under every key id
         (old rows keep the pseudonyms of the key that made them, so lookups survive rotation)."""
         rule = policy.rule(key) if policy is not None else None
@@ -82,4 +83,5 @@ class Treatments:
             return [keyed_hash(raw, k, normalize=rule.normalize, country_code=rule.country_code) for k in keys]
         normalized = normalize(raw, rule.normalize, country_code=rule.country_code)
         keys = self.keys.keys("siv") or [self.keys.current("siv")]
-        return [pa.chunked_array([tokenize(normalized, k, context=key)]) for k in keys]
+        assert policy is not None
+        return [pa.chunked_array([tokenize(normalized, k, context=token_context(policy.id, view, key))]) for k in keys]

@@ -18,7 +18,7 @@ from ..governance import WRITE, Grant
 from ..historical import Historical
 from ..offline.duckdb_store import BATCHES_TABLE
 from ..privacy.keys import DataKey
-from ..privacy.pseudonymize import tokenize
+from ..privacy.pseudonymize import token_context, tokenize
 from ..privacy.subjects import Subjects
 from . import VALUES_AT, OnlineStore, Row, open_online_store
 from .materialize import copy_rows, latest_rows_sql, stream_rows
@@ -183,7 +183,9 @@ class OnlineService:
                 if treatment == "keyed_hash":
                     hmac_keys = tuple((k.id, k.hmac_text.encode()) for k in (keys.keys("hmac") or [keys.current("hmac")]))
                 elif treatment == "tokenize":
-                    tokenizers = tuple(_tokenizer(k, key) for k in (keys.keys("siv") or [keys.current("siv")]))
+                    assert policy is not None
+                    context = token_context(policy.id, vv.view.name, key)
+                    tokenizers = tuple(_tokenizer(k, context) for k in (keys.keys("siv") or [keys.current("siv")]))
                 key_forms.append(KeyForm(key, treatment, vv.join_keys[key], rule.normalize if rule else "none",
                                          rule.country_code if rule else None, hmac_keys, tokenizers))
             views.append(ViewServing(
@@ -198,11 +200,11 @@ class OnlineService:
         return plan
 
 
-def _tokenizer(key: DataKey, column: str) -> Callable[[str], str]:
-    """Tokenize one value of `column` with `key` (for raw keys of tokenized join keys)."""
+def _tokenizer(key: DataKey, context: str) -> Callable[[str], str]:
+    """Tokenize one value with `key` under a view column's token context (raw keys of tokenized join keys)."""
 
     def token(value: str) -> str:
-        result: str = tokenize(pa.array([value]), key, context=column)[0].as_py()
+        result: str = tokenize(pa.array([value]), key, context=context)[0].as_py()
         return result
 
     return token

@@ -159,12 +159,22 @@ def keyed_hash_columns(
     return {name: pc.take(h, indices[name]) if name in indices else h for name, h in hashed.items()}
 
 
+def token_context(policy_id: str, view: str, column: str) -> str:
+    """The authenticated context of a view column's tokens: the governing policy, the view and
+    the column, so a token presented through another view or column does not decrypt.
+
+    >>> token_context("people", "person", "iban")
+    'people/person/iban'
+    """
+    return f"{policy_id}/{view}/{column}"
+
+
 def tokenize(column: Column, key: DataKey, *, context: str) -> pa.Array:
     """Deterministic AES-SIV encryption of every value: ``"<key id>:<base64url>"``.
 
     Equal inputs give equal tokens (so they still join); only :func:`detokenize` with the key
-    turns a token back. `context` (the column's name) is authenticated, so a token moved to
-    another column does not decrypt.
+    turns a token back. `context` (:func:`token_context` for view columns) is authenticated, so
+    a token moved to another view or column does not decrypt.
     """
     if key.kind != "siv":
         raise KeyManagementError(f"key '{key.id}' is not an AES-SIV key")
@@ -185,7 +195,8 @@ def detokenize(token: str, key: DataKey, *, context: str) -> str:
     try:
         return AESSIV(key.secret).decrypt(base64.urlsafe_b64decode(body), [context.encode()]).decode()
     except (InvalidTag, ValueError):
-        raise PolicyViolation(f"not a token of column '{context}' made with key '{key.id}'") from None
+        raise PolicyViolation(f"not a token of {context} made with key '{key.id}': a token only opens through the "
+                              "view and column it was made for") from None
 
 
 def generalize(column: Column, rule: dict[str, Any]) -> pa.ChunkedArray | pa.Array:

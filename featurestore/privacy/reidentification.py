@@ -7,7 +7,7 @@ import hashlib
 
 from ..catalog import Catalog
 from ..context import StoreContext
-from .pseudonymize import detokenize
+from .pseudonymize import detokenize, token_context
 
 
 class Reidentification:
@@ -33,7 +33,7 @@ class Reidentification:
             ctx.access.refuse(snapshot, vv, features, purpose, ("reidentify",),
                               f"column '{column}' of '{vv.view.name}' is not tokenized under policy '{policy.id}'; "
                               "only tokens can be re-identified")
-        value = detokenize(token, ctx.keys.get(token.partition(":")[0]), context=column)
+        value = detokenize(token, ctx.keys.get(token.partition(":")[0]), context=token_context(policy.id, vv.view.name, column))
         ctx.audit.append(ctx.actor, "reidentify", f"{vv.ref}.{column}", purpose=purpose,
                          details={"token_sha256": hashlib.sha256(token.encode()).hexdigest()})
         return value

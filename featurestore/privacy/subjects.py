@@ -23,7 +23,7 @@ from ..governance.treatments import Treatments
 from ..policy import Policy
 from ..types import arrow_type
 from .keys import KeyRing
-from .pseudonymize import detokenize, keyed_hash
+from .pseudonymize import detokenize, keyed_hash, token_context
 
 
 def subject_key(vv: ViewVersion) -> str:
@@ -75,7 +75,7 @@ class Subjects:
         raw = self.raw_column(vv, raw_ids)
         columns = [raw.to_pylist()]
         if policy is not None:
-            columns += [variant.to_pylist() for variant in self.treatments.key_variants(policy, key, raw)]
+            columns += [variant.to_pylist() for variant in self.treatments.key_variants(policy, vv.view.name, key, raw)]
         return [list(dict.fromkeys(f for f in forms if f is not None)) for forms in zip(*columns, strict=True)]
 
     def hashes(self, policy: Policy | None, vv: ViewVersion, raw: pa.ChunkedArray) -> list[pa.ChunkedArray]:
@@ -128,10 +128,12 @@ class Subjects:
         if rule is not None and rule.treatment == "keyed_hash":
             return [pa.chunked_array([pa.array([None if p is None else subject_hash(p) for p in stored.to_pylist()], pa.string())])]
         if rule is not None and rule.treatment == "tokenize":
+            assert policy is not None
             raw: list[str | None] = []
             for token in stored.to_pylist():
                 try:
-                    raw.append(None if token is None else detokenize(token, self.keys.get(token.partition(":")[0]), context=key))
+                    raw.append(None if token is None else detokenize(token, self.keys.get(token.partition(":")[0]),
+                                                                     context=token_context(policy.id, vv.view.name, key)))
                 except KeyManagementError:
                     raw.append(None)
             return self.hashes(policy, vv, pa.chunked_array([pa.array(raw, pa.string())]))
