@@ -43,7 +43,7 @@ online:
 # that never sits in this directory: an environment variable, or a key file outside it.
 keys:
   master_key_env: FEATURESTORE_MASTER_KEY
-  master_key_file: null
+  master_key_file: null  # a file outside this directory; a relative path is relative to this directory
 
 # Closed mode: every feature view must be in the scope of an approved policy (a view without
 # personal data is declared in a policy whose columns are all non_personal).

@@ -125,6 +125,54 @@ def test_master_key_sources(tmp_path: Path) -> None:
         StaticKeyProvider(b"short").master_key()
 
 
+def test_key_files_relative_symlinked_or_directories(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    key = generate_master_key()
+    outside = tmp_path / "keys" / "master.key"
+    outside.parent.mkdir()
+    outside.write_text(key)
+    outside.chmod(0o600)
+    relative = Path("../keys/master.key")  # relative to the store directory, wherever the process runs
+    assert ConfigKeyProvider(store, key_file=relative).master_key() == base64.b64decode(key)
+    link = store / "key-link"
+    link.symlink_to(outside)
+    with pytest.raises(KeyManagementError, match=r"is inside the store directory \(through a symlink\); move it out"):
+        ConfigKeyProvider(store, key_file=link).master_key()
+    with pytest.raises(KeyManagementError, match=r"is inside the store directory"):
+        ConfigKeyProvider(store, key_file=Path("key-link")).master_key()
+    linked_dir = tmp_path / "dir-link"
+    linked_dir.symlink_to(store)
+    with pytest.raises(KeyManagementError, match=r"is inside the store directory"):
+        ConfigKeyProvider(store, key_file=linked_dir / "master.key").master_key()
+    with pytest.raises(KeyManagementError, match=r"is a directory; name the key file itself"):
+        ConfigKeyProvider(store, key_file=outside.parent).master_key()
+
+
+def test_a_wrong_master_key_never_wraps_a_new_key(tmp_path: Path) -> None:
+    from featurestore.privacy.keys import KeyRing
+
+    class Keys:
+        def __init__(self) -> None:
+            self.rows: list[tuple[str, str, str, object]] = []
+
+        def wrapped_keys(self, kind: str) -> list[tuple[str, str, object]]:
+            return [(i, w, at) for i, k, w, at in self.rows if k == kind]
+
+        def add_wrapped_key(self, key_id: str, kind: str, wrapped: str, created_at: object) -> None:
+            self.rows.append((key_id, kind, wrapped, created_at))
+
+    store = Keys()
+    right = StaticKeyProvider(os.urandom(32))
+    KeyRing(store, right, lambda: NOW).current("hmac")
+    wrong = KeyRing(store, StaticKeyProvider(os.urandom(32)), lambda: NOW)
+    for make in (lambda: wrong.rotate("siv"), lambda: wrong.current("siv"), lambda: wrong.rotate("hmac")):
+        with pytest.raises(KeyManagementError, match="the master key does not open data key 'hmac-1'"):
+            make()
+    assert [r[0] for r in store.rows] == ["hmac-1"], "nothing was written under the wrong master key"
+    assert KeyRing(store, right, lambda: NOW).current("siv").id == "siv-1", "the right one still works"
+
+
 def test_repeated_identifiers_are_hashed_once_with_the_same_result() -> None:
     key = DataKey("hmac-1", "hmac", os.urandom(32), NOW)
     repeated = pa.array([f" Id{i % 100}@X.com " if i % 7 else None for i in range(30_000)])

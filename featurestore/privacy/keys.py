@@ -87,16 +87,25 @@ class ConfigKeyProvider:
         return _decode_master(text, f"${self.env_var}")
 
     def _from_file(self, path: Path) -> bytes:
-        path = path.expanduser().resolve()
-        if self.store_root is not None and path.is_relative_to(self.store_root.resolve()):
-            raise KeyManagementError(
-                f"the master key file {path} is inside the store directory; move it out (anyone who copies "
-                "the store would get the key with it)"
-            )
+        given = path.expanduser()
+        if not given.is_absolute() and self.store_root is not None:  # relative to the store directory, as the config says
+            given = self.store_root / given
+        given = Path(os.path.abspath(given))
+        path = given.resolve()
+        if self.store_root is not None:
+            root = Path(os.path.abspath(self.store_root))
+            for candidate in (given, path):  # a symlink inside the store counts as the file itself
+                if candidate.is_relative_to(root) or candidate.is_relative_to(root.resolve()):
+                    raise KeyManagementError(
+                        f"the master key file {given} is inside the store directory{' (through a symlink)' if candidate is given and given != path else ''}; "
+                        "move it out (anyone who copies the store would get the key with it)")
         try:
             mode = path.stat().st_mode
         except FileNotFoundError:
             raise KeyManagementError(f"the master key file {path} does not exist") from None
+        if stat.S_ISDIR(mode):
+            raise KeyManagementError(f"the master key file {path} is a directory; name the key file itself "
+                                     "(make one with `featurestore keys generate-master --out FILE`)")
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyManagementError(
                 f"the master key file {path} can be read by other users (mode {stat.filemode(mode)}); "
@@ -182,10 +191,14 @@ class KeyRing:
         raise KeyManagementError(f"no data key '{key_id}' in this store")
 
     def rotate(self, kind: str) -> DataKey:
-        """Make a new key of a kind; it is used for new data from now on."""
+        """Make a new key of a kind; it is used for new data from now on. The master key must open
+        every key already stored, of every kind, before anything is written: a wrong master key is
+        refused here, never left wrapping a key the right one cannot open."""
         if kind not in KINDS:
             raise KeyManagementError(f"unknown key kind {kind!r}; use one of {', '.join(KINDS)}")
-        existing = self.keys(kind)  # proves the master key opens the keys there are
+        existing = self.keys(kind)
+        for other in KINDS:
+            self.keys(other)  # proves the master key opens the keys there are
         master = self._provider.master_key()
         key_id = f"{kind}-{len(existing) + 1}"
         secret = secrets.token_bytes(KINDS[kind])
