@@ -80,6 +80,11 @@ class _Group(TyperGroup):
             err.print("error: ", style="bold red", end="")
             err.print(str(exc), markup=False)
             raise typer.Exit(1) from None
+        except OSError as exc:  # a path that is missing, a directory, not writable: the message names it
+            err.print("error: ", style="bold red", end="")
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(f"{where}{exc.strerror or type(exc).__name__}", markup=False)
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(
@@ -317,7 +322,7 @@ def _parse_time(text: str | None, option: str = "--as-of") -> Any:
 def get_historical(
     entity_file: Annotated[Path, typer.Argument(help="Parquet or CSV file with join keys and a timestamp column.")],
     feature: FeatureOpt,
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the result (.parquet).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the result (.parquet or .csv).")],
     as_of: AsOfOpt = None,
     known_at_prediction_time: KnownOpt = False,
     timestamp_column: TsColOpt = "event_timestamp",
@@ -325,15 +330,27 @@ def get_historical(
     purpose: PurposeOpt = None,
     store: StoreOpt = Path("."),
 ) -> None:
-    """Point-in-time join of an entity file with features, written to a Parquet file."""
-    import pyarrow.parquet as pq
+    """Point-in-time join of an entity file with features, written to a Parquet or CSV file."""
+    from .errors import FeatureStoreError
 
+    suffix = out_path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv"):
+        raise FeatureStoreError(f"{out_path}: unknown output type '{out_path.suffix}'; name a .parquet or .csv file")
+    if not out_path.parent.is_dir():
+        raise FeatureStoreError(f"{out_path}: the folder {out_path.parent} does not exist; create it first")
     with _open(store) as fs:
         table = fs.get_historical_features(
             entity_file, feature, as_of=_parse_time(as_of), known_at_prediction_time=known_at_prediction_time,
             timestamp_column=timestamp_column, full_feature_names=full_feature_names, purpose=purpose,
         )
-    pq.write_table(table, out_path)
+    if suffix == ".csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, out_path)
+    else:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, out_path)
     out.print(f"Wrote {table.num_rows:,} rows x {table.num_columns} columns to {out_path}")
 
 
@@ -518,6 +535,9 @@ def keys_generate_master(
     if out_file.exists():
         err.print(f"error: {out_file} exists; refusing to overwrite a key")
         raise typer.Exit(1)
+    if not out_file.parent.is_dir():
+        err.print(f"error: the folder {out_file.parent} does not exist; create it first (mode 700) or name another file")
+        raise typer.Exit(1)
     fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(generate_master_key() + "\n")
@@ -627,7 +647,7 @@ def get_online(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on (1-65535).", min=1, max=65535)] = 8000,
     store: StoreOpt = Path("."),
 ) -> None:
     """Serve online lookups over HTTP (JSON; OpenAPI at /openapi.json, health at /health)."""
@@ -643,12 +663,19 @@ def serve(
     uvicorn.run(create_app(fs), host=host, port=port, log_level="warning")
 
 
+MAX_KEYS_FILE_BYTES = 256 << 20
+
+
 def _keys_from(keys: list[str] | None, keys_file: Path | None) -> list[str]:
     from .errors import FeatureStoreError
 
     found = list(keys or [])
     if keys_file is not None:
         try:
+            if not keys_file.is_file():
+                raise FeatureStoreError(f"{keys_file}: cannot read the keys file (not a file); give one raw id per line")
+            if keys_file.stat().st_size > MAX_KEYS_FILE_BYTES:
+                raise FeatureStoreError(f"{keys_file}: larger than {MAX_KEYS_FILE_BYTES:,} bytes; split it into several files")
             found += [line.strip() for line in keys_file.read_text(encoding="utf-8").splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as exc:
             raise FeatureStoreError(f"{keys_file}: cannot read the keys file ({type(exc).__name__}); give one raw id per line") from None

@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import DefinitionError, Problem, UnknownFeatureError, did_you_mean
 from .types import KEY_TYPE_NAMES, TYPE_NAMES
-from .yamlpos import YamlSyntaxError, YList, YMap, check_keys, load_yaml
+from .yamlpos import YamlSyntaxError, YList, YMap, check_keys, load_yaml, read_yaml_text
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _TTL_RE = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -353,7 +353,7 @@ def load_definitions(paths: Iterable[Path]) -> Definitions:
 def _load_file(path: Path, defs: Definitions, problems: list[Problem]) -> None:
     fname = str(path)
     try:
-        doc = load_yaml(path.read_text(encoding="utf-8"), fname)
+        doc = load_yaml(read_yaml_text(path), fname)
     except YamlSyntaxError as exc:
         problems.append(exc.problem)
         return

@@ -16,6 +16,8 @@ from .registry import Registry
 def create_store_files(root: Path, registry_url: str | None) -> None:
     """Write the config, ``features/`` and ``policies/``, create the registry schema and the
     offline file; ConfigError where a store already is."""
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root} exists and is not a directory: name a new or empty directory for the store")
     if (root / CONFIG_FILE).exists():
         raise ConfigError(f"{root} already holds a feature store ({CONFIG_FILE} exists)")
     root.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,9 @@ Mappings load as :class:`YMap` (a dict) and sequences as :class:`YList` (a list)
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -58,8 +60,72 @@ def _pos(mark: yaml.Mark) -> Pos:
     return (mark.line + 1, mark.column + 1)
 
 
+MAX_YAML_BYTES = 1 << 20
+"""A definitions or policy file larger than this is refused (1 MiB)."""
+MAX_YAML_NODES = 100_000
+"""A document that expands (aliases counted each time they are used) to more nodes is refused."""
+
+
 class _Loader(yaml.SafeLoader):
-    pass
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expansion(node, self.name)
+        return super().construct_document(node)
+
+
+def _check_expansion(root: yaml.Node, filename: str) -> None:
+    """Refuse an alias bomb before anything is built: the expanded size of every node is counted
+    once (memoized), so the check is linear in the file, not in the expansion."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a cycle counts once
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_NODES:
+                break
+        sizes[id(node)] = total
+        return total
+
+    if size(root) > MAX_YAML_NODES:
+        line, column = _pos(root.start_mark)
+        raise YamlSyntaxError(Problem(f"the document expands to more than {MAX_YAML_NODES:,} values (aliases such as "
+                                      "*name count each time they are used): write it out, or split it", filename, line, column))
+
+
+def read_yaml_text(path: Path) -> str:
+    """A definitions or policy file's text: a regular file, at most MAX_YAML_BYTES, UTF-8;
+    anything else raises YamlSyntaxError saying what is wrong with it."""
+    fname = str(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise YamlSyntaxError(Problem("no such file", fname)) from None
+    except OSError as exc:
+        raise YamlSyntaxError(Problem(f"cannot read file: {exc.strerror}", fname)) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise YamlSyntaxError(Problem("is a directory, not a YAML file", fname))
+    if not stat.S_ISREG(info.st_mode):
+        raise YamlSyntaxError(Problem("is not a regular file (a device or a pipe): give a YAML file", fname))
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise YamlSyntaxError(Problem(f"cannot read file: {exc.strerror}", fname)) from None
+    if len(data) > MAX_YAML_BYTES:
+        raise YamlSyntaxError(Problem(f"is larger than {MAX_YAML_BYTES:,} bytes: split it into several files", fname))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise YamlSyntaxError(Problem(f"is not UTF-8 text (byte {exc.start} is not valid): save it as UTF-8", fname)) from None
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> YMap:
@@ -120,11 +186,17 @@ class YamlSyntaxError(Exception):
 
 def load_yaml(text: str, filename: str) -> Any:
     """Parse one YAML document, keeping positions; raise :class:`YamlSyntaxError` if invalid."""
+    loader = _Loader(text)  # a SafeLoader
+    loader.name = filename
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, column = _pos(mark) if mark is not None else (None, None)
         raise YamlSyntaxError(
             Problem(f"invalid YAML: {exc.problem}", filename, line, column)
         ) from exc
+    except yaml.YAMLError as exc:  # e.g. a recursive alias the constructor cannot build
+        raise YamlSyntaxError(Problem(f"invalid YAML: {type(exc).__name__}", filename)) from None
+    finally:
+        loader.dispose()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PolicyError, Problem, did_you_mean
-from ..yamlpos import Report, YamlSyntaxError, YList, YMap, check_keys, load_yaml
+from ..yamlpos import Report, YamlSyntaxError, YList, YMap, check_keys, load_yaml, read_yaml_text
 from .model import (
     ACCESS, KINDS, LEGAL_BASES, NORMALIZERS, RETENTION_STORES, TREATMENTS, Budget, ColumnRule, ContributionBounds,
     DifferentialPrivacy, Erasure, Policy, Purpose, Retention, parse_duration,
@@ -61,8 +61,11 @@ purposes:
 def load_policy(path: str | Path) -> Policy:
     """Load and check one policy file; raise PolicyError listing every problem."""
     path = Path(path)
-    data = path.read_bytes()
-    return parse_policy(data.decode("utf-8"), str(path), hashlib.sha256(data).hexdigest())
+    try:
+        text = read_yaml_text(path)
+    except YamlSyntaxError as exc:
+        raise PolicyError([exc.problem]) from None
+    return parse_policy(text, str(path), hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
 def load_policies(folder: Path) -> list[Policy]:
