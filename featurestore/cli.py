@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
+
+from .terminal import SafeConsole
 
 if TYPE_CHECKING:
     from .store import FeatureStore
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = SafeConsole(highlight=False, soft_wrap=True)  # stored text never takes over the terminal
+err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 # Which FeatureStore method each command calls (checked by tests/test_cli.py).
 COMMAND_METHODS: dict[str, str] = {

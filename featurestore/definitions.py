@@ -27,7 +27,9 @@ from .errors import DefinitionError, Problem, UnknownFeatureError, did_you_mean
 from .types import KEY_TYPE_NAMES, TYPE_NAMES
 from .yamlpos import YamlSyntaxError, YList, YMap, check_keys, load_yaml, read_yaml_text
 
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}\Z")
+"""The one pattern for entity, view, feature, key and training-set names: a letter, then up to 99
+letters, digits or _ (``\Z``, not ``$``: a trailing newline is not part of a name)."""
 _TTL_RE = re.compile(r"^(\d+)\s*([smhdw])$")
 _ISO_RE = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
 _TTL_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -233,7 +235,7 @@ def entity_problems(name: str, join_keys: Mapping[str, str]) -> list[tuple[str, 
     """Problems with an entity's fields, as (field, message) pairs."""
     problems: list[tuple[str, str]] = []
     if not isinstance(name, str) or not NAME_RE.match(name):
-        problems.append(("name", f"invalid name {name!r}: use letters, digits and _, starting with a letter"))
+        problems.append(("name", f"invalid name {name!r}: use letters, digits and _, starting with a letter (at most 100)"))
     if not join_keys:
         problems.append(("join_keys", "an entity needs at least one join key, e.g. {customer_id: string}"))
     for key, dtype in join_keys.items():
@@ -256,7 +258,7 @@ def view_problems(
     """Problems with a feature view's own fields, as (field, message) pairs."""
     problems: list[tuple[str, str]] = []
     if not isinstance(name, str) or not NAME_RE.match(name):
-        problems.append(("name", f"invalid name {name!r}: use letters, digits and _, starting with a letter"))
+        problems.append(("name", f"invalid name {name!r}: use letters, digits and _, starting with a letter (at most 100)"))
     if not isinstance(timestamp_field, str) or not NAME_RE.match(timestamp_field):
         problems.append(("timestamp_field", f"invalid timestamp column name {timestamp_field!r}"))
     if not features:

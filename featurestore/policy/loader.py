@@ -27,6 +27,8 @@ from .model import (
     DifferentialPrivacy, Erasure, Policy, Purpose, Retention, parse_duration,
 )
 
+POLICY_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,99}\Z")
+"""Policy ids: the name pattern, with - allowed (``customer-data``)."""
 TOP_KEYS = ("api_version", "id", "version", "title", "owner", "legal_basis", "effective_from", "review_by",
             "scope", "classification", "treatments", "purposes", "retention", "erasure", "differential_privacy")
 REQUIRED = ("id", "version", "owner", "legal_basis", "effective_from", "review_by", "scope", "classification",
@@ -123,6 +125,8 @@ def parse_policy(text: str, file: str, sha256: str | None = None) -> Policy:
     if len(dates) == 2 and dates["review_by"] <= dates["effective_from"]:
         at(doc.value_pos("review_by"), "'review_by' must come after 'effective_from'")
 
+    if "id" in doc and not (isinstance(doc["id"], str) and POLICY_ID_RE.match(doc["id"])):
+        at(doc.value_pos("id"), f"invalid policy id {doc['id']!r}: use letters, digits, _ and -, starting with a letter (at most 100)")
     views = _scope(doc, at)
     treatments = _treatments(doc, at)
     columns, positions = _classification(doc, treatments, at)
