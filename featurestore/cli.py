@@ -568,7 +568,14 @@ def audit_verify(
     """Check the audit log's hash chain; exit 1 if an entry was edited, removed or reordered."""
     with _open(store) as fs:
         count, head = fs.verify_audit(expect_head=expect_head)
+        keyed = [e.id for e in fs.audit_entries() if e.key_id is not None]
     out.print(f"The audit log holds {count} entries and its chain is intact. Head: {head}")
+    if keyed:
+        out.print(f"Entries {keyed[0]}-{count} carry an HMAC under the audit key: rewriting them needs the master key"
+                  + (f"; entries 1-{keyed[0] - 1} were written before the store had one." if keyed[0] > 1 else "."))
+    else:
+        out.print("No entry is keyed (no master key was configured): anyone who can write the registry could rewrite "
+                  "the chain; keep the head elsewhere and pass it with --expect-head.")
 
 
 @app.command()

@@ -113,7 +113,7 @@ def _registry(registry: Registry) -> str:
 
 
 def _keys(ctx: StoreContext) -> str:
-    opened = sum(len(ctx.keys.keys(kind)) for kind in ("hmac", "siv"))
+    opened = sum(len(ctx.keys.keys(kind)) for kind in ("hmac", "siv", "audit"))
     return f"the master key opens all {opened} data keys"
 
 

@@ -111,6 +111,10 @@ class KeyManagementError(FeatureStoreError):
     """A missing or wrong master key, a badly stored key file, or an unknown data key."""
 
 
+class MasterKeyMissing(KeyManagementError):
+    """No master key is configured (as opposed to a wrong one)."""
+
+
 class PolicyError(_ProblemsError):
     """A policy file is invalid; `errors` lists every problem found, each with its position."""
 

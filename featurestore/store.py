@@ -82,7 +82,7 @@ class FeatureStore:
         offline = OfflineStore(config.offline_path, lock_timeout=timeout, force_compression=config.force_compression)
         self.actor = actor or _default_actor()
         keys = KeyRing(registry, key_provider or config_key_provider(config), self._now)
-        audit = AuditLog(registry, self._now)
+        audit = AuditLog(registry, self._now, keys)
         source = PolicySource(config.root / "policies" if config.root else None, registry, require_policy=config.require_policy)
         ctx = StoreContext(config, registry, offline, keys, audit, Access(source, audit, self.actor, self._now), Treatments(keys),
                            clock or (lambda: datetime.now(UTC)), self.actor)
@@ -427,7 +427,7 @@ class FeatureStore:
 
     def list_keys(self) -> list[tuple[str, str, datetime]]:
         """(key id, kind, created) of every data key; secrets are never shown."""
-        return [(i, kind, at) for kind in ("hmac", "siv") for i, _w, at in self._ctx.registry.wrapped_keys(kind)]
+        return [(i, kind, at) for kind in ("hmac", "siv", "audit") for i, _w, at in self._ctx.registry.wrapped_keys(kind)]
 
     def audit_entries(self, *, action: str | None = None, limit: int | None = None) -> list[AuditEntry]:
         """Audit log entries, oldest first (the newest `limit`)."""

@@ -23,11 +23,11 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import KeyManagementError
+from ..errors import KeyManagementError, MasterKeyMissing
 
 MASTER_KEY_ENV = "FEATURESTORE_MASTER_KEY"
-KINDS = {"hmac": 32, "siv": 64}
-"""Key kinds and their sizes in bytes: HMAC-SHA256 peppers, AES-256-SIV keys."""
+KINDS = {"hmac": 32, "siv": 64, "audit": 32}
+"""Key kinds and their sizes in bytes: HMAC-SHA256 peppers, AES-256-SIV keys, the audit chain's HMAC key."""
 
 
 class KeyProvider(Protocol):
@@ -80,7 +80,7 @@ class ConfigKeyProvider:
         env = os.environ if self.environ is None else self.environ
         text = env.get(self.env_var)
         if not text:
-            raise KeyManagementError(
+            raise MasterKeyMissing(
                 f"no master key: set the environment variable {self.env_var} (or keys.master_key_file in "
                 "featurestore.yaml). Make a key with `featurestore keys generate-master`; keep it out of the store."
             )
@@ -189,6 +189,14 @@ class KeyRing:
             if key.id == key_id:
                 return key
         raise KeyManagementError(f"no data key '{key_id}' in this store")
+
+    def available(self, kind: str) -> DataKey | None:
+        """The current key of a kind, made on first use, or None when no master key is configured
+        (a wrong master key is still an error)."""
+        try:
+            return self.current(kind)
+        except MasterKeyMissing:
+            return None
 
     def rotate(self, kind: str) -> DataKey:
         """Make a new key of a kind; it is used for new data from now on. The master key must open

@@ -183,6 +183,8 @@ class AuditRow(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    """The audit key whose HMAC `hash` is (None: a plain SHA-256, written without the master key)."""
 
 
 class MaterializationRow(Base):

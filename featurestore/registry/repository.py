@@ -318,7 +318,7 @@ class Registry:
 
     def append_audit(self, at: Callable[[], datetime], actor: str, action: str, target: str, purpose: str | None,
                      details: dict[str, Any], hasher: AuditHasher, genesis: str,
-                     change: Callable[[Session], None] | None = None) -> AuditRow | None:
+                     change: Callable[[Session], None] | None = None, key_id: str | None = None) -> AuditRow | None:
         """Append one audit entry after the current head; None if another writer took that place
         first (the caller retries, linking to the new head). `change` runs in the same
         transaction, so the change and its entry commit together or not at all."""
@@ -331,7 +331,7 @@ class Registry:
                 entry_id = (head.id if head is not None else 0) + 1
                 when = at()
                 row = AuditRow(id=entry_id, at=when, actor=actor, action=action, target=target, purpose=purpose,
-                               details=details, prev_hash=prev, hash=hasher(entry_id, when, prev))
+                               details=details, prev_hash=prev, hash=hasher(entry_id, when, prev), key_id=key_id)
                 s.add(row)
             return row
         except IntegrityError:
