@@ -108,9 +108,9 @@ class AuditLog:
         """Entries oldest first (the newest `limit` if given)."""
         return [_entry(r) for r in self._registry.audit_rows(action=action, limit=limit)]
 
-    def verify(self) -> tuple[int, str]:
-        """Check the whole chain; return (entry count, head hash) or raise AuditChainBroken. Keyed
-        entries need the master key (KeyManagementError without it)."""
+    def verify(self, *, expect_head: str | None = None) -> tuple[int, str]:
+        """Check the whole chain (and, if given, that its head is `expect_head`); return (entry
+        count, head hash) or raise AuditChainBroken. Keyed entries need the master key."""
         prev, count, expected_id = GENESIS, 0, 1
         audit_keys = {key_id for key_id, _wrapped, _at in self._registry.wrapped_keys("audit")}
         keyed_from: int | None = None
@@ -138,6 +138,10 @@ class AuditLog:
         if count and keyed_from is None and any(self._registry.wrapped_keys(kind) for kind in ("hmac", "siv")):
             raise AuditChainBroken("no audit entry is keyed, yet this store holds data keys wrapped by a master key, so "
                                    "its entries were keyed: the audit key and the chain were replaced")
+        if expect_head is not None and prev != expect_head:
+            raise AuditChainBroken(
+                f"the audit log's head is {prev[:16]}... after {count} entries, not the expected {expect_head[:16]}...: "
+                "entries were removed from its end, or it is another log")
         return count, prev
 
 

@@ -40,6 +40,7 @@ COMMAND_METHODS: dict[str, str] = {
     "policy lint": "lint_policy",
     "policy plan": "plan_policy",
     "policy approve": "approve_policy",
+    "approvers add": "add_approver",
     "policy show": "show_policy",
     "policy status": "policy_status",
     "policy schema": "policy_schema",
@@ -112,6 +113,9 @@ retention_app = typer.Typer(cls=_Group, help="Delete rows past the policies' ret
 app.add_typer(retention_app, name="retention")
 hold_app = typer.Typer(cls=_Group, help="Legal holds: suspend retention and erasure for a subject or a view.", no_args_is_help=True)
 app.add_typer(hold_app, name="hold")
+approvers_app = typer.Typer(cls=_Group, help="Register who may approve policies, with the keys that sign them.",
+                            no_args_is_help=True)
+app.add_typer(approvers_app, name="approvers")
 dp_app = typer.Typer(cls=_Group, help="Differentially private aggregates and the privacy-budget ledger.", no_args_is_help=True)
 app.add_typer(dp_app, name="dp")
 PurposeOpt = Annotated[str | None, typer.Option(help="Why the data is read; required for views under a policy.")]
@@ -451,12 +455,28 @@ def policy_approve(
     ticket: Annotated[str | None, typer.Option("--ticket", help="Review ticket, e.g. LEGAL-412.")] = None,
     treat_existing: Annotated[bool, typer.Option("--treat-existing", help="Rewrite stored rows that hold values the "
                                                  "policy treats but were stored untreated, then compact.")] = False,
+    key: Annotated[Path | None, typer.Option("--key", help="The approver's Ed25519 private key (PEM) to sign with.")] = None,
     store: StoreOpt = Path("."),
 ) -> None:
     """Approve a policy file's exact content; any later edit needs a new approval."""
     with _open(store) as fs:
-        policy = fs.approve_policy(file, by=by, role=role, ticket=ticket, treat_existing=treat_existing)
-    out.print(f"Approved policy '{policy.id}' v{policy.version} (SHA-256 {policy.sha256}) by {by} ({role}).", markup=False)
+        policy = fs.approve_policy(file, by=by, role=role, ticket=ticket, treat_existing=treat_existing, key=key)
+    signed = ", signed" if key is not None else ""
+    out.print(f"Approved policy '{policy.id}' v{policy.version} (SHA-256 {policy.sha256}) by {by} ({role}){signed}.",
+              markup=False)
+
+
+@approvers_app.command("add")
+def approvers_add(
+    name: Annotated[str, typer.Argument(help="The approver's name, as --by gives it.")],
+    role: Annotated[str, typer.Argument(help="The role they approve in, e.g. legal.")],
+    public_key: Annotated[Path, typer.Option("--public-key", help="Their Ed25519 public key (PEM).")],
+    store: StoreOpt = Path("."),
+) -> None:
+    """Register an approver's public key for a role (audited); their approvals are then signed with it."""
+    with _open(store) as fs:
+        printed = fs.add_approver(name, role, public_key)
+    out.print(f"Registered {name} as {role} with key {printed}.", markup=False)
 
 
 @policy_app.command("show")

@@ -49,13 +49,14 @@ keys:
 # personal data is declared in a policy whose columns are all non_personal).
 governance:
   require_policy: false
+  signed_approvals: false  # true: an approval counts only when signed by a registered approver's key
 """
 
 _TOP_KEYS = ("registry", "offline", "online", "keys", "governance")
 _OFFLINE_KEYS = ("path", "lock_timeout_seconds", "force_compression")
 _ONLINE_KEYS = ("type", "path", "url")
 _KEYS_KEYS = ("master_key_env", "master_key_file")
-_GOVERNANCE_KEYS = ("require_policy",)
+_GOVERNANCE_KEYS = ("require_policy", "signed_approvals")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class StoreConfig:
     keys: dict[str, Any] = field(default_factory=dict)
     require_policy: bool = False
     """Closed mode: every feature view needs an approved policy."""
+    signed_approvals: bool = False
+    """Only approvals signed by a registered approver's Ed25519 key count."""
 
 
 def normalize_registry_url(url: str, root: Path | None) -> str:
@@ -137,6 +140,10 @@ def load_config(root: Path) -> StoreConfig:
     if not isinstance(require_policy, bool):
         line, col = sections["governance"].value_pos("require_policy")
         problems.append(f"{fname}:{line}:{col}: 'governance.require_policy' must be true or false")
+    signed = sections["governance"].get("signed_approvals", False)
+    if not isinstance(signed, bool):
+        line, col = sections["governance"].value_pos("signed_approvals")
+        problems.append(f"{fname}:{line}:{col}: 'governance.signed_approvals' must be true or false")
     if problems:
         raise ConfigError("\n".join(problems))
     offline_path = root / str(sections["offline"].get("path", "offline.duckdb"))
@@ -149,4 +156,5 @@ def load_config(root: Path) -> StoreConfig:
         online=dict(sections["online"]),
         keys=dict(sections["keys"]),
         require_policy=bool(require_policy),
+        signed_approvals=bool(signed),
     )

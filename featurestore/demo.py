@@ -177,6 +177,22 @@ def example_policy() -> str:
         return (Path(__file__).resolve().parents[1] / "policies" / "customer-data.yaml").read_text(encoding="utf-8")
 
 
+def _approver_key(private_file: Path) -> Path:
+    """Make the demo approver's Ed25519 key pair: the private key (mode 600) at `private_file`, the
+    public key beside it (returned, for ``add_approver``)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    fd = os.open(private_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    public = private_file.with_suffix(".pub.pem")
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return public
+
+
 def run_demo(
     directory: str | Path,
     *,
@@ -193,6 +209,7 @@ def run_demo(
     say: Echo = echo or (lambda _text: None)
     root = Path(directory)
     key_file = root.parent / f"{root.name}.master.key"
+    approver_key = root.parent / f"{root.name}.legal-approver.pem"
     if root.exists() and any(root.iterdir()):
         if not force:
             raise ConfigError(f"{root} is not empty; pass --force to replace a demo store there")
@@ -200,6 +217,7 @@ def run_demo(
             raise ConfigError(f"{root} is not empty and holds no feature store; refusing to delete it")
         shutil.rmtree(root)
         key_file.unlink(missing_ok=True)
+        approver_key.unlink(missing_ok=True)
 
     say(f"[bold]1. Create a store[/bold] in {root}")
     FeatureStore.init(root).close()
@@ -209,11 +227,14 @@ def run_demo(
     config = root / CONFIG_FILE
     config.write_text(config.read_text(encoding="utf-8").replace(
         "master_key_file: null", f"master_key_file: {key_file.resolve()}").replace(
-        "require_policy: false", "require_policy: true"), encoding="utf-8")
+        "require_policy: false", "require_policy: true").replace(
+        "signed_approvals: false", "signed_approvals: true"), encoding="utf-8")
     store = FeatureStore(root, clock=clock, actor="demo-engineer")
     say(f"   {CONFIG_FILE}, features/, policies/, registry.db (SQLite, migrated), offline.duckdb")
     say(f"   master key in {key_file} (mode 600, outside the store); data keys are stored wrapped under it")
     say("   closed mode is on (governance.require_policy: true): every feature view needs an approved policy")
+    say("   signed approvals are on (governance.signed_approvals: true): an approval counts only when signed by a "
+        "registered approver's Ed25519 key")
 
     say("[bold]2. Write definitions[/bold] to features/customers.yaml and the example policy to policies/")
     (root / "features" / "customers.yaml").write_text(DEFINITIONS_V1, encoding="utf-8")
@@ -228,8 +249,14 @@ def run_demo(
     say("[bold]3. Legal reviews and approves the policy[/bold] (featurestore policy plan / approve)")
     for line in store.plan_policy(policy_file)[2:6]:
         say(f"   plan: {line}")
-    store.approve_policy(policy_file, by="A. Counsel", role="legal", ticket="LEGAL-412")
-    say("   approved by A. Counsel (legal): the registry keeps the exact text and its SHA-256, and that is what is enforced")
+    public_key = _approver_key(approver_key)
+    printed = store.add_approver("A. Counsel", "legal", public_key)
+    public_key.unlink()
+    say(f"   A. Counsel is registered as legal with key {printed} (featurestore approvers add); her private key "
+        f"is {approver_key}, outside the store")
+    store.approve_policy(policy_file, by="A. Counsel", role="legal", ticket="LEGAL-412", key=approver_key)
+    say("   approved and signed by A. Counsel (legal): the registry keeps the exact text, its SHA-256 and her signature, "
+        "checked every time the policy in force is loaded")
     for line in str(store.plan()).splitlines():
         say(f"   {line}")
     store.apply()

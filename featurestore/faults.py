@@ -40,7 +40,8 @@ REGISTRY_FAULTS = (
           "free space on that disk and try again"),
     Fault("read-only", ("readonly database", "read-only file system", "unable to open database file"),
           "cannot be opened for writing", "make the store directory and registry.db writable for this user"),
-    Fault("damaged", ("database disk image is malformed", "file is not a database", "disk i/o error"),
+    Fault("damaged", ("database disk image is malformed", "malformed database schema", "file is not a database",
+                      "disk i/o error"),
           "is damaged (a failed disk, a truncated copy or an edit outside the registry)",
           "restore it from a backup, or move it aside and run `featurestore db upgrade` then `featurestore db recover` "
           "to rebuild its views and batches from the offline store"),

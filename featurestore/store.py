@@ -24,7 +24,7 @@ from .catalog import Catalog, DefinitionsLike, ResolvedFeature, ViewVersion
 from .config import StoreConfig, load_config
 from .context import Clock, Progress, StoreContext
 from .definitions import Definitions, Entity
-from .errors import AuditChainBroken, ConfigError
+from .errors import ConfigError
 from .governance import Access, PolicySnapshot, PolicySource, Treatments
 from .governance.workflow import PolicyStatus, PolicyWorkflow
 from .historical import Historical
@@ -83,7 +83,8 @@ class FeatureStore:
         self.actor = actor or _default_actor()
         keys = KeyRing(registry, key_provider or config_key_provider(config), self._now)
         audit = AuditLog(registry, self._now, keys)
-        source = PolicySource(config.root / "policies" if config.root else None, registry, require_policy=config.require_policy)
+        source = PolicySource(config.root / "policies" if config.root else None, registry, require_policy=config.require_policy,
+                              signed_approvals=config.signed_approvals)
         ctx = StoreContext(config, registry, offline, keys, audit, Access(source, audit, self.actor, self._now), Treatments(keys),
                            clock or (lambda: datetime.now(UTC)), self.actor)
         self._ctx = ctx
@@ -333,10 +334,14 @@ class FeatureStore:
         return self._policies.plan(path)
 
     def approve_policy(self, path: str | Path, *, by: str, role: str, ticket: str | None = None,
-                       treat_existing: bool = False) -> Policy:
-        """Approve a policy file's exact content (bound to its SHA-256); it is in force from now on. Refused
-        while stored rows hold untreated values it treats, unless `treat_existing` rewrites them first."""
-        return self._policies.approve(path, by=by, role=role, ticket=ticket, treat_existing=treat_existing)
+                       treat_existing: bool = False, key: str | Path | None = None) -> Policy:
+        """Approve a policy file's exact content (bound to its SHA-256), signed with the approver's Ed25519
+        `key` file; refused over rows stored untreated unless `treat_existing` rewrites them first."""
+        return self._policies.approve(path, by=by, role=role, ticket=ticket, treat_existing=treat_existing, key=key)
+
+    def add_approver(self, name: str, role: str, public_key: str | Path) -> str:
+        """Register an approver's Ed25519 public key file for a role (audited); returns its fingerprint."""
+        return self._policies.add_approver(name, role, public_key)
 
     def show_policy(self, path: str | Path, *, format: str = "markdown") -> str:
         """A policy as Markdown for legal (``format="markdown"``) or its plan as text (``"plan"``)."""
@@ -434,14 +439,8 @@ class FeatureStore:
         return self._ctx.audit.entries(action=action, limit=limit)
 
     def verify_audit(self, *, expect_head: str | None = None) -> tuple[int, str]:
-        """Verify the audit chain: (entries, head hash); AuditChainBroken if it does not hold."""
-        count, head = self._ctx.audit.verify()
-        if expect_head is not None and head != expect_head:
-            raise AuditChainBroken(
-                f"the audit log's head is {head[:16]}... after {count} entries, not the expected {expect_head[:16]}...: "
-                "entries were removed from its end, or it is another log"
-            )
-        return count, head
+        """Verify the audit chain (and that its head is `expect_head`): (entries, head hash); AuditChainBroken if not."""
+        return self._ctx.audit.verify(expect_head=expect_head)
 
     def reidentify(self, view: str, column: str, token: str, *, purpose: str | None) -> str:
         """The value behind a token of a tokenized column, for a purpose with ``reidentify`` access (audited)."""

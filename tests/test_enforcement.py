@@ -321,7 +321,7 @@ METHODS: dict[str, tuple[str, ...] | None] = {
     "list_keys": None, "list_training_sets": None, "list_views": None, "load_definitions": None, "lock_timeout": None,
     "materialize": None, "materialized_views": None, "plan_policy": None, "policy_schema": None, "policy_snapshot": None,
     "policy_status": None, "registry_revision": None, "resolve_features": None, "root": None, "rotate_key": None,
-    "show_policy": None, "upgrade_registry": None, "recover_registry": None, "doctor": None, "verify_audit": None, "view_versions": None,
+    "show_policy": None, "upgrade_registry": None, "recover_registry": None, "doctor": None, "add_approver": None, "verify_audit": None, "view_versions": None,
     # Erasure and retention return counts and reports, never values (admin verbs; audited).
     "erase": None, "erasure_status": None, "verify_erasure": None, "where": None, "run_retention": None, "compact": None,
     "add_hold": None, "remove_hold": None, "list_holds": None,

@@ -13,6 +13,7 @@ from ..errors import PolicyError
 from ..policy import Policy, parse_policy
 from ..registry import Registry
 from .rules import Approval, PolicySnapshot, Proposal, decide_snapshot
+from .signatures import verify
 
 MAX_POLICY_BYTES = 1 << 20
 """A policy file larger than this is not read (it is reported, and treated as unreadable)."""
@@ -91,15 +92,20 @@ class PolicySource:
         require_policy: Closed mode: every view needs an approved policy.
     """
 
-    def __init__(self, folder: Path | None, registry: Registry, *, require_policy: bool) -> None:
+    def __init__(self, folder: Path | None, registry: Registry, *, require_policy: bool, signed_approvals: bool = False) -> None:
         self.folder = folder
         self.registry = registry
         self.require_policy = require_policy
+        self.signed_approvals = signed_approvals
 
     def approvals(self) -> list[Approval]:
-        """Every approval, oldest first, with its approved content parsed."""
+        """Every approval, oldest first, with its approved content parsed; with signed approvals on,
+        only those whose signature verifies against their approver's registered key."""
         result = []
+        keys = {(a.name, a.role): a.public_key for a in self.registry.approvers()} if self.signed_approvals else {}
         for row in self.registry.approvals():
+            if self.signed_approvals and not verify(keys.get((row.approved_by, row.role), ""), row.sha256, row.signature):
+                continue  # unsigned, signed by another key, or by an approver not registered: not approved
             policy = parsed(row.content, row.file_name, row.sha256)
             result.append(Approval(row.id, policy, row.approved_by, row.role, row.approved_at))
         return result

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import PolicyError, PolicyViolation, Problem, did_you_mean
 from ..policy import Policy, load_policy, plan_policy, policy_markdown
-from . import retreat
+from . import retreat, signatures
 from .rules import PolicySnapshot
 
 if TYPE_CHECKING:
@@ -110,8 +110,18 @@ class PolicyWorkflow:
                          "--treat-existing, which rewrites them under the policy and compacts the store.")
         return lines
 
+    def add_approver(self, name: str, role: str, public_key_file: str | Path) -> str:
+        """Register an approver's Ed25519 public key for a role (audited); returns its fingerprint."""
+        if not name.strip() or not role.strip():
+            raise PolicyViolation("an approver needs a name and a role")
+        public = signatures.public_key_text(Path(public_key_file))
+        self.ctx.registry.add_approver(name=name, role=role, public_key=public, added_at=self.ctx.now(), added_by=self.ctx.actor)
+        printed = signatures.fingerprint(public)
+        self.ctx.audit.append(self.ctx.actor, "add_approver", name, details={"role": role, "public_key": printed})
+        return printed
+
     def approve(self, path: str | Path, *, by: str, role: str, ticket: str | None = None,
-                treat_existing: bool = False) -> Policy:
+                treat_existing: bool = False, key: str | Path | None = None) -> Policy:
         """Approve a policy file's exact content (bound to its SHA-256); it is in force from now on.
         Refused while stored rows hold values the policy treats untreated, unless `treat_existing`:
         then those rows are rewritten under it first (see ``retreat``)."""
@@ -129,6 +139,7 @@ class PolicyWorkflow:
         if current is not None and policy.version <= current.version:
             raise PolicyViolation(f"policy '{policy.id}' v{current.version} is in force; the content changed, so raise "
                                   f"'version' to {current.version + 1} (it is {policy.version}) and approve again")
+        signature = self._signature(policy, by, role, key)
         items = retreat.untreated(self.ctx, self.catalog, policy, snapshot)
         if items and not treat_existing:
             raise PolicyViolation(
@@ -142,10 +153,27 @@ class PolicyWorkflow:
                 "sha256": policy.sha256, "rows": treated, "columns": sorted({f"{i.view}:{i.column}" for i in items})})
         self.ctx.registry.add_approval(policy_id=policy.id, version=policy.version, sha256=policy.sha256, content=policy.text,
                                        file_name=Path(policy.file).name, approved_by=by, role=role, ticket=ticket,
-                                       approved_at=self.ctx.now())
+                                       approved_at=self.ctx.now(), signature=signature)
         self.ctx.audit.append(by, "approve_policy", policy.id, details={
             "version": policy.version, "sha256": policy.sha256, "role": role, "ticket": ticket, "recorded_by": self.ctx.actor})
         return policy
+
+    def _signature(self, policy: Policy, by: str, role: str, key: str | Path | None) -> str | None:
+        """The approver's signature of the policy's SHA-256, checked against their registered key."""
+        if key is None:
+            if self.ctx.config.signed_approvals:
+                raise PolicyViolation("this store counts only signed approvals (governance.signed_approvals): pass the "
+                                      "approver's private key with --key FILE")
+            return None
+        registered = {(a.name, a.role): a.public_key for a in self.ctx.registry.approvers()}
+        if (by, role) not in registered:
+            raise PolicyViolation(f"'{by}' is not a registered approver in the role {role}: register their public key first "
+                                  "(featurestore approvers add NAME ROLE --public-key FILE)")
+        signature, public = signatures.sign(Path(key), policy.sha256)
+        if public != registered[(by, role)] or not signatures.verify(registered[(by, role)], policy.sha256, signature):
+            raise PolicyViolation(f"the key {key} is not the one registered for '{by}' as {role} "
+                                  f"({signatures.fingerprint(registered[(by, role)])})")
+        return signature
 
     def show(self, path: str | Path, *, format: str = "markdown") -> str:
         """A policy as Markdown for legal (``format="markdown"``) or its plan as text (``"plan"``)."""

@@ -167,6 +167,23 @@ class PolicyApprovalRow(Base):
     role: Mapped[str] = mapped_column(String(100))
     ticket: Mapped[str | None] = mapped_column(String(200), nullable=True)
     approved_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    signature: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Base64 Ed25519 signature of the SHA-256 (hex) by the approver's registered key, if signed."""
+
+
+class ApproverRow(Base):
+    """Someone who may approve policies in a role, with the Ed25519 public key that signs them."""
+
+    __tablename__ = "approvers"
+    __table_args__ = (UniqueConstraint("name", "role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(100))
+    public_key: Mapped[str] = mapped_column(Text)
+    """Base64 of the raw 32-byte Ed25519 public key."""
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    added_by: Mapped[str] = mapped_column(String(200))
 
 
 class AuditRow(Base):

@@ -18,9 +18,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from ..errors import ConfigError, RegistryOutOfDate
+from ..errors import ConfigError, PolicyViolation, RegistryOutOfDate
 from ..faults import registry_fault
 from .models import (
+    ApproverRow,
     AuditRow,
     DataKeyRow,
     DpBudgetLockRow,
@@ -305,11 +306,23 @@ class Registry:
                 ))
 
     def add_approval(self, *, policy_id: str, version: int, sha256: str, content: str, file_name: str,
-                     approved_by: str, role: str, ticket: str | None, approved_at: datetime) -> None:
-        """Record an approval of a policy's exact content."""
+                     approved_by: str, role: str, ticket: str | None, approved_at: datetime, signature: str | None = None) -> None:
+        """Record an approval of a policy's exact content (with the approver's signature, if signed)."""
         with self.session() as s:
             s.add(PolicyApprovalRow(policy_id=policy_id, version=version, sha256=sha256, content=content, file_name=file_name,
-                                    approved_by=approved_by, role=role, ticket=ticket, approved_at=approved_at))
+                                    approved_by=approved_by, role=role, ticket=ticket, approved_at=approved_at,
+                                    signature=signature))
+
+    def add_approver(self, *, name: str, role: str, public_key: str, added_at: datetime, added_by: str) -> None:
+        """Register an approver's Ed25519 public key for a role (one key per name and role)."""
+        with self.session() as s:
+            if s.scalars(select(ApproverRow).where(ApproverRow.name == name, ApproverRow.role == role)).first() is not None:
+                raise PolicyViolation(f"approver '{name}' is already registered as {role}")
+            s.add(ApproverRow(name=name, role=role, public_key=public_key, added_at=added_at, added_by=added_by))
+
+    def approvers(self) -> list[ApproverRow]:
+        """Every registered approver, oldest first."""
+        return self._rows(ApproverRow)
 
     def add_training_set(self, **manifest: Any) -> None:
         """Record a training set's manifest (the columns of TrainingSetRow)."""
