@@ -661,7 +661,7 @@ def get_online(
     for item in entity:
         key, sep, value = item.partition("=")
         if not sep:
-            err.print(f"error: --entity {item!r} must be key=value")
+            err.print("error: every --entity must be key=value (one has no '='); the value is not shown")
             raise typer.Exit(1)
         row[key] = value
     with _open(store) as fs:
