@@ -128,7 +128,7 @@ class Recovery:
     def check(self, *, read_tables: bool = False) -> None:
         """Raise StoreDamaged if the registry does not match the offline data (skipped when another
         process holds the file for writing: that process checked when it opened the store);
-        `read_tables` also reads every block of every view table (0.7 s per 10M rows), so damaged data shows."""
+        `read_tables` also reads every block of every view table (1.5 s for 10M rows), so damaged data shows."""
         offline = self.ctx.offline
         if offline.path is None:
             return
