@@ -14,7 +14,6 @@ values are already treated differently (hashed, now tokenized) cannot be re-trea
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -40,8 +39,7 @@ transaction: a rerun after a crash never treats a value twice."""
 
 
 def _has_record(con: duckdb.DuckDBPyConnection) -> bool:
-    rows = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                   [TREATED_TABLE]).fetchall()
+    rows = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [TREATED_TABLE]).fetchall()
     return bool(rows[0][0])
 
 
