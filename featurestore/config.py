@@ -54,7 +54,7 @@ governance:
 
 _TOP_KEYS = ("registry", "offline", "online", "keys", "governance")
 _OFFLINE_KEYS = ("path", "lock_timeout_seconds", "force_compression")
-_ONLINE_KEYS = ("type", "path", "url")
+_ONLINE_KEYS = ("type", "path", "url", "prefix")
 _KEYS_KEYS = ("master_key_env", "master_key_file")
 _GOVERNANCE_KEYS = ("require_policy", "signed_approvals")
 

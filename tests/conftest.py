@@ -20,6 +20,9 @@ from featurestore.testing import StepClock
 
 REQUIRE_SERVICES = os.environ.get("FEATURESTORE_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("FEATURESTORE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("FEATURESTORE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+"""The Redis server and database the tests use; each test writes under its own key prefix and
+deletes only those keys, never the database."""
 TS = pa.timestamp("us", tz="UTC")
 
 

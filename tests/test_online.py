@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from featurestore.online.serving import normalize_one
 from featurestore.privacy.pseudonymize import normalize
 from featurestore.testing import TEST_KEY_PROVIDER
 
-from .conftest import service_unavailable
+from .conftest import REDIS_URL, service_unavailable
 from .test_governance import PERSON, POLICY, VIEW, people
 
 TS = pa.timestamp("us", tz="UTC")
@@ -211,31 +213,40 @@ def test_a_process_reads_while_another_materializes(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def redis_store(tmp_path: Path) -> FeatureStore:
+def redis_store(tmp_path: Path) -> Iterator[tuple[FeatureStore, str]]:
+    """A store whose online store is the test Redis (REDIS_URL) under a key prefix of its own;
+    afterwards exactly the keys under that prefix are deleted."""
     try:
         import redis
 
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/15", socket_connect_timeout=2)
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
         client.ping()
     except Exception as exc:  # noqa: BLE001
-        service_unavailable("Redis at 127.0.0.1:6379", str(exc))
-    client.flushdb()  # db 15 is the tests' own
+        service_unavailable(f"Redis at {REDIS_URL}", str(exc))
+    prefix = f"fs-test-{uuid.uuid4().hex[:12]}"
     root = tmp_path / "store"
     FeatureStore.init(root).close()
     config = root / "featurestore.yaml"
-    config.write_text(config.read_text().replace("  type: embedded\n  path: online.db", "  type: redis\n  url: redis://127.0.0.1:6379/15"))
-    return FeatureStore(root, clock=SetClock(T0), key_provider=TEST_KEY_PROVIDER)
+    config.write_text(config.read_text().replace("  type: embedded\n  path: online.db",
+                                                 f"  type: redis\n  url: {REDIS_URL}\n  prefix: {prefix}"))
+    try:
+        yield FeatureStore(root, clock=SetClock(T0), key_provider=TEST_KEY_PROVIDER), prefix
+    finally:
+        mine = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if mine:
+            client.delete(*mine)
+        client.close()
 
 
-def test_redis_online_store(redis_store: FeatureStore) -> None:
+def test_redis_online_store(redis_store: tuple[FeatureStore, str]) -> None:
     import redis
 
-    fs = redis_store
+    fs, prefix = redis_store
     fs.apply([ITEM, STOCK])
     fs.ingest("stock", stock([1, 2, 3], T0 - timedelta(hours=1), 6))
     fs.materialize()
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
-    assert any(b"ov_stock_v1" in k for k in client.keys("*")), "the values are in Redis database 15"
+    client = redis.Redis.from_url(REDIS_URL)
+    assert client.exists(f"{prefix}:ov_stock_v1:1"), "the values are in Redis, under the store's prefix"
     got = fs.get_online_features([{"item_id": 1}, {"item_id": 4}], ["stock:qty", "stock:seen"])
     assert got.values == {"qty": [6, None], "seen": [T0 - timedelta(hours=1), None]}
     fs.ingest("stock", stock([2], T0 - timedelta(minutes=5), 8))
@@ -247,7 +258,7 @@ def test_redis_online_store(redis_store: FeatureStore) -> None:
     assert rebuild.entities == 3 and fs.check_consistency()[0].mismatches == []
     [erased] = fs.erase("item", ["2"])  # erasure reaches Redis too
     assert erased.removed["online ov_stock_v1"] == 1 and erased.status == "done"
-    assert not client.exists("fs:ov_stock_v1:2") and b"2" not in client.smembers("fs:ov_stock_v1:__keys")
+    assert not client.exists(f"{prefix}:ov_stock_v1:2") and b"2" not in client.smembers(f"{prefix}:ov_stock_v1:__keys")
     assert fs.get_online_features({"item_id": 2}, ["stock:qty"]).statuses["qty"] == ["missing"]
     assert fs.where("item", "2") == {}
     fs.close()

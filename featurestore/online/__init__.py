@@ -69,5 +69,6 @@ def open_online_store(settings: dict[str, Any], root: Any) -> OnlineStore:
         url = settings.get("url")
         if not url:
             raise ConfigError("online.type is redis but online.url is missing (e.g. redis://127.0.0.1:6379/0)")
-        return RedisOnlineStore(str(url))
+        prefix = str(settings.get("prefix") or "fs")
+        return RedisOnlineStore(str(url), prefix)
     raise ConfigError(f"unknown online store type {kind!r}; use embedded or redis")

@@ -1,6 +1,8 @@
-"""The Redis online store: one key per entity per view version, ``fs:<table>:<entity key>``,
-holding ``[event time, generation, *values]`` as JSON; a set ``fs:<table>:__keys`` lists the entities (for
-sampling and clearing). Batches use MGET and pipelines.
+"""The Redis online store: one key per entity per view version, ``<prefix>:<table>:<entity key>``,
+holding ``[event time, generation, *values]`` as JSON; a set ``<prefix>:<table>:__keys`` lists the
+entities (for sampling and clearing). Batches use MGET and pipelines. The prefix (``online.prefix``,
+default ``fs``) lets several stores, or test runs, share one Redis database without touching each
+other's keys.
 """
 
 from __future__ import annotations
@@ -20,24 +22,24 @@ def _text(value: bytes | str) -> str:
 class RedisOnlineStore:
     """Online rows in Redis (``redis://host:port/db``)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str = "fs") -> None:
         import redis
 
         from ..errors import ConfigError
 
         self.url = url
+        self.prefix = prefix
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
         try:
             self._redis.ping()
         except redis.RedisError as exc:
             raise ConfigError(f"cannot reach the Redis online store at {url}: {exc}") from exc
 
-    @staticmethod
-    def _key(table: str, key: str) -> str:
-        return f"fs:{table}:{key}"
+    def _key(self, table: str, key: str) -> str:
+        return f"{self.prefix}:{table}:{key}"
 
     def ensure_table(self, table: str, features: Sequence[str]) -> None:
-        self._redis.set(f"fs:{table}:__features", json.dumps(list(features)))
+        self._redis.set(f"{self.prefix}:{table}:__features", json.dumps(list(features)))
 
     def write(self, table: str, rows: Iterable[Row], generation: int) -> int:
         count = 0
@@ -48,7 +50,7 @@ class RedisOnlineStore:
                 keys.append(row[0])
                 count += 1
             if keys:
-                pipe.sadd(f"fs:{table}:__keys", *keys)
+                pipe.sadd(f"{self.prefix}:{table}:__keys", *keys)
             pipe.execute()
         return count
 
@@ -57,11 +59,11 @@ class RedisOnlineStore:
         return [None if value is None else (key, *json.loads(value)) for key, value in zip(keys, raw, strict=True)]
 
     def sample_keys(self, table: str, n: int, seed: int) -> list[str]:
-        members = sorted(_text(m) for m in self._redis.smembers(f"fs:{table}:__keys"))
+        members = sorted(_text(m) for m in self._redis.smembers(f"{self.prefix}:{table}:__keys"))
         return random.Random(seed).sample(members, min(n, len(members)))
 
     def prune(self, table: str, generation: int) -> int:
-        members = sorted(_text(m) for m in self._redis.smembers(f"fs:{table}:__keys"))
+        members = sorted(_text(m) for m in self._redis.smembers(f"{self.prefix}:{table}:__keys"))
         stale: list[str] = []
         for start in range(0, len(members), 1000):
             part = members[start:start + 1000]
@@ -71,7 +73,7 @@ class RedisOnlineStore:
         with self._redis.pipeline(transaction=True) as pipe:
             for start in range(0, len(stale), 1000):
                 pipe.delete(*(self._key(table, k) for k in stale[start:start + 1000]))
-                pipe.srem(f"fs:{table}:__keys", *stale[start:start + 1000])
+                pipe.srem(f"{self.prefix}:{table}:__keys", *stale[start:start + 1000])
             pipe.execute()
         return len(stale)
 
@@ -81,13 +83,13 @@ class RedisOnlineStore:
             return 0
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(*(self._key(table, k) for k in keys))
-            pipe.srem(f"fs:{table}:__keys", *keys)
+            pipe.srem(f"{self.prefix}:{table}:__keys", *keys)
             removed, _ = pipe.execute()
         return int(removed)
 
     def delete_older(self, table: str, before_us: int, keep: Sequence[str] = ()) -> int:
         """Remove rows older than `before_us` but the kept keys."""
-        members = sorted(_text(m) for m in self._redis.smembers(f"fs:{table}:__keys"))
+        members = sorted(_text(m) for m in self._redis.smembers(f"{self.prefix}:{table}:__keys"))
         kept = set(keep)
         stale = [key for start in range(0, len(members), 1000)
                  for key, row in zip(members[start:start + 1000], self.read(table, members[start:start + 1000]), strict=True)
