@@ -28,9 +28,28 @@ from .errors import (
     UnknownFeatureError,
     UnknownViewError,
 )
-from .store import FeatureStore
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
+if _TYPE_CHECKING:
+    from .store import FeatureStore
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> _Any:
+    """``FeatureStore`` is imported on first use: the CLI's ``--help`` does not pay for DuckDB,
+    SQLAlchemy and the rest of the store."""
+    if name == "FeatureStore":
+        from .store import FeatureStore
+
+        globals()["FeatureStore"] = FeatureStore
+        return FeatureStore
+    raise AttributeError(f"module 'featurestore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "FeatureStore"})
 
 __all__ = [
     "AuditChainBroken",

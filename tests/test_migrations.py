@@ -98,3 +98,20 @@ def test_store_with_a_postgres_registry(tmp_path: Path, postgres_url: str) -> No
         assert (batch.batch_id, batch.status, batch.rows) == (result.batch_id, "committed", 4)
         assert batch.ingested_at == result.ingested_at
         assert fs.read("profile").num_rows == 4
+
+
+def test_the_head_revision_constant_is_alembics_head(tmp_path: Path) -> None:
+    """Opening a store compares against HEAD_REVISION instead of parsing every migration script."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from featurestore.registry.repository import HEAD_REVISION, migrations_dir
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION, "update HEAD_REVISION with a new migration"
+    registry = Registry(f"sqlite:///{tmp_path / 'r.db'}")
+    assert registry.current_revision() is None
+    registry.upgrade()
+    assert registry.current_revision() == HEAD_REVISION
+    registry.close()

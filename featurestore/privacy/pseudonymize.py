@@ -19,10 +19,8 @@ written as ``"<key id>:<64 hex digits>"`` so every pseudonym names the key that 
 from __future__ import annotations
 
 import base64
-from typing import Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
-import polars as pl
-import polars_hash  # noqa: F401  (registers the .chash namespace used below)
 import pyarrow as pa
 import pyarrow.compute as pc
 from cryptography.exceptions import InvalidTag
@@ -31,12 +29,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from ..errors import KeyManagementError, PolicyViolation
 from .keys import DataKey
 
+if TYPE_CHECKING:
+    import polars as pl  # imported where used: the CLI starts without polars
+
 Column: TypeAlias = "pa.Array | pa.ChunkedArray"
 
 
 def _normalized(expr: pl.Expr, kind: str, country_code: str | None) -> tuple[pl.Expr, pl.Expr | None]:
     """The normalized value and, for phones, whether it is valid E.164 (one definition for
     ingestion and lookups, so the two can never normalize differently)."""
+    import polars as pl
+
     text = expr.cast(pl.Utf8)
     if kind == "none":
         return text, None
@@ -56,12 +59,16 @@ def _normalized(expr: pl.Expr, kind: str, country_code: str | None) -> tuple[pl.
 
 
 def _frame(column: Column) -> pl.DataFrame:
+    import polars as pl
+
     series = pl.from_arrow(pa.chunked_array([column]) if isinstance(column, pa.Array) else column)
     assert isinstance(series, pl.Series)
     return pl.DataFrame({"v": series})
 
 
 def _check_valid(frame: pl.DataFrame, kind: str, country_code: str | None) -> None:
+    import polars as pl
+
     if "ok" in frame.columns and not frame["ok"].all():
         row = int(frame["ok"].not_().arg_true()[0])
         raise PolicyViolation(
@@ -81,6 +88,8 @@ def normalize(column: Column, kind: str, *, country_code: str | None = None) -> 
       anything else (letters, extensions) fails the E.164 check.
       A number that cannot be made E.164 raises PolicyViolation naming its row (never its value).
     """
+    import polars as pl
+
     value, ok = _normalized(pl.col("v"), kind, country_code)
     frame = _frame(column).select(value.alias("v"), *([ok.alias("ok")] if ok is not None else []))
     _check_valid(frame, kind, country_code)
@@ -89,6 +98,8 @@ def normalize(column: Column, kind: str, *, country_code: str | None = None) -> 
 
 def _chash(expr: pl.Expr) -> Any:
     """polars-hash's namespace on an expression (registered at import, unknown to type checkers)."""
+    import polars_hash  # noqa: F401  (registers the .chash namespace)
+
     return cast(Any, expr).chash
 
 
@@ -99,6 +110,8 @@ def hmac_hex(column: Column, key_text: str, *, prefix: str = "") -> pa.ChunkedAr
     >>> hmac_hex(pa.array(["what do ya want for nothing?"]), "Jefe").to_pylist()  # RFC 4231 case 2
     ['5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843']
     """
+    import polars as pl
+
     frame = _frame(column).select(pl.lit(prefix) + _chash(pl.col("v").cast(pl.Utf8)).hmac_sha256(key=key_text))
     return pa.chunked_array([frame.to_series().to_arrow().cast(pa.string())])
 
@@ -124,6 +137,8 @@ def keyed_hash_columns(
     Identifiers repeat (one customer, many rows), so a column whose sample is mostly repeats
     is dictionary-encoded first: each distinct value is hashed once and mapped back.
     """
+    import polars as pl
+
     if key.kind != "hmac":
         raise KeyManagementError(f"key '{key.id}' is not an HMAC key")
     values: dict[str, pa.ChunkedArray] = {}
@@ -202,6 +217,8 @@ def detokenize(token: str, key: DataKey, *, context: str) -> str:
 def generalize(column: Column, rule: dict[str, Any]) -> pa.ChunkedArray | pa.Array:
     """Coarsen values: dates to the first day of their ``month`` or ``year`` (``{to: year}``),
     numbers down to a multiple of ``width``, text to its first ``prefix`` characters."""
+    import polars as pl
+
     if "to" in rule:
         unit = {"month": "month", "year": "year"}[rule["to"]]
         if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):

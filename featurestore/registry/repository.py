@@ -9,11 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -41,6 +37,7 @@ from .models import (
 if TYPE_CHECKING:
     from ..definitions import Entity, FeatureView
     from ..plan import Change
+    from alembic.config import Config
 
 RowT = TypeVar("RowT")
 AuditHasher = Callable[[int, datetime, str], str]
@@ -57,6 +54,10 @@ def migrations_dir() -> Path:
     except ImportError:  # pragma: no cover - only in an unusual source layout
         pass
     return Path(__file__).resolve().parents[2] / "migrations"
+
+
+HEAD_REVISION = "3e8b5f1a2c77"
+"""The newest migration in ``migrations/versions`` (tests/test_migrations.py checks it)."""
 
 
 def _make_engine(url: str) -> Engine:
@@ -122,30 +123,36 @@ class Registry:
     # --- schema revision -------------------------------------------------------------------
 
     def _alembic_config(self) -> Config:
+        from alembic.config import Config  # alembic is imported only to migrate or check
+
         cfg = Config()
         cfg.set_main_option("script_location", str(migrations_dir()))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         return cfg
 
     def head_revision(self) -> str:
-        """The newest revision the code knows."""
-        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
-        assert head is not None, "the migrations folder has no revision"
-        return head
+        """The newest revision the code knows (``HEAD_REVISION``; a test checks it is Alembic's head,
+        so opening a store does not parse every migration script)."""
+        return HEAD_REVISION
 
     def current_revision(self) -> str | None:
         """The revision the registry database is at (None if it was never migrated)."""
         try:
             with self.engine.connect() as conn:
-                return MigrationContext.configure(conn).get_current_revision()
+                if not inspect(conn).has_table("alembic_version"):
+                    return None
+                rows = conn.execute(text("SELECT version_num FROM alembic_version")).fetchall()
         except OperationalError as exc:
             raise ConfigError(f"cannot reach the registry at {self.safe_url()}: {exc.orig}") from exc
+        return str(rows[0][0]) if rows else None
 
     def upgrade(self, revision: str = "head") -> None:
         """Migrate the registry schema up to `revision` (default: the newest)."""
         cfg = self._alembic_config()
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
+            from alembic import command
+
             command.upgrade(cfg, revision)
 
     def check(self) -> None:
@@ -153,6 +160,8 @@ class Registry:
         cfg = self._alembic_config()
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
+            from alembic import command
+
             command.check(cfg)
 
     def ensure_current(self, store_hint: str) -> None:
