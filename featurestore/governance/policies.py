@@ -12,11 +12,13 @@ import yaml
 from ..errors import PolicyError
 from ..policy import Policy, parse_policy
 from ..registry import Registry
+from ..yamlpos import MAX_YAML_BYTES
 from .rules import Approval, PolicySnapshot, Proposal, decide_snapshot
 from .signatures import verify
 
-MAX_POLICY_BYTES = 1 << 20
-"""A policy file larger than this is not read (it is reported, and treated as unreadable)."""
+MAX_POLICY_BYTES = MAX_YAML_BYTES
+"""A policy file larger than this is not read (it is reported, and treated as unreadable): the
+same limit every definitions and policy file has."""
 
 
 def policy_files(folder: Path) -> list[Path]:

@@ -290,12 +290,15 @@ def _lookup_plain(view: ViewServing, rows: Sequence[Mapping[str, Any]], read: Ca
     except KeyError:
         row_number, bad = next((i, e) for i, e in enumerate(rows) if name not in e)
         raise missing_key(row_number, bad, name, view.ref) from None
-    want = str if form.dtype == "string" else int
-    if any(type(v) is not want for v in raw if v is not None) or (want is int and any(
-            not KEY_RANGES[form.dtype][0] <= v <= KEY_RANGES[form.dtype][1] for v in raw if v is not None)):
-        for row_number, v in enumerate(raw):
+    lo, hi = KEY_RANGES.get(form.dtype, (0, 0))
+    if form.dtype == "string":
+        wrong = any(v is not None and type(v) is not str for v in raw)
+    else:
+        wrong = any(v is not None and (type(v) is not int or not lo <= v <= hi) for v in raw)
+    if wrong:  # one pass over the batch
+        for row_number, v in enumerate(raw):  # only on a bad batch: find and name the first bad row
             check_key(v, form, row_number, view.ref)
-    keys = [None if v is None else v if want is str else str(v) for v in raw]
+    keys = [None if v is None else v if type(v) is str else str(v) for v in raw]
     present = [k for k in keys if k is not None]
     found = dict(zip(present, read(view.table, present), strict=True)) if present else {}
     ttl_us = view.ttl_us
