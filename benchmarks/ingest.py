@@ -10,6 +10,10 @@ for both and the ratio (store time / plain time; the goal is <= 1.5).
 Then the same with two identifier columns (a distinct email and phone number per row, the worst
 case for hashing) under an approved policy that stores them as HMAC-SHA256 pseudonyms after
 normalization; the plain insert writes the raw values. Goal: at least 1M rows/s.
+
+Last, a schema change that adds a feature: `apply` carries v1's rows into v2 (plus its records
+and the registry), against a plain `INSERT INTO v2 SELECT ..., NULL FROM v1` in the same kind of
+file. Goal: within 1.5x. `--only carry` runs just that part.
 """
 
 from __future__ import annotations
@@ -55,11 +59,7 @@ FEATURES = {**{f"f{i}": "float64" for i in range(6)}, "f6": "int64", "f7": "int6
 def time_plain(table: pa.Table, folder: Path) -> float:
     path = folder / "plain.duckdb"
     con = duckdb.connect(str(path))
-    cols = ", ".join(
-        f"{f.name} {'BIGINT' if pa.types.is_integer(f.type) else 'DOUBLE' if pa.types.is_floating(f.type) else 'TIMESTAMPTZ' if pa.types.is_timestamp(f.type) else 'VARCHAR'}"
-        for f in table.schema
-    )
-    con.execute(f"CREATE TABLE t ({cols})")
+    con.execute(f"CREATE TABLE t ({_column_types(table)})")
     con.register("incoming", table)
     started = time.perf_counter()
     con.execute("BEGIN TRANSACTION")
@@ -138,11 +138,50 @@ def time_store_hashed(table: pa.Table, folder: Path) -> float:
     return elapsed
 
 
-def medians(table: pa.Table, store_run: Callable[[pa.Table, Path], float], repeat: int) -> tuple[float, float]:
-    """Median seconds of the plain insert and of `store_run`, alternating, each in a fresh folder."""
+def _column_types(table: pa.Table) -> str:
+    return ", ".join(
+        f"{f.name} {'BIGINT' if pa.types.is_integer(f.type) else 'DOUBLE' if pa.types.is_floating(f.type) else 'TIMESTAMPTZ' if pa.types.is_timestamp(f.type) else 'VARCHAR'}"
+        for f in table.schema
+    )
+
+
+def time_plain_carry(table: pa.Table, folder: Path) -> float:
+    con = duckdb.connect(str(folder / "plain.duckdb"))
+    con.execute(f"CREATE TABLE v1 ({_column_types(table)}, _ingested_at TIMESTAMPTZ, _batch_id BIGINT)")
+    con.register("incoming", table)
+    con.execute("INSERT INTO v1 SELECT *, now(), 1 FROM incoming")
+    con.execute("CHECKPOINT")
+    started = time.perf_counter()
+    con.execute("BEGIN TRANSACTION")
+    con.execute(f"CREATE TABLE v2 ({_column_types(table)}, tenure_days BIGINT, _ingested_at TIMESTAMPTZ, _batch_id BIGINT)")
+    names = ", ".join(table.column_names)
+    con.execute(f"INSERT INTO v2 SELECT {names}, NULL, _ingested_at, _batch_id FROM v1")
+    con.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    con.close()
+    return elapsed
+
+
+def time_store_carry(table: pa.Table, folder: Path) -> float:
+    store = FeatureStore.init(folder / "store")
+    entity = Entity(name="entity", join_keys={"entity_id": "int64"})
+    store.apply([entity, FeatureView(name="bench", entity="entity", features=FEATURES)])
+    store.ingest("bench", table)
+    started = time.perf_counter()
+    [change] = store.apply([entity, FeatureView(name="bench", entity="entity", features={**FEATURES, "tenure_days": "int64"})]).changes
+    elapsed = time.perf_counter() - started
+    assert change.carry_from == 1
+    assert store.read("bench", features=["tenure_days"]).num_rows == table.num_rows
+    store.close()
+    return elapsed
+
+
+def medians(table: pa.Table, store_run: Callable[[pa.Table, Path], float], repeat: int,
+            plain_run: Callable[[pa.Table, Path], float] = time_plain) -> tuple[float, float]:
+    """Median seconds of the plain run and of `store_run`, alternating, each in a fresh folder."""
     plain, ours = [], []
     for _ in range(repeat):
-        for run, times in ((time_plain, plain), (store_run, ours)):
+        for run, times in ((plain_run, plain), (store_run, ours)):
             with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
                 times.append(run(table, Path(tmp)))
     return statistics.median(plain), statistics.median(ours)
@@ -152,9 +191,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", choices=["carry"], help="run one part only")
     args = parser.parse_args()
     table = make_table(args.rows)
     print(f"{args.rows:,} rows x {table.num_columns} columns, {table.nbytes / 2**20:,.0f} MiB in Arrow; {args.repeat} runs each")
+    if args.only != "carry":
+        ingestion(table, args.rows, args.repeat)
+    p, o = medians(table, time_store_carry, args.repeat, time_plain_carry)
+    print("schema change adding one feature, v1's rows carried into v2:")
+    print(f"  plain DuckDB INSERT INTO v2 SELECT ... FROM v1 : {p:6.2f} s (median)")
+    print(f"  apply (carry forward)                          : {o:6.2f} s (median)")
+    print(f"  ratio store/plain                              : {o / p:6.2f}  (goal <= 1.5)")
+
+
+def ingestion(table: pa.Table, rows: int, repeat: int) -> None:
+    """The ingestion rows of the report: plain, then with two hashed identifier columns."""
+    args = argparse.Namespace(rows=rows, repeat=repeat)
     p, o = medians(table, time_store, args.repeat)
     print(f"plain DuckDB INSERT ... SELECT : {p:6.2f} s  {args.rows / p / 1e6:6.2f} M rows/s (median)")
     print(f"FeatureStore.ingest            : {o:6.2f} s  {args.rows / o / 1e6:6.2f} M rows/s (median)")

@@ -9,7 +9,8 @@ from datetime import datetime
 from .context import StoreContext
 from .definitions import Definitions, Entity, FeatureRef, FeatureView, load_definitions, parse_view_ref
 from .errors import ConfigError, UnknownFeatureError, UnknownViewError, did_you_mean
-from .governance import check_definitions
+from .governance import MAINTAIN, check_definitions
+from .offline.duckdb_store import Carry
 from .plan import Plan, RegisteredView, compute_plan
 from .registry.models import FeatureViewRow, FeatureViewVersionRow
 
@@ -95,9 +96,12 @@ class Catalog:
             row.name: Entity(name=row.name, join_keys=row.join_keys, description=row.description)
             for row in registry.entities()
         }
+        latest = self.list_views()
+        changing = {v.name for v in defs.views} & {vv.view.name for vv in latest}
+        rows = self.ctx.offline.row_counts(vv.table for vv in latest if vv.view.name in changing)
         registered_views = {
-            vv.view.name: RegisteredView(vv.view, vv.version, vv.join_keys, vv.view.schema_hash(vv.join_keys))
-            for vv in self.list_views()
+            vv.view.name: RegisteredView(vv.view, vv.version, vv.join_keys, vv.view.schema_hash(vv.join_keys), rows.get(vv.table, 0))
+            for vv in latest
         }
         plan = compute_plan(
             defs.entities, defs.views, registered_entities=registered_entities,
@@ -120,6 +124,7 @@ class Catalog:
         keys = {v.name: self._entity_keys(v.entity, entities) for v in defs.views
                 if any(c.name == v.name and c.kind in ("create_view", "new_version", "update_view") for c in plan.changes)}
         tables: dict[str, str] = {}
+        carried: dict[str, tuple[ViewVersion, int]] = {}
         # Tables first: a table without a registry row is an orphan that the next apply
         # replaces; a registry row without its table could not be ingested into.
         for change in plan.changes:
@@ -127,13 +132,30 @@ class Catalog:
                 view = views[change.name]
                 assert change.version is not None
                 table = tables[view.name] = table_name(view.name, change.version)
-                self.ctx.offline.create_table(
-                    table, {**keys[view.name], view.timestamp_field: "timestamp", **{f.name: f.dtype for f in view.features}}
+                carry = None
+                if change.carry_from is not None:
+                    old = self.get_view(f"{view.name}@v{change.carry_from}")
+                    carry = self._carry(old, view)
+                rows = self.ctx.offline.create_table(
+                    table, {**keys[view.name], view.timestamp_field: "timestamp", **{f.name: f.dtype for f in view.features}},
+                    carry,
                 )
+                if change.carry_from is not None:
+                    carried[view.name] = (old, rows)
         self.ctx.registry.apply_changes(plan.changes, entities, views, keys, tables, self.ctx.now())
-        self.ctx.audit.append(self.ctx.actor, "apply", ", ".join(c.name for c in plan.changes),
-                              details={"changes": [str(c) for c in plan.changes]})
+        self.ctx.audit.append(self.ctx.actor, "apply", ", ".join(c.name for c in plan.changes), details={
+            "changes": [str(c) for c in plan.changes],
+            **({"carried_rows": {f"{old.view.name}@v{old.version}": n for old, n in carried.values()}} if carried else {})})
         return plan
+
+    def _carry(self, old: ViewVersion, new: FeatureView) -> Carry:
+        """The copy that starts `new` with `old`'s rows: keys and event time as they are, each
+        feature `old` has, null for the rest; none past retention (decided under a maintain grant)."""
+        grant = self.ctx.access.grant(self.ctx.access.snapshot(), old, old.view.feature_names, None, (MAINTAIN,))
+        columns: dict[str, str | None] = {k: k for k in old.join_keys}
+        columns[new.timestamp_field] = old.view.timestamp_field
+        columns.update({f.name: f.name if f.name in old.view.feature_names else None for f in new.features})
+        return Carry(old.table, columns, old.view.timestamp_field, grant.cutoff("offline"))
 
     def _entity_keys(self, name: str, pending: dict[str, Entity]) -> dict[str, str]:
         if name in pending:

@@ -29,7 +29,7 @@ from .yamlpos import YamlSyntaxError, YList, YMap, check_keys, load_yaml, read_y
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}\Z")
 """The one pattern for entity, view, feature, key and training-set names: a letter, then up to 99
-letters, digits or _ (``\Z``, not ``$``: a trailing newline is not part of a name)."""
+letters, digits or _ (``\\Z``, not ``$``: a trailing newline is not part of a name)."""
 _TTL_RE = re.compile(r"^(\d+)\s*([smhdw])$")
 _ISO_RE = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
 _TTL_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -25,17 +25,20 @@ class RegisteredView:
     version: int
     join_keys: Mapping[str, str]
     schema_hash: str
+    rows: int = 0
+    """Rows its offline table holds (what a schema change could carry forward)."""
 
 
 @dataclass(frozen=True)
 class Change:
     """One change `apply` makes. `kind` is one of: create_entity, update_entity, create_view,
-    new_version, update_view."""
+    new_version, update_view. A new version with `carry_from` starts with that version's rows."""
 
     kind: str
     name: str
     detail: str
     version: int | None = None
+    carry_from: int | None = None
 
     def __str__(self) -> str:
         mark = {"create_entity": "+", "create_view": "+", "new_version": "+"}.get(self.kind, "~")
@@ -79,6 +82,47 @@ def _schema_diff(old: FeatureView, old_keys: Mapping[str, str], new: FeatureView
     return parts
 
 
+def carries_forward(old: FeatureView, old_keys: Mapping[str, str], new: FeatureView, new_keys: Mapping[str, str]) -> str | None:
+    """None if a schema change can carry the old version's rows forward (features only added or
+    removed: the new columns are null for the old rows), else why it cannot.
+
+    >>> from featurestore.definitions import FeatureView
+    >>> a = FeatureView(name="p", entity="c", features={"age": "int64"})
+    >>> carries_forward(a, {"id": "string"}, FeatureView(name="p", entity="c", features={"age": "int64", "x": "bool"}), {"id": "string"}) is None
+    True
+    >>> carries_forward(a, {"id": "string"}, FeatureView(name="p", entity="c", features={"age": "string"}), {"id": "string"})
+    'a type change (age int64 -> string)'
+    """
+    old_f = {f.name: f.dtype for f in old.features}
+    retyped = [f"{n} {old_f[n]} -> {f.dtype}" for f in new.features if (n := f.name) in old_f and old_f[n] != f.dtype]
+    if retyped:
+        return f"a type change ({', '.join(retyped)})"
+    if old.timestamp_field != new.timestamp_field:
+        return f"a new event time column ({old.timestamp_field} -> {new.timestamp_field})"
+    if dict(old_keys) != dict(new_keys) or old.entity != new.entity:
+        return "a change of entity or join keys"
+    return None
+
+
+def _new_version_detail(old: RegisteredView, view: FeatureView, keys: Mapping[str, str], version: int) -> tuple[str, bool]:
+    """The plan's line for a schema change, and whether it carries the old rows forward."""
+    diff = "; ".join(_schema_diff(old.view, old.join_keys, view, keys))
+    head = f"feature view '{view.name}': schema change ({diff}) makes v{version}"
+    pinned = f"v{old.version} and older stay readable by pinned refs like '{view.name}@v{old.version}:...'"
+    blocker = carries_forward(old.view, old.join_keys, view, keys)
+    if blocker is None:
+        if not old.rows:
+            return f"{head}; {pinned}", True
+        added = [f.name for f in view.features if f.name not in old.view.feature_names]
+        nulls = f"; {', '.join(added)} {'is' if len(added) == 1 else 'are'} null for them" if added else ""
+        return f"{head}; v{version} starts with v{old.version}'s {old.rows:,} rows{nulls}; {pinned}", True
+    if not old.rows:
+        return f"{head}; {pinned}", False
+    return (f"{head}, which starts empty: {blocker} cannot carry v{old.version}'s {old.rows:,} rows forward. Backfill "
+            f"by ingesting the history again into v{version} (`featurestore ingest {view.name} FILE`, or "
+            f"store.ingest('{view.name}', ...)); {pinned}"), False
+
+
 def _metadata_diff(old: FeatureView, new: FeatureView) -> list[str]:
     parts: list[str] = []
     if old.ttl != new.ttl:
@@ -109,8 +153,9 @@ def compute_plan(
     """Compare definitions with what is registered; raise DefinitionError for what cannot apply.
 
     A view's schema change (keys, event-time column, feature names or types) makes a new
-    version; a change of TTL, owner, tags or descriptions updates the latest version in place.
-    An entity's join keys never change once registered. Nothing is ever deleted by apply.
+    version, which starts with the old version's rows when only features were added or removed
+    (`carry_from`); a change of TTL, owner, tags or descriptions updates the latest version in
+    place. An entity's join keys never change once registered. Nothing is ever deleted by apply.
     """
     plan = Plan()
     problems: list[Problem] = []
@@ -151,14 +196,10 @@ def compute_plan(
         if old_reg is None:
             plan.changes.append(Change("create_view", view.name, f"create feature view '{view.name}' v1 (features: {feats})", 1))
         elif old_reg.schema_hash != new_hash:
-            diff = "; ".join(_schema_diff(old_reg.view, old_reg.join_keys, view, entity.join_keys))
             new_version = old_reg.version + 1
-            plan.changes.append(Change(
-                "new_version", view.name,
-                f"feature view '{view.name}': schema change ({diff}) makes v{new_version}; "
-                f"v{old_reg.version} and older stay readable by pinned refs like '{view.name}@v{old_reg.version}:...'",
-                new_version,
-            ))
+            detail, carry = _new_version_detail(old_reg, view, entity.join_keys, new_version)
+            plan.changes.append(Change("new_version", view.name, detail, new_version,
+                                       old_reg.version if carry else None))
         else:
             meta = _metadata_diff(old_reg.view, view)
             if meta:

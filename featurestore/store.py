@@ -182,8 +182,11 @@ class FeatureStore:
 
     def apply(self, definitions: DefinitionsLike = None) -> Plan:
         """Register entities and feature views (a schema change makes a new version; nothing is deleted);
-        in closed mode a view no approved policy governs is refused, naming the policy file to write."""
-        return self._catalog.apply(definitions)
+        in closed mode a view no approved policy governs is refused, naming the policy file to write.
+        A version that only adds or removes features starts with the old version's rows, offline and online."""
+        plan = self._catalog.apply(definitions)
+        self._online.carry_forward(plan)
+        return plan
 
     def list_entities(self) -> list[Entity]:
         """Every registered entity."""

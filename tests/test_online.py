@@ -74,7 +74,7 @@ def test_materialize_and_read_with_statuses(store: FeatureStore, clock: SetClock
     assert single.to_dict() == {"qty": [7], "price": [10.5], "seen": [T0 - timedelta(hours=1)],
                                 "qty__status": ["present"], "price__status": ["present"], "seen__status": ["present"]}
     with pytest.raises(NotFoundError, match=r"stock@v2 is not materialized: run `featurestore materialize stock@v2`"):
-        store.apply([ITEM, FeatureView(name="stock", entity="item", ttl="1d", features={"qty": "int64"})])
+        store.apply([ITEM, FeatureView(name="stock", entity="item", ttl="1d", features={"qty": "float64"})])  # not carried
         store.get_online_features({"item_id": 1}, ["stock:qty"])
 
 

@@ -37,7 +37,9 @@ def test_schema_change_makes_v2_and_v1_stays_readable(store: FeatureStore) -> No
     assert change.kind == "new_version" and change.version == 2
     assert str(change) == (
         "+ feature view 'profile': schema change (adds tenure int64; removes country; retypes score "
-        "float64 -> float32) makes v2; v1 and older stay readable by pinned refs like 'profile@v1:...'"
+        "float64 -> float32) makes v2, which starts empty: a type change (score float64 -> float32) cannot carry v1's 2 rows "
+        "forward. Backfill by ingesting the history again into v2 (`featurestore ingest profile FILE`, or "
+        "store.ingest('profile', ...)); v1 and older stay readable by pinned refs like 'profile@v1:...'"
     )
     assert [vv.version for vv in store.view_versions("profile")] == [1, 2]
     assert store.get_view("profile").version == 2

@@ -22,7 +22,7 @@ import pyarrow as pa
 from ..catalog import Catalog, online_table
 from ..context import StoreContext
 from ..errors import PolicyViolation
-from ..offline.duckdb_store import quote
+from ..offline.duckdb_store import TREATED_TABLE, quote
 from ..policy import Policy
 from ..policy.model import ColumnRule
 from .rules import PolicySnapshot
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
     from ..training_sets import TrainingSets
 
 TREATING = ("keyed_hash", "tokenize", "generalize")
-TREATED_TABLE = "_fs_treated_columns"
-"""Offline record of (table, column, policy SHA-256) rewritten in place, in the rewrite's
-transaction: a rerun after a crash never treats a value twice."""
 
 
 def _has_record(con: duckdb.DuckDBPyConnection) -> bool:

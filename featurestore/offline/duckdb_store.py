@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 from ..types import duckdb_type
 
 BATCHES_TABLE = "_fs_batches"
+CARRIED_TABLE = "_fs_carried"
+"""Offline record of the view-version tables that started with an older version's rows (written
+in the copy's transaction): such a table holds rows of batches recorded under the older table."""
+TREATED_TABLE = "_fs_treated_columns"
+"""Offline record of (table, column, policy SHA-256) rewritten in place by ``approve
+--treat-existing``, in the rewrite's transaction: a rerun after a crash never treats a value twice."""
 COMPACT_SUFFIX = ".compacting"
 """The new file is written beside the old one under this suffix, then renamed over it."""
 
@@ -47,6 +53,20 @@ class Compaction:
     bytes_before: int
     bytes_after: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class Carry:
+    """The rows a new view version's table starts with: every row of `source` (an older version
+    of the view) with an event time at or after `since` (retention), its own ingestion time and
+    batch id kept, each new column from the source column `columns` names (None: null)."""
+
+    source: str
+    columns: dict[str, str | None]
+    timestamp_field: str
+    since: datetime | None = None
+
+
 _PID_RE = re.compile(r"PID (\d+)")
 
 
@@ -230,26 +250,61 @@ class OfflineStore:
 
     # --- schema -----------------------------------------------------------------------------
 
-    def create_table(self, table: str, columns: dict[str, str]) -> None:
-        """Create a view version's table: its columns (definition types) plus bookkeeping. An
-        empty table of that name (an orphan of an apply that did not finish) is replaced; one that
-        holds rows or committed batches never is (StoreDamaged: the registry lost track of it)."""
+    def create_table(self, table: str, columns: dict[str, str], carry: Carry | None = None) -> int:
+        """Create a view version's table: its columns (definition types) plus bookkeeping, and
+        with `carry` fill it with an older version's rows in the same transaction (returns how
+        many). An orphan of an apply that did not finish (a table without committed batches,
+        empty or holding only carried rows) is replaced; one that holds rows the registry lost
+        track of never is (StoreDamaged)."""
         cols = [f"{quote(n)} {duckdb_type(t)} " for n, t in columns.items()]
         cols += ["_ingested_at TIMESTAMPTZ NOT NULL", "_batch_id BIGINT NOT NULL"]
         with self.connect(read_only=False) as con:
+            con.execute(f"CREATE TABLE IF NOT EXISTS {CARRIED_TABLE} (table_name VARCHAR PRIMARY KEY, "
+                        "source_table VARCHAR NOT NULL, row_count BIGINT NOT NULL, carried_at TIMESTAMPTZ NOT NULL)")
             exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
                                  [table]).fetchall()[0][0]
-            if exists:
-                [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(table)}").fetchall()
-                [(batches,)] = con.execute(f"SELECT count(*) FROM {BATCHES_TABLE} WHERE table_name = ?", [table]).fetchall()
-                if rows or batches:
-                    raise StoreDamaged(
-                        f"the offline store {self.path or 'in memory'} already holds {rows:,} rows in {batches} committed "
-                        f"batches of {table}, a view version the registry does not know: the registry was probably lost or "
-                        "restored from an older backup. Nothing was changed. Run `featurestore db recover` to register it "
-                        "again from the offline store, or put back the registry that belongs to this file.")
-                con.execute(f"DROP TABLE {quote(table)}")
-            con.execute(f"CREATE TABLE {quote(table)} ({', '.join(cols)})")
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if exists:
+                    self._drop_orphan(con, table)
+                con.execute(f"CREATE TABLE {quote(table)} ({', '.join(cols)})")
+                carried = 0 if carry is None else self._carry(con, table, carry)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return carried
+
+    def _drop_orphan(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
+        [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(table)}").fetchall()
+        [(batches,)] = con.execute(f"SELECT count(*) FROM {BATCHES_TABLE} WHERE table_name = ?", [table]).fetchall()
+        [(carried,)] = con.execute(f"SELECT count(*) FROM {CARRIED_TABLE} WHERE table_name = ?", [table]).fetchall()
+        if batches or (rows and not carried):
+            raise StoreDamaged(
+                f"the offline store {self.path or 'in memory'} already holds {rows:,} rows in {batches} committed "
+                f"batches of {table}, a view version the registry does not know: the registry was probably lost or "
+                "restored from an older backup. Nothing was changed. Run `featurestore db recover` to register it "
+                "again from the offline store, or put back the registry that belongs to this file.")
+        con.execute(f"DELETE FROM {CARRIED_TABLE} WHERE table_name = ?", [table])
+        con.execute(f"DROP TABLE {quote(table)}")
+
+    @staticmethod
+    def _carry(con: duckdb.DuckDBPyConnection, table: str, carry: Carry) -> int:
+        select = ", ".join("NULL" if source is None else quote(source) for source in carry.columns.values())
+        where, params = "", []
+        if carry.since is not None:
+            where, params = f" WHERE {quote(carry.timestamp_field)} >= ?", [carry.since]
+        # One scan in storage (row id) order, which the insert keeps: in-batch ties break the same way.
+        con.execute(f"INSERT INTO {quote(table)} SELECT {select}, _ingested_at, _batch_id FROM {quote(carry.source)}{where}",
+                    params)
+        [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(table)}").fetchall()
+        con.execute(f"INSERT INTO {CARRIED_TABLE} VALUES (?, ?, ?, now())", [table, carry.source, int(rows)])
+        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [TREATED_TABLE]).fetchall()[0][0]:
+            kept = [c for c in carry.columns.values() if c is not None]
+            if kept:
+                con.execute(f"INSERT INTO {TREATED_TABLE} SELECT ?, column_name, policy_sha256, treated_at FROM {TREATED_TABLE} "
+                            f"WHERE table_name = ? AND column_name IN ({', '.join('?' * len(kept))})", [table, carry.source, *kept])
+        return int(rows)
 
     @contextmanager
     def try_connect(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
@@ -374,6 +429,15 @@ class OfflineStore:
                 "WHERE table_schema = 'main' AND table_name LIKE 'fv\\_%' ESCAPE '\\' ORDER BY table_name, ordinal_position").fetchall():
             tables.setdefault(str(table), {})[str(column)] = str(dtype)
         return tables
+
+    def row_counts(self, tables: Iterable[str]) -> dict[str, int]:
+        """How many rows each of these tables holds (0 for one the file lacks)."""
+        wanted = list(tables)
+        if not wanted:
+            return {}
+        with self.connect(read_only=True) as con:
+            present = set(self.tables_on(con))
+            return {t: int(con.execute(f"SELECT count(*) FROM {quote(t)}").fetchall()[0][0]) if t in present else 0 for t in wanted}
 
     def count_older(self, table: str, timestamp_field: str, cutoff: datetime) -> int:
         """How many rows of a table have an event time before `cutoff`."""

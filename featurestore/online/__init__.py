@@ -38,6 +38,11 @@ class OnlineStore(Protocol):
     def sample_keys(self, table: str, n: int, seed: int) -> list[str]:
         """Up to n entity keys of a table, a reproducible sample."""
 
+    def copy_table(self, source: str, target: str, columns: dict[str, str | None], generation: int) -> int:
+        """Copy every row of `source` into `target` (created by ensure_table), stamped with
+        `generation`: each target feature from the source feature `columns` names (None: null).
+        Returns how many rows."""
+
     def prune(self, table: str, generation: int) -> int:
         """Remove rows written before `generation` (after a full rebuild); return how many."""
 

@@ -65,6 +65,19 @@ class SQLiteOnlineStore:
             raise
         return len(rows)
 
+    def copy_table(self, source: str, target: str, columns: dict[str, str | None], generation: int) -> int:
+        values = ", ".join("NULL" if c is None else _quote(c) for c in columns.values())
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            count: int = con.execute(f"INSERT OR REPLACE INTO {_quote(target)} SELECT k, _e, ?, {values} FROM {_quote(source)}",
+                                     (generation,)).rowcount
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return count
+
     def read(self, table: str, keys: Sequence[str]) -> list[Row | None]:
         con = self._con()
         if len(keys) == 1:

@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from . import Row
+from . import VALUES_AT, Row
 
 
 def _text(value: bytes | str) -> str:
@@ -52,6 +52,19 @@ class RedisOnlineStore:
             if keys:
                 pipe.sadd(f"{self.prefix}:{table}:__keys", *keys)
             pipe.execute()
+        return count
+
+    def copy_table(self, source: str, target: str, columns: dict[str, str | None], generation: int) -> int:
+        stored = self._redis.get(f"{self.prefix}:{source}:__features")
+        names: list[str] = json.loads(stored) if stored is not None else []
+        at = [None if c is None else names.index(c) for c in columns.values()]
+        members = sorted(_text(m) for m in self._redis.smembers(f"{self.prefix}:{source}:__keys"))
+        count = 0
+        for start in range(0, len(members), 1000):
+            part = members[start:start + 1000]
+            rows = [(key, row[1], *(None if i is None else row[VALUES_AT + i] for i in at))
+                    for key, row in zip(part, self.read(source, part), strict=True) if row is not None]
+            count += self.write(target, rows, generation)
         return count
 
     def read(self, table: str, keys: Sequence[str]) -> list[Row | None]:

@@ -16,6 +16,7 @@ from ..context import Progress, StoreContext
 from ..errors import FeatureStoreError, NotFoundError
 from ..governance import WRITE, Grant
 from ..historical import Historical
+from ..plan import Plan
 from ..offline.duckdb_store import BATCHES_TABLE
 from ..privacy.keys import DataKey
 from ..privacy.pseudonymize import token_context, tokenize
@@ -111,9 +112,11 @@ class OnlineService:
             self.store.ensure_table(table, list(features))
             state = ctx.registry.materialization(vv.view.name, vv.version)
             rebuild = full or state is None or end < state.end
+            # A version's table can hold rows carried from older versions, recorded under their tables.
+            tables = [o.table for o in self.catalog.view_versions(vv.view.name) if o.version <= vv.version]
             with ctx.offline.connect(read_only=True) as con:  # writers wait: a consistent snapshot
-                [(last_batch,)] = con.execute(f"SELECT coalesce(max(batch_id), 0) FROM {BATCHES_TABLE} WHERE table_name = ?",
-                                              [vv.table]).fetchall()
+                [(last_batch,)] = con.execute(f"SELECT coalesce(max(batch_id), 0) FROM {BATCHES_TABLE} WHERE table_name IN "
+                                              f"({', '.join('?' * len(tables))})", tables).fetchall()
                 generation = (state.generation if state is not None else 0) + 1
                 sql = latest_rows_sql(
                     vv.table, list(vv.join_keys), vv.view.timestamp_field, features,
@@ -134,6 +137,28 @@ class OnlineService:
             self._plans.clear()
             results.append(MaterializeResult(vv.view.name, vv.version, count, rebuild, end, dropped[0]))
         return results
+
+    def carry_forward(self, plan: Plan) -> None:
+        """Start each new version that `apply` carried forward with the old version's online rows
+        and watermark, so its old features serve the same values before and after it is materialized.
+        The copies are generation 0: a later full rebuild prunes any it does not write again."""
+        ctx = self.ctx
+        for change in plan.changes:
+            if change.carry_from is None or change.version is None:
+                continue
+            old = self.catalog.get_view(f"{change.name}@v{change.carry_from}")
+            state = ctx.registry.materialization(old.view.name, old.version)
+            if state is None:
+                continue
+            new = self.catalog.get_view(f"{change.name}@v{change.version}")
+            table = online_table(new)
+            self.store.ensure_table(table, new.view.feature_names)
+            columns = {f: f if f in old.view.feature_names else None for f in new.view.feature_names}
+            count = self.store.copy_table(online_table(old), table, columns, 0)
+            ctx.registry.set_materialization(new.view.name, new.version, last_batch_id=state.last_batch_id, end=state.end,
+                                             entities=count, generation=0, updated_at=ctx.now())
+            ctx.audit.append(ctx.actor, "materialize", new.ref, details={"entities": count, "carried_from": old.ref})
+            self._plans.clear()
 
     def _without_erased(self, chunks: Iterator[list[Row]], grant: Grant, erased: set[str], dropped: list[int]) -> Iterator[list[Row]]:
         subjects = Subjects(self.ctx.keys, self.ctx.treatments)
