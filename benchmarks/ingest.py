@@ -111,7 +111,10 @@ def with_identifiers(table: pa.Table, rows_per_person: int = 1) -> pa.Table:
     people = pc.divide(pa.array(range(table.num_rows), pa.int64()), rows_per_person)
     numbers = pc.cast(pc.multiply(people, 7919), pa.string())  # scattered, not sorted
     emails = pc.binary_join_element_wise(" User.", numbers, "@Example.com ", "")
-    phones = pc.binary_join_element_wise("+44 7", pc.utf8_lpad(numbers, 9, "0"), "")
+    person = np.arange(table.num_rows, dtype=np.int64) // rows_per_person
+    areas = np.array(["212", "415", "646", "718"])[person % 4]  # valid US numbers: area code, then 2000000-9999999
+    lines = (2_000_000 + (person * 7919) % 8_000_000).astype(str)
+    phones = pa.array(np.char.add(np.char.add("+1 ", areas), np.char.add(" ", lines)), pa.string())
     return table.drop_columns(["f8", "f9"]).append_column("email", emails).append_column("phone", phones)
 
 

@@ -218,7 +218,7 @@ def test_a_token_opens_only_through_the_view_it_was_made_for(tmp_path: Path) -> 
 def test_bad_phone_number_refuses_the_batch_without_storing_the_value(approved: Path) -> None:
     with open_store(approved) as fs:
         data = people(["c1", "c2"]).set_column(3, "phone", pa.array(["020 7946 0000", "12"]))
-        with pytest.raises(PolicyViolation, match="row 1: a phone number that cannot be written in E.164"):
+        with pytest.raises(PolicyViolation, match="row 1: not a valid phone number"):
             fs.ingest("person", data)
         [batch] = fs.list_batches()
         assert batch.status == "aborted"
@@ -350,7 +350,7 @@ def test_no_raw_identifier_or_master_key_bytes_anywhere_in_the_store(tmp_path: P
         ids = [f"zq{n:05d}xk" for n in range(300)]
         data = people(ids)
         data = data.set_column(2, "email", pa.array([f"marker.{i}@rare-domain-zzq.example" for i in ids]))
-        data = data.set_column(3, "phone", pa.array([f"+44 7700 9{n:05d}" for n in range(300)]))
+        data = data.set_column(3, "phone", pa.array([f"+44 7400 1{n:05d}" for n in range(300)]))
         fs.ingest("person", data)
         spine = pa.table({"customer_id": ids[:10], "event_timestamp": pa.array([datetime(2025, 7, 1, tzinfo=UTC)] * 10, TS)})
         saved = fs.create_training_set("t", spine, ["person:spend", "person:email"], purpose="fraud_detection")
@@ -364,7 +364,7 @@ def test_no_raw_identifier_or_master_key_bytes_anywhere_in_the_store(tmp_path: P
         *(i.encode() for i in sample_ids),
         *(f"marker.{i}@rare-domain-zzq.example".encode() for i in sample_ids),
         b"rare-domain-zzq",
-        *(f"+4477009{n:05d}".encode() for n in (0, 150, 299)),
+        *(f"+4474001{n:05d}".encode() for n in (0, 150, 299)),
         *(f"7700 9{n:05d}".encode() for n in (0, 150, 299)),
         b"GB29NWBK",
         TEST_MASTER_KEY,

@@ -60,11 +60,11 @@ def test_email_and_phone_normalization() -> None:
     emails = pa.array(["  Ann.Lee@Example.COM", "ann.lee@example.com ", None])
     assert normalize(emails, "email").to_pylist() == ["ann.lee@example.com", "ann.lee@example.com", None]
     phones = pa.array(["+44 20 7946 0958", "0044 (20) 7946-0958", "020 7946 0958", "+1.212.555.0100"])
-    assert normalize(phones, "phone", country_code="44").to_pylist() == ["+442079460958"] * 3 + ["+12125550100"]
-    with pytest.raises(PolicyViolation, match=r"row 1: a phone number that cannot be written in E\.164.*set country_code"):
+    assert normalize(phones, "phone", region="GB").to_pylist() == ["+442079460958"] * 3 + ["+12125550100"]
+    with pytest.raises(PolicyViolation, match=r"row 1: not a valid phone number; set region \(e\.g\. region: GB\)"):
         normalize(pa.array(["+44 20 7946 0958", "020 7946 0958"]), "phone")
-    with pytest.raises(PolicyViolation, match="row 0: a phone number") as info:
-        normalize(pa.array(["12"]), "phone", country_code="44")
+    with pytest.raises(PolicyViolation, match=r"row 0: not a valid phone number \(numbers without a country code are read in region GB\)") as info:
+        normalize(pa.array(["12"]), "phone", region="GB")
     assert "12" not in str(info.value).replace("row 0", ""), "the message never carries the value"
     assert normalize(pa.array([12, 7]), "none").to_pylist() == ["12", "7"]
 
@@ -181,5 +181,49 @@ def test_repeated_identifiers_are_hashed_once_with_the_same_result() -> None:
             for v in repeated.to_pylist()]
     assert fast == slow
     phones = pa.array(["+44 20 7946 0958"] * 20_000 + ["bad"] + ["+44 20 7946 0958"] * 5)
-    with pytest.raises(PolicyViolation, match="row 20000: a phone number"):
+    with pytest.raises(PolicyViolation, match="row 20000: not a valid phone number"):
         keyed_hash(phones, key, normalize="phone")
+
+
+ONE_NUMBER = {  # the spellings of one US and one UK number; with country_code "1" (region US)
+    "+14155550001": ["1-415-555-0001", "(415) 555-0001", "+1 415 555 0001", "415.555.0001"],
+    "+442079460958": ["+44 (0)20 7946 0958", "011 44 20 7946 0958", "+44 20 7946 0958", "+4402079460958"],
+}
+
+
+@pytest.mark.parametrize("e164", sorted(ONE_NUMBER))
+def test_every_spelling_of_one_number_gets_one_pseudonym_at_ingestion_and_lookup(e164: str) -> None:
+    from featurestore.online.serving import KeyForm
+    from featurestore.privacy.phones import region_of
+
+    region = region_of(None, "1")
+    assert region == "US"
+    spellings = ONE_NUMBER[e164]
+    assert normalize(pa.array(spellings), "phone", region=region).to_pylist() == [e164] * len(spellings)
+    key = DataKey("hmac-1", "hmac", os.urandom(32), NOW)
+    stored = set(keyed_hash(pa.array(spellings), key, normalize="phone", region=region).to_pylist())
+    assert len(stored) == 1, "one person, one pseudonym, however the number was written"
+    form = KeyForm("phone", "keyed_hash", normalize="phone", region=region, hmac_keys=(("hmac-1", key.hmac_text.encode()),))
+    assert {form.forms(s)[0] for s in spellings} == stored, "an online lookup computes the pseudonym ingestion stored"
+
+
+@pytest.mark.parametrize("value", ["555-0001", "+1 415 555 000", "+999 1234567", "tel: nope", "+44 20 7946 09581234", "0"])
+def test_a_number_libphonenumber_does_not_call_valid_is_refused_by_row_never_quoted(value: str) -> None:
+    from featurestore.online.serving import normalize_one
+
+    with pytest.raises(PolicyViolation, match=r"^row 2: not a valid phone number") as info:
+        normalize(pa.array(["+1 415 555 0001", None, value]), "phone", region="US")
+    assert value not in str(info.value)
+    assert normalize_one(value, "phone", "US") is None, "a lookup of it finds nothing instead of a wrong pseudonym"
+
+
+def test_the_international_prefix_is_the_one_of_the_region() -> None:
+    assert normalize(pa.array(["0044 20 7946 0958", "00 1 415 555 0001"]), "phone", region="GB").to_pylist() == [
+        "+442079460958", "+14155550001"]
+    with pytest.raises(PolicyViolation, match="row 0: not a valid phone number"):  # from the US, 00 dials nowhere
+        normalize(pa.array(["0044 20 7946 0958"]), "phone", region="US")
+
+
+def test_an_extension_stays_part_of_the_number() -> None:
+    got = normalize(pa.array(["+1 415 555 0001 ext. 12", "+1 415 555 0001 x12", "+1 415 555 0001 ext 13"]), "phone").to_pylist()
+    assert got == ["+14155550001;ext=12", "+14155550001;ext=12", "+14155550001;ext=13"]

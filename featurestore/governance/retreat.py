@@ -54,8 +54,8 @@ class Untreated:
 
 
 def _same(a: ColumnRule | None, b: ColumnRule) -> bool:
-    return a is not None and (a.treatment, a.normalize, a.country_code, a.generalize) == (
-        b.treatment, b.normalize, b.country_code, b.generalize)
+    return a is not None and (a.treatment, a.normalize, a.region, a.generalize) == (
+        b.treatment, b.normalize, b.region, b.generalize)
 
 
 def untreated(ctx: StoreContext, catalog: Catalog, policy: Policy, snapshot: PolicySnapshot) -> list[Untreated]:

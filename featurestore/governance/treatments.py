@@ -57,13 +57,13 @@ class Treatments:
                 continue
             column = table.column(index)
             if rule.treatment == "keyed_hash":
-                to_hash[name] = (column, rule.normalize, rule.country_code)
+                to_hash[name] = (column, rule.normalize, rule.region)
                 continue
             if rule.treatment == "generalize":
                 assert rule.generalize is not None
                 result = generalize(column, rule.generalize)
             else:
-                result = tokenize(normalize(column, rule.normalize, country_code=rule.country_code),
+                result = tokenize(normalize(column, rule.normalize, region=rule.region),
                                   self.keys.current("siv"),
                                   context=token_context(policy.id, view, rule_of.get(name, name)))
             table = table.set_column(index, name, result)
@@ -80,8 +80,8 @@ class Treatments:
             return [raw]
         if rule.treatment == "keyed_hash":
             keys = self.keys.keys("hmac") or [self.keys.current("hmac")]
-            return [keyed_hash(raw, k, normalize=rule.normalize, country_code=rule.country_code) for k in keys]
-        normalized = normalize(raw, rule.normalize, country_code=rule.country_code)
+            return [keyed_hash(raw, k, normalize=rule.normalize, region=rule.region) for k in keys]
+        normalized = normalize(raw, rule.normalize, region=rule.region)
         keys = self.keys.keys("siv") or [self.keys.current("siv")]
         assert policy is not None
         return [pa.chunked_array([tokenize(normalized, k, context=token_context(policy.id, view, key))]) for k in keys]

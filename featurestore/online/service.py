@@ -212,7 +212,7 @@ class OnlineService:
                     context = token_context(policy.id, vv.view.name, key)
                     tokenizers = tuple(_tokenizer(k, context) for k in (keys.keys("siv") or [keys.current("siv")]))
                 key_forms.append(KeyForm(key, treatment, vv.join_keys[key], rule.normalize if rule else "none",
-                                         rule.country_code if rule else None, hmac_keys, tokenizers))
+                                         rule.region if rule else None, hmac_keys, tokenizers))
             views.append(ViewServing(
                 grant=part.grant, ref=vv.ref, table=online_table(vv), keys=tuple(key_forms),
                 positions=tuple(VALUES_AT + stored.index(f) for f in part.grant.features), outputs=tuple(part.outputs),

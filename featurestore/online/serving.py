@@ -6,16 +6,16 @@ every key id, for pseudonymized keys) and the policy decision. Plans are cached 
 when older than :data:`PLAN_TTL_SECONDS`, so a revoked approval or a new key takes effect within
 that time.
 
-Single raw keys are normalized here in plain Python, by the same rules as the polars
-implementation used at ingestion (:mod:`featurestore.privacy.pseudonymize`); a differential test
-keeps the two equal.
+Phone keys go through the one phone function ingestion uses (:mod:`featurestore.privacy.phones`).
+Text and e-mail keys are normalized here in plain Python, by the same rules as the polars
+implementation used at ingestion (:mod:`featurestore.privacy.pseudonymize`), which it falls back
+to for non-ASCII text; a differential test keeps the two equal.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -35,40 +35,31 @@ PRESENT, MISSING, EXPIRED = "present", "missing", "expired"
 # Rust's char::is_whitespace (Unicode White_Space), which polars' strip_chars() uses; Python's
 # str.strip() would also strip U+001C..U+001F.
 _WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-_SEPARATORS = str.maketrans("", "", " -.()/+")
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def normalize_one(value: Any, kind: str, country_code: str | None) -> str | None:
+def normalize_one(value: Any, kind: str, region: str | None) -> str | None:
     """One raw identifier, normalized exactly as ingestion does (None: cannot be normalized).
 
-    >>> normalize_one(" Ann@Example.COM ", "email", None), normalize_one("020 7946 0958", "phone", "44")
+    >>> normalize_one(" Ann@Example.COM ", "email", None), normalize_one("020 7946 0958", "phone", "GB")
     ('ann@example.com', '+442079460958')
     """
     text = value if isinstance(value, str) else str(value)
     if kind == "none":
         return text
-    trimmed = text.strip(_WHITESPACE)
-    if kind in ("text", "email"):
-        if trimmed.isascii():
-            return trimmed.lower()
-        # Non-ASCII case mapping (final sigma, dotted I) differs between Python and Polars: take
-        # the column implementation itself, so a key hashes the same online as at ingestion.
-        from ..privacy.pseudonymize import normalize
+    if kind == "phone":
+        from ..privacy.phones import normalize_phone
 
-        result: str | None = normalize(pa.array([text]), kind).to_pylist()[0]
-        return result
-    digits = trimmed.translate(_SEPARATORS)
-    if trimmed.startswith("00"):
-        digits = digits[2:]
-    if trimmed.startswith("+") or trimmed.startswith("00"):
-        result = "+" + digits
-    elif country_code:
-        result = f"+{country_code}" + (digits[1:] if digits.startswith("0") else digits)
-    else:
-        return None
-    return result if _E164.fullmatch(result) else None
+        return normalize_phone(text, region)
+    trimmed = text.strip(_WHITESPACE)
+    if trimmed.isascii():
+        return trimmed.lower()
+    # Non-ASCII case mapping (final sigma, dotted I) differs between Python and Polars: take
+    # the column implementation itself, so a key hashes the same online as at ingestion.
+    from ..privacy.pseudonymize import normalize
+
+    result: str | None = normalize(pa.array([text]), kind).to_pylist()[0]
+    return result
 
 
 KEY_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
@@ -167,7 +158,8 @@ class KeyForm:
     dtype: str = "string"
     """The join key's declared type: a value of another type is refused, never silently missed."""
     normalize: str = "none"
-    country_code: str | None = None
+    region: str | None = None
+    """Where a phone number without a country code is read (phone keys only)."""
     hmac_keys: tuple[tuple[str, bytes], ...] = ()
     """(key id, HMAC key bytes), newest last."""
     tokenizers: tuple[Callable[[str], str], ...] = ()
@@ -177,7 +169,7 @@ class KeyForm:
             return []
         if self.treatment is None:
             return [raw if isinstance(raw, str) else str(raw)]
-        normalized = normalize_one(raw, self.normalize, self.country_code)
+        normalized = normalize_one(raw, self.normalize, self.region)
         if normalized is None:
             return []
         if self.treatment == "keyed_hash":

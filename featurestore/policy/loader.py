@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PolicyError, Problem, did_you_mean
+from ..privacy.phones import known_country_code, known_region, region_of
 from ..yamlpos import Report, YamlSyntaxError, YList, YMap, check_keys, load_yaml, read_yaml_text
 from .model import (
     ACCESS, KINDS, LEGAL_BASES, NORMALIZERS, RETENTION_STORES, TREATMENTS, Budget, ColumnRule, ContributionBounds,
@@ -33,7 +34,7 @@ TOP_KEYS = ("api_version", "id", "version", "title", "owner", "legal_basis", "ef
             "scope", "classification", "treatments", "purposes", "retention", "erasure", "differential_privacy")
 REQUIRED = ("id", "version", "owner", "legal_basis", "effective_from", "review_by", "scope", "classification",
             "treatments", "purposes")
-COLUMN_KEYS = ("kind", "treatment", "normalize", "country_code", "generalize", "category")
+COLUMN_KEYS = ("kind", "treatment", "normalize", "region", "country_code", "generalize", "category")
 PURPOSE_KEYS = ("access", "sensitive_attributes")
 RETENTION_KEYS = RETENTION_STORES
 ERASURE_KEYS = ("subject_key", "sla")
@@ -227,8 +228,18 @@ def _classification(doc: YMap, treatments: dict[str, str], at: Report) -> tuple[
         if normalize not in NORMALIZERS:
             at(entry.value_pos("normalize"), f"unknown normalization '{normalize}'." + did_you_mean(str(normalize), NORMALIZERS))
         country = entry.get("country_code")
-        if country is not None and not re.fullmatch(r"[1-9][0-9]{0,2}", str(country)):
-            at(entry.value_pos("country_code"), "country_code is the calling code without +, e.g. \"49\"")
+        region = entry.get("region")
+        if country is not None and not (re.fullmatch(r"[1-9][0-9]{0,2}", str(country)) and known_country_code(str(country))):
+            at(entry.value_pos("country_code"), f"country_code {str(country)[:8]!r} is not a calling code: write it without +, "
+               "e.g. \"49\" (or name the region instead: region: DE)")
+            country = None
+        if region is not None and not (isinstance(region, str) and re.fullmatch(r"[A-Za-z]{2}", region) and known_region(region)):
+            at(entry.value_pos("region"), f"region {str(region)[:8]!r} is not a region libphonenumber knows: use an ISO 3166 "
+               "code, e.g. GB, US or DE")
+            region = None
+        if (country is not None or region is not None) and normalize != "phone":
+            at(entry.value_pos("region" if region is not None else "country_code"),
+               f"column '{name}' names a phone region but its normalize is {normalize}: add normalize: phone or remove it")
         rule = entry.get("generalize")
         if treatment == "generalize":
             if not _valid_generalize(rule):
@@ -241,6 +252,7 @@ def _classification(doc: YMap, treatments: dict[str, str], at: Report) -> tuple[
         columns[name] = ColumnRule(
             name=name, kind=str(kind), treatment=str(treatment), normalize=str(normalize),
             country_code=str(country) if country is not None else None,
+            region=region_of(str(region) if region is not None else None, str(country) if country is not None else None),
             generalize=dict(rule) if isinstance(rule, dict) else None,
             category=str(entry["category"]) if entry.get("category") else None,
         )

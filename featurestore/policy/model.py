@@ -47,6 +47,10 @@ class ColumnRule:
     treatment: str
     normalize: str = "none"
     country_code: str | None = None
+    """As the policy file wrote it (``"44"``); `region` is what normalization uses."""
+    region: str | None = None
+    """Where phone numbers written without a country code are read (ISO 3166 alpha-2, e.g. ``GB``):
+    the file's ``region``, else the main region of its ``country_code``."""
     generalize: dict[str, Any] | None = None
     category: str | None = None
 

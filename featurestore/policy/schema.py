@@ -39,6 +39,7 @@ def policy_json_schema() -> dict[str, Any]:
                     "kind": {"enum": list(KINDS)},
                     "treatment": {"enum": list(TREATMENTS)},
                     "normalize": {"enum": list(NORMALIZERS)},
+                    "region": {"type": "string", "pattern": "^[A-Za-z]{2}$"},
                     "country_code": {"type": ["string", "integer"]},
                     "generalize": _GENERALIZE,
                     "category": {"type": "string"},

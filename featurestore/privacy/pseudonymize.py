@@ -8,8 +8,8 @@ written as ``"<key id>:<64 hex digits>"`` so every pseudonym names the key that 
 >>> import pyarrow as pa
 >>> normalize(pa.array(["  Ann.Lee@Example.COM "]), "email").to_pylist()
 ['ann.lee@example.com']
->>> normalize(pa.array(["0151 234-5678", "+49 (151) 2345678", "0049 151 2345678"]), "phone", country_code="49").to_pylist()
-['+491512345678', '+491512345678', '+491512345678']
+>>> normalize(pa.array(["030 1234567", "+49 (30) 1234567", "0049 30 1234567"]), "phone", region="DE").to_pylist()
+['+49301234567', '+49301234567', '+49301234567']
 >>> generalize(pa.array([12, 37, None]), {"width": 10}).to_pylist()
 [10, 30, None]
 >>> generalize(pa.array(["75011", "10115"]), {"prefix": 2}).to_pylist()
@@ -35,27 +35,16 @@ if TYPE_CHECKING:
 Column: TypeAlias = "pa.Array | pa.ChunkedArray"
 
 
-def _normalized(expr: pl.Expr, kind: str, country_code: str | None) -> tuple[pl.Expr, pl.Expr | None]:
-    """The normalized value and, for phones, whether it is valid E.164 (one definition for
-    ingestion and lookups, so the two can never normalize differently)."""
+def _normalized(expr: pl.Expr, kind: str) -> pl.Expr:
+    """The normalized text of ``none``, ``text`` and ``email`` values (phones: :mod:`.phones`)."""
     import polars as pl
 
     text = expr.cast(pl.Utf8)
     if kind == "none":
-        return text, None
-    trimmed = text.str.strip_chars()
+        return text
     if kind in ("text", "email"):
-        return trimmed.str.to_lowercase(), None
-    if kind != "phone":
-        raise ValueError(f"unknown normalization {kind!r}")
-    digits = trimmed
-    for separator in (" ", "-", ".", "(", ")", "/", "+"):  # literal removals: far cheaper than a regex
-        digits = digits.str.replace_all(separator, "", literal=True)
-    digits = pl.when(trimmed.str.starts_with("00")).then(digits.str.slice(2)).otherwise(digits)
-    international = trimmed.str.starts_with("+") | trimmed.str.starts_with("00")
-    national = pl.lit(f"+{country_code}") + digits.str.replace(r"^0", "") if country_code else pl.lit(None, pl.Utf8)
-    result = pl.when(international).then(pl.lit("+") + digits).otherwise(national)
-    return result, result.str.contains(r"^\+[1-9][0-9]{6,14}$").fill_null(False) | text.is_null()
+        return text.str.strip_chars().str.to_lowercase()
+    raise ValueError(f"unknown normalization {kind!r}")
 
 
 def _frame(column: Column) -> pl.DataFrame:
@@ -66,33 +55,29 @@ def _frame(column: Column) -> pl.DataFrame:
     return pl.DataFrame({"v": series})
 
 
-def _check_valid(frame: pl.DataFrame, kind: str, country_code: str | None) -> None:
-    import polars as pl
-
-    if "ok" in frame.columns and not frame["ok"].all():
-        row = int(frame["ok"].not_().arg_true()[0])
-        raise PolicyViolation(
-            f"row {row}: a phone number that cannot be written in E.164 (+ country code and 7-15 digits)"
-            + ("" if country_code else "; set country_code in the policy for numbers written without one")
-        )
-
-
-def normalize(column: Column, kind: str, *, country_code: str | None = None) -> pa.ChunkedArray:
+def normalize(column: Column, kind: str, *, region: str | None = None) -> pa.ChunkedArray:
     """Normalize identifiers so the same person always gives the same input to the hash.
 
     - ``none``: as given (numbers become their decimal text);
     - ``text``: trimmed and lower-cased;
     - ``email``: trimmed and lower-cased;
-    - ``phone``: E.164 (``+`` and digits): spaces, dashes, dots, slashes and brackets removed, a
-      ``00`` prefix read as ``+``, a national number (leading ``0``) given `country_code`;
-      anything else (letters, extensions) fails the E.164 check.
-      A number that cannot be made E.164 raises PolicyViolation naming its row (never its value).
+    - ``phone``: E.164 by libphonenumber's rules (:func:`.phones.normalize_phone`), numbers
+      without a country code read in `region`. A value that is not a valid number raises
+      PolicyViolation naming its row (never its value).
     """
+    if kind == "phone":
+        from .phones import normalize_phones
+
+        values, bad = normalize_phones(column, region)
+        if bad is not None:
+            raise PolicyViolation(
+                f"row {bad}: not a valid phone number"
+                + (f" (numbers without a country code are read in region {region})" if region else
+                   "; set region (e.g. region: GB) in the policy for numbers written without a country code"))
+        return values
     import polars as pl
 
-    value, ok = _normalized(pl.col("v"), kind, country_code)
-    frame = _frame(column).select(value.alias("v"), *([ok.alias("ok")] if ok is not None else []))
-    _check_valid(frame, kind, country_code)
+    frame = _frame(column).select(_normalized(pl.col("v"), kind).alias("v"))
     return pa.chunked_array([frame["v"].to_arrow().cast(pa.string())])
 
 
@@ -122,16 +107,16 @@ to half the output): collisions stay negligible (about 1e-21 at a billion identi
 stored column is half as wide."""
 
 
-def keyed_hash(column: Column, key: DataKey, *, normalize: str = "none", country_code: str | None = None) -> pa.ChunkedArray:
+def keyed_hash(column: Column, key: DataKey, *, normalize: str = "none", region: str | None = None) -> pa.ChunkedArray:
     """Normalize, then HMAC-SHA256 under `key`, as ``"<key id>:<first 128 bits in hex>"``;
     nulls stay null. One native pass over the column."""
-    return keyed_hash_columns({"v": (column, normalize, country_code)}, key)["v"]
+    return keyed_hash_columns({"v": (column, normalize, region)}, key)["v"]
 
 
 def keyed_hash_columns(
     columns: dict[str, tuple[Column, str, str | None]], key: DataKey
 ) -> dict[str, pa.ChunkedArray]:
-    """:func:`keyed_hash` for several columns at once, (column, normalization, country code)
+    """:func:`keyed_hash` for several columns at once, (column, normalization, phone region)
     by name: one native pass, in parallel across columns of equal length.
 
     Identifiers repeat (one customer, many rows), so a column whose sample is mostly repeats
@@ -143,7 +128,10 @@ def keyed_hash_columns(
         raise KeyManagementError(f"key '{key.id}' is not an HMAC key")
     values: dict[str, pa.ChunkedArray] = {}
     indices: dict[str, pa.Array] = {}
-    for name, (column, _, _) in columns.items():
+    kinds = {name: kind for name, (_, kind, _) in columns.items()}
+    for name, (column, kind, region) in columns.items():
+        if kind == "phone":  # parsed by libphonenumber first (each distinct value once), then hashed as text
+            column, kinds[name] = normalize(column, "phone", region=region), "none"
         chunked = pa.chunked_array([column]) if isinstance(column, pa.Array) else column
         if len(chunked) >= 20_000 and pc.count_distinct(chunked.slice(0, 10_000)).as_py() < 5_000:
             encoded = pc.dictionary_encode(chunked).combine_chunks()
@@ -158,18 +146,10 @@ def keyed_hash_columns(
         frame = pl.DataFrame({name: pl.from_arrow(values[name]) for name in names})
         exprs: list[pl.Expr] = []
         for name in names:
-            value, ok = _normalized(pl.col(name), columns[name][1], columns[name][2])
-            digest = _chash(value).hmac_sha256(key=key.hmac_text).str.slice(0, PSEUDONYM_HEX_DIGITS)
+            digest = _chash(_normalized(pl.col(name), kinds[name])).hmac_sha256(key=key.hmac_text).str.slice(0, PSEUDONYM_HEX_DIGITS)
             exprs.append((pl.lit(f"{key.id}:") + digest).alias(name))
-            if ok is not None:
-                exprs.append(ok.alias(f"{name}__ok"))
         result = frame.select(exprs)
         for name in names:
-            if f"{name}__ok" in result.columns:
-                ok_column = result.select(pl.col(f"{name}__ok").alias("ok"))
-                if name in indices:  # report the row of the data, not of the distinct values
-                    ok_column = pl.DataFrame({"ok": pl.from_arrow(pc.take(ok_column["ok"].to_arrow(), indices[name]))}).fill_null(True)
-                _check_valid(ok_column, columns[name][1], columns[name][2])
             hashed[name] = pa.chunked_array([result[name].to_arrow()])
     return {name: pc.take(h, indices[name]) if name in indices else h for name, h in hashed.items()}
 

@@ -81,21 +81,21 @@ class Subjects:
     def hashes(self, policy: Policy | None, vv: ViewVersion, raw: pa.ChunkedArray) -> list[pa.ChunkedArray]:
         """Subject hashes of a raw key column as the view normalizes it, one column per HMAC key id."""
         rule = policy.rule(subject_key(vv)) if policy is not None else None
-        return self._hashes(raw, rule.normalize if rule is not None else "none", rule.country_code if rule is not None else None)
+        return self._hashes(raw, rule.normalize if rule is not None else "none", rule.region if rule is not None else None)
 
-    def _hashes(self, raw: pa.ChunkedArray, normalize: str, country: str | None) -> list[pa.ChunkedArray]:
+    def _hashes(self, raw: pa.ChunkedArray, normalize: str, region: str | None) -> list[pa.ChunkedArray]:
         text = raw.cast(pa.string()) if raw.type != pa.string() else raw
         result = []
         for key in self.keys.keys("hmac") or [self.keys.current("hmac")]:
-            pseudonyms = keyed_hash(text, key, normalize=normalize, country_code=country)
+            pseudonyms = keyed_hash(text, key, normalize=normalize, region=region)
             result.append(pa.chunked_array([pa.array([None if p is None else subject_hash(p) for p in pseudonyms.to_pylist()],
                                                      pa.string())]))
         return result
 
     def entity_hashes(self, views: Sequence[tuple[Policy | None, ViewVersion]], raw_ids: Sequence[str]) -> list[str]:
         """Every subject hash of these raw ids that any view of the entity, present or future,
-        could compute: under every HMAC key id and every normalization (phones with the country
-        codes the policies name); a normalization an id does not fit is skipped."""
+        could compute: under every HMAC key id and every normalization (phones with the regions
+        the policies name); a normalization an id does not fit is skipped."""
         return list(dict.fromkeys(h for per_id in self.entity_hashes_by_id(views, raw_ids) for h in per_id))
 
     def entity_hashes_by_id(self, views: Sequence[tuple[Policy | None, ViewVersion]], raw_ids: Sequence[str]) -> list[list[str]]:
@@ -107,11 +107,11 @@ class Subjects:
         for policy, vv in views:
             rule = policy.rule(subject_key(vv)) if policy is not None else None
             if rule is not None:
-                forms.add((rule.normalize, rule.country_code))
+                forms.add((rule.normalize, rule.region))
         found: list[list[str]] = [[] for _ in raw_ids]
-        for normalize, country in sorted(forms, key=lambda f: (f[0], f[1] or "")):
+        for normalize, region in sorted(forms, key=lambda f: (f[0], f[1] or "")):
             try:
-                columns = self._hashes(raw, normalize, country)
+                columns = self._hashes(raw, normalize, region)
             except PolicyViolation:  # e.g. an id that is not a phone number
                 continue
             for column in columns:
