@@ -10,6 +10,7 @@
 """
 
 from .definitions import Entity, Feature, FeatureView
+from .services import FeatureService
 from .errors import (
     AuditChainBroken,
     ConfigError,
@@ -58,6 +59,7 @@ __all__ = [
     "Entity",
     "Feature",
     "FeatureStore",
+    "FeatureService",
     "FeatureStoreError",
     "FeatureView",
     "IngestionError",

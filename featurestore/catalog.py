@@ -13,8 +13,9 @@ from .governance import MAINTAIN, check_definitions
 from .offline.duckdb_store import Carry
 from .plan import Plan, RegisteredView, compute_plan
 from .registry.models import FeatureViewRow, FeatureViewVersionRow
+from .services import SERVICE_PREFIX, FeatureService, parse_service_ref
 
-DefinitionsLike = Definitions | Iterable[Entity | FeatureView] | None
+DefinitionsLike = Definitions | Iterable[Entity | FeatureView | FeatureService] | None
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,22 @@ class ResolvedFeature:
     version: int
     feature: str
     dtype: str
+    service: str | None = None
+    """The feature service (``name@vN``) the reference came from, if any."""
+
+
+@dataclass(frozen=True)
+class ServiceVersion:
+    """One registered version of a feature service."""
+
+    service: FeatureService
+    version: int
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        """``name@vN``."""
+        return f"{self.service.name}@v{self.version}"
 
 
 def table_name(view: str, version: int) -> str:
@@ -84,8 +101,10 @@ class Catalog:
                 defs.entities.append(obj)
             elif isinstance(obj, FeatureView):
                 defs.views.append(obj)
+            elif isinstance(obj, FeatureService):
+                defs.services.append(obj)
             else:
-                raise TypeError(f"apply takes Entity and FeatureView objects, not {type(obj).__name__}")
+                raise TypeError(f"apply takes Entity, FeatureView and FeatureService objects, not {type(obj).__name__}")
         return defs
 
     def plan(self, definitions: DefinitionsLike = None) -> Plan:
@@ -103,9 +122,13 @@ class Catalog:
             vv.view.name: RegisteredView(vv.view, vv.version, vv.join_keys, vv.view.schema_hash(vv.join_keys), rows.get(vv.table, 0))
             for vv in latest
         }
+        services = self.list_services()
         plan = compute_plan(
             defs.entities, defs.views, registered_entities=registered_entities,
-            registered_views=registered_views, entity_positions=defs.entity_positions,
+            registered_views=registered_views, entity_positions=defs.entity_positions, services=defs.services,
+            registered_services={s.service.name: (s.service, s.version) for s in services},
+            registered_features={(r.view_name, r.version): [f["name"] for f in r.definition["features"]]
+                                 for r in registry.view_versions()},
         )
         known = {**registered_entities, **{e.name: e for e in defs.entities}}
         check_definitions(self.ctx.access.snapshot(), [
@@ -142,7 +165,8 @@ class Catalog:
                 )
                 if change.carry_from is not None:
                     carried[view.name] = (old, rows)
-        self.ctx.registry.apply_changes(plan.changes, entities, views, keys, tables, self.ctx.now())
+        self.ctx.registry.apply_changes(plan.changes, entities, views, keys, tables, self.ctx.now(),
+                                        {s.name: s for s in defs.services})
         self.ctx.audit.append(self.ctx.actor, "apply", ", ".join(c.name for c in plan.changes), details={
             "changes": [str(c) for c in plan.changes],
             **({"carried_rows": {f"{old.view.name}@v{old.version}": n for old, n in carried.values()}} if carried else {})})
@@ -198,14 +222,49 @@ class Catalog:
             raise UnknownViewError(f"unknown feature view '{name}'." + hint)
         return row
 
-    def resolve_features(self, refs: Sequence[str]) -> list[ResolvedFeature]:
-        """Resolve ``"view:feature"``, ``"view@v2:feature"`` and ``"view:*"`` references.
+    def list_services(self) -> list[ServiceVersion]:
+        """The latest version of every feature service, by name."""
+        latest: dict[str, ServiceVersion] = {}
+        for row in self.ctx.registry.services():
+            latest[row.name] = ServiceVersion(FeatureService.from_dict(row.definition), row.version, row.created_at)
+        return list(latest.values())
+
+    def get_service(self, ref: str) -> ServiceVersion:
+        """A feature service version: ``"name"`` / ``"service:name"`` (latest) or ``"...@v2"``."""
+        parsed = parse_service_ref(ref if ref.startswith(SERVICE_PREFIX) else SERVICE_PREFIX + ref)
+        assert parsed is not None
+        name, version = parsed
+        rows = self.ctx.registry.services(name)
+        if not rows:
+            names = sorted({r.name for r in self.ctx.registry.services()})
+            raise UnknownFeatureError(f"unknown feature service '{name}'." + (did_you_mean(name, names) or
+                                      " Define it under feature_services: in features/ and run `featurestore apply`."))
+        row = rows[-1] if version is None else next((r for r in rows if r.version == version), None)
+        if row is None:
+            raise UnknownFeatureError(f"feature service '{name}' has no version v{version}; it has v1 to v{rows[-1].version}")
+        return ServiceVersion(FeatureService.from_dict(row.definition), row.version, row.created_at)
+
+    def expand_services(self, refs: Sequence[str] | str) -> list[tuple[str, str | None]]:
+        """Each reference with the service it came from (``"name@vN"``, or None): a
+        ``"service:..."`` entry becomes its service's references."""
+        expanded: list[tuple[str, str | None]] = []
+        for text in [refs] if isinstance(refs, str) else refs:
+            if isinstance(text, str) and parse_service_ref(text) is not None:
+                sv = self.get_service(text)
+                expanded += [(r, sv.ref) for r in sv.service.features]
+            else:
+                expanded.append((text, None))
+        return expanded
+
+    def resolve_features(self, refs: Sequence[str] | str) -> list[ResolvedFeature]:
+        """Resolve ``"view:feature"``, ``"view@v2:feature"``, ``"view:*"`` and
+        ``"service:name"`` references (a service stands for its list).
 
         A feature missing from the latest version but present in an older one gets an error
         that names the version to pin, so a dropped or renamed feature never breaks silently.
         """
         resolved: list[ResolvedFeature] = []
-        for text in refs:
+        for text, service in self.expand_services(refs):
             ref = FeatureRef.parse(text)
             vv = self.get_view(f"{ref.view}@v{ref.version}" if ref.version is not None else ref.view)
             names = vv.view.feature_names if ref.feature == "*" else [ref.feature]
@@ -213,7 +272,7 @@ class Catalog:
                 if name not in vv.view.feature_names:
                     raise UnknownFeatureError(self.missing_feature_message(vv, name, pinned=ref.version is not None))
                 dtype = vv.view.feature(name).dtype
-                resolved.append(ResolvedFeature(f"{vv.view.name}@v{vv.version}:{name}", vv.view.name, vv.version, name, dtype))
+                resolved.append(ResolvedFeature(f"{vv.view.name}@v{vv.version}:{name}", vv.view.name, vv.version, name, dtype, service))
         return resolved
 
     def check_features(self, vv: ViewVersion, names: Sequence[str], *, pinned: bool) -> None:

@@ -30,6 +30,7 @@ COMMAND_METHODS: dict[str, str] = {
     "apply": "apply",
     "ingest": "ingest",
     "views": "list_views",
+    "services": "list_feature_services",
     "versions": "view_versions",
     "batches": "list_batches",
     "get-historical": "get_historical_features",
@@ -260,6 +261,17 @@ def views(store: StoreOpt = Path(".")) -> None:
                 ", ".join(f"{f.name}:{f.dtype}" for f in vv.view.features),
                 str(vv.view.ttl or "-"), vv.view.owner or "-",
             )
+        out.print(table)
+
+
+@app.command()
+def services(store: StoreOpt = Path(".")) -> None:
+    """List feature services (latest versions) with the features each names and resolves to now."""
+    with _open(store) as fs:
+        table = Table("service", "version", "features", "resolves to", "owner")
+        for sv in fs.list_feature_services():
+            resolved = ", ".join(r.ref for r in fs.resolve_features([f"service:{sv.ref}"]))
+            table.add_row(sv.service.name, f"v{sv.version}", ", ".join(sv.service.features), resolved, sv.service.owner or "-")
         out.print(table)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from .errors import DefinitionError, Problem, UnknownFeatureError, did_you_mean
 from .types import KEY_TYPE_NAMES, TYPE_NAMES
+from .services import FeatureService, service_from_yaml
 from .yamlpos import YamlSyntaxError, YList, YMap, check_keys, load_yaml, read_yaml_text
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}\Z")
@@ -334,6 +335,7 @@ class Definitions:
     views: list[FeatureView] = field(default_factory=list)
     entity_positions: dict[str, Problem] = field(default_factory=dict)
     """Where each view names its entity, to point at an unknown entity in its file."""
+    services: list[FeatureService] = field(default_factory=list)
 
 
 def load_definitions(paths: Iterable[Path]) -> Definitions:
@@ -365,14 +367,15 @@ def _load_file(path: Path, defs: Definitions, problems: list[Problem]) -> None:
     if doc is None:
         return
     if not isinstance(doc, YMap):
-        problems.append(Problem("expected a mapping with 'entities:' and/or 'feature_views:'", fname, 1, 1))
+        problems.append(Problem("expected a mapping with 'entities:', 'feature_views:' and/or 'feature_services:'", fname, 1, 1))
         return
 
     def at(pos: tuple[int, int], message: str) -> None:
         problems.append(Problem(message, fname, pos[0], pos[1]))
 
-    check_keys(doc, ("entities", "feature_views"), lambda k: f"unknown section '{k}'.", at)
-    for section, loader in (("entities", _entity_from_yaml), ("feature_views", _view_from_yaml)):
+    check_keys(doc, ("entities", "feature_views", "feature_services"), lambda k: f"unknown section '{k}'.", at)
+    for section, loader in (("entities", _entity_from_yaml), ("feature_views", _view_from_yaml),
+                            ("feature_services", lambda item, d, at_, _f: service_from_yaml(item, d.services, at_))):
         items = doc.get(section)
         if items is None:
             continue
@@ -481,7 +484,8 @@ def _view_from_yaml(item: YMap, defs: Definitions, at: Any, fname: str) -> None:
 
 
 def _check_names_unique(defs: Definitions, problems: list[Problem]) -> None:
-    for kind, names in (("entity", [e.name for e in defs.entities]), ("feature view", [v.name for v in defs.views])):
+    for kind, names in (("entity", [e.name for e in defs.entities]), ("feature view", [v.name for v in defs.views]),
+                        ("feature service", [s.name for s in defs.services])):
         dupes = sorted({n for n in names if names.count(n) > 1})
         for n in dupes:
             problems.append(Problem(f"{kind} '{n}' is defined more than once"))

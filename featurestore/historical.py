@@ -84,7 +84,7 @@ class Historical:
             groups[(view, version)].outputs.append(out)
         return list(groups.values())
 
-    def requests(self, features: Sequence[str], entity_columns: list[str], full_names: bool) -> list[PartRequest]:
+    def requests(self, features: Sequence[str] | str, entity_columns: list[str], full_names: bool) -> list[PartRequest]:
         """Resolve feature references into one request per view version."""
         return self.group(output_names(self.catalog.resolve_features(features), entity_columns, full_names))
 
@@ -108,7 +108,7 @@ class Historical:
         self.ctx.audit.append(self.ctx.actor, "read", vv.ref, purpose=purpose, details={"features": names, "rows": table.num_rows})
         return table
 
-    def get_historical_features(self, entity_df: Any, features: Sequence[str], *, as_of: datetime | None = None,
+    def get_historical_features(self, entity_df: Any, features: Sequence[str] | str, *, as_of: datetime | None = None,
                                 known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
                                 full_feature_names: bool = False, purpose: str | None = None) -> pa.Table:
         """Point-in-time correct feature values for each row of `entity_df`."""

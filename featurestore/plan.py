@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .definitions import Entity, FeatureView, format_ttl
+from .definitions import Entity, FeatureRef, FeatureView, format_ttl
 from .errors import DefinitionError, Problem, did_you_mean
+from .services import FeatureService
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class RegisteredView:
 @dataclass(frozen=True)
 class Change:
     """One change `apply` makes. `kind` is one of: create_entity, update_entity, create_view,
-    new_version, update_view. A new version with `carry_from` starts with that version's rows."""
+    new_version, update_view, create_service, new_service_version, update_service. A new view
+    version with `carry_from` starts with that version's rows."""
 
     kind: str
     name: str
@@ -41,7 +43,8 @@ class Change:
     carry_from: int | None = None
 
     def __str__(self) -> str:
-        mark = {"create_entity": "+", "create_view": "+", "new_version": "+"}.get(self.kind, "~")
+        mark = {"create_entity": "+", "create_view": "+", "new_version": "+", "create_service": "+",
+                "new_service_version": "+"}.get(self.kind, "~")
         return f"{mark} {self.detail}"
 
 
@@ -149,6 +152,9 @@ def compute_plan(
     registered_entities: Mapping[str, Entity],
     registered_views: Mapping[str, RegisteredView],
     entity_positions: Mapping[str, Problem] | None = None,
+    services: Sequence[FeatureService] = (),
+    registered_services: Mapping[str, tuple[FeatureService, int]] | None = None,
+    registered_features: Mapping[tuple[str, int], Sequence[str]] | None = None,
 ) -> Plan:
     """Compare definitions with what is registered; raise DefinitionError for what cannot apply.
 
@@ -206,6 +212,54 @@ def compute_plan(
                 plan.changes.append(Change("update_view", view.name, f"update feature view '{view.name}' v{old_reg.version}: {', '.join(meta)}", old_reg.version))
             else:
                 plan.unchanged.append(f"feature view '{view.name}' v{old_reg.version}")
+    latest = {name: (reg.version, reg.view.feature_names) for name, reg in registered_views.items()}
+    for change in plan.changes:
+        if change.kind in ("create_view", "new_version") and change.version is not None:
+            latest[change.name] = (change.version, next(v for v in views if v.name == change.name).feature_names)
+    features = {**(registered_features or {}), **{(n, v): f for n, (v, f) in latest.items()}}
+    for service in services:
+        problems += _service_problems(service, latest, features)
+        _plan_service(plan, service, (registered_services or {}).get(service.name))
     if problems:
         raise DefinitionError(problems)
     return plan
+
+
+def _service_problems(service: FeatureService, latest: Mapping[str, tuple[int, Sequence[str]]],
+                      features: Mapping[tuple[str, int], Sequence[str]]) -> list[Problem]:
+    problems: list[Problem] = []
+    for text in service.features:
+        ref = FeatureRef.parse(text)
+        if ref.view not in latest:
+            problems.append(Problem(f"feature service '{service.name}': '{text}' names unknown feature view '{ref.view}'."
+                                    + did_you_mean(ref.view, latest)))
+            continue
+        version = latest[ref.view][0] if ref.version is None else ref.version
+        names = features.get((ref.view, version))
+        if names is None:
+            problems.append(Problem(f"feature service '{service.name}': '{text}': feature view '{ref.view}' has no version "
+                                    f"v{version}; it has v1 to v{latest[ref.view][0]}"))
+        elif ref.feature != "*" and ref.feature not in names:
+            problems.append(Problem(f"feature service '{service.name}': '{text}': feature view '{ref.view}' v{version} has no "
+                                    f"feature '{ref.feature}'." + did_you_mean(ref.feature, names)))
+    return problems
+
+
+def _plan_service(plan: Plan, service: FeatureService, registered: tuple[FeatureService, int] | None) -> None:
+    refs = ", ".join(service.features)
+    if registered is None:
+        plan.changes.append(Change("create_service", service.name, f"create feature service '{service.name}' v1 (features: {refs})", 1))
+        return
+    old, version = registered
+    if old.features != service.features:
+        added = [f for f in service.features if f not in old.features]
+        removed = [f for f in old.features if f not in service.features]
+        what = "; ".join([*(["adds " + ", ".join(added)] if added else []), *(["removes " + ", ".join(removed)] if removed else [])])
+        plan.changes.append(Change("new_service_version", service.name,
+                                   f"feature service '{service.name}': features change ({what or 'order'}) makes v{version + 1}; "
+                                   f"v{version} stays usable as 'service:{service.name}@v{version}'", version + 1))
+    elif (old.owner, old.description) != (service.owner, service.description):
+        changed = [n for n, a, b in (("owner", old.owner, service.owner), ("description", old.description, service.description)) if a != b]
+        plan.changes.append(Change("update_service", service.name, f"update feature service '{service.name}' v{version}: {', '.join(changed)}", version))
+    else:
+        plan.unchanged.append(f"feature service '{service.name}' v{version}")

@@ -2,7 +2,8 @@
 
 - ``GET /health``: the store is reachable, and which view versions are materialized;
 - ``POST /v1/online-features``: ``{"entities": [{...}], "features": [...], "purpose": "..."}``
-  returns values and a status per value (present, missing, expired);
+  (or ``"feature_service": "fraud_v1"`` instead of ``features``; ``purpose`` where a policy
+  governs the views) returns values and a status per value (present, missing, expired);
 - ``GET /openapi.json`` (and ``/docs``): the OpenAPI description.
 
 Store errors become HTTP codes here and only here: a refused purpose is 403, an unknown
@@ -22,7 +23,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import FeatureStoreError, NotFoundError, PolicyViolation
@@ -33,9 +34,23 @@ class OnlineFeaturesRequest(BaseModel):
     """A lookup of some features for some entities, for a purpose."""
 
     entities: list[dict[str, Any]] = Field(min_length=1, max_length=10_000, description="Join key values, raw, one object per entity.")
-    features: list[str] = Field(min_length=1, description="References: view:feature, view@v2:feature or view:*.")
-    purpose: str = Field(min_length=1, description="Why the features are read; checked against the view's policy.")
+    features: list[str] | None = Field(None, min_length=1, description="References: view:feature, view@v2:feature or view:*.")
+    feature_service: str | None = Field(None, min_length=1, max_length=120,
+                                        description="A feature service (name or name@v2), instead of features.")
+    purpose: str | None = Field(None, min_length=1, description="Why the features are read; checked against the view's "
+                                "policy (required for a governed view).")
     full_feature_names: bool = Field(False, description="Name values view__feature instead of feature.")
+
+    @model_validator(mode="after")
+    def _one_feature_list(self) -> OnlineFeaturesRequest:
+        if (self.features is None) == (self.feature_service is None):
+            raise ValueError("give either features or feature_service")
+        return self
+
+    @property
+    def refs(self) -> list[str]:
+        """The feature references asked for (a service as ``service:NAME``)."""
+        return self.features if self.features is not None else [f"service:{self.feature_service}"]
 
 
 class OnlineFeaturesResponse(BaseModel):
@@ -91,7 +106,7 @@ def create_app(store: FeatureStore) -> FastAPI:
     )
     async def online_features(request: OnlineFeaturesRequest) -> OnlineFeaturesResponse:
         """Latest values of the features for each entity, as served to production models."""
-        result = store.get_online_features(request.entities, request.features, purpose=request.purpose,
+        result = store.get_online_features(request.entities, request.refs, purpose=request.purpose,
                                            full_feature_names=request.full_feature_names)
         return OnlineFeaturesResponse(values=result.values, statuses=result.statuses)
 

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from .audit import AuditEntry, AuditLog
-from .catalog import Catalog, DefinitionsLike, ResolvedFeature, ViewVersion
+from .catalog import Catalog, DefinitionsLike, ResolvedFeature, ServiceVersion, ViewVersion
 from .config import StoreConfig, load_config
 from .context import Clock, Progress, StoreContext
 from .definitions import Definitions, Entity
@@ -204,6 +204,14 @@ class FeatureStore:
         """A view version: ``"name"`` (latest) or ``"name@v2"`` (pinned)."""
         return self._catalog.get_view(ref)
 
+    def list_feature_services(self) -> list[ServiceVersion]:
+        """The latest version of every feature service (use one as ``features="service:NAME"``)."""
+        return self._catalog.list_services()
+
+    def get_feature_service(self, ref: str) -> ServiceVersion:
+        """A feature service version: ``"name"`` (latest) or ``"name@v2"``."""
+        return self._catalog.get_service(ref)
+
     def resolve_features(self, refs: Sequence[str]) -> list[ResolvedFeature]:
         """Resolve ``"view:feature"``, ``"view@v2:feature"`` and ``"view:*"`` references."""
         return self._catalog.resolve_features(refs)
@@ -240,7 +248,7 @@ class FeatureStore:
         """
         return self._historical.read(view, features=features, as_of=as_of, purpose=purpose)
 
-    def get_historical_features(self, entity_df: Any, features: Sequence[str], *, as_of: datetime | None = None,
+    def get_historical_features(self, entity_df: Any, features: Sequence[str] | str, *, as_of: datetime | None = None,
                                 known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
                                 full_feature_names: bool = False, purpose: str | None = None) -> pa.Table:
         """Point-in-time correct feature values for each row of `entity_df` (for training): every
@@ -262,7 +270,7 @@ class FeatureStore:
 
     # --- training sets ------------------------------------------------------------------------
 
-    def create_training_set(self, name: str, entity_df: Any, features: Sequence[str], *, as_of: datetime | None = None,
+    def create_training_set(self, name: str, entity_df: Any, features: Sequence[str] | str, *, as_of: datetime | None = None,
                             known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
                             full_feature_names: bool = False, description: str = "", purpose: str | None = None) -> TrainingSet:
         """Build a point-in-time training set, save it and record its manifest: version-pinned features and
@@ -303,7 +311,7 @@ class FeatureStore:
         return self._online.materialized_views()
 
     def get_online_features(self, entity_rows: Mapping[str, Any] | Sequence[Mapping[str, Any]] | pa.Table,
-                            features: Sequence[str], *, purpose: str | None = None,
+                            features: Sequence[str] | str, *, purpose: str | None = None,
                             full_feature_names: bool = False) -> OnlineResponse:
         """Latest feature values for entities, from the online store, with a status per value.
 

@@ -56,6 +56,15 @@ class TrainingSet:
         """The names of the views its features come from."""
         return sorted({f["view"] for f in self.features})
 
+    @property
+    def services(self) -> dict[str, list[str]]:
+        """The feature services (``name@vN``) it was built from, each with its resolved, version-pinned refs."""
+        found: dict[str, list[str]] = {}
+        for f in self.features:
+            if f.get("service"):
+                found.setdefault(f["service"], []).append(f["ref"])
+        return found
+
 
 @dataclass(frozen=True)
 class Reproduction:
@@ -79,7 +88,7 @@ class TrainingSets:
         self._last_ingestion = last_ingestion
         self._memory: dict[str, pa.Table] = {}
 
-    def create(self, name: str, entity_df: Any, features: Sequence[str], *, as_of: datetime | None = None,
+    def create(self, name: str, entity_df: Any, features: Sequence[str] | str, *, as_of: datetime | None = None,
                known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
                full_feature_names: bool = False, description: str = "", purpose: str | None = None) -> TrainingSet:
         """Build a point-in-time training set, save it in the store and record its manifest."""
@@ -102,9 +111,11 @@ class TrainingSets:
         requests = self.historical.requests(features, entity.column_names, full_feature_names)
         parts = self.historical.grant_parts(ctx.access.snapshot(), requests, purpose)
         table = self.historical.point_in_time(entity, parts, timestamp_column, as_of=as_of, known=known_at_prediction_time)
+        service_of = {r.ref: r.service for r in self.historical.catalog.resolve_features(features) if r.service is not None}
         manifest_features = [
             {"ref": f"{p.vv.view.name}@v{p.vv.version}:{feature}", "view": p.vv.view.name, "version": p.vv.version,
-             "feature": feature, "output": out, "ttl_seconds": p.ttl.total_seconds() if p.ttl is not None else None}
+             "feature": feature, "output": out, "ttl_seconds": p.ttl.total_seconds() if p.ttl is not None else None,
+             **({"service": service} if (service := service_of.get(f"{p.vv.view.name}@v{p.vv.version}:{feature}")) else {})}
             for p in parts
             for feature, out in zip(p.grant.features, p.outputs, strict=True)
         ]

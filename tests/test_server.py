@@ -15,7 +15,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from featurestore import FeatureStore
+from featurestore import FeatureService, FeatureStore
 from featurestore.cli import app
 
 from .test_online import ITEM, STOCK, stock
@@ -34,7 +34,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
     root = tmp_path / "store"
     now = datetime.now(UTC)
     with FeatureStore.init(root) as fs:
-        fs.apply([ITEM, STOCK])
+        fs.apply([ITEM, STOCK, FeatureService(name="pricing_v1", features=("stock:price", "stock:qty"))])
         fs.ingest("stock", stock([1, 2], now - timedelta(hours=1), 4))
         fs.ingest("stock", stock([3], now - timedelta(days=3), 9))  # older than the 1-day TTL
         fs.materialize()
@@ -71,7 +71,17 @@ def test_http_lookups_on_the_running_server(served: tuple[str, Path, subprocess.
         assert ok.json() == {"values": {"qty": [4, None, None], "price": [6.0, None, None]},
                              "statuses": {"qty": ["present", "expired", "missing"], "price": ["present", "expired", "missing"]}}
         no_purpose = client.post("/v1/online-features", json={"entities": [{"item_id": 1}], "features": ["stock:qty"]})
-        assert no_purpose.status_code == 422 and "purpose" in no_purpose.text
+        assert no_purpose.status_code == 200, "an ungoverned view needs no purpose"
+        by_service = client.post("/v1/online-features", json={"entities": [{"item_id": 1}], "feature_service": "pricing_v1",
+                                                              "purpose": "pricing"})
+        assert by_service.status_code == 200 and by_service.json()["values"] == {"price": [6.0], "qty": [4]}
+        pinned = client.post("/v1/online-features", json={"entities": [{"item_id": 1}], "feature_service": "pricing_v1@v1"})
+        assert pinned.json()["values"] == by_service.json()["values"]
+        for body in ({"entities": [{"item_id": 1}]}, {"entities": [{"item_id": 1}], "features": ["stock:qty"], "feature_service": "pricing_v1"}):
+            both_or_neither = client.post("/v1/online-features", json=body)
+            assert both_or_neither.status_code == 422 and "give either features or feature_service" in both_or_neither.text
+        unknown_service = client.post("/v1/online-features", json={"entities": [{"item_id": 1}], "feature_service": "pricng_v1"})
+        assert unknown_service.status_code == 404 and "Did you mean 'pricing_v1'?" in unknown_service.json()["detail"]
         unknown = client.post("/v1/online-features", json={"entities": [{"item_id": 1}], "features": ["stok:qty"], "purpose": "p"})
         assert unknown.status_code == 404 and "Did you mean 'stock'?" in unknown.json()["detail"]
         missing_key = client.post("/v1/online-features", json={"entities": [{"sku": 1}], "features": ["stock:qty"], "purpose": "p"})
@@ -80,12 +90,13 @@ def test_http_lookups_on_the_running_server(served: tuple[str, Path, subprocess.
         assert empty.status_code == 422
         spec = client.get("/openapi.json").json()
         assert "/v1/online-features" in spec["paths"] and "/health" in spec["paths"]
-        assert spec["components"]["schemas"]["OnlineFeaturesRequest"]["required"] == ["entities", "features", "purpose"]
+        assert spec["components"]["schemas"]["OnlineFeaturesRequest"]["required"] == ["entities"]
     server.terminate()  # a graceful stop records the pending online-read audit entry
     server.wait(timeout=30)
     with FeatureStore(root) as fs:
-        [entry] = fs.audit_entries(action="online_reads")
-        assert (entry.purpose, entry.details) == ("pricing", {"features": ["stock@v1:qty", "stock@v1:price"], "entities": 3})
+        entries = {(e.purpose, tuple(e.details["features"])): e.details["entities"] for e in fs.audit_entries(action="online_reads")}
+        assert entries[("pricing", ("stock@v1:qty", "stock@v1:price"))] == 3
+        assert entries[("pricing", ("stock@v1:price", "stock@v1:qty"))] == 1, "a service lookup is audited with its resolved features"
 
 
 def test_materialize_consistency_and_get_online_commands(tmp_path: Path) -> None:

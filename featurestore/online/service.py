@@ -175,11 +175,12 @@ class OnlineService:
         return [vv.ref for vv in self.catalog.list_views() if self.ctx.registry.materialization(vv.view.name, vv.version) is not None]
 
     def get_online_features(self, entity_rows: Mapping[str, Any] | Sequence[Mapping[str, Any]] | pa.Table,
-                            features: Sequence[str], *, purpose: str | None = None,
+                            features: Sequence[str] | str, *, purpose: str | None = None,
                             full_feature_names: bool = False) -> OnlineResponse:
-        """Latest feature values for entities, with a status per value."""
+        """Latest feature values for entities, with a status per value (`features` may name a
+        feature service: ``"service:fraud_v1"``)."""
         rows = entity_rows_of(entity_rows)
-        plan = self.serving_plan(tuple(features), purpose, full_feature_names)
+        plan = self.serving_plan((features,) if isinstance(features, str) else tuple(features), purpose, full_feature_names)
         response = lookup(plan, rows, self.store.read, to_us(self.ctx.clock()))
         self.reads.record(purpose, plan.audit_key, len(rows))
         return response

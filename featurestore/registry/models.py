@@ -98,6 +98,20 @@ class FeatureViewVersionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class FeatureServiceRow(Base):
+    """One version of a feature service: its feature references as written."""
+
+    __tablename__ = "feature_services"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class IngestionBatchRow(Base):
     """One ingestion: pending while it runs, then committed (visible) or aborted."""
 

@@ -26,6 +26,7 @@ from .models import (
     HoldRow,
     TombstoneRow,
     EntityRow,
+    FeatureServiceRow,
     FeatureViewRow,
     FeatureViewVersionRow,
     IngestionBatchRow,
@@ -36,6 +37,7 @@ from .models import (
 
 if TYPE_CHECKING:
     from ..definitions import Entity, FeatureView
+    from ..services import FeatureService
     from ..plan import Change
     from alembic.config import Config
 
@@ -56,7 +58,7 @@ def migrations_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "migrations"
 
 
-HEAD_REVISION = "3e8b5f1a2c77"
+HEAD_REVISION = "5d2a9c4e7b31"
 """The newest migration in ``migrations/versions`` (tests/test_migrations.py checks it)."""
 
 
@@ -216,6 +218,14 @@ class Registry:
         with self._sessions() as s:
             return list(s.scalars(query))
 
+    def services(self, name: str | None = None) -> list[FeatureServiceRow]:
+        """Every version of every feature service (or of one), by name and version."""
+        query = select(FeatureServiceRow).order_by(FeatureServiceRow.name, FeatureServiceRow.version)
+        if name is not None:
+            query = query.where(FeatureServiceRow.name == name)
+        with self._sessions() as s:
+            return list(s.scalars(query))
+
     def view_version(self, name: str, version: int) -> FeatureViewVersionRow | None:
         with self._sessions() as s:
             return s.scalars(
@@ -276,10 +286,21 @@ class Registry:
     # --- writes of definitions, approvals, training sets and the audit log ---------------------
 
     def apply_changes(self, changes: Sequence[Change], entities: Mapping[str, Entity], views: Mapping[str, FeatureView],
-                      keys: Mapping[str, Mapping[str, str]], tables: Mapping[str, str], now: datetime) -> None:
+                      keys: Mapping[str, Mapping[str, str]], tables: Mapping[str, str], now: datetime,
+                      services: Mapping[str, FeatureService] | None = None) -> None:
         """Record a plan's changes in one transaction. `keys` and `tables` give, per view name,
         its entity's join keys and the offline table of its new version."""
         with self.session() as s:
+            for change in changes:
+                if change.kind in ("create_service", "new_service_version"):
+                    assert services is not None and change.version is not None
+                    s.add(FeatureServiceRow(name=change.name, version=change.version,
+                                            definition=services[change.name].to_dict(), created_at=now, updated_at=now))
+                elif change.kind == "update_service":
+                    assert services is not None
+                    srow = s.scalars(select(FeatureServiceRow).where(FeatureServiceRow.name == change.name,
+                                                                     FeatureServiceRow.version == change.version)).one()
+                    srow.definition, srow.updated_at = services[change.name].to_dict(), now
             for change in changes:
                 if change.kind == "create_entity":
                     e = entities[change.name]
