@@ -29,6 +29,7 @@ COMMAND_METHODS: dict[str, str] = {
     "plan": "plan",
     "apply": "apply",
     "ingest": "ingest",
+    "push": "push",
     "views": "list_views",
     "services": "list_feature_services",
     "versions": "view_versions",
@@ -248,6 +249,22 @@ def ingest(
         f"Ingested {result.rows:,} rows into {result.view}@v{result.version} "
         f"as batch {result.batch_id} at {result.ingested_at.isoformat()}"
     )
+
+
+@app.command()
+def push(
+    view: Annotated[str, typer.Argument(help="Feature view, 'name' (latest version) or 'name@v1'.")],
+    path: Annotated[Path, typer.Argument(help="A .parquet or .csv file of rows.")],
+    to: Annotated[str, typer.Option("--to", help="online (served at once), offline (one batch) or both.")] = "online",
+    store: StoreOpt = Path("."),
+) -> None:
+    """Write rows straight to serving (and/or as an offline batch), checked and treated as ingest does."""
+    with _open(store) as fs:
+        result = fs.push(view, path, to=to)
+    where = {"online": "the online store", "offline": f"batch {result.batch_id}",
+             "both": f"batch {result.batch_id} and the online store"}[to]
+    out.print(f"Pushed {result.rows:,} rows of {result.view}@v{result.version} to {where}"
+              + (f" ({result.online_entities:,} entities online)" if to != "offline" else ""))
 
 
 @app.command()

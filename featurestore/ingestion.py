@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from . import sources
 from .catalog import Catalog, ViewVersion
 from .context import Progress, StoreContext
 from .errors import FeatureStoreError, StoreLockedError
-from .governance import WRITE
+from .governance import WRITE, Grant
 from .governance.treatments import dropped, treated
 from .policy import Policy
 from .privacy.subjects import Subjects, subject_key
@@ -51,6 +51,20 @@ class BatchInfo:
     error: str | None
 
 
+@dataclass
+class Prepared:
+    """Data opened for one view version under a write grant: `tables` yields it validated and
+    treated, once; each hook in `on_table` sees every table as it is yielded."""
+
+    vv: ViewVersion
+    grant: Grant
+    source: str
+    total: int | None
+    tables: Iterator[pa.Table] = field(default_factory=lambda: iter(()))
+    dropped_erased: int = 0
+    on_table: list[Callable[[pa.Table], None]] = field(default_factory=list)
+
+
 class Ingestion:
     """Writes batches into view versions, and settles batches a crashed process left pending."""
 
@@ -59,8 +73,9 @@ class Ingestion:
         self.catalog = catalog
         self.subjects = Subjects(ctx.keys, ctx.treatments)
 
-    def ingest(self, view: str, data: Any, *, progress: Progress | None = None) -> IngestResult:
-        """Validate `data`, treat it as the policy in force says, and append it as one batch."""
+    def prepare(self, view: str, data: Any) -> Prepared:
+        """Open `data` for a view version under a write grant: its batches come out validated and
+        treated as the policy in force says (erased subjects dropped and counted), in memory."""
         ctx = self.ctx
         vv = self.catalog.get_view(view)
         grant = ctx.access.grant(ctx.access.snapshot(), vv, vv.view.feature_names, None, (WRITE,))
@@ -77,13 +92,10 @@ class Ingestion:
         if policy is not None:
             target = dataclasses.replace(target, dropped=dropped(policy, source.schema.names))
         sources.check_schema(source.schema, target)
-        total = _known_rows(data)
-        done = 0
         erased = ctx.registry.tombstones(vv.view.entity)
-        dropped_erased = 0
+        prepared = Prepared(vv, grant, source.description, _known_rows(data))
 
         def validated() -> Iterator[pa.Table]:
-            nonlocal dropped_erased
             offset = 0
             for batch in source.batches:
                 if batch.schema != source.schema:
@@ -92,14 +104,27 @@ class Ingestion:
                     table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
                     mask = self._erased_mask(policy, vv, table.column(subject_key(vv)), erased)
                     if (hits := int(pc.sum(mask).as_py() or 0)):
-                        dropped_erased += hits
+                        prepared.dropped_erased += hits
                         batch = table.filter(pc.invert(mask))
                 if policy is not None:  # treatments happen in memory, before anything is written
                     batch = ctx.treatments.treat(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch, policy,
                                                  vv.view.name)
                 table = sources.validate_batch(batch, target, row_offset=offset)
                 offset += table.num_rows
+                for hook in prepared.on_table:
+                    hook(table)
                 yield table
+
+        prepared.tables = validated()
+        return prepared
+
+    def ingest(self, view: str, data: Any, *, progress: Progress | None = None, prepared: Prepared | None = None) -> IngestResult:
+        """Validate `data`, treat it as the policy in force says, and append it as one batch
+        (`prepared`: data already opened by :meth:`prepare`)."""
+        ctx = self.ctx
+        prepared = prepared or self.prepare(view, data)
+        vv, grant, policy, total = prepared.vv, prepared.grant, prepared.grant.policy, prepared.total
+        done = 0
 
         def advance(rows: int) -> None:
             nonlocal done
@@ -112,10 +137,10 @@ class Ingestion:
         with ctx.offline.connect(read_only=False) as con:
             self.reconcile_with(con)
             ingested_at = ctx.offline.next_ingestion_time(con, ctx.now())
-            batch_id = ctx.registry.start_batch(vv.view.name, vv.version, source=source.description, ingested_at=ingested_at)
+            batch_id = ctx.registry.start_batch(vv.view.name, vv.version, source=prepared.source, ingested_at=ingested_at)
             try:
                 rows = ctx.offline.append_on(
-                    con, grant, sources.prefetched(validated()), batch_id=batch_id, ingested_at=ingested_at, on_rows=advance
+                    con, grant, sources.prefetched(prepared.tables), batch_id=batch_id, ingested_at=ingested_at, on_rows=advance
                 )
             except BaseException as exc:
                 # A governed view's error may quote a raw value: the registry keeps only its kind.
@@ -129,9 +154,9 @@ class Ingestion:
             # The batch's settling and its audit entry commit in one registry transaction.
             ctx.audit.append(ctx.actor, "ingest", vv.ref, details={
                 "batch": batch_id, "rows": rows, "policy": policy.id if policy else None,
-                "policy_sha256": policy.sha256 if policy else None, "dropped_erased": dropped_erased,
+                "policy_sha256": policy.sha256 if policy else None, "dropped_erased": prepared.dropped_erased,
             }, change=ctx.registry.batch_finisher(batch_id, status="committed", finished_at=ctx.now(), row_count=rows))
-        return IngestResult(batch_id, vv.view.name, vv.version, rows, ingested_at, dropped_erased)
+        return IngestResult(batch_id, vv.view.name, vv.version, rows, ingested_at, prepared.dropped_erased)
 
     def _erased_mask(self, policy: Policy | None, vv: ViewVersion, raw: pa.ChunkedArray, erased: set[str]) -> pa.ChunkedArray:
         """Which incoming rows (raw keys, before treatment) belong to erased subjects."""

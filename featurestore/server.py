@@ -4,6 +4,8 @@
 - ``POST /v1/online-features``: ``{"entities": [{...}], "features": [...], "purpose": "..."}``
   (or ``"feature_service": "fraud_v1"`` instead of ``features``; ``purpose`` where a policy
   governs the views) returns values and a status per value (present, missing, expired);
+- ``POST /v1/push``: ``{"view": "...", "rows": [{...}], "to": "online"}`` writes rows straight
+  to serving (and/or as an offline batch), validated and treated as ``ingest`` does;
 - ``GET /openapi.json`` (and ``/docs``): the OpenAPI description.
 
 Store errors become HTTP codes here and only here: a refused purpose is 403, an unknown
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +29,7 @@ from pydantic import BaseModel, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import FeatureStoreError, NotFoundError, PolicyViolation
+from .sources import rows_table
 from .store import FeatureStore
 
 
@@ -51,6 +54,24 @@ class OnlineFeaturesRequest(BaseModel):
     def refs(self) -> list[str]:
         """The feature references asked for (a service as ``service:NAME``)."""
         return self.features if self.features is not None else [f"service:{self.feature_service}"]
+
+
+class PushRequest(BaseModel):
+    """Rows to write straight to serving, validated and treated as ``ingest`` does."""
+
+    view: str = Field(min_length=1, max_length=120, description="The feature view (name or name@v2).")
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=10_000, description="One object per row: join keys, "
+                                       "event time (ISO 8601 with a zone) and features.")
+    to: Literal["online", "offline", "both"] = Field("online", description="Where to write.")
+
+
+class PushResponse(BaseModel):
+    """What a push wrote."""
+
+    view: str
+    rows: int
+    batch_id: int | None
+    online_entities: int
 
 
 class OnlineFeaturesResponse(BaseModel):
@@ -109,5 +130,19 @@ def create_app(store: FeatureStore) -> FastAPI:
         result = store.get_online_features(request.entities, request.refs, purpose=request.purpose,
                                            full_feature_names=request.full_feature_names)
         return OnlineFeaturesResponse(values=result.values, statuses=result.statuses)
+
+    @app.post(
+        "/v1/push",
+        response_model=PushResponse,
+        responses={400: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+                   422: {"model": ErrorResponse}},
+    )
+    async def push(request: PushRequest) -> PushResponse:
+        """Write rows to the online store at once (and/or the offline store as a batch)."""
+        vv = store.get_view(request.view)
+        types = {**vv.join_keys, vv.view.timestamp_field: "timestamp", **{f.name: f.dtype for f in vv.view.features}}
+        result = store.push(request.view, rows_table(request.rows, types), to=request.to)
+        return PushResponse(view=f"{result.view}@v{result.version}", rows=result.rows, batch_id=result.batch_id,
+                            online_entities=result.online_entities)
 
     return app

@@ -344,3 +344,50 @@ def validate_batch(batch: pa.RecordBatch | pa.Table, target: TargetSchema, *, ro
                 "every row needs its key and event time: drop or fill those rows"
             )
     return pa.Table.from_arrays(columns, names=list(target.columns))
+
+
+def rows_table(rows: list[dict[str, Any]], types: dict[str, str]) -> pa.Table:
+    """JSON-style rows (one object per row, e.g. an HTTP body) as an Arrow table in the definition
+    `types`: timestamps as ISO 8601 text with a zone, dates as ``YYYY-MM-DD``. A value that does not
+    convert is an IngestionError naming its row and column, never the value; columns the rows
+    carry but the definition does not are kept (``check_schema`` says what to do with them)."""
+    from datetime import date, datetime
+
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    columns: dict[str, pa.Array] = {}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        dtype = types.get(name)
+        if dtype in ("timestamp", "date"):
+            parsed: list[Any] = []
+            for index, value in enumerate(values):
+                try:
+                    if value is None or isinstance(value, (date, datetime)):
+                        parsed.append(value)
+                    elif dtype == "date":
+                        parsed.append(date.fromisoformat(str(value)))
+                    else:
+                        moment = datetime.fromisoformat(str(value))
+                        if moment.tzinfo is None:
+                            raise IngestionError(f"row {index}, column '{name}': the timestamp has no time zone; write it "
+                                                 "with one, e.g. 2025-01-01T00:00:00Z")
+                        parsed.append(moment)
+                except ValueError:
+                    raise IngestionError(f"row {index}, column '{name}': not an ISO 8601 {dtype} "
+                                         f"(e.g. {'2025-01-01' if dtype == 'date' else '2025-01-01T00:00:00Z'})") from None
+            values = parsed
+        try:
+            columns[name] = pa.array(values, arrow_type(dtype)) if dtype is not None else pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            bad = next((i for i, v in enumerate(values) if not _fits(v, dtype)), None)
+            where = f"row {bad}, " if bad is not None else ""
+            raise IngestionError(f"{where}column '{name}': a value is not {dtype or 'of one type with the others'}") from None
+    return pa.table(columns)
+
+
+def _fits(value: Any, dtype: str | None) -> bool:
+    try:
+        pa.array([value], arrow_type(dtype)) if dtype is not None else pa.array([value])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return False
+    return True

@@ -34,6 +34,7 @@ from .online import OnlineStore
 from .online.consistency import Consistency, ConsistencyReport
 from .online.serving import OnlineResponse
 from .online.service import MaterializeResult, OnlineService
+from .push import PushResult, Pusher
 from .plan import Plan
 from .policy import Policy, policy_json_schema
 from .privacy.keys import KeyProvider, KeyRing
@@ -93,6 +94,7 @@ class FeatureStore:
         self._historical = Historical(ctx, self._catalog)
         self._training = TrainingSets(ctx, self._historical, self._ingestion.last_ingestion)
         self._online = OnlineService(ctx, self._catalog, self._historical, online_store)
+        self._pusher = Pusher(ctx, self._ingestion, self._online)
         self._consistency = Consistency(ctx, self._catalog, self._historical, self._online)
         self._policies = PolicyWorkflow(ctx, self._catalog, self._online, self._training)
         self._reidentification = Reidentification(ctx, self._catalog)
@@ -231,6 +233,11 @@ class FeatureStore:
         data cannot be treated as the policy in force requires) or StoreLockedError; nothing is written then.
         """
         return self._ingestion.ingest(view, data, progress=progress)
+
+    def push(self, view: str, data: Any, *, to: str = "online") -> PushResult:
+        """Write rows straight to serving (``to="online"``), as an offline batch (``"offline"``) or both,
+        validated and treated as :meth:`ingest` does; online an older event never overwrites a newer one."""
+        return self._pusher.push(view, data, to=to)
 
     def list_batches(self, view: str | None = None) -> list[BatchInfo]:
         """Ingestion batches (all views, or one view's), oldest first; StoreDamaged if the offline file disagrees."""

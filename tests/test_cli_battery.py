@@ -71,7 +71,8 @@ def test_bad_files_where_a_command_reads_one(battery: dict[str, str], tmp_path: 
     out = str(tmp_path / "out.parquet")
     for key in ("binary", "bomb", "dir", "missing", "csv", "device", "plain"):
         bad = battery[key]
-        for args in (["ingest", "profile", bad], ["get-historical", bad, "-f", "profile:age", "--out", out],
+        for args in (["ingest", "profile", bad], ["push", "profile", bad], ["push", "profile", bad, "--to", "both"],
+                     ["get-historical", bad, "-f", "profile:age", "--out", out],
                      ["get-historical", battery["csv"], "-f", "profile:age", "--out", bad],
                      ["training-set", "create", "ts", bad, "-f", "profile:age"], ["policy", "lint", bad],
                      ["policy", "plan", bad], ["policy", "show", bad], ["policy", "approve", bad, "--by", "a", "--role", "b"],

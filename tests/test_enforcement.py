@@ -317,7 +317,7 @@ METHODS: dict[str, tuple[str, ...] | None] = {
     "check_consistency": ("offline", "online"), "reidentify": ("reidentify",), "dp_query": ("dp_aggregates",),
     "dp_budget": None, "release_dp_view": None,  # releases through dp_query (its refusals are the ones above)
     "apply": None, "plan": None, "approve_policy": None, "audit_entries": None, "close": None, "get_training_set": None,
-    "get_view": None, "list_feature_services": None, "get_feature_service": None, "ingest": None, "init": None, "lint_policy": None, "list_batches": None, "list_entities": None,
+    "get_view": None, "list_feature_services": None, "get_feature_service": None, "ingest": None, "push": None, "init": None, "lint_policy": None, "list_batches": None, "list_entities": None,
     "list_keys": None, "list_training_sets": None, "list_views": None, "load_definitions": None, "lock_timeout": None,
     "materialize": None, "materialized_views": None, "plan_policy": None, "policy_schema": None, "policy_snapshot": None,
     "policy_status": None, "registry_revision": None, "resolve_features": None, "root": None, "rotate_key": None,

@@ -29,8 +29,10 @@ class OnlineStore(Protocol):
     def ensure_table(self, table: str, features: Sequence[str]) -> None:
         """Create the table for a view version (idempotent)."""
 
-    def write(self, table: str, rows: Iterable[Row], generation: int) -> int:
-        """Upsert rows, stamped with `generation` (one transaction per call); return how many."""
+    def write(self, table: str, rows: Iterable[Row], generation: int, *, newer_only: bool = False) -> int:
+        """Upsert rows, stamped with `generation` (one transaction per call); return how many.
+        With `newer_only`, a stored row with a later event time keeps its values (its generation
+        is still stamped, so a rebuild does not prune it): an older event never overwrites a newer one."""
 
     def read(self, table: str, keys: Sequence[str]) -> list[Row | None]:
         """The rows of these entity keys, in order (None where absent)."""

@@ -50,15 +50,23 @@ class SQLiteOnlineStore:
         cols = ", ".join(["k TEXT PRIMARY KEY", "_e INTEGER NOT NULL", "_g INTEGER NOT NULL", *(_quote(f) for f in features)])
         self._con().execute(f"CREATE TABLE IF NOT EXISTS {_quote(table)} ({cols}) WITHOUT ROWID")
 
-    def write(self, table: str, rows: Iterable[Row], generation: int) -> int:
+    def write(self, table: str, rows: Iterable[Row], generation: int, *, newer_only: bool = False) -> int:
         con = self._con()
         rows = [(r[0], r[1], generation, *r[2:]) for r in rows]
         if not rows:
             return 0
         marks = ", ".join("?" * len(rows[0]))
+        if newer_only:  # every SET expression sees the stored row's old values
+            names = [str(c[1]) for c in con.execute(f"PRAGMA table_info({_quote(table)})")][3:]
+            newer = "excluded._e >= _e"
+            sets = ", ".join([f"_e = CASE WHEN {newer} THEN excluded._e ELSE _e END", "_g = excluded._g",
+                              *(f"{_quote(n)} = CASE WHEN {newer} THEN excluded.{_quote(n)} ELSE {_quote(n)} END" for n in names)])
+            sql = f"INSERT INTO {_quote(table)} VALUES ({marks}) ON CONFLICT(k) DO UPDATE SET {sets}"
+        else:
+            sql = f"INSERT OR REPLACE INTO {_quote(table)} VALUES ({marks})"
         con.execute("BEGIN IMMEDIATE")
         try:
-            con.executemany(f"INSERT OR REPLACE INTO {_quote(table)} VALUES ({marks})", rows)
+            con.executemany(sql, rows)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

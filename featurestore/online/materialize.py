@@ -14,11 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import duckdb
+import pyarrow as pa
 
 from ..offline.duckdb_store import quote
 from . import KEY_SEPARATOR, OnlineStore, Row
+
+if TYPE_CHECKING:
+    from ..catalog import ViewVersion
 
 CHUNK_ROWS = 50_000
 
@@ -69,6 +74,27 @@ def latest_rows_sql(
     )
 
 
+def pushed_rows(tables: Sequence[pa.Table], vv: ViewVersion, end: datetime) -> list[Row]:
+    """The online rows of pushed data: per entity its latest row with event time <= `end` (ties:
+    the later row), in the form materialization writes, computed by the same SQL in memory."""
+    features = {f.name: f.dtype for f in vv.view.features}
+    columns = [*vv.join_keys, vv.view.timestamp_field, *features]
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for i, data in enumerate(tables):
+            con.register("_fs_pushed", data.select(columns))
+            verb = "CREATE TABLE _fs_push AS" if i == 0 else "INSERT INTO _fs_push"
+            con.execute(f"{verb} SELECT *, now() AS _ingested_at, 0 AS _batch_id FROM _fs_pushed")
+            con.unregister("_fs_pushed")
+        if not tables:
+            return []
+        sql = latest_rows_sql("_fs_push", list(vv.join_keys), vv.view.timestamp_field, features, since_batch=None, previous_end=None)
+        return [row for chunk in stream_rows(con, sql, end) for row in chunk]
+    finally:
+        con.close()
+
+
 def stream_rows(con: duckdb.DuckDBPyConnection, sql: str, end: datetime) -> Iterator[list[Row]]:
     """Run `sql` and yield its rows in chunks (Arrow batches turned into tuples column-wise,
     several times faster than fetching Python rows one by one)."""
@@ -79,11 +105,12 @@ def stream_rows(con: duckdb.DuckDBPyConnection, sql: str, end: datetime) -> Iter
 
 
 def copy_rows(chunks: Iterator[list[Row]], store: OnlineStore, table: str, generation: int,
-              on_rows: Callable[[int], None] | None) -> int:
-    """Write chunks to the online store, one transaction each; return the row count."""
+              on_rows: Callable[[int], None] | None, *, newer_only: bool = True) -> int:
+    """Write chunks to the online store, one transaction each; return the row count. With
+    `newer_only` (all but a rewind to an earlier end) a newer stored row, e.g. pushed, is kept."""
     total = 0
     for chunk in chunks:
-        total += store.write(table, chunk, generation)
+        total += store.write(table, chunk, generation, newer_only=newer_only)
         if on_rows is not None:
             on_rows(len(chunk))
     return total

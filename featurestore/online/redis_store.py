@@ -15,6 +15,32 @@ from typing import Any
 from . import VALUES_AT, Row
 
 
+_SET_IF_NEWER = """
+local n = #KEYS
+local members, generation = ARGV[1], ARGV[2]
+for i = 1, n do
+  local new = ARGV[2 + i]
+  local old = redis.call('GET', KEYS[i])
+  local keep = false
+  if old then
+    local old_e = tonumber(string.match(old, '^%[(%-?%d+),'))
+    local new_e = tonumber(string.match(new, '^%[(%-?%d+),'))
+    keep = old_e ~= nil and new_e ~= nil and old_e > new_e
+  end
+  if keep then
+    redis.call('SET', KEYS[i], (string.gsub(old, '^(%[%-?%d+, )%-?%d+', '%1' .. generation, 1)))
+  else
+    redis.call('SET', KEYS[i], new)
+  end
+  redis.call('SADD', members, ARGV[2 + n + i])
+end
+return n
+"""
+"""Set each key unless its stored row has a later event time (then only its generation is stamped).
+Rows are JSON ``[event time, generation, ...]`` as json.dumps writes them; event times are compared
+as integers parsed from the text (Lua numbers are exact below 2^53 microseconds, year 2255)."""
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -41,16 +67,25 @@ class RedisOnlineStore:
     def ensure_table(self, table: str, features: Sequence[str]) -> None:
         self._redis.set(f"{self.prefix}:{table}:__features", json.dumps(list(features)))
 
-    def write(self, table: str, rows: Iterable[Row], generation: int) -> int:
+    def write(self, table: str, rows: Iterable[Row], generation: int, *, newer_only: bool = False) -> int:
+        rows = list(rows)
+        if newer_only and rows:  # compare-and-set per key, atomically on the server
+            for start in range(0, len(rows), 5000):
+                part = rows[start:start + 5000]
+                keys = [self._key(table, row[0]) for row in part]
+                values = [json.dumps([row[1], generation, *row[2:]]) for row in part]
+                self._redis.eval(_SET_IF_NEWER, len(keys), *keys, f"{self.prefix}:{table}:__keys", str(generation),
+                                 *values, *(row[0] for row in part))
+            return len(rows)
         count = 0
         with self._redis.pipeline(transaction=True) as pipe:
-            keys: list[str] = []
+            keys_set: list[str] = []
             for row in rows:
                 pipe.set(self._key(table, row[0]), json.dumps([row[1], generation, *row[2:]]))
-                keys.append(row[0])
+                keys_set.append(row[0])
                 count += 1
-            if keys:
-                pipe.sadd(f"{self.prefix}:{table}:__keys", *keys)
+            if keys_set:
+                pipe.sadd(f"{self.prefix}:{table}:__keys", *keys_set)
             pipe.execute()
         return count
 

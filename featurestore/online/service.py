@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..catalog import Catalog, online_table
+from ..catalog import Catalog, ViewVersion, online_table
 from ..context import Progress, StoreContext
 from ..errors import FeatureStoreError, NotFoundError
 from ..governance import WRITE, Grant
@@ -22,7 +22,7 @@ from ..privacy.keys import DataKey
 from ..privacy.pseudonymize import token_context, tokenize
 from ..privacy.subjects import Subjects
 from . import VALUES_AT, OnlineStore, Row, open_online_store
-from .materialize import copy_rows, latest_rows_sql, stream_rows
+from .materialize import copy_rows, latest_rows_sql, pushed_rows, stream_rows
 from .read_audit import ReadAudit
 from .serving import EPOCH, PLAN_TTL_SECONDS, KeyForm, OnlineResponse, ServingPlan, ViewServing, converter, lookup
 from .serving import entity_rows as entity_rows_of
@@ -111,7 +111,8 @@ class OnlineService:
             features = {f.name: f.dtype for f in vv.view.features}
             self.store.ensure_table(table, list(features))
             state = ctx.registry.materialization(vv.view.name, vv.version)
-            rebuild = full or state is None or end < state.end
+            rewind = state is not None and end < state.end
+            rebuild = full or state is None or rewind
             # A version's table can hold rows carried from older versions, recorded under their tables.
             tables = [o.table for o in self.catalog.view_versions(vv.view.name) if o.version <= vv.version]
             with ctx.offline.connect(read_only=True) as con:  # writers wait: a consistent snapshot
@@ -128,7 +129,7 @@ class OnlineService:
                 dropped = [0]
                 if erased:  # an erased subject never comes back online, even from rows ingested before its erasure
                     chunks = self._without_erased(chunks, grant, erased, dropped)
-                count = copy_rows(chunks, self.store, table, generation, advance)
+                count = copy_rows(chunks, self.store, table, generation, advance, newer_only=not rewind)
             if rebuild:  # only now: readers saw old rows until each new one replaced it
                 self.store.prune(table, generation)
             ctx.registry.set_materialization(vv.view.name, vv.version, last_batch_id=last_batch, end=end,
@@ -137,6 +138,22 @@ class OnlineService:
             self._plans.clear()
             results.append(MaterializeResult(vv.view.name, vv.version, count, rebuild, end, dropped[0]))
         return results
+
+    def push(self, vv: ViewVersion, tables: Sequence[pa.Table]) -> int:
+        """Write validated, treated rows of `vv` straight to the online store (the latest row per
+        entity up to now, by the materialization rule), never over a row with a later event time.
+        Returns how many entities were written."""
+        ctx = self.ctx
+        table = online_table(vv)
+        self.store.ensure_table(table, vv.view.feature_names)
+        state = ctx.registry.materialization(vv.view.name, vv.version)
+        if state is None:  # the next materialize recomputes every entity from batch 0
+            ctx.registry.set_materialization(vv.view.name, vv.version, last_batch_id=0, end=EPOCH, entities=0,
+                                             generation=0, updated_at=ctx.now())
+        rows = pushed_rows(tables, vv, ctx.now())
+        count = self.store.write(table, rows, state.generation if state is not None else 0, newer_only=True)
+        self._plans.clear()
+        return count
 
     def carry_forward(self, plan: Plan) -> None:
         """Start each new version that `apply` carried forward with the old version's online rows
