@@ -159,10 +159,7 @@ class Catalog:
                 if change.carry_from is not None:
                     old = self.get_view(f"{view.name}@v{change.carry_from}")
                     carry = self._carry(old, view)
-                rows = self.ctx.offline.create_table(
-                    table, {**keys[view.name], view.timestamp_field: "timestamp", **{f.name: f.dtype for f in view.features}},
-                    carry,
-                )
+                rows = self.ctx.offline.create_table(table, view.stored_columns(keys[view.name]), carry)
                 if change.carry_from is not None:
                     carried[view.name] = (old, rows)
         self.ctx.registry.apply_changes(plan.changes, entities, views, keys, tables, self.ctx.now(),
@@ -178,6 +175,8 @@ class Catalog:
         grant = self.ctx.access.grant(self.ctx.access.snapshot(), old, old.view.feature_names, None, (MAINTAIN,))
         columns: dict[str, str | None] = {k: k for k in old.join_keys}
         columns[new.timestamp_field] = old.view.timestamp_field
+        if new.created_timestamp_field:  # equal in both: carrying needs the same created column
+            columns[new.created_timestamp_field] = new.created_timestamp_field
         columns.update({f.name: f.name if f.name in old.view.feature_names else None for f in new.features})
         return Carry(old.table, columns, old.view.timestamp_field, grant.cutoff("offline"))
 

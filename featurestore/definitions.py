@@ -124,6 +124,9 @@ class FeatureView:
         entity: The entity's name (or the :class:`Entity` itself).
         features: Feature names and types, as a mapping or as :class:`Feature` objects.
         timestamp_field: The event-time column (time-zone aware), default ``event_timestamp``.
+        created_timestamp_field: An optional column (Feast's ``created_timestamp_column``) that
+            breaks ties of equal event time before ingestion order does: the later created row
+            wins (a null created time ranks below any other).
         ttl: How far back a value stays valid (``"30d"``, a timedelta, or None for forever).
         owner: Who answers for this view.
         tags: Free-form labels.
@@ -138,6 +141,7 @@ class FeatureView:
     owner: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    created_timestamp_field: str | None = None
 
     def __init__(
         self,
@@ -150,6 +154,7 @@ class FeatureView:
         owner: str = "",
         tags: Mapping[str, str] | None = None,
         description: str = "",
+        created_timestamp_field: str | None = None,
     ) -> None:
         if isinstance(features, Mapping):
             feats = tuple(Feature(str(k), str(v)) for k, v in features.items())
@@ -170,9 +175,16 @@ class FeatureView:
         set_(self, "owner", owner)
         set_(self, "tags", dict(tags or {}))
         set_(self, "description", description)
-        problems += [m for _, m in view_problems(name, timestamp_field, feats)]
+        set_(self, "created_timestamp_field", created_timestamp_field)
+        problems += [m for _, m in view_problems(name, timestamp_field, feats, created_timestamp_field)]
         if problems:
             raise DefinitionError([Problem(f"feature view '{name}': {m}") for m in problems])
+
+    def stored_columns(self, join_keys: Mapping[str, str]) -> dict[str, str]:
+        """Every column a version's table holds, in order, with its type: the join keys, the event
+        time, the created time (if any) and the features."""
+        times = {self.timestamp_field: "timestamp", **({self.created_timestamp_field: "timestamp"} if self.created_timestamp_field else {})}
+        return {**join_keys, **times, **{f.name: f.dtype for f in self.features}}
 
     @property
     def feature_names(self) -> list[str]:
@@ -194,11 +206,13 @@ class FeatureView:
 
         Feature order, descriptions, TTL, owner and tags do not count.
         """
-        payload = {
+        payload: dict[str, Any] = {
             "join_keys": sorted(join_keys.items()),
             "timestamp_field": self.timestamp_field,
             "features": sorted((f.name, f.dtype) for f in self.features),
         }
+        if self.created_timestamp_field:  # only when set: hashes of existing views stay as they were
+            payload["created_timestamp_field"] = self.created_timestamp_field
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,6 +229,7 @@ class FeatureView:
                 {"name": f.name, "type": f.dtype, "description": f.description}
                 for f in self.features
             ],
+            **({"created_timestamp_field": self.created_timestamp_field} if self.created_timestamp_field else {}),
         }
 
     @classmethod
@@ -229,6 +244,7 @@ class FeatureView:
             owner=data.get("owner", ""),
             tags=data.get("tags") or {},
             description=data.get("description", ""),
+            created_timestamp_field=data.get("created_timestamp_field"),
         )
 
 
@@ -254,10 +270,17 @@ def entity_problems(name: str, join_keys: Mapping[str, str]) -> list[tuple[str, 
 
 
 def view_problems(
-    name: str, timestamp_field: str, features: tuple[Feature, ...]
+    name: str, timestamp_field: str, features: tuple[Feature, ...], created: str | None = None
 ) -> list[tuple[str, str]]:
     """Problems with a feature view's own fields, as (field, message) pairs."""
     problems: list[tuple[str, str]] = []
+    if created is not None:
+        if not isinstance(created, str) or not NAME_RE.match(created):
+            problems.append(("created_timestamp_field", f"invalid created timestamp column name {str(created)[:40]!r}"))
+        elif created == timestamp_field:
+            problems.append(("created_timestamp_field", f"'{created}' is the event time column; name another column"))
+        elif created in {f.name for f in features}:
+            problems.append(("created_timestamp_field", f"'{created}' is a feature; the created time is a column of its own"))
     if not isinstance(name, str) or not NAME_RE.match(name):
         problems.append(("name", f"invalid name {name!r}: use letters, digits and _, starting with a letter (at most 100)"))
     if not isinstance(timestamp_field, str) or not NAME_RE.match(timestamp_field):
@@ -323,7 +346,7 @@ def parse_view_ref(text: str) -> tuple[str, int | None]:
 # --- YAML -------------------------------------------------------------------------------
 
 _ENTITY_KEYS = ("name", "join_keys", "description")
-_VIEW_KEYS = ("name", "entity", "features", "timestamp_field", "ttl", "owner", "tags", "description")
+_VIEW_KEYS = ("name", "entity", "features", "timestamp_field", "created_timestamp_field", "ttl", "owner", "tags", "description")
 _FEATURE_KEYS = ("type", "description")
 
 
@@ -459,7 +482,9 @@ def _view_from_yaml(item: YMap, defs: Definitions, at: Any, fname: str) -> None:
         at(item.value_pos("tags"), f"{what}: 'tags' must be a mapping of label to value")
         tags = {}
     timestamp_field = str(item.get("timestamp_field") or DEFAULT_TIMESTAMP_FIELD)
-    found = view_problems(name or "", timestamp_field, tuple(features)) if name else []
+    created = item.get("created_timestamp_field")
+    created = str(created) if created is not None else None
+    found = view_problems(name or "", timestamp_field, tuple(features), created) if name else []
     for fld, message in found:
         if fld.startswith("features."):
             pos = feature_pos.get(fld.split(".", 1)[1], raw_features.pos)
@@ -479,6 +504,7 @@ def _view_from_yaml(item: YMap, defs: Definitions, at: Any, fname: str) -> None:
         owner=str(item.get("owner") or ""),
         tags={str(k): str(v) for k, v in tags.items()},
         description=str(item.get("description") or ""),
+        created_timestamp_field=created,
     )
     defs.views.append(view)
 

@@ -141,7 +141,7 @@ class Historical:
         frame, prefixes = join_frame(entity, timestamp_column, groups)
         requests = [
             ViewRequest(p.vv.table, list(p.vv.join_keys), pre, p.vv.view.timestamp_field, p.ttl, list(p.grant.features), p.outputs,
-                        not_before=p.grant.read_cutoff())
+                        not_before=p.grant.read_cutoff(), created_field=p.vv.view.created_timestamp_field)
             for p, pre in zip(parts, prefixes, strict=True)
         ]
         sql = pit_sql(requests, as_of=as_of, known_at_prediction_time=known)

@@ -80,13 +80,14 @@ class Ingestion:
         vv = self.catalog.get_view(view)
         grant = ctx.access.grant(ctx.access.snapshot(), vv, vv.view.feature_names, None, (WRITE,))
         policy = grant.policy
-        stored = [*vv.join_keys, vv.view.timestamp_field, *vv.view.feature_names]
+        stored = list(vv.view.stored_columns(vv.join_keys))
         target = sources.TargetSchema(
             view=vv.ref,
             join_keys=vv.join_keys,
             timestamp_field=vv.view.timestamp_field,
             features={f.name: f.dtype for f in vv.view.features},
             free_types=treated(policy, stored),
+            created_field=vv.view.created_timestamp_field,
         )
         source = sources.open_source(data, target)
         if policy is not None:

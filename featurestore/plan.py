@@ -80,6 +80,8 @@ def _schema_diff(old: FeatureView, old_keys: Mapping[str, str], new: FeatureView
         parts.append("retypes " + ", ".join(retyped))
     if old.timestamp_field != new.timestamp_field:
         parts.append(f"event time column {old.timestamp_field} -> {new.timestamp_field}")
+    if old.created_timestamp_field != new.created_timestamp_field:
+        parts.append(f"created time column {old.created_timestamp_field or 'none'} -> {new.created_timestamp_field or 'none'}")
     if dict(old_keys) != dict(new_keys) or old.entity != new.entity:
         parts.append(f"entity {old.entity} ({_keys_text(old_keys)}) -> {new.entity} ({_keys_text(new_keys)})")
     return parts
@@ -102,6 +104,8 @@ def carries_forward(old: FeatureView, old_keys: Mapping[str, str], new: FeatureV
         return f"a type change ({', '.join(retyped)})"
     if old.timestamp_field != new.timestamp_field:
         return f"a new event time column ({old.timestamp_field} -> {new.timestamp_field})"
+    if old.created_timestamp_field != new.created_timestamp_field:
+        return f"a new created time column ({old.created_timestamp_field or 'none'} -> {new.created_timestamp_field or 'none'})"
     if dict(old_keys) != dict(new_keys) or old.entity != new.entity:
         return "a change of entity or join keys"
     return None
@@ -189,11 +193,11 @@ def compute_plan(
             problems.append(Problem(message, where.file, where.line, where.column) if where else Problem(message))
             continue
         entity = found
-        clash = set(view.feature_names) & set(entity.join_keys)
-        if clash or view.timestamp_field in entity.join_keys:
+        clash = (set(view.feature_names) | {view.timestamp_field, view.created_timestamp_field or view.timestamp_field}) & set(entity.join_keys)
+        if clash:
             problems.append(Problem(
-                f"feature view '{view.name}': {', '.join(sorted(clash or {view.timestamp_field}))} "
-                f"is a join key of entity '{entity.name}' and cannot also be a feature or the event time"
+                f"feature view '{view.name}': {', '.join(sorted(clash))} "
+                f"is a join key of entity '{entity.name}' and cannot also be a feature, the event time or the created time"
             ))
             continue
         new_hash = view.schema_hash(entity.join_keys)

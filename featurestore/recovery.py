@@ -201,8 +201,7 @@ class Recovery:
         for latest in self.catalog.list_views():  # a registered version with no table gets an empty one
             for vv in self.catalog.view_versions(latest.view.name):
                 if vv.table not in tables:
-                    ctx.offline.create_table(vv.table, {**vv.join_keys, vv.view.timestamp_field: "timestamp",
-                                                        **{f.name: f.dtype for f in vv.view.features}})
+                    ctx.offline.create_table(vv.table, vv.view.stored_columns(vv.join_keys))
                     report.tables_created.append(vv.ref)
         versions_of = {r.table_name: (r.view_name, r.version) for r in ctx.registry.view_versions()}
         unknown = sorted({t for _b, t, _n, _at in records if t not in versions_of})
@@ -231,9 +230,10 @@ class Recovery:
     def _definition_for(view: FeatureView, keys: dict[str, str], columns: dict[str, str], *, latest: bool) -> FeatureView:
         """The definition of the version a table holds: the file's own if its columns match,
         else (an older version) one made from the table's columns."""
+        created = view.created_timestamp_field if view.created_timestamp_field in columns else None
         features = {c: _DTYPE_OF.get(t, "string") for c, t in columns.items()
-                    if c not in keys and c != view.timestamp_field and c not in BOOKKEEPING}
+                    if c not in keys and c not in (view.timestamp_field, created) and c not in BOOKKEEPING}
         if latest and {f.name: f.dtype for f in view.features} == features:
             return view
         return FeatureView(name=view.name, entity=view.entity, features=features, timestamp_field=view.timestamp_field,
-                           ttl=view.ttl, description=view.description)
+                           ttl=view.ttl, description=view.description, created_timestamp_field=created)

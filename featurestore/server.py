@@ -140,7 +140,7 @@ def create_app(store: FeatureStore) -> FastAPI:
     async def push(request: PushRequest) -> PushResponse:
         """Write rows to the online store at once (and/or the offline store as a batch)."""
         vv = store.get_view(request.view)
-        types = {**vv.join_keys, vv.view.timestamp_field: "timestamp", **{f.name: f.dtype for f in vv.view.features}}
+        types = vv.view.stored_columns(vv.join_keys)
         result = store.push(request.view, rows_table(request.rows, types), to=request.to)
         return PushResponse(view=f"{result.view}@v{result.version}", rows=result.rows, batch_id=result.batch_id,
                             online_entities=result.online_entities)

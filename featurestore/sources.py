@@ -44,14 +44,17 @@ class TargetSchema:
     timestamp_field: str
     features: Mapping[str, str]
     free_types: frozenset[str] = frozenset()
+    created_field: str | None = None
+    """The created-time column (tie-break), if the view has one: a timestamp, nulls allowed."""
     """Stored columns whose source type is free: a policy turns them into text first."""
     dropped: frozenset[str] = frozenset()
     """Source columns a policy drops: accepted in the data, never stored."""
 
     @property
     def columns(self) -> dict[str, str]:
-        """Every stored column, in table order: keys, event time, features."""
-        return {**self.join_keys, self.timestamp_field: "timestamp", **self.features}
+        """Every stored column, in table order: keys, event time, created time (if any), features."""
+        created = {self.created_field: "timestamp"} if self.created_field else {}
+        return {**self.join_keys, self.timestamp_field: "timestamp", **created, **self.features}
 
 
 @dataclass

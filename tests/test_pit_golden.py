@@ -114,3 +114,106 @@ def test_no_ttl_view_has_no_lower_bound() -> None:
         store.ingest("w", pa.table({"id": [1], "event_timestamp": pa.array([datetime(2000, 1, 1, tzinfo=UTC)]), "y": [7]}))
         entity = pa.table({"id": [1, 1], "event_timestamp": pa.array([datetime(1999, 12, 31, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)])})
         assert store.get_historical_features(entity, ["w:y"]).column("y").to_pylist() == [None, 7]
+
+
+CREATED_CASES: list[dict[str, Any]] = yaml.safe_load(FIXTURE.read_text())["created_cases"]
+CREATED_VIEW = FeatureView(name="vc", entity="thing", features={"id": "int64"}, ttl="1d", created_timestamp_field="created")
+
+
+def created_store(order: int = 1) -> tuple[FeatureStore, pa.Table]:
+    """The created cases loaded batch by batch; `order` -1 writes each batch's rows reversed, which
+    must not matter where created times differ."""
+    clock = SetClock()
+    store = FeatureStore(memory=True, clock=clock)
+    store.apply([Entity(name="thing", join_keys={"key": "string"}), CREATED_VIEW])
+    batches: dict[datetime, list[list[Any]]] = defaultdict(list)
+    for case in CREATED_CASES:
+        for key, event, created, ingested, ident in case["features"]:
+            batches[at(ingested)].append([key, at(event), None if created is None else at(created), ident])
+    for ingested in sorted(batches):
+        clock.now = ingested
+        rows = batches[ingested][::order]
+        store.ingest("vc", pa.table({
+            "key": [r[0] for r in rows], "event_timestamp": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC")),
+            "created": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")), "id": pa.array([r[3] for r in rows], pa.int64()),
+        }))
+    entity_rows = [(case["id"], key, t) for case in CREATED_CASES for key, t in case["entity"]]
+    entity = pa.table({"case": [c for c, _, _ in entity_rows], "key": [k for _, k, _ in entity_rows],
+                       "event_timestamp": pa.array([T0 + timedelta(microseconds=offset_ns(t) // 1000) for _, _, t in entity_rows],
+                                                   pa.timestamp("us", tz="UTC"))})
+    return store, entity
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["event-time", "known-at-prediction-time"])
+def test_golden_created_timestamp_cases(known: bool) -> None:
+    store, entity = created_store()
+    result = store.get_historical_features(entity, ["vc:id"], known_at_prediction_time=known)
+    field = "expected_known" if known else "expected"
+    got = dict(zip(result.column("case").to_pylist(), result.column("id").to_pylist(), strict=True))
+    assert {c["id"]: got[c["id"]] for c in CREATED_CASES} == {c["id"]: c[field][0] for c in CREATED_CASES}
+
+
+def test_materialization_ranks_by_created_time_like_the_join() -> None:
+    store, entity = created_store()
+    store.materialize(end=T0)
+    online = store.get_online_features([{"key": k} for k in entity.column("key").to_pylist()], ["vc:id"]).values["id"]
+    joined = store.get_historical_features(entity, ["vc:id"]).column("id").to_pylist()
+    assert online == joined == [c["expected"][0] for c in CREATED_CASES]
+
+
+def test_with_a_created_column_the_order_rows_are_written_in_no_longer_matters() -> None:
+    """A Feast source moved over: ingested in file order instead of created order, same rows."""
+    forward, entity = created_store(order=1)
+    backward, _ = created_store(order=-1)
+    same = [c["id"] for c in CREATED_CASES if c["id"] != "c5"]  # c5's rows tie on created: position decides
+    a = forward.get_historical_features(entity, ["vc:id"]).to_pylist()
+    b = backward.get_historical_features(entity, ["vc:id"]).to_pylist()
+    assert [r for r in a if r["case"] in same] == [r for r in b if r["case"] in same]
+
+
+def test_a_created_column_is_part_of_the_schema_and_checked() -> None:
+    import hashlib
+    import json
+
+    from featurestore import DefinitionError, IngestionError
+
+    plain = FeatureView(name="vc", entity="thing", features={"id": "int64"})
+    old_payload = {"join_keys": [("key", "string")], "timestamp_field": "event_timestamp", "features": [("id", "int64")]}
+    assert plain.schema_hash({"key": "string"}) == hashlib.sha256(json.dumps(old_payload, sort_keys=True).encode()).hexdigest(), \
+        "views without a created column keep their schema hash (no surprise new versions)"
+    assert CREATED_VIEW.schema_hash({"key": "string"}) != plain.schema_hash({"key": "string"})
+    assert list(CREATED_VIEW.stored_columns({"key": "string"})) == ["key", "event_timestamp", "created", "id"]
+    assert FeatureView.from_dict(CREATED_VIEW.to_dict()) == CREATED_VIEW
+    for created, message in (("event_timestamp", "is the event time column"), ("id", "is a feature"), ("2x", "invalid created")):
+        with pytest.raises(DefinitionError, match=message):
+            FeatureView(name="vc", entity="thing", features={"id": "int64"}, created_timestamp_field=created)
+    store = FeatureStore(memory=True)
+    thing = Entity(name="thing", join_keys={"key": "string"})
+    with pytest.raises(DefinitionError, match="key is a join key of entity 'thing' and cannot also be a feature, the event time or the created time"):
+        store.plan([thing, FeatureView(name="vc", entity="thing", features={"id": "int64"}, created_timestamp_field="key")])
+    store.apply([thing, plain])
+    store.ingest("vc", pa.table({"key": ["a"], "event_timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")), "id": [1]}))
+    [change] = store.apply([thing, CREATED_VIEW]).changes
+    assert change.carry_from is None and "a new created time column (none -> created) cannot carry v1's 1 rows forward" in change.detail
+    with pytest.raises(IngestionError, match="created"):
+        store.ingest("vc", pa.table({"key": ["a"], "event_timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")), "id": [1]}))
+    naive = pa.table({"key": ["a"], "event_timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")),
+                      "created": pa.array([datetime(2025, 1, 1)], pa.timestamp("us")), "id": [1]})
+    with pytest.raises(IngestionError, match="created"):
+        store.ingest("vc", naive)
+
+
+def test_a_created_column_in_a_definition_file(tmp_path: Path) -> None:
+    from featurestore.definitions import load_definitions
+
+    path = tmp_path / "v.yaml"
+    path.write_text("entities:\n  - {name: thing, join_keys: {key: string}}\nfeature_views:\n"
+                    "  - name: vc\n    entity: thing\n    created_timestamp_field: created\n    features: {id: int64}\n"
+                    "  - name: bad\n    entity: thing\n    created_timestamp_field: id\n    features: {id: int64}\n")
+    from featurestore import DefinitionError
+
+    with pytest.raises(DefinitionError, match=r"v\.yaml:10:30: feature view 'bad': 'id' is a feature"):
+        load_definitions([path])
+    path.write_text(path.read_text().split("  - name: bad")[0])
+    [view] = load_definitions([path]).views
+    assert view.created_timestamp_field == "created"

@@ -24,9 +24,11 @@ class ViewSpec:
     key: str
     key_type: str
     ttl_s: int | None
+    created: bool = False
+    """The view ranks ties by a created_timestamp_field (random, some null)."""
 
 
-VIEWS = [ViewSpec("va", "ea", "ka", "string", None), ViewSpec("vb", "eb", "kb", "int64", None)]
+VIEWS = [ViewSpec("va", "ea", "ka", "string", None), ViewSpec("vb", "eb", "kb", "int64", None, created=True)]
 KEYS = {"ka": ["a", "b", "c"], "kb": [1, 2, 3]}
 
 
@@ -38,7 +40,8 @@ class SetClock:
         return self.now
 
 
-feature_row = st.tuples(st.integers(0, 2), st.integers(0, 10), st.one_of(st.none(), st.integers(-5, 5)))
+feature_row = st.tuples(st.integers(0, 2), st.integers(0, 10), st.one_of(st.none(), st.integers(-5, 5)),
+                        st.one_of(st.none(), st.integers(0, 3)))  # created time (seconds; None: null) for views that have one
 batch = st.tuples(st.integers(0, 12), st.lists(feature_row, min_size=1, max_size=5))
 entity_row = st.tuples(
     st.one_of(st.none(), st.integers(0, 3)),  # index into KEYS (3 = a key with no rows)
@@ -48,7 +51,8 @@ entity_row = st.tuples(
 
 
 def reference(rows: list[dict[str, Any]], key: Any, t_ns: int | None, ttl_s: int | None, as_of_ns: int | None, known: bool) -> Any:
-    """The rules, read literally: filter candidates, then take the greatest (event, ingestion, position)."""
+    """The rules, read literally: filter candidates, then take the greatest (event, created with
+    null lowest, ingestion, position); views without a created column have created None everywhere."""
     if key is None or t_ns is None:
         return None
     candidates = [
@@ -61,7 +65,8 @@ def reference(rows: list[dict[str, Any]], key: Any, t_ns: int | None, ttl_s: int
     ]
     if not candidates:
         return None
-    return max(candidates, key=lambda r: (r["e_ns"], r["ing_ns"], r["pos"]))["value"]
+    lowest = -(2**63)
+    return max(candidates, key=lambda r: (r["e_ns"], lowest if r["c_ns"] is None else r["c_ns"], r["ing_ns"], r["pos"]))["value"]
 
 
 def to_ns(ts: datetime) -> int:
@@ -88,7 +93,8 @@ def test_join_matches_the_naive_reference(
         defs: list[Any] = []
         for spec, ttl in zip(VIEWS, ttls, strict=True):
             defs.append(Entity(name=spec.entity, join_keys={spec.key: spec.key_type}))
-            defs.append(FeatureView(name=spec.name, entity=spec.entity, features={"value": "int64"}, ttl=ttl))
+            defs.append(FeatureView(name=spec.name, entity=spec.entity, features={"value": "int64"}, ttl=ttl,
+                                    created_timestamp_field="created" if spec.created else None))
         store.apply(defs)
         # Batches of both views, in ingestion-time order (equal times are bumped by 1 us).
         plan = sorted(
@@ -97,18 +103,23 @@ def test_join_matches_the_naive_reference(
         )
         for t, _, spec, rows in plan:
             clock.now = BASE + timedelta(seconds=t)
-            store.ingest(spec.name, pa.table({
-                spec.key: pa.array([KEYS[spec.key][k] for k, _, _ in rows], spec.key_type if spec.key_type == "string" else pa.int64()),
-                "event_timestamp": pa.array([BASE + timedelta(seconds=e) for _, e, _ in rows], pa.timestamp("us", tz="UTC")),
-                "value": pa.array([v for _, _, v in rows], pa.int64()),
-            }))
+            columns = {
+                spec.key: pa.array([KEYS[spec.key][k] for k, _, _, _ in rows], spec.key_type if spec.key_type == "string" else pa.int64()),
+                "event_timestamp": pa.array([BASE + timedelta(seconds=e) for _, e, _, _ in rows], pa.timestamp("us", tz="UTC")),
+                "value": pa.array([v for _, _, v, _ in rows], pa.int64()),
+            }
+            if spec.created:
+                columns["created"] = pa.array([None if c is None else BASE + timedelta(seconds=c) for _, _, _, c in rows],
+                                              pa.timestamp("us", tz="UTC"))
+            store.ingest(spec.name, pa.table(columns))
         stored: dict[str, list[dict[str, Any]]] = {}
         for spec in VIEWS:
             table = store.read(spec.name)  # ordered by ingestion, batch, position in batch
+            created = table.column("created").to_pylist() if spec.created else [None] * table.num_rows
             stored[spec.name] = [
-                {"key": k, "e_ns": to_ns(e), "ing_ns": to_ns(i), "pos": pos, "value": v}
-                for pos, (k, e, i, v) in enumerate(zip(
-                    table.column(spec.key).to_pylist(), table.column("event_timestamp").to_pylist(),
+                {"key": k, "e_ns": to_ns(e), "c_ns": None if c is None else to_ns(c), "ing_ns": to_ns(i), "pos": pos, "value": v}
+                for pos, (k, e, c, i, v) in enumerate(zip(
+                    table.column(spec.key).to_pylist(), table.column("event_timestamp").to_pylist(), created,
                     table.column("_ingested_at").to_pylist(), table.column("value").to_pylist(), strict=True,
                 ))
             ]

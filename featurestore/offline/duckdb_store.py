@@ -450,7 +450,8 @@ class OfflineStore:
         ``_batch_id``), ingested at or before `as_of`, none past the grant's offline retention."""
         vv = grant.require("offline").view
         table = vv.table
-        columns = [*vv.join_keys, vv.view.timestamp_field, *grant.features, "_ingested_at", "_batch_id"]
+        created = [vv.view.created_timestamp_field] if vv.view.created_timestamp_field else []
+        columns = [*vv.join_keys, vv.view.timestamp_field, *created, *grant.features, "_ingested_at", "_batch_id"]
         cols = ", ".join(quote(c) for c in columns)
         sql = f"SELECT {cols} FROM {quote(table)}"
         conditions: list[str] = []

@@ -5,6 +5,8 @@ from the stored row with key k and event time e, t - d <= e <= t (both edges inc
 no lower bound), that is greatest in the order (e, ingestion time, position in its batch):
 
 - the latest event time wins;
+- for a view with a ``created_timestamp_field``, among equal event times the latest created
+  time wins (a null created time ranks below any other), before the next rules;
 - among equal event times, the latest ingestion wins (ingestion times are strictly increasing
   across batches of a store, so this is also the later batch);
 - among rows of one batch with equal key and event time, the one later in the batch wins.
@@ -54,6 +56,8 @@ class ViewRequest:
     """Output column names, one per feature."""
     not_before: datetime | None = None
     """Retention: rows with an event time before this do not exist for the join."""
+    created_field: str | None = None
+    """The view's created-time column: it ranks rows of equal event time before ingestion time."""
 
 
 def _ttl_sql(ttl: timedelta) -> str:
@@ -95,7 +99,7 @@ def pit_sql(
         if view.not_before is not None:
             conditions.append(f"{ts} >= '{view.not_before.isoformat()}'::TIMESTAMPTZ")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        order = f"{{'t': {ts}, 'i': _ingested_at, 'r': rowid}}"
+        order = order_sql(ts, view.created_field)
         if known_at_prediction_time:
             best = ", ".join([f"'_o': {order}", f"'_e': {ts}", *(f"{_lit(f)}: {quote(f)}" for f in view.features)])
             ctes.append(
@@ -115,7 +119,8 @@ def pit_sql(
             if known_at_prediction_time:
                 inequality = f"e._t >= {alias}._avail"
             else:
-                inequality = f"{{'t': e._t, 'i': 'infinity'::TIMESTAMPTZ, 'r': {MAX_BIGINT}}} >= {alias}._o"
+                created = ", 'c': 'infinity'::TIMESTAMPTZ" if view.created_field else ""
+                inequality = f"{{'t': e._t{created}, 'i': 'infinity'::TIMESTAMPTZ, 'r': {MAX_BIGINT}}} >= {alias}._o"
             key_eq = " AND ".join(f"e.{quote(prefix + k)} = {alias}.{quote(k)}" for k in view.join_keys)
             joins.append(f"ASOF LEFT JOIN {cte} AS {alias} ON {key_eq} AND {inequality}")
             entity_cols += [quote(prefix + k) for k in view.join_keys]
@@ -146,6 +151,17 @@ def pit_sql(
         + "\n".join(joins)
         + "\nORDER BY e._row"
     )
+
+
+def order_sql(ts: str, created_field: str | None) -> str:
+    """The ranking of a view's rows, greatest wins: event time, then created time (a null lowest),
+    then ingestion time, then position (row id).
+
+    >>> print(order_sql('"ts"', "created"))
+    {'t': "ts", 'c': coalesce("created", '-infinity'::TIMESTAMPTZ), 'i': _ingested_at, 'r': rowid}
+    """
+    created = f"'c': coalesce({quote(created_field)}, '-infinity'::TIMESTAMPTZ), " if created_field else ""
+    return f"{{'t': {ts}, {created}'i': _ingested_at, 'r': rowid}}"
 
 
 def _lit(name: str) -> str:

@@ -53,8 +53,10 @@ def latest_rows_sql(
     *,
     since_batch: int | None,
     previous_end: datetime | None,
+    created_field: str | None = None,
 ) -> str:
-    """SQL for (entity key, event time in us, *features) of the latest row per entity up to ``$end``.
+    """SQL for (entity key, event time in us, *features) of the latest row per entity up to ``$end``
+    (ranked as the point-in-time join ranks: event time, created time if any, ingestion, position).
 
     With `since_batch`, only entities touched by newer batches (or by older rows with an event
     time after `previous_end`) are recomputed.
@@ -62,6 +64,7 @@ def latest_rows_sql(
     keys = ", ".join(quote(k) for k in join_keys)
     ts = quote(timestamp_field)
     values = ", ".join(_value_sql(n, t) for n, t in features.items())
+    created = f"{quote(created_field)} DESC NULLS LAST, " if created_field else ""
     where = f"{ts} <= $end"
     if since_batch is not None:
         touched = f"_batch_id > {int(since_batch)}"
@@ -70,7 +73,7 @@ def latest_rows_sql(
         where += f" AND ({keys}) IN (SELECT {keys} FROM {quote(table)} WHERE {touched})"
     return (
         f"SELECT {key_sql(join_keys)} AS k, epoch_us({ts}) AS _e, {values} FROM {quote(table)} WHERE {where} "
-        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {ts} DESC, _ingested_at DESC, rowid DESC) = 1"
+        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {ts} DESC, {created}_ingested_at DESC, rowid DESC) = 1"
     )
 
 
@@ -78,7 +81,7 @@ def pushed_rows(tables: Sequence[pa.Table], vv: ViewVersion, end: datetime) -> l
     """The online rows of pushed data: per entity its latest row with event time <= `end` (ties:
     the later row), in the form materialization writes, computed by the same SQL in memory."""
     features = {f.name: f.dtype for f in vv.view.features}
-    columns = [*vv.join_keys, vv.view.timestamp_field, *features]
+    columns = list(vv.view.stored_columns(vv.join_keys))
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -89,7 +92,8 @@ def pushed_rows(tables: Sequence[pa.Table], vv: ViewVersion, end: datetime) -> l
             con.unregister("_fs_pushed")
         if not tables:
             return []
-        sql = latest_rows_sql("_fs_push", list(vv.join_keys), vv.view.timestamp_field, features, since_batch=None, previous_end=None)
+        sql = latest_rows_sql("_fs_push", list(vv.join_keys), vv.view.timestamp_field, features, since_batch=None,
+                              previous_end=None, created_field=vv.view.created_timestamp_field)
         return [row for chunk in stream_rows(con, sql, end) for row in chunk]
     finally:
         con.close()
