@@ -139,11 +139,14 @@ def init(
     registry: Annotated[
         str | None, typer.Option(help="Registry URL, e.g. postgresql://user@host/db (default: SQLite in DIR).")
     ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="The store's project: stores sharing one PostgreSQL registry each need their own.")
+    ] = None,
 ) -> None:
     """Create a store: featurestore.yaml, features/, policies/, registry and offline file."""
     from .store import FeatureStore
 
-    FeatureStore.init(directory, registry_url=registry).close()
+    FeatureStore.init(directory, registry_url=registry, project=project).close()
     out.print(f"Created a feature store in {directory}")
     out.print(f"Next: write definitions under {directory / 'features'} and run `featurestore apply -s {directory}`.")
 

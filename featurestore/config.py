@@ -11,6 +11,7 @@ A store directory holds::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ DEFAULT_CONFIG_TEXT = """\
 # Metadata: entities, feature views and their versions, ingestion batches.
 # SQLite by default; for several machines use PostgreSQL, e.g.
 #   registry: postgresql://user@db-host:5432/featurestore
+# Stores that share one PostgreSQL registry each need a project of their own (its rows live
+# in the schema fs_<project>), e.g.
+#   project: fraud_team
 registry: sqlite:///registry.db
 
 # Every feature row ever ingested, one embedded DuckDB file.
@@ -52,7 +56,10 @@ governance:
   signed_approvals: false  # true: an approval counts only when signed by a registered approver's key
 """
 
-_TOP_KEYS = ("registry", "offline", "online", "keys", "governance")
+_TOP_KEYS = ("project", "registry", "offline", "online", "keys", "governance")
+PROJECT_RE = r"[a-z][a-z0-9_]{0,39}"
+"""A project name: lower-case letters, digits and _, starting with a letter, at most 40 (it names a
+PostgreSQL schema, ``fs_<project>``)."""
 _OFFLINE_KEYS = ("path", "lock_timeout_seconds", "force_compression")
 _ONLINE_KEYS = ("type", "path", "url", "prefix")
 _KEYS_KEYS = ("master_key_env", "master_key_file")
@@ -75,6 +82,14 @@ class StoreConfig:
     """Closed mode: every feature view needs an approved policy."""
     signed_approvals: bool = False
     """Only approvals signed by a registered approver's Ed25519 key count."""
+    project: str | None = None
+    """The store's project (Feast's word): on a PostgreSQL registry its rows live in the schema
+    ``fs_<project>``, so stores of different projects share one database without seeing each other."""
+
+    @property
+    def registry_schema(self) -> str | None:
+        """The PostgreSQL schema of this store's registry rows (None: the URL's default schema)."""
+        return f"fs_{self.project}" if self.project else None
 
 
 def normalize_registry_url(url: str, root: Path | None) -> str:
@@ -128,6 +143,12 @@ def load_config(root: Path) -> StoreConfig:
             section = YMap()
         check_settings(section, allowed, f"{name}.")
         sections[name] = section
+    project = doc.get("project")
+    if project is not None and not (isinstance(project, str) and re.fullmatch(PROJECT_RE, project)):
+        line, col = doc.value_pos("project")
+        problems.append(f"{fname}:{line}:{col}: 'project' must be lower-case letters, digits and _, starting with a letter "
+                        "(at most 40), e.g. fraud_team")
+        project = None
     registry = doc.get("registry", "sqlite:///registry.db")
     if not isinstance(registry, str) or "://" not in registry:
         line, col = doc.value_pos("registry")
@@ -157,4 +178,5 @@ def load_config(root: Path) -> StoreConfig:
         keys=dict(sections["keys"]),
         require_policy=bool(require_policy),
         signed_approvals=bool(signed),
+        project=str(project) if project is not None else None,
     )

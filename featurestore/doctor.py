@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from .config import load_config
 from .errors import FeatureStoreError, StoreDamaged
 from .offline.duckdb_store import COMPACT_SUFFIX
+from .opening import registry_of
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def diagnose(root: Path, open_store: Callable[[], tuple[FeatureStore, StoreConte
     except FeatureStoreError as exc:
         checks.append(Check("config", "problem", str(exc), "`featurestore init DIR` makes a store"))
         return checks
-    registry = Registry(cfg.registry_url)
+    registry = registry_of(cfg)
     try:
         if not _run(checks, "registry", lambda: _registry(registry)):
             return checks

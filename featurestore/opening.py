@@ -13,9 +13,14 @@ from .recovery import lost_registry
 from .registry import Registry
 
 
-def create_store_files(root: Path, registry_url: str | None) -> None:
+def registry_of(config: StoreConfig) -> Registry:
+    """The registry a config names (its project's schema on PostgreSQL)."""
+    return Registry(config.registry_url, config.registry_schema)
+
+
+def create_store_files(root: Path, registry_url: str | None, project: str | None = None) -> None:
     """Write the config, ``features/`` and ``policies/``, create the registry schema and the
-    offline file; ConfigError where a store already is."""
+    offline file (recording the project); ConfigError where a store already is."""
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{root} exists and is not a directory: name a new or empty directory for the store")
     if (root / CONFIG_FILE).exists():
@@ -26,12 +31,18 @@ def create_store_files(root: Path, registry_url: str | None) -> None:
     text = DEFAULT_CONFIG_TEXT
     if registry_url is not None:
         text = text.replace("registry: sqlite:///registry.db", f"registry: {registry_url}")
+    if project is not None:  # checked by load_config below
+        text = f"# The project this store belongs to: its registry rows are namespaced by it.\nproject: {project}\n\n" + text
     (root / CONFIG_FILE).write_text(text, encoding="utf-8")
-    config = load_config(root.resolve())
-    with closing(Registry(config.registry_url)) as registry:
+    try:
+        config = load_config(root.resolve())
+    except ConfigError:
+        (root / CONFIG_FILE).unlink()
+        raise
+    with closing(registry_of(config)) as registry:
         registry.upgrade()
     assert config.offline_path is not None
-    OfflineStore(config.offline_path, lock_timeout=config.lock_timeout).initialize()
+    OfflineStore(config.offline_path, lock_timeout=config.lock_timeout).initialize(config.project)
 
 
 def open_registry(config: StoreConfig, registry: Registry | None, hint: str) -> Registry:
@@ -41,7 +52,7 @@ def open_registry(config: StoreConfig, registry: Registry | None, hint: str) -> 
         registry = registry or Registry("sqlite://")
         registry.upgrade()
         return registry
-    registry = registry or Registry(config.registry_url)
+    registry = registry or registry_of(config)
     try:
         registry.ensure_current(hint)
     except RegistryOutOfDate as exc:

@@ -143,6 +143,12 @@ class Recovery:
         with offline.try_connect() as con:
             if con is None:
                 return
+            recorded = offline.project_on(con)
+            if recorded is not None and recorded != self.ctx.config.project:
+                raise StoreDamaged(
+                    f"the offline store {offline.path} belongs to project '{recorded}', but featurestore.yaml says "
+                    f"{repr(self.ctx.config.project) if self.ctx.config.project else 'no project'}: with another project the store "
+                    f"would read and write another store's registry rows. Set `project: {recorded}` in featurestore.yaml.")
             if read_tables:
                 for table in offline.tables_on(con):
                     con.execute(f"SELECT bit_xor(hash(COLUMNS(*))) FROM {quote(table)}").fetchall()  # reads every block
@@ -153,7 +159,11 @@ class Recovery:
         if problems:
             raise StoreDamaged(
                 f"the registry ({self.ctx.registry.safe_url()}) does not match the offline store ({offline.path}): "
-                + "; ".join(problems) + ". The registry was probably lost, replaced or restored from an older backup. "
+                + "; ".join(problems) + ". The registry was probably lost, replaced or restored from an older backup"
+                + ("" if self.ctx.config.registry_url.startswith("sqlite") else
+                   ", or another store uses it: stores sharing one registry each need their own `project:` in "
+                   "featurestore.yaml (featurestore init --project NAME); check that first, since db recover would make "
+                   "the registry match this offline file") + ". "
                 "Nothing was changed. Run `featurestore db recover` to rebuild its record of views and batches from the "
                 "offline store (definitions from features/), or put back the registry that belongs to this offline file.")
 

@@ -42,7 +42,7 @@ from .privacy.dp import BudgetStatus, DifferentialPrivacyQueries, DpRelease
 from .privacy.erasure import DeletionRequest, Erasure, ErasureResult, Hold, RetentionReport, VerifyReport
 from .privacy.reidentification import Reidentification
 from .recovery import Recovery, RecoveryReport
-from .opening import config_key_provider, create_store_files, open_registry
+from .opening import config_key_provider, create_store_files, open_registry, registry_of
 from .doctor import Check, diagnose
 from .registry import Registry
 from .training_sets import Reproduction, TrainingSet, TrainingSets
@@ -115,22 +115,23 @@ class FeatureStore:
     # --- lifecycle --------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, path: str | Path, *, registry_url: str | None = None, **kwargs: Any) -> FeatureStore:
+    def init(cls, path: str | Path, *, registry_url: str | None = None, project: str | None = None, **kwargs: Any) -> FeatureStore:
         """Create a store directory (config, ``features/``, ``policies/``, registry, offline file) where
-        none is; `registry_url` names the registry database (default: SQLite ``registry.db`` inside)."""
-        create_store_files(Path(path), registry_url)
+        none is; `registry_url` names the registry database (default: SQLite ``registry.db`` inside),
+        `project` the namespace of its rows there (needed for stores sharing a PostgreSQL registry)."""
+        create_store_files(Path(path), registry_url, project)
         return cls(path, **kwargs)
 
     @staticmethod
     def registry_revision(path: str | Path) -> tuple[str | None, str]:
         """The registry's schema revision and the newest one this code knows: (current, head)."""
-        with closing(Registry(load_config(Path(path).resolve()).registry_url)) as registry:
+        with closing(registry_of(load_config(Path(path).resolve()))) as registry:
             return registry.current_revision(), registry.head_revision()
 
     @staticmethod
     def upgrade_registry(path: str | Path) -> tuple[str | None, str]:
         """Migrate the registry's schema to the newest revision: returns (before, after)."""
-        with closing(Registry(load_config(Path(path).resolve()).registry_url)) as registry:
+        with closing(registry_of(load_config(Path(path).resolve()))) as registry:
             before = registry.current_revision()
             registry.upgrade()
             return before, registry.head_revision()

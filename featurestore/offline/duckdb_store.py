@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 from ..types import duckdb_type
 
 BATCHES_TABLE = "_fs_batches"
+STORE_TABLE = "_fs_store"
+"""Settings of the store the file belongs to (its project)."""
 CARRIED_TABLE = "_fs_carried"
 """Offline record of the view-version tables that started with an older version's rows (written
 in the copy's transaction): such a table holds rows of batches recorded under the older table."""
@@ -135,10 +137,21 @@ class OfflineStore:
             "table_name VARCHAR NOT NULL, row_count BIGINT NOT NULL, ingested_at TIMESTAMPTZ NOT NULL)"
         )
 
-    def initialize(self) -> None:
-        """Create the file and its bookkeeping table if they do not exist."""
+    def initialize(self, project: str | None = None) -> None:
+        """Create the file and its bookkeeping tables if they do not exist, recording the store's project."""
         with self.connect(read_only=False, create=True) as con:
             self._create_batches_table(con)
+            if project is not None:
+                con.execute(f"CREATE TABLE IF NOT EXISTS {STORE_TABLE} (setting VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+                con.execute(f"INSERT OR REPLACE INTO {STORE_TABLE} VALUES ('project', ?)", [project])
+
+    @staticmethod
+    def project_on(con: duckdb.DuckDBPyConnection) -> str | None:
+        """The project the file was created for (None: not recorded, a store made without one)."""
+        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [STORE_TABLE]).fetchall()[0][0]:
+            return None
+        rows = con.execute(f"SELECT value FROM {STORE_TABLE} WHERE setting = 'project'").fetchall()
+        return str(rows[0][0]) if rows else None
 
     @contextmanager
     def connect(self, *, read_only: bool, create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

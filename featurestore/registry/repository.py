@@ -62,7 +62,7 @@ HEAD_REVISION = "5d2a9c4e7b31"
 """The newest migration in ``migrations/versions`` (tests/test_migrations.py checks it)."""
 
 
-def _make_engine(url: str) -> Engine:
+def _make_engine(url: str, schema: str | None = None) -> Engine:
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:")
         engine = create_engine(
@@ -85,6 +85,15 @@ def _make_engine(url: str) -> Engine:
         engine = create_engine(url, pool_pre_ping=True)
     except Exception as exc:  # a missing driver or a malformed URL
         raise ConfigError(f"cannot use registry URL {url!r}: {exc}") from exc
+    if schema is not None and engine.dialect.name == "postgresql":
+        quoted = '"' + schema.replace('"', '""') + '"'
+
+        @event.listens_for(engine, "connect")
+        def _project_schema(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"SET search_path TO {quoted}")  # every table, alembic_version too, lives in the project's schema
+            cursor.close()
+            dbapi_connection.commit()
     _translate_faults(engine)
     return engine
 
@@ -111,11 +120,14 @@ class Registry:
 
     Args:
         url: A SQLAlchemy URL (``sqlite:///path``, ``postgresql+psycopg://...``).
+        schema: On PostgreSQL, the schema that holds this registry's tables (one per project, so
+            several stores share one database without seeing each other); None: the URL's default.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, schema: str | None = None) -> None:
         self.url = url
-        self.engine = _make_engine(url)
+        self.schema = schema
+        self.engine = _make_engine(url, schema)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -149,8 +161,12 @@ class Registry:
         return str(rows[0][0]) if rows else None
 
     def upgrade(self, revision: str = "head") -> None:
-        """Migrate the registry schema up to `revision` (default: the newest)."""
+        """Migrate the registry schema up to `revision` (default: the newest); a project's
+        PostgreSQL schema is created first if it does not exist."""
         cfg = self._alembic_config()
+        if self.schema is not None and self.engine.dialect.name == "postgresql":
+            with self.engine.begin() as conn:
+                conn.execute(text('CREATE SCHEMA IF NOT EXISTS "' + self.schema.replace('"', '""') + '"'))
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             from alembic import command
@@ -180,8 +196,9 @@ class Registry:
             )
 
     def safe_url(self) -> str:
-        """The registry URL without its password, for messages."""
-        return self.engine.url.render_as_string(hide_password=True)
+        """The registry URL without its password (and the project's schema), for messages."""
+        where = self.engine.url.render_as_string(hide_password=True)
+        return f"{where}, schema {self.schema}" if self.schema is not None and self.engine.dialect.name == "postgresql" else where
 
     # --- sessions ----------------------------------------------------------------------------
 
