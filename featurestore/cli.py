@@ -4,6 +4,7 @@ method and prints the result. Errors of the store are printed (no traceback) wit
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,6 +12,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
+from .durations import format_duration
 from .terminal import SafeConsole
 
 if TYPE_CHECKING:
@@ -279,7 +281,7 @@ def views(store: StoreOpt = Path(".")) -> None:
             table.add_row(
                 vv.view.name, f"v{vv.version}", vv.view.entity,
                 ", ".join(f"{f.name}:{f.dtype}" for f in vv.view.features),
-                str(vv.view.ttl or "-"), vv.view.owner or "-",
+                format_duration(vv.view.ttl) if vv.view.ttl else "-", vv.view.owner or "-",
             )
         out.print(table)
 
@@ -440,7 +442,7 @@ def training_set_show(
     out.print(f"  policy hashes:   {', '.join(ts.policy_hashes) or 'none (no governed views)'}")
     out.print(f"  stored at:       {ts.location}", markup=False)
     for f in ts.features:
-        ttl = f"{f['ttl_seconds']:g} s" if f["ttl_seconds"] is not None else "none"
+        ttl = format_duration(timedelta(seconds=f["ttl_seconds"])) if f["ttl_seconds"] is not None else "none"
         out.print(f"  - {f['ref']} as {f['output']} (ttl {ttl})", markup=False)
 
 
@@ -927,7 +929,7 @@ def dp_budget(purpose: PurposeOpt = None, store: StoreOpt = Path(".")) -> None:
         out.print("No differential-privacy budget in the policies in force.")
     for b in budgets:
         who = f" consumer {b.consumer}" if b.consumer else ""
-        period = f" per {b.period_days:g} days" if b.period_days else " (never refreshes)"
+        period = f" per {format_duration(timedelta(days=b.period_days))}" if b.period_days else " (never refreshes)"
         refresh = f"; refreshes from {b.refreshes_at:%Y-%m-%d %H:%M}" if b.refreshes_at else ""
         out.print(f"{b.policy_id}/{b.purpose}{who}: epsilon {b.spent:g} spent, {b.reserved:g} reserved, {b.remaining:g} of "
                   f"{b.budget:g} left{period}{refresh}", markup=False)

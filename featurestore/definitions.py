@@ -26,59 +26,35 @@ from typing import Any
 from .errors import DefinitionError, Problem, UnknownFeatureError, did_you_mean
 from .types import KEY_TYPE_NAMES, TYPE_NAMES
 from .services import FeatureService, service_from_yaml
+from .durations import GRAMMAR, parse_duration, short_duration
 from .yamlpos import YamlSyntaxError, YList, YMap, check_keys, load_yaml, read_yaml_text
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}\Z")
 """The one pattern for entity, view, feature, key and training-set names: a letter, then up to 99
 letters, digits or _ (``\\Z``, not ``$``: a trailing newline is not part of a name)."""
-_TTL_RE = re.compile(r"^(\d+)\s*([smhdw])$")
-_ISO_RE = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
-_TTL_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 DEFAULT_TIMESTAMP_FIELD = "event_timestamp"
 
 
 def parse_ttl(value: str | int | timedelta | None) -> timedelta | None:
-    """Parse a TTL: ``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"``, ISO ``"P30D"``, seconds.
+    """Parse a TTL in the one duration grammar (:mod:`featurestore.durations`): ``"30d"``,
+    ``"12h"``, ``"1d6h"``, ISO ``"P30D"`` or ``"P3M"``, seconds; None for no TTL.
 
     >>> parse_ttl("P1DT2H")
     datetime.timedelta(days=1, seconds=7200)
     >>> parse_ttl(None) is None
     True
     """
-    if value is None or isinstance(value, timedelta):
-        result = value
-    elif isinstance(value, bool):
-        raise ValueError(f"invalid TTL {value!r}")
-    elif isinstance(value, int):
-        result = timedelta(seconds=value)
-    else:
-        text = str(value).strip()
-        simple = _TTL_RE.match(text)
-        iso = _ISO_RE.match(text) if text != "P" else None
-        if simple:
-            result = timedelta(**{_TTL_UNITS[simple.group(2)]: int(simple.group(1))})
-        elif iso and any(iso.groups()):
-            w, d, h, m, s = (int(g) if g else 0 for g in iso.groups())
-            result = timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
-        else:
-            raise ValueError(
-                f"invalid TTL {value!r}; write a number and a unit like '30d', '12h', '90m', "
-                "or an ISO 8601 duration like 'P30D'"
-            )
-    if result is not None and result <= timedelta(0):
-        raise ValueError(f"invalid TTL {value!r}: it must be positive (omit it for no TTL)")
-    return result
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(f"invalid TTL {str(value)[:40]!r}; write {GRAMMAR} (omit it for no TTL)") from None
 
 
 def format_ttl(ttl: timedelta | None) -> str | None:
-    """Write a TTL back in the short form ``parse_ttl`` reads (``"30d"``, ``"90m"``...)."""
-    if ttl is None:
-        return None
-    seconds = int(ttl.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    """Write a TTL back in the short form ``parse_ttl`` reads (``"30d"``, ``"1h30m"``...)."""
+    return None if ttl is None else short_duration(ttl)
 
 
 @dataclass(frozen=True)

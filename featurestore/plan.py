@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .definitions import Entity, FeatureRef, FeatureView, format_ttl
+from .definitions import Entity, FeatureRef, FeatureView
+from .durations import format_duration
 from .errors import DefinitionError, Problem, did_you_mean
 from .services import FeatureService
 
@@ -133,7 +134,7 @@ def _new_version_detail(old: RegisteredView, view: FeatureView, keys: Mapping[st
 def _metadata_diff(old: FeatureView, new: FeatureView) -> list[str]:
     parts: list[str] = []
     if old.ttl != new.ttl:
-        parts.append(f"ttl {format_ttl(old.ttl) or 'none'} -> {format_ttl(new.ttl) or 'none'}")
+        parts.append(f"ttl {format_duration(old.ttl) if old.ttl else 'none'} -> {format_duration(new.ttl) if new.ttl else 'none'}")
     if old.owner != new.owner:
         parts.append(f"owner {old.owner or '-'} -> {new.owner or '-'}")
     if dict(old.tags) != dict(new.tags):

@@ -68,7 +68,7 @@ feature_views:
         f"{path}:4:20: entity 'customer': join key 'customer_id' has type 'strin'; a join key must be one of int32, int64, string. Did you mean 'string'?",
         f"{path}:9:5: unknown field 'ownr' in feature view 'profile'. Did you mean 'owner'?",
         f"{path}:12:30: unknown field 'descripton' in feature 'score'. Did you mean 'description'?",
-        f"{path}:8:10: feature view 'profile': invalid TTL '30 days'; write a number and a unit like '30d', '12h', '90m', or an ISO 8601 duration like 'P30D'",
+        f"{path}:8:10: feature view 'profile': invalid TTL '30 days'; write a number and a unit like '30d', '12h', '90m' or '1d6h', or an ISO 8601 duration like 'P30D', 'P6M' or 'PT12H' (omit it for no TTL)",
         f"{path}:11:12: feature view 'profile': feature 'age' has unknown type 'int46'; use one of bool, int32, int64, float32, float64, string, date, timestamp. Did you mean 'int64'?",
     ]
     assert str(info.value).startswith("5 problems in the definitions:")
@@ -113,7 +113,8 @@ def test_python_constructors_validate() -> None:
     ("text", "expected"),
     [("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("90m", timedelta(minutes=90)),
      ("45s", timedelta(seconds=45)), ("2w", timedelta(weeks=2)), ("P1DT2H", timedelta(days=1, hours=2)),
-     (3600, timedelta(hours=1)), (None, None)],
+     (3600, timedelta(hours=1)), (None, None), ("P3M", timedelta(days=90)), ("P1Y", timedelta(days=365)),
+     ("1d6h", timedelta(days=1, hours=6))],
 )
 def test_ttl_forms(text: object, expected: timedelta | None) -> None:
     assert parse_ttl(text) == expected  # type: ignore[arg-type]
@@ -135,3 +136,39 @@ def test_feature_refs() -> None:
     for bad in ["view", "view@2:f", "view:f:g", ":f"]:
         with pytest.raises(UnknownFeatureError, match="write 'view:feature', 'view@v2:feature' or 'view:\\*'"):
             FeatureRef.parse(bad)
+
+
+def test_one_duration_grammar_and_one_printer(tmp_path: Path) -> None:
+    """TTLs and policy durations read the same forms; every listing prints a duration the same way."""
+    from typer.testing import CliRunner
+
+    from featurestore import FeatureStore
+    from featurestore.cli import app
+    from featurestore.durations import format_duration, parse_duration
+    from featurestore.policy.model import parse_duration as policy_duration
+
+    for text in ("P3M", "30d", "1d6h", "PT12H", "2w", "P1Y6M"):
+        assert parse_ttl(text) == policy_duration(text) == parse_duration(text)
+    for text in ("0d", "P", "-1d", "3 months", "P1.5D"):
+        with pytest.raises(ValueError):
+            policy_duration(text)
+        with pytest.raises(ValueError):
+            parse_ttl(text)
+    assert [format_duration(parse_duration(t)) for t in ("2d", "P90D", "36h", "61s")] == [
+        "2 days", "90 days", "1 day 12 hours", "1 minute 1 second"]
+    root = tmp_path / "store"
+    with FeatureStore.init(root) as fs:
+        fs.apply([Entity(name="e", join_keys={"id": "int64"}),
+                  FeatureView(name="v", entity="e", ttl="P3M", features={"x": "int64"})])
+        import pyarrow as pa
+        from datetime import UTC, datetime
+
+        fs.ingest("v", pa.table({"id": pa.array([1], pa.int64()), "event_timestamp": pa.array([datetime(2025, 1, 1, tzinfo=UTC)],
+                                                                                              pa.timestamp("us", tz="UTC")), "x": [1]}))
+        fs.create_training_set("t", pa.table({"id": pa.array([1], pa.int64()), "event_timestamp": pa.array(
+            [datetime(2025, 1, 2, tzinfo=UTC)], pa.timestamp("us", tz="UTC"))}), ["v:x"])
+    runner = CliRunner()
+    views = runner.invoke(app, ["views", "-s", str(root)], terminal_width=200).output
+    shown = runner.invoke(app, ["training-set", "show", "t", "-s", str(root)], terminal_width=200).output
+    assert "90 days" in views and "90 days" in shown
+    assert "0:00:00" not in views and "e+06" not in shown

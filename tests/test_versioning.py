@@ -79,7 +79,7 @@ def test_metadata_change_updates_in_place_without_new_version(store: FeatureStor
     )
     plan = store.apply([CUSTOMER, changed])
     assert [str(c) for c in plan.changes] == [
-        "~ update feature view 'profile' v1: ttl 30d -> 7d, owner team@example.com -> new-owner@example.com, description, feature order"
+        "~ update feature view 'profile' v1: ttl 30 days -> 7 days, owner team@example.com -> new-owner@example.com, description, feature order"
     ]
     vv = store.get_view("profile")
     assert vv.version == 1 and vv.view.owner == "new-owner@example.com"

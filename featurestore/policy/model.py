@@ -5,7 +5,6 @@ erasure and differential-privacy rules. Loading and checking are in :mod:`.loade
 from __future__ import annotations
 
 import fnmatch
-import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -17,25 +16,18 @@ NORMALIZERS = ("none", "text", "email", "phone")
 """How identifiers are normalized before hashing (see :func:`featurestore.privacy.pseudonymize.normalize`)."""
 LEGAL_BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interest")
 
-_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
-
-
 def parse_duration(text: str) -> timedelta:
-    """An ISO 8601 duration; a year counts 365 days and a month 30 (policies name periods, not dates).
+    """A policy duration, in the one grammar of :mod:`featurestore.durations` (a year counts 365
+    days and a month 30: policies name periods, not dates).
 
     >>> parse_duration("P1Y6M")
     datetime.timedelta(days=545)
-    >>> parse_duration("P30D")
+    >>> parse_duration("30d")
     datetime.timedelta(days=30)
     """
-    match = _DURATION.match(str(text).strip())
-    if not match or not any(match.groups()) or str(text).strip().endswith("T"):
-        raise ValueError(f"{text!r} is not an ISO 8601 duration like P30D, P6M or P1Y")
-    y, mo, w, d, h, mi, s = (int(g) if g else 0 for g in match.groups())
-    result = timedelta(days=365 * y + 30 * mo + 7 * w + d, hours=h, minutes=mi, seconds=s)
-    if result <= timedelta(0):
-        raise ValueError(f"{text!r} must be longer than zero")
-    return result
+    from ..durations import parse_duration as parse
+
+    return parse(text)
 
 
 @dataclass(frozen=True)

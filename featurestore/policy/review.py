@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
+from ..durations import format_duration
 from .model import ColumnRule, Policy
 
 RowsPastRetention = Callable[[str, timedelta], int]
@@ -20,7 +21,7 @@ _TREATMENT_WORDS = {
 
 
 def _days(value: timedelta) -> str:
-    return f"{value.days} days" if value.seconds == 0 else str(value)
+    return format_duration(value)
 
 
 def _treatment(rule: ColumnRule) -> str:

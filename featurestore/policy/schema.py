@@ -10,7 +10,7 @@ from typing import Any
 
 from .model import ACCESS, KINDS, LEGAL_BASES, NORMALIZERS, TREATMENTS
 
-_DURATION = {"type": "string", "pattern": r"^P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?$",
+_DURATION = {"type": "string", "pattern": r"^(P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?|(\d+[wdhms])+)$",
              "description": "ISO 8601 duration, e.g. P30D, P6M, P1Y"}
 _GENERALIZE = {
     "oneOf": [
