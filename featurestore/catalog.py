@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .context import StoreContext
-from .definitions import Definitions, Entity, FeatureRef, FeatureView, load_definitions, parse_view_ref
-from .errors import ConfigError, UnknownFeatureError, UnknownViewError, did_you_mean
+from .definitions import Definitions, Entity, FeatureRef, FeatureView, load_definitions, parse_view_ref, read_definitions
+from .errors import ConfigError, DefinitionError, Problem, UnknownFeatureError, UnknownViewError, did_you_mean
 from .governance import MAINTAIN, check_definitions
 from .offline.duckdb_store import Carry
 from .plan import Plan, RegisteredView, compute_plan
@@ -80,19 +80,20 @@ class Catalog:
 
     # --- definitions ------------------------------------------------------------------------
 
-    def load_definitions(self) -> Definitions:
-        """Read every ``*.yaml`` / ``*.yml`` under the store's ``features/`` folder."""
+    def load_definitions(self, *, keep_going: bool = False) -> Definitions:
+        """Read every ``*.yaml`` / ``*.yml`` under the store's ``features/`` folder (`keep_going`:
+        the valid items, with the problems in ``problems`` instead of raised)."""
         root = self.ctx.config.root
         if root is None:
             raise ConfigError("a memory store has no features/ folder: pass definitions to plan/apply")
         folder = root / "features"
         files = sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")])
-        return load_definitions(files)
+        return read_definitions(files) if keep_going else load_definitions(files)
 
     def as_definitions(self, definitions: DefinitionsLike) -> Definitions:
         """Definitions from a Definitions object, Entity / FeatureView objects, or ``features/``."""
         if definitions is None:
-            return self.load_definitions()
+            return self.load_definitions(keep_going=True)
         if isinstance(definitions, Definitions):
             return definitions
         defs = Definitions()
@@ -123,17 +124,31 @@ class Catalog:
             for vv in latest
         }
         services = self.list_services()
-        plan = compute_plan(
-            defs.entities, defs.views, registered_entities=registered_entities,
-            registered_views=registered_views, entity_positions=defs.entity_positions, services=defs.services,
-            registered_services={s.service.name: (s.service, s.version) for s in services},
-            registered_features={(r.view_name, r.version): [f["name"] for f in r.definition["features"]]
-                                 for r in registry.view_versions()},
-        )
+        problems = list(defs.problems)  # every problem in one pass: reading, planning, policies
         known = {**registered_entities, **{e.name: e for e in defs.entities}}
-        check_definitions(self.ctx.access.snapshot(), [
-            (v.name, known[v.entity].join_keys, {f.name: f.dtype for f in v.features}) for v in defs.views
-        ])
+        for view, where in defs.unchecked_entities.items():
+            if where.message not in known:
+                problems.append(Problem(f"feature view '{view}' names unknown entity '{where.message}'." + did_you_mean(where.message, known),
+                                        where.file, where.line, where.column))
+        try:
+            plan = compute_plan(
+                defs.entities, defs.views, registered_entities=registered_entities,
+                registered_views=registered_views, entity_positions=defs.entity_positions, services=defs.services,
+                registered_services={s.service.name: (s.service, s.version) for s in services},
+                registered_features={(r.view_name, r.version): [f["name"] for f in r.definition["features"]]
+                                     for r in registry.view_versions()},
+            )
+        except DefinitionError as exc:
+            problems += exc.errors
+            plan = Plan()
+        try:
+            check_definitions(self.ctx.access.snapshot(), [
+                (v.name, known[v.entity].join_keys, {f.name: f.dtype for f in v.features}) for v in defs.views if v.entity in known
+            ])
+        except DefinitionError as exc:
+            problems += exc.errors
+        if problems:
+            raise DefinitionError(problems)
         return plan
 
     def apply(self, definitions: DefinitionsLike = None) -> Plan:

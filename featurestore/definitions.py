@@ -335,6 +335,11 @@ class Definitions:
     entity_positions: dict[str, Problem] = field(default_factory=dict)
     """Where each view names its entity, to point at an unknown entity in its file."""
     services: list[FeatureService] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    """Problems found while reading (from :func:`read_definitions`); the items they are in are left out."""
+    unchecked_entities: dict[str, Problem] = field(default_factory=dict)
+    """Entity names of views left out for their problems, with where each is named: ``plan``
+    still reports an unknown one, so every problem shows in one pass."""
 
 
 def load_definitions(paths: Iterable[Path]) -> Definitions:
@@ -343,13 +348,18 @@ def load_definitions(paths: Iterable[Path]) -> Definitions:
     Every problem in every file is collected and raised once as a DefinitionError, each with
     its ``file:line:column`` and, for a misspelt name, the closest valid one.
     """
+    defs = read_definitions(paths)
+    if defs.problems:
+        raise DefinitionError(defs.problems)
+    return defs
+
+
+def read_definitions(paths: Iterable[Path]) -> Definitions:
+    """:func:`load_definitions` that keeps going: the valid items, and every problem in `problems`."""
     defs = Definitions()
-    problems: list[Problem] = []
     for path in paths:
-        _load_file(Path(path), defs, problems)
-    _check_names_unique(defs, problems)
-    if problems:
-        raise DefinitionError(problems)
+        _load_file(Path(path), defs, defs.problems)
+    _check_names_unique(defs, defs.problems)
     return defs
 
 
@@ -431,6 +441,10 @@ def _view_from_yaml(item: YMap, defs: Definitions, at: Any, fname: str) -> None:
     what = f"feature view '{name}'"
     _unknown_keys(item, _VIEW_KEYS, what, at)
     entity = _required_str(item, "entity", what, at)
+    if name is not None and entity is not None:  # checked by plan even if this view is left out for other problems
+        line, column = item.value_pos("entity")
+        defs.entity_positions[name] = Problem("", fname, line, column)
+        defs.unchecked_entities[name] = Problem(entity, fname, line, column)
     raw_features = item.get("features")
     if not isinstance(raw_features, YMap):
         at(item.value_pos("features") if "features" in item else item.pos,
@@ -469,8 +483,7 @@ def _view_from_yaml(item: YMap, defs: Definitions, at: Any, fname: str) -> None:
         at(pos, f"{what}: {message}")
     if name is None or entity is None or found:
         return
-    line, column = item.value_pos("entity")
-    defs.entity_positions[name] = Problem("", fname, line, column)
+    defs.unchecked_entities.pop(name, None)
     view = FeatureView(
         name=name,
         entity=entity,

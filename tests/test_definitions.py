@@ -172,3 +172,45 @@ def test_one_duration_grammar_and_one_printer(tmp_path: Path) -> None:
     shown = runner.invoke(app, ["training-set", "show", "t", "-s", str(root)], terminal_width=200).output
     assert "90 days" in views and "90 days" in shown
     assert "0:00:00" not in views and "e+06" not in shown
+
+
+ONE_PASS = """\
+entities:
+  - name: driver
+    join_keys: {driver_id: int64}
+feature_views:
+  - name: stats
+    entity: drivr
+    features: {trips: int46}
+  - name: profile
+    entity: driver
+    ttl: 30 days
+    features: {rating: float64}
+  - name: trips
+    entity: drivre
+    features: {count: int64}
+"""
+
+
+def test_every_definition_problem_is_reported_in_one_pass(tmp_path: Path) -> None:
+    """A typo in an entity name shows together with the other problems, not after they are fixed."""
+    from typer.testing import CliRunner
+
+    from featurestore import FeatureStore
+    from featurestore.cli import app
+
+    root = tmp_path / "store"
+    FeatureStore.init(root).close()
+    path = root / "features" / "drivers.yaml"
+    path.write_text(ONE_PASS)
+    with FeatureStore(root) as fs:
+        with pytest.raises(DefinitionError) as info:
+            fs.plan()
+    got = [str(e) for e in info.value.errors]
+    assert f"{path}:7:23: feature view 'stats': feature 'trips' has unknown type 'int46'; use one of" in got[0]
+    assert any(e.startswith(f"{path}:10:10: feature view 'profile': invalid TTL '30 days'") for e in got)
+    assert f"{path}:6:13: feature view 'stats' names unknown entity 'drivr'. Did you mean 'driver'?" in got
+    assert f"{path}:13:13: feature view 'trips' names unknown entity 'drivre'. Did you mean 'driver'?" in got
+    assert len(got) == 4
+    result = CliRunner().invoke(app, ["apply", "-s", str(root)])
+    assert result.exit_code == 1 and "4 problems in the definitions" in result.output and "drivr" in result.output
