@@ -254,6 +254,9 @@ def ingest(
         f"Ingested {result.rows:,} rows into {result.view}@v{result.version} "
         f"as batch {result.batch_id} at {result.ingested_at.isoformat()}"
     )
+    if result.duplicates:
+        err.print(f"Note: {result.duplicates:,} rows share their key and event time with a later row of this batch; "
+                  "the later row wins every lookup. Deduplicate the source if that is not intended.")
 
 
 @app.command()

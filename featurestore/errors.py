@@ -168,3 +168,12 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def missing_extra(what: str, extra: str, exc: ImportError) -> ConfigError:
+    """The error for an optional dependency that is not installed, naming the extra that brings it.
+
+    >>> str(missing_extra("a Redis online store", "redis", ModuleNotFoundError("No module named 'redis'")))
+    "a Redis online store needs the 'redis' extra (No module named 'redis'): pip install 'featurestore[redis]'"
+    """
+    return ConfigError(f"{what} needs the '{extra}' extra ({exc}): pip install 'featurestore[{extra}]'")

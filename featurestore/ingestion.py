@@ -35,6 +35,9 @@ class IngestResult:
     ingested_at: datetime
     dropped_erased: int = 0
     """Rows of erased subjects dropped before storage (their tombstones matched)."""
+    duplicates: int = 0
+    """Rows that share their key and event time with a later row of the same batch: stored, but
+    the later row wins every lookup (the point-in-time rule), so they are usually a mistake."""
 
 
 @dataclass(frozen=True)
@@ -152,12 +155,14 @@ class Ingestion:
                 except FeatureStoreError:
                     pass  # e.g. the registry is on the same full disk: the batch stays pending, settled as aborted on the next open
                 raise
+            duplicates = ctx.offline.duplicates_on(con, vv.table, [*vv.join_keys, vv.view.timestamp_field], batch_id)
             # The batch's settling and its audit entry commit in one registry transaction.
             ctx.audit.append(ctx.actor, "ingest", vv.ref, details={
                 "batch": batch_id, "rows": rows, "policy": policy.id if policy else None,
                 "policy_sha256": policy.sha256 if policy else None, "dropped_erased": prepared.dropped_erased,
+                "duplicates": duplicates,
             }, change=ctx.registry.batch_finisher(batch_id, status="committed", finished_at=ctx.now(), row_count=rows))
-        return IngestResult(batch_id, vv.view.name, vv.version, rows, ingested_at, prepared.dropped_erased)
+        return IngestResult(batch_id, vv.view.name, vv.version, rows, ingested_at, prepared.dropped_erased, duplicates)
 
     def _erased_mask(self, policy: Policy | None, vv: ViewVersion, raw: pa.ChunkedArray, erased: set[str]) -> pa.ChunkedArray:
         """Which incoming rows (raw keys, before treatment) belong to erased subjects."""

@@ -54,3 +54,30 @@ def test_lock_timeout_comes_from_the_config(tmp_path: Path) -> None:
         assert fs.lock_timeout == 2.5
     with FeatureStore(root, lock_timeout=0) as fs:
         assert fs.lock_timeout == 0
+
+
+@pytest.mark.parametrize("module,extra,section", [("redis", "redis", "online"), ("psycopg", "postgres", "registry")])
+def test_a_missing_optional_dependency_names_its_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       module: str, extra: str, section: str) -> None:
+    import sys
+
+    from typer.testing import CliRunner
+
+    from featurestore.cli import app
+
+    from .conftest import CUSTOMER, PROFILE
+
+    root = tmp_path / "store"
+    with FeatureStore.init(root) as fs:
+        fs.apply([CUSTOMER, PROFILE])  # materialize then has a view to write
+    config = root / "featurestore.yaml"
+    if section == "online":
+        config.write_text(config.read_text().replace("  type: embedded\n  path: online.db", "  type: redis\n  url: redis://127.0.0.1:6379/15"))
+        command = ["materialize", "-s", str(root)]
+    else:
+        config.write_text(config.read_text().replace("registry: sqlite:///registry.db", "registry: postgresql://u@127.0.0.1/db"))
+        command = ["views", "-s", str(root)]
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"needs the '{extra}' extra" in result.output and f"pip install 'featurestore[{extra}]'" in result.output

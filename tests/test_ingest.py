@@ -219,3 +219,26 @@ def test_time_travel_on_ingestion_time(store: FeatureStore) -> None:
     only = store.read("profile", features=["age"], as_of=first.ingested_at)
     assert only.column_names == ["customer_id", "event_timestamp", "age", "_ingested_at", "_batch_id"]
     assert pc.max(only.column("_batch_id")).as_py() == first.batch_id
+
+
+def test_duplicate_key_and_event_time_pairs_in_a_batch_are_counted(tmp_path: Path) -> None:
+    """Accepted (the later row wins, as always), but counted and reported, never silent."""
+    from typer.testing import CliRunner
+
+    from featurestore.cli import app
+
+    from .conftest import CUSTOMER, PROFILE
+
+    root = tmp_path / "store"
+    with FeatureStore.init(root) as fs:
+        fs.apply([CUSTOMER, PROFILE])
+        data = profile_rows(3)
+        data = pa.concat_tables([data, data.slice(0, 1), data.slice(1, 1), data.slice(1, 1)])  # c0 twice, c1 three times
+        result = fs.ingest("profile", data)
+        assert result.duplicates == 3
+        assert fs.audit_entries(action="ingest")[-1].details["duplicates"] == 3
+        assert fs.ingest("profile", profile_rows(3)).duplicates == 0, "the same pairs in another batch are not duplicates in it"
+    path = tmp_path / "dups.parquet"
+    pq.write_table(pa.concat_tables([profile_rows(2), profile_rows(2)]), path)
+    result = CliRunner().invoke(app, ["ingest", "profile", str(path), "-s", str(root)])
+    assert result.exit_code == 0 and "2 rows share their key and event time with a later row of this batch" in result.output

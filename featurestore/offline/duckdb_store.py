@@ -406,6 +406,14 @@ class OfflineStore:
             raise
         return total
 
+    @staticmethod
+    def duplicates_on(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], batch_id: int) -> int:
+        """How many rows of one batch share their `columns` (key and event time) with a later row of it."""
+        cols = ", ".join(quote(c) for c in columns)
+        [(count,)] = con.execute(f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM {quote(table)} "
+                                 f"WHERE _batch_id = ? GROUP BY {cols} HAVING count(*) > 1)", [int(batch_id)]).fetchall()
+        return int(count)
+
     # --- reads ------------------------------------------------------------------------------
 
     @staticmethod

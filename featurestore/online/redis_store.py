@@ -49,9 +49,12 @@ class RedisOnlineStore:
     """Online rows in Redis (``redis://host:port/db``)."""
 
     def __init__(self, url: str, prefix: str = "fs") -> None:
-        import redis
+        from ..errors import ConfigError, missing_extra
 
-        from ..errors import ConfigError
+        try:
+            import redis
+        except ImportError as exc:
+            raise missing_extra("a Redis online store (online.type: redis)", "redis", exc) from None
 
         self.url = url
         self.prefix = prefix

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from ..errors import ConfigError, PolicyViolation, RegistryOutOfDate
+from ..errors import ConfigError, PolicyViolation, RegistryOutOfDate, missing_extra
 from ..faults import registry_fault
 from .models import (
     ApproverRow,
@@ -83,7 +83,11 @@ def _make_engine(url: str, schema: str | None = None) -> Engine:
         return engine
     try:
         engine = create_engine(url, pool_pre_ping=True)
-    except Exception as exc:  # a missing driver or a malformed URL
+    except ImportError as exc:  # the driver of a PostgreSQL registry is an extra
+        if url.startswith("postgres"):
+            raise missing_extra("a PostgreSQL registry", "postgres", exc) from None
+        raise ConfigError(f"cannot use registry URL {url!r}: {exc}") from exc
+    except Exception as exc:  # a malformed URL
         raise ConfigError(f"cannot use registry URL {url!r}: {exc}") from exc
     if schema is not None and engine.dialect.name == "postgresql":
         quoted = '"' + schema.replace('"', '""') + '"'
