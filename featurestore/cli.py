@@ -137,7 +137,10 @@ def _open(store: Path) -> FeatureStore:
 
 @app.command()
 def init(
-    directory: Annotated[Path, typer.Argument(help="Directory to create the store in.")],
+    directory: Annotated[Path | None, typer.Argument(help="Directory to create the store in (or -s DIR).")] = None,
+    store: Annotated[Path | None, typer.Option("--store", "-s", help="The same as DIRECTORY.")] = None,
+    example: Annotated[bool, typer.Option("--example", help="Scaffold a small working store: definitions, a policy, "
+                                          "a data file, and the commands that take it to serving.")] = False,
     registry: Annotated[
         str | None, typer.Option(help="Registry URL, e.g. postgresql://user@host/db (default: SQLite in DIR).")
     ] = None,
@@ -146,11 +149,35 @@ def init(
     ] = None,
 ) -> None:
     """Create a store: featurestore.yaml, features/, policies/, registry and offline file."""
+    from datetime import UTC, datetime
+
     from .store import FeatureStore
 
+    directory = _one_directory(directory, store)
     FeatureStore.init(directory, registry_url=registry, project=project).close()
     out.print(f"Created a feature store in {directory}")
-    out.print(f"Next: write definitions under {directory / 'features'} and run `featurestore apply -s {directory}`.")
+    if not example:
+        out.print(f"Next: write definitions under {directory / 'features'} and run `featurestore apply -s {directory}`.")
+        return
+    from .example import write_example
+
+    steps = write_example(directory, datetime.now(UTC))
+    out.print(f"with an example: {directory / 'features' / 'drivers.yaml'}, {directory / 'policies' / 'drivers.yaml'} and "
+              f"{directory / 'data' / 'driver_hourly_stats.csv'}; its master key is {directory.parent / (directory.name + '.master.key')} "
+              "(outside the store). Next, from definitions to serving:", markup=False)
+    for step in steps:
+        out.print(f"  {step}", markup=False)
+
+
+def _one_directory(directory: Path | None, store: Path | None) -> Path:
+    if directory is not None and store is not None and directory != store:
+        err.print(f"error: two directories given ({directory} and -s {store}); give one")
+        raise typer.Exit(1)
+    found = directory or store
+    if found is None:
+        err.print("error: name the directory: featurestore init DIR (or -s DIR)")
+        raise typer.Exit(1)
+    return found
 
 
 @db_app.command("upgrade")
@@ -551,8 +578,8 @@ def policy_status(store: StoreOpt = Path(".")) -> None:
 
 
 @policy_app.command("schema")
-def policy_schema() -> None:
-    """Print the JSON Schema of policy files, for editors to validate against."""
+def policy_schema(store: StoreOpt = Path(".")) -> None:
+    """Print the JSON Schema of policy files, for editors to validate against (the same for every store)."""
     import json
 
     from .store import FeatureStore
@@ -584,12 +611,16 @@ def keys_list(store: StoreOpt = Path(".")) -> None:
 @keys_app.command("generate-master")
 def keys_generate_master(
     out_file: Annotated[Path, typer.Option("--out", help="Write the key to this file (mode 600), outside any store.")],
+    store: StoreOpt = Path("."),
 ) -> None:
     """Make a new master key in a file readable only by you (or put its content in FEATURESTORE_MASTER_KEY)."""
     import os
 
     from .privacy.keys import generate_master_key
 
+    if (store / "featurestore.yaml").is_file() and out_file.resolve().is_relative_to(store.resolve()):
+        err.print(f"error: {out_file} is inside the store {store}; a master key must never sit in the store it protects")
+        raise typer.Exit(1)
     if out_file.exists():
         err.print(f"error: {out_file} exists; refusing to overwrite a key")
         raise typer.Exit(1)
@@ -940,12 +971,15 @@ def dp_budget(purpose: PurposeOpt = None, store: StoreOpt = Path(".")) -> None:
 
 @app.command()
 def demo(
-    directory: Annotated[Path, typer.Argument(help="Where to build the demo store.")] = Path("featurestore-demo"),
+    directory: Annotated[Path | None, typer.Argument(help="Where to build the demo store (or -s DIR).")] = None,
     customers: Annotated[int, typer.Option(help="Number of synthetic customers.", min=10)] = 2000,
     force: Annotated[bool, typer.Option(help="Replace an existing demo store in DIRECTORY.")] = False,
+    store: Annotated[Path | None, typer.Option("--store", "-s", help="The same as DIRECTORY.")] = None,
 ) -> None:
     """Build a store with synthetic customers and transactions and show every capability."""
     from .demo import run_demo
+
+    directory = _one_directory(directory, store) if (directory or store) else Path("featurestore-demo")
 
     run_demo(directory, customers=customers, force=force, echo=out.print)
 

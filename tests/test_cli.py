@@ -60,6 +60,44 @@ def test_every_command_has_help() -> None:
         assert " ".join(cmd.help.split())[:40] in output, f"`featurestore {name} --help` does not show its help"
 
 
+def test_every_command_takes_the_store_option() -> None:
+    for name, cmd in all_commands().items():
+        flags = {opt for param in cmd.params for opt in getattr(param, "opts", [])}
+        assert {"-s", "--store"} <= flags, f"`featurestore {name}` does not take -s/--store"
+
+
+def test_init_example_is_a_small_working_store(tmp_path: Path) -> None:
+    import shlex
+
+    root = tmp_path / "example"
+    output = run("init", "-s", str(root), "--example")
+    steps = [line.strip() for line in output.splitlines() if line.strip().startswith("featurestore ")]
+    assert len(steps) == 6 and steps[-1].startswith("featurestore get-online")
+    key_file = tmp_path / "example.master.key"
+    assert key_file.exists() and oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert not any("master" in p.name for p in root.rglob("*key*")), "the master key is outside the store"
+    for step in steps:  # exactly the printed commands, in order
+        result = runner.invoke(app, shlex.split(step)[1:], terminal_width=200)
+        assert result.exit_code == 0, (step, result.output)
+    served = result.output
+    assert "conv_rate" in served and "present" in served
+    with FeatureStore(root) as fs:
+        assert fs.read("driver_hourly_stats", purpose="ranking").column("driver_id").to_pylist()[0].startswith("hmac-"), \
+            "the example's policy pseudonymizes the driver id"
+    again = runner.invoke(app, ["init", str(root), "--example"])
+    assert again.exit_code == 1 and "already holds a feature store" in again.output
+    both = runner.invoke(app, ["init", str(tmp_path / "a"), "-s", str(tmp_path / "b")])
+    assert both.exit_code == 1 and "two directories given" in both.output
+
+
+def test_a_master_key_is_never_written_into_the_store(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    FeatureStore.init(root).close()
+    refused = runner.invoke(app, ["keys", "generate-master", "--out", str(root / "master.key"), "-s", str(root)])
+    assert refused.exit_code == 1 and "inside the store" in refused.output and not (root / "master.key").exists()
+    assert runner.invoke(app, ["policy", "schema", "-s", str(root)]).exit_code == 0
+
+
 def test_commands_mirror_store_methods() -> None:
     assert set(all_commands()) == set(COMMAND_METHODS)
     for name, method in COMMAND_METHODS.items():
