@@ -985,8 +985,28 @@ def demo(
 
 
 def main() -> None:
-    """Entry point of the `featurestore` console script."""
-    app()
+    """Entry point of the `featurestore` console script.
+
+    Every command has closed its store (audit entries written, files released) when it returns,
+    so the process ends at once: tearing down the interpreter's modules (SQLAlchemy, DuckDB...)
+    took 0.12-0.17 s, a third of a short command. `serve` ends through uvicorn as usual.
+    """
+    import os
+    import sys
+
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # e.g. a closed pipe (`featurestore views | head -1`)
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -67,11 +67,18 @@ feature_views:
       spend_max: float64
 """
 
-# v2 of customer_profile adds the customer's tenure; the rest is unchanged.
+# v2 of customer_profile adds the customer's tenure (its history is carried forward); a feature
+# service names what the fraud model reads, for training and serving alike.
 DEFINITIONS_V2 = DEFINITIONS_V1.replace(
     "      signup_date: date\n",
     "      signup_date: date\n      tenure_days: {type: int64, description: \"days since signup\"}\n",
-)
+) + """
+feature_services:
+  - name: fraud_model_v1
+    owner: risk-features@example.com
+    description: What the big-spender model reads.
+    features: [customer_profile:segment, customer_profile:tenure_days, customer_spend_daily:spend_total, customer_spend_daily:txn_count]
+"""
 
 COUNTRIES = ["DE", "FR", "NL", "ES", "IT", "PL", "SE", "IE"]
 SEGMENTS = ["retail", "retail", "retail", "premium", "business"]
@@ -316,14 +323,16 @@ def run_demo(
     except IngestionError as exc:
         say(f"   {exc}")
 
-    say("[bold]7. A schema change makes a new version[/bold]: customer_profile gains tenure_days")
+    say("[bold]7. A schema change makes a new version that keeps the history[/bold]: customer_profile gains tenure_days, "
+        "and a feature service names what the fraud model reads")
     (root / "features" / "customers.yaml").write_text(DEFINITIONS_V2, encoding="utf-8")
     for line in str(store.apply()).splitlines():
         say(f"   {line}")
     today = datetime.now(UTC).date()
     tenure = [(today - d).days for d in profile.column("signup_date").to_pylist()]
     r = store.ingest("customer_profile", profile.append_column("tenure_days", pa.array(tenure, pa.int64())))
-    say(f"   customer_profile@v{r.version}: {r.rows:,} rows, batch {r.batch_id}")
+    say(f"   customer_profile@v{r.version}: {r.rows:,} new rows with tenure_days, batch {r.batch_id}; it holds "
+        f"{store.read('customer_profile', features=['segment'], purpose='fraud_detection').num_rows:,} rows, v1's included")
     v1 = store.read("customer_profile@v1", features=["country"], purpose="fraud_detection")
     say(f"   the pinned ref customer_profile@v1 still reads {v1.num_rows:,} rows with features "
         f"{', '.join(store.get_view('customer_profile@v1').view.feature_names)}")
@@ -340,14 +349,14 @@ def run_demo(
 
     say("[bold]9. A point-in-time training set[/bold]: one row per payment, raw customer ids in, features as known then")
     spine = training_spine(data.transactions, rows=min(5000, data.transactions.num_rows))
-    features = ["customer_profile:segment", "customer_profile:tenure_days", "customer_spend_daily:spend_total", "customer_spend_daily:txn_count"]
-    training = store.create_training_set("big_spender_v1", spine, features, purpose="fraud_detection",
+    training = store.create_training_set("big_spender_v1", spine, "service:fraud_model_v1", purpose="fraud_detection",
                                          description="demo: is the next payment over 150?")
     table = store.load_training_set("big_spender_v1", purpose="fraud_detection")
     expired = table.column("spend_total").null_count
     say(f"   {training.row_count:,} rows; the raw ids were hashed in-process to join; spend features are null for "
         f"{expired:,} rows whose latest daily spend is older than the 30-day TTL or later than the payment")
-    say(f"   manifest: {', '.join(f['ref'] for f in training.features)}; as of {training.as_of.isoformat()}")
+    say(f"   manifest: service {', '.join(training.services)} -> {', '.join(f['ref'] for f in training.features)}; "
+        f"as of {training.as_of.isoformat()}")
     for note in training.notes:
         say(f"   retention: {note['text']}")
     say(f"   built under {', '.join(h.split('@')[0] + '@' + h.split('@')[1][:12] + '...' for h in training.policy_hashes)}; "
@@ -365,13 +374,22 @@ def run_demo(
     for m in store.materialize():
         say(f"   {m.view}@v{m.version}: {m.entities:,} entities {'copied' if m.full else 'updated'} to the online store")
     ids = [data.customers.column("customer_id")[i].as_py() for i in (0, 1)] + ["C999999"]
-    online = store.get_online_features([{"customer_id": c} for c in ids], ["customer_profile:segment", "customer_spend_daily:spend_total"],
-                                       purpose="fraud_detection")
+    online = store.get_online_features([{"customer_id": c} for c in ids], "service:fraud_model_v1", purpose="fraud_detection")
     for i, customer in enumerate(ids):
         say(f"   {customer}: segment {online.values['segment'][i]!r} ({online.statuses['segment'][i]}), "
             f"spend_total {online.values['spend_total'][i]!r} ({online.statuses['spend_total'][i]})")
     say("   (values older than the 30-day TTL or the policy's 30-day online retention come back expired, never stale; "
         "serve over HTTP with `featurestore serve`)")
+    pushed_at = datetime.now(UTC) - timedelta(minutes=1)
+    push_row = daily.slice(0, 1).set_column(1, "event_timestamp", pa.array([pushed_at], pa.timestamp("us", tz="UTC")))
+    push_row = push_row.set_column(push_row.column_names.index("spend_total"), "spend_total", pa.array([999.0]))
+    pushed = store.push("customer_spend_daily", push_row, to="both")
+    late = push_row.set_column(1, "event_timestamp", pa.array([pushed_at - timedelta(hours=1)], pa.timestamp("us", tz="UTC")))
+    store.push("customer_spend_daily", late.set_column(late.column_names.index("spend_total"), "spend_total", pa.array([1.0])))
+    who = {"customer_id": push_row.column("customer_id")[0].as_py()}
+    served = store.get_online_features(who, ["customer_spend_daily:spend_total"], purpose="fraud_detection").values["spend_total"][0]
+    say(f"   push (to online and offline, batch {pushed.batch_id}): {who['customer_id']} serves spend_total {served!r} at once; "
+        "a late push of an older event did not overwrite it")
     report = store.check_consistency(sample=200, purpose="fraud_detection")
     say("   consistency with the point-in-time answer for now: "
         + ", ".join(f"{r.view} {r.checked} checked, {len(r.mismatches)} mismatches" for r in report))

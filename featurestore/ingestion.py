@@ -15,13 +15,13 @@ import pyarrow.compute as pc
 from . import sources
 from .catalog import Catalog, ViewVersion
 from .context import Progress, StoreContext
-from .errors import FeatureStoreError, StoreLockedError
+from .errors import FeatureStoreError
 from .governance import WRITE, Grant
 from .governance.treatments import dropped, treated
 from .policy import Policy
 from .privacy.subjects import Subjects, subject_key
 from .registry.models import IngestionBatchRow
-from .registry.repository import BatchAlreadySettled
+from .settling import Settler
 
 
 @dataclass(frozen=True)
@@ -185,45 +185,12 @@ class Ingestion:
         return max(committed) if committed else None
 
     def reconcile(self, *, wait: bool) -> None:
-        """Settle batches left pending by a crashed process, against the offline store's record."""
-        if not self.ctx.registry.batches(status="pending"):
-            return
-        try:
-            with self.ctx.offline.connect(read_only=True) if wait else self.ctx.offline.try_connect() as con:
-                if con is not None:
-                    self.reconcile_with(con)
-        except StoreLockedError:
-            if wait:
-                raise
+        """Settle batches left pending by a crashed process (see :mod:`.settling`)."""
+        Settler(self.ctx).reconcile(wait=wait)
 
     def reconcile_with(self, con: Any) -> None:
         """Settle pending batches on an open connection to the offline store."""
-        registry = self.ctx.registry
-        pending = registry.batches(status="pending")
-        if not pending:
-            return
-        committed = self.ctx.offline.committed_batches_on(con, [b.id for b in pending])
-        now = self.ctx.now()
-        for batch in pending:
-            try:
-                self._settle(batch, committed.get(batch.id), now)
-            except BatchAlreadySettled:
-                continue  # another process settled it (and wrote its entry) first
-
-    def _settle(self, batch: IngestionBatchRow, committed_rows: int | None, now: datetime) -> None:
-        """Settle one pending batch and write its audit entry, in one registry transaction."""
-        registry = self.ctx.registry
-        vref = f"{batch.view_name}@v{batch.version}"
-        if committed_rows is not None:
-            self.ctx.audit.append(self.ctx.actor, "ingest", vref, details={
-                "batch": batch.id, "rows": committed_rows, "settled_after_crash": True,
-            }, change=registry.batch_finisher(batch.id, status="committed", finished_at=now, row_count=committed_rows))
-        else:
-            self.ctx.audit.append(self.ctx.actor, "ingest_aborted", vref, details={
-                "batch": batch.id, "settled_after_crash": True,
-            }, change=registry.batch_finisher(
-                batch.id, status="aborted", finished_at=now,
-                error="the ingesting process stopped before its transaction committed; no row of this batch was written"))
+        Settler(self.ctx).reconcile_with(con)
 
 
 def _batch_info(row: IngestionBatchRow) -> BatchInfo:

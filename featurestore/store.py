@@ -14,10 +14,9 @@ import os
 from contextlib import closing
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from .audit import AuditEntry, AuditLog
 from .catalog import Catalog, DefinitionsLike, ResolvedFeature, ServiceVersion, ViewVersion
@@ -26,26 +25,32 @@ from .context import Clock, Progress, StoreContext
 from .definitions import Definitions, Entity
 from .errors import ConfigError
 from .governance import Access, PolicySnapshot, PolicySource, Treatments
-from .governance.workflow import PolicyStatus, PolicyWorkflow
-from .historical import Historical
-from .ingestion import BatchInfo, IngestResult, Ingestion
-from .offline.duckdb_store import Compaction, OfflineStore
-from .online import OnlineStore
-from .online.consistency import Consistency, ConsistencyReport
-from .online.serving import OnlineResponse
-from .online.service import MaterializeResult, OnlineService
-from .push import PushResult, Pusher
-from .plan import Plan
-from .policy import Policy, policy_json_schema
-from .privacy.keys import KeyProvider, KeyRing
-from .privacy.dp import BudgetStatus, DifferentialPrivacyQueries, DpRelease
-from .privacy.erasure import DeletionRequest, Erasure, ErasureResult, Hold, RetentionReport, VerifyReport
-from .privacy.reidentification import Reidentification
-from .recovery import Recovery, RecoveryReport
+from .offline.duckdb_store import OfflineStore
 from .opening import config_key_provider, create_store_files, open_registry, registry_of
-from .doctor import Check, diagnose
+from .plan import Plan
+from .privacy.keys import KeyProvider, KeyRing
+from .recovery import Recovery, RecoveryReport
 from .registry import Registry
-from .training_sets import Reproduction, TrainingSet, TrainingSets
+from .settling import Settler
+
+if TYPE_CHECKING:  # the capabilities are imported when first used: `featurestore views` starts without pyarrow
+    import pyarrow as pa
+
+    from .doctor import Check
+    from .governance.workflow import PolicyStatus, PolicyWorkflow
+    from .historical import Historical
+    from .ingestion import BatchInfo, IngestResult, Ingestion
+    from .offline.duckdb_store import Compaction
+    from .online import OnlineStore
+    from .online.consistency import Consistency, ConsistencyReport
+    from .online.serving import OnlineResponse
+    from .online.service import MaterializeResult, OnlineService
+    from .policy import Policy
+    from .privacy.dp import BudgetStatus, DifferentialPrivacyQueries, DpRelease
+    from .privacy.erasure import DeletionRequest, Erasure, ErasureResult, Hold, RetentionReport, VerifyReport
+    from .privacy.reidentification import Reidentification
+    from .push import PushResult, Pusher
+    from .training_sets import Reproduction, TrainingSet, TrainingSets
 
 
 def _default_actor() -> str:
@@ -90,24 +95,77 @@ class FeatureStore:
                            clock or (lambda: datetime.now(UTC)), self.actor)
         self._ctx = ctx
         self._catalog = Catalog(ctx)
-        self._ingestion = Ingestion(ctx, self._catalog)
-        self._historical = Historical(ctx, self._catalog)
-        self._training = TrainingSets(ctx, self._historical, self._ingestion.last_ingestion)
-        self._online = OnlineService(ctx, self._catalog, self._historical, online_store)
-        self._pusher = Pusher(ctx, self._ingestion, self._online)
-        self._consistency = Consistency(ctx, self._catalog, self._historical, self._online)
-        self._policies = PolicyWorkflow(ctx, self._catalog, self._online, self._training)
-        self._reidentification = Reidentification(ctx, self._catalog)
-        self._erasure = Erasure(ctx, self._catalog, self._online, self._training)
-        self._dp = DifferentialPrivacyQueries(ctx, self._catalog)
+        self._online_store = online_store
         self._recovery = Recovery(ctx, self._catalog)
         try:
-            self._ingestion.reconcile(wait=False)
+            Settler(ctx).reconcile(wait=False)
             if check_agreement:
                 self._recovery.check()
         except BaseException:
             self.close()
             raise
+
+    # --- capabilities, each built on first use ---------------------------------------------
+
+    @cached_property
+    def _ingestion(self) -> Ingestion:
+        from .ingestion import Ingestion
+
+        return Ingestion(self._ctx, self._catalog)
+
+    @cached_property
+    def _historical(self) -> Historical:
+        from .historical import Historical
+
+        return Historical(self._ctx, self._catalog)
+
+    @cached_property
+    def _training(self) -> TrainingSets:
+        from .training_sets import TrainingSets
+
+        return TrainingSets(self._ctx, self._historical, self._ingestion.last_ingestion)
+
+    @cached_property
+    def _online(self) -> OnlineService:
+        from .online.service import OnlineService
+
+        return OnlineService(self._ctx, self._catalog, self._historical, self._online_store)
+
+    @cached_property
+    def _pusher(self) -> Pusher:
+        from .push import Pusher
+
+        return Pusher(self._ctx, self._ingestion, self._online)
+
+    @cached_property
+    def _consistency(self) -> Consistency:
+        from .online.consistency import Consistency
+
+        return Consistency(self._ctx, self._catalog, self._historical, self._online)
+
+    @cached_property
+    def _policies(self) -> PolicyWorkflow:
+        from .governance.workflow import PolicyWorkflow
+
+        return PolicyWorkflow(self._ctx, self._catalog, self._online, self._training)
+
+    @cached_property
+    def _reidentification(self) -> Reidentification:
+        from .privacy.reidentification import Reidentification
+
+        return Reidentification(self._ctx, self._catalog)
+
+    @cached_property
+    def _erasure(self) -> Erasure:
+        from .privacy.erasure import Erasure
+
+        return Erasure(self._ctx, self._catalog, self._online, self._training)
+
+    @cached_property
+    def _dp(self) -> DifferentialPrivacyQueries:
+        from .privacy.dp import DifferentialPrivacyQueries
+
+        return DifferentialPrivacyQueries(self._ctx, self._catalog)
 
     def _now(self) -> datetime:
         return self._ctx.now()
@@ -149,11 +207,16 @@ class FeatureStore:
         def open_store() -> tuple[FeatureStore, StoreContext, Callable[[], OnlineStore]]:
             fs = cls(path, check_agreement=False, **kwargs)
             return fs, fs._ctx, lambda: fs._online.store
+        from .doctor import diagnose
+
         return diagnose(Path(path), open_store)
 
     def close(self) -> None:
         """Record pending online-read audit entries, then release every connection."""
-        self._online.close()
+        if "_online" in self.__dict__:  # built (and so maybe holding reads to record) only if used
+            self._online.close()
+        elif self._online_store is not None:
+            self._online_store.close()
         self._ctx.offline.close()
         self._ctx.registry.close()
 
@@ -377,6 +440,8 @@ class FeatureStore:
     @staticmethod
     def policy_schema() -> dict[str, Any]:
         """The JSON Schema of policy files."""
+        from .policy import policy_json_schema
+
         return policy_json_schema()
 
     # --- erasure, retention, legal holds --------------------------------------------------------

@@ -49,8 +49,11 @@ def check(args: list[str]) -> None:
 
 
 @pytest.mark.parametrize("command", sorted(set(all_commands()) - SKIP))
-def test_no_command_prints_a_traceback_for_bad_input(battery: dict[str, str], command: str) -> None:
+def test_no_command_prints_a_traceback_for_bad_input(battery: dict[str, str], command: str, tmp_path: Path) -> None:
     words = command.split()
+    if command == "init":  # init -s DIR creates a store there: keep the shared battery's directories store-free
+        (tmp_path / "adir").mkdir()
+        battery = {**battery, "dir": str(tmp_path / "adir"), "missing": str(tmp_path / "nowhere" / "x.parquet")}
     values = [battery[k] for k in ("binary", "bomb", "dir", "missing", "csv", "device", "word")]
     for value in values:
         for count in (1, 2, 3):

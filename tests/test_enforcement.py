@@ -545,7 +545,8 @@ def test_retention_erasure_and_dp_sections_are_typed(tmp_path: Path) -> None:
         load_policy(bad)
     lines = base.count("\n")
     assert [str(e) for e in info.value.errors] == [
-        f"{bad}:{lines + 1}:41: erasure.sla: 'soon' is not an ISO 8601 duration like P30D, P6M or P1Y",
+        f"{bad}:{lines + 1}:41: erasure.sla: 'soon' is not a duration; write a number and a unit like '30d', '12h', '90m' "
+        "or '1d6h', or an ISO 8601 duration like 'P30D', 'P6M' or 'PT12H'",
         f"{bad}:{lines + 1}:24: erasure.subject_key must name a classified column. Did you mean 'customer_id'?",
         f"{bad}:{lines + 5}:16: per_release.epsilon cannot exceed budget.epsilon",
         f"{bad}:{lines + 6}:47: max_rows_per_subject must be a whole number from 1 up",

@@ -143,3 +143,12 @@ def test_join_matches_the_naive_reference(
                 for key, t in zip(entity.column(spec.key).to_pylist(), entity_ns, strict=True)
             ]
             assert result.column(f"{spec.name}__value").to_pylist() == expected, spec.name
+        # Materialization picks the same row as the join at t = now (every ranking rule), and the
+        # online TTL check answers as the join's TTL bound does.
+        clock.now = BASE + timedelta(seconds=13)
+        now_ns = to_ns(clock.now)
+        store.materialize(end=clock.now)
+        for spec, ttl in zip(VIEWS, ttls, strict=True):
+            keys = KEYS[spec.key]
+            online = store.get_online_features([{spec.key: k} for k in keys], [f"{spec.name}:value"]).values["value"]
+            assert online == [reference(stored[spec.name], k, now_ns, ttl, None, False) for k in keys], f"online {spec.name}"

@@ -173,7 +173,7 @@ def test_training_sets_through_the_cli(tmp_path: Path) -> None:
     assert f"Saved training set 't1': 2 rows, as of {ingested.isoformat()}" in created  # the one ingestion
     assert "t1" in run("training-set", "list")
     shown = run("training-set", "show", "t1")
-    assert "- profile@v1:age as age (ttl 2.592e+06 s)" in shown
+    assert "- profile@v1:age as age (ttl 30 days)" in shown
     with FeatureStore(root, clock=clock) as fs:
         fs.ingest("profile", profile_rows(2).select(["customer_id", "event_timestamp", "age"]).set_column(2, "age", pa.array([50, 51])))
         assert fs.get_historical_features(spine_file, ["profile:age"]).column("age").to_pylist() == [50, 51]

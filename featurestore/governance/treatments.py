@@ -4,12 +4,13 @@ before anything is stored, and the stored forms a raw join key may take."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from ..policy import Policy
 from ..privacy.keys import KeyRing
-from ..privacy.pseudonymize import generalize, keyed_hash, keyed_hash_columns, normalize, token_context, tokenize
+
+if TYPE_CHECKING:  # pyarrow and the treatments are imported when data is treated, not when a store opens
+    import pyarrow as pa
 
 TEXT_TREATMENTS = ("keyed_hash", "tokenize")
 
@@ -47,6 +48,8 @@ class Treatments:
                       rule_of: dict[str, str] | None = None) -> pa.Table:
         """Apply the policy's treatment to each of the table's `columns`; `rule_of` names the rule
         for a column stored under another name (a training set's ``view__feature``)."""
+        from ..privacy.pseudonymize import generalize, keyed_hash_columns, normalize, token_context, tokenize
+
         rule_of = rule_of or {}
         to_hash: dict[str, tuple[pa.ChunkedArray, str, str | None]] = {}
         for index, name in enumerate(table.column_names):
@@ -73,6 +76,10 @@ class Treatments:
         return table
 
     def key_variants(self, policy: Policy | None, view: str, key: str, raw: pa.ChunkedArray) -> list[pa.ChunkedArray]:
+        import pyarrow as pa
+
+        from ..privacy.pseudonymize import keyed_hash, normalize, token_context, tokenize
+
         """The stored forms a raw join key may take: itself, or its pseudonym under every key id
         (old rows keep the pseudonyms of the key that made them, so lookups survive rotation)."""
         rule = policy.rule(key) if policy is not None else None

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
 from ..errors import StoreDamaged, StoreLockedError
 from ..faults import offline_fault
 from .file_lock import ReadWriteLock
 
 if TYPE_CHECKING:
+    import pyarrow as pa  # imported where used: a store opens without pyarrow
+
     from ..governance import Grant
 from ..types import duckdb_type
 
@@ -85,6 +86,8 @@ def _open(database: str, *, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 def utc_schema(table: pa.Table) -> pa.Table:
     """Label every time-zone-aware timestamp column 'UTC' (DuckDB says 'Etc/UTC'); no data copy."""
+    import pyarrow as pa
+
     fields = [
         f.with_type(pa.timestamp(f.type.unit, tz="UTC"))
         if pa.types.is_timestamp(f.type) and f.type.tz is not None

@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from ..offline.duckdb_store import quote
+from ..offline.pit import order_sql
 from . import KEY_SEPARATOR, OnlineStore, Row
 
 if TYPE_CHECKING:
@@ -63,17 +64,19 @@ def latest_rows_sql(
     """
     keys = ", ".join(quote(k) for k in join_keys)
     ts = quote(timestamp_field)
-    values = ", ".join(_value_sql(n, t) for n, t in features.items())
-    created = f"{quote(created_field)} DESC NULLS LAST, " if created_field else ""
     where = f"{ts} <= $end"
     if since_batch is not None:
         touched = f"_batch_id > {int(since_batch)}"
         if previous_end is not None:
             touched += f" OR ({ts} > '{previous_end.isoformat()}'::TIMESTAMPTZ AND {ts} <= $end)"
         where += f" AND ({keys}) IN (SELECT {keys} FROM {quote(table)} WHERE {touched})"
+    # One aggregate per entity keeps only the best row so far (arg_max over the join's ranking):
+    # 1.6-1.8 s and +0.65 GB on 10M rows, against 2.8-3.0 s and +1.7 GB for a ranking window.
+    best = ", ".join([f"'_e': epoch_us({ts})", *(f"'v{i}': {_value_sql(n, t)}" for i, (n, t) in enumerate(features.items()))])
+    outputs = ", ".join(["_b._e AS _e", *(f"_b.v{i} AS {quote(n)}" for i, n in enumerate(features))])
     return (
-        f"SELECT {key_sql(join_keys)} AS k, epoch_us({ts}) AS _e, {values} FROM {quote(table)} WHERE {where} "
-        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {ts} DESC, {created}_ingested_at DESC, rowid DESC) = 1"
+        f"SELECT k, {outputs} FROM (SELECT {key_sql(join_keys)} AS k, arg_max({{{best}}}, {order_sql(ts, created_field)}) AS _b "
+        f"FROM {quote(table)} WHERE {where} GROUP BY {keys})"
     )
 
 
