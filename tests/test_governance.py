@@ -218,7 +218,7 @@ def test_a_token_opens_only_through_the_view_it_was_made_for(tmp_path: Path) -> 
 def test_bad_phone_number_refuses_the_batch_without_storing_the_value(approved: Path) -> None:
     with open_store(approved) as fs:
         data = people(["c1", "c2"]).set_column(3, "phone", pa.array(["020 7946 0000", "12"]))
-        with pytest.raises(PolicyViolation, match="row 1: not a valid phone number"):
+        with pytest.raises(PolicyViolation, match="column .phone., row 1: not a valid phone number"):
             fs.ingest("person", data)
         [batch] = fs.list_batches()
         assert batch.status == "aborted"

@@ -66,7 +66,7 @@ class Treatments:
                 assert rule.generalize is not None
                 result = generalize(column, rule.generalize)
             else:
-                result = tokenize(normalize(column, rule.normalize, region=rule.region),
+                result = tokenize(normalize(column, rule.normalize, region=rule.region, name=name),
                                   self.keys.current("siv"),
                                   context=token_context(policy.id, view, rule_of.get(name, name)))
             table = table.set_column(index, name, result)

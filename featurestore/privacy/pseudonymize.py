@@ -55,7 +55,7 @@ def _frame(column: Column) -> pl.DataFrame:
     return pl.DataFrame({"v": series})
 
 
-def normalize(column: Column, kind: str, *, region: str | None = None) -> pa.ChunkedArray:
+def normalize(column: Column, kind: str, *, region: str | None = None, name: str | None = None) -> pa.ChunkedArray:
     """Normalize identifiers so the same person always gives the same input to the hash.
 
     - ``none``: as given (numbers become their decimal text);
@@ -63,7 +63,7 @@ def normalize(column: Column, kind: str, *, region: str | None = None) -> pa.Chu
     - ``email``: trimmed and lower-cased;
     - ``phone``: E.164 by libphonenumber's rules (:func:`.phones.normalize_phone`), numbers
       without a country code read in `region`. A value that is not a valid number raises
-      PolicyViolation naming its row (never its value).
+      PolicyViolation naming its row and column `name` (never its value).
     """
     if kind == "phone":
         from .phones import normalize_phones
@@ -71,7 +71,7 @@ def normalize(column: Column, kind: str, *, region: str | None = None) -> pa.Chu
         values, bad = normalize_phones(column, region)
         if bad is not None:
             raise PolicyViolation(
-                f"row {bad}: not a valid phone number"
+                (f"column '{name}', " if name else "") + f"row {bad}: not a valid phone number"
                 + (f" (numbers without a country code are read in region {region})" if region else
                    "; set region (e.g. region: GB) in the policy for numbers written without a country code"))
         return values
@@ -110,7 +110,7 @@ stored column is half as wide."""
 def keyed_hash(column: Column, key: DataKey, *, normalize: str = "none", region: str | None = None) -> pa.ChunkedArray:
     """Normalize, then HMAC-SHA256 under `key`, as ``"<key id>:<first 128 bits in hex>"``;
     nulls stay null. One native pass over the column."""
-    return keyed_hash_columns({"v": (column, normalize, region)}, key)["v"]
+    return keyed_hash_columns({"": (column, normalize, region)}, key)[""]  # "": no column name for messages
 
 
 def keyed_hash_columns(
@@ -131,7 +131,7 @@ def keyed_hash_columns(
     kinds = {name: kind for name, (_, kind, _) in columns.items()}
     for name, (column, kind, region) in columns.items():
         if kind == "phone":  # parsed by libphonenumber first (each distinct value once), then hashed as text
-            column, kinds[name] = normalize(column, "phone", region=region), "none"
+            column, kinds[name] = normalize(column, "phone", region=region, name=name or None), "none"
         chunked = pa.chunked_array([column]) if isinstance(column, pa.Array) else column
         if len(chunked) >= 20_000 and pc.count_distinct(chunked.slice(0, 10_000)).as_py() < 5_000:
             encoded = pc.dictionary_encode(chunked).combine_chunks()
