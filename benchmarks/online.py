@@ -6,6 +6,10 @@ On the same data (100k entities, 10 float features, 30-day TTL), in one run:
 - single-entity lookups in-process (p50, p99 over --calls calls, after a warm-up);
 - batches of 1,000 entities (p50, p99 over 200 batches);
 - single lookups over HTTP against `featurestore serve` on loopback (keep-alive client);
+- HTTP under load: `featurestore serve --workers W` (W = 1 and 2) driven by a load generator
+  (benchmarks/loadgen.py) at 1, 16 and 64 concurrent connections, single-entity and 100-entity
+  bodies, bounded by --load-seconds and 50,000 requests; requests/s, p50, p99 and errors
+  (goal: >= 6,000 single-entity requests/s at 16 with p99 <= 5 ms, no error at 64);
 - materialization of --materialize-entities entities (a full rebuild), next to a plain
   executemany of the same rows into a fresh SQLite table.
 The baseline is a WITHOUT ROWID SQLite table keyed by the entity with the same 10 values,
@@ -32,6 +36,7 @@ import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from featurestore import Entity, FeatureStore, FeatureView  # noqa: E402
 
@@ -93,6 +98,7 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--materialize-entities", type=int, default=1_000_000)
+    parser.add_argument("--load-seconds", type=float, default=5.0)
     args = parser.parse_args()
     rng = np.random.default_rng(11)
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
@@ -147,6 +153,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+        http_load(folder / "store", keys, args.load_seconds)
         big = folder / "big"
         big_values = build_store(big, args.materialize_entities)
         with FeatureStore(big) as fs:
@@ -156,6 +163,44 @@ def main() -> None:
         _, plain_m = plain_sqlite(folder / "plain_big.db", big_values)
         print(f"materialize {result.entities:,} entities : {ours_m:.2f} s ({result.entities / ours_m / 1e6:.2f} M/s); "
               f"plain SQLite executemany of the same rows {plain_m:.2f} s; ratio {ours_m / plain_m:.1f}")
+
+
+def start_server(store: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    """`featurestore serve` on a free loopback port, once /health answers."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "featurestore.cli", "serve", "--port", str(port), "--workers", str(workers),
+                               "-s", str(store)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server, port
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.kill()
+    raise SystemExit("the server did not start")
+
+
+def http_load(store: Path, keys: list[int], seconds: float) -> None:
+    """Requests/s and latency of `featurestore serve` under load, per worker count and concurrency."""
+    from loadgen import run_load
+
+    single = {"entities": [{"entity_id": keys[0]}], "features": REFS, "purpose": "benchmark"}
+    hundred = {"entities": [{"entity_id": k} for k in keys[:100]], "features": REFS, "purpose": "benchmark"}
+    for workers in (1, 2):
+        server, port = start_server(store, workers)
+        try:
+            for label, body in (("1 entity", single), ("100 entities", hundred)):
+                for concurrency in (1, 16, 64):
+                    r = run_load("127.0.0.1", port, "/v1/online-features", body, concurrency=concurrency, seconds=seconds)
+                    goal = "  (goal >= 6,000/s, p99 <= 5 ms)" if (label, concurrency) == ("1 entity", 16) else ""
+                    print(f"HTTP {workers} worker{'s' if workers > 1 else ' '} {label:<12} x{concurrency:<3}: {r.rps:7,.0f} req/s  "
+                          f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  errors {r.errors}{goal}")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -744,19 +744,30 @@ def get_online(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (1-65535).", min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (each opens the store; use up to one per core).",
+                                         min=1, max=64)] = 1,
     store: StoreOpt = Path("."),
 ) -> None:
     """Serve online lookups over HTTP (JSON; OpenAPI at /openapi.json, health at /health)."""
+    import os
+
     try:
         import uvicorn
 
-        from .server import create_app
+        from .server import SERVE_STORE_ENV, create_app
     except ImportError:
         err.print("error: serving needs the 'serve' extra: pip install 'featurestore[serve]'")
         raise typer.Exit(1) from None
-    fs = _open(store)
-    out.print(f"Serving {store} on http://{host}:{port} (OpenAPI: /openapi.json)")
-    uvicorn.run(create_app(fs), host=host, port=port, log_level="warning")
+    fs = _open(store)  # every problem with the store shows here, before any worker starts
+    out.print(f"Serving {store} on http://{host}:{port} with {workers} worker{'s' if workers > 1 else ''} "
+              "(OpenAPI: /openapi.json)")
+    if workers == 1:
+        uvicorn.run(create_app(fs), host=host, port=port, log_level="warning")
+        return
+    fs.close()
+    os.environ[SERVE_STORE_ENV] = str(store.resolve())
+    uvicorn.run("featurestore.server:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")
 
 
 MAX_KEYS_FILE_BYTES = 256 << 20

@@ -88,6 +88,18 @@ class ErrorResponse(BaseModel):
     detail: str
 
 
+SERVE_STORE_ENV = "FEATURESTORE_SERVE_STORE"
+"""The store directory each worker process of ``featurestore serve --workers N`` opens."""
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker of ``featurestore serve --workers N``: each worker process opens the
+    store named by ``FEATURESTORE_SERVE_STORE`` itself (the online store takes many readers)."""
+    import os
+
+    return create_app(FeatureStore(os.environ[SERVE_STORE_ENV]))
+
+
 def create_app(store: FeatureStore) -> FastAPI:
     """An ASGI app serving `store`'s online features."""
     @asynccontextmanager

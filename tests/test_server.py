@@ -121,3 +121,41 @@ def test_materialize_consistency_and_get_online_commands(tmp_path: Path) -> None
         fs.ingest("stock", stock([2], now - timedelta(minutes=5), 6))
     stale = run("consistency", code=1)
     assert "3 mismatches" in stale and "2 qty: online 4 (present), offline 6" in stale
+
+
+@pytest.mark.slow
+def test_serve_with_two_workers_answers_fast_one_request_at_a_time(tmp_path: Path) -> None:
+    """Each worker opens the store itself; a lone client is not held up by Nagle's algorithm
+    against delayed ACKs (every request took 44 ms that way)."""
+    root = tmp_path / "store"
+    now = datetime.now(UTC)
+    with FeatureStore.init(root) as fs:
+        fs.apply([ITEM, STOCK])
+        fs.ingest("stock", stock([1, 2], now - timedelta(hours=1), 4))
+        fs.materialize()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "featurestore.cli", "serve", "--port", str(port), "--workers", "2",
+                               "-s", str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            while True:
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read() if server.stderr else ""
+                time.sleep(0.1)
+            body = {"entities": [{"item_id": 1}], "features": ["stock:qty"]}
+            took = []
+            for _ in range(40):
+                started = time.perf_counter()
+                answer = client.post("/v1/online-features", json=body)
+                took.append(time.perf_counter() - started)
+                assert answer.json()["values"] == {"qty": [4]}
+        assert sorted(took)[len(took) // 2] < 0.02, f"median {sorted(took)[len(took) // 2] * 1e3:.1f} ms at concurrency 1"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
