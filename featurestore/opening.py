@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import closing
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import CONFIG_FILE, DEFAULT_CONFIG_TEXT, StoreConfig, load_config
 from .errors import ConfigError, FeatureStoreError, RegistryOutOfDate
@@ -11,6 +14,10 @@ from .offline.duckdb_store import OfflineStore
 from .privacy.keys import MASTER_KEY_ENV, ConfigKeyProvider
 from .recovery import lost_registry
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from .context import StoreContext
+    from .privacy.keys import KeyProvider
 
 
 def registry_of(config: StoreConfig) -> Registry:
@@ -62,6 +69,40 @@ def open_registry(config: StoreConfig, registry: Registry | None, hint: str) -> 
         registry.close()
         raise
     return registry
+
+
+def default_actor() -> str:
+    """Who acts when the caller does not say: the operating-system user (or ``uid-N``)."""
+    import getpass
+    import os
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in this environment
+        return f"uid-{os.getuid()}"
+
+
+def open_context(config: StoreConfig, registry: Registry, *, clock: Callable[[], datetime], lock_timeout: float | None,
+                 key_provider: KeyProvider | None, actor: str) -> StoreContext:
+    """The parts of an open store: registry, offline store, keys, audit log, policy access, treatments."""
+    from .audit import AuditLog
+    from .context import StoreContext
+    from .governance import Access, PolicySource, Treatments
+    from .privacy.keys import KeyRing
+
+    made: list[StoreContext] = []
+
+    def now() -> datetime:  # the context's checked clock (UTC; a naive clock is an error)
+        return made[0].now()
+
+    timeout = config.lock_timeout if lock_timeout is None else lock_timeout
+    offline = OfflineStore(config.offline_path, lock_timeout=timeout, force_compression=config.force_compression)
+    keys = KeyRing(registry, key_provider or config_key_provider(config), now)
+    audit = AuditLog(registry, now, keys)
+    source = PolicySource(config.root / "policies" if config.root else None, registry, require_policy=config.require_policy,
+                          signed_approvals=config.signed_approvals)
+    made.append(StoreContext(config, registry, offline, keys, audit, Access(source, audit, actor, now), Treatments(keys), clock, actor))
+    return made[0]
 
 
 def config_key_provider(config: StoreConfig) -> ConfigKeyProvider:

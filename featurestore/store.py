@@ -9,26 +9,23 @@ review workflow), :mod:`.privacy.reidentification`, :mod:`.privacy.keys` and :mo
 
 from __future__ import annotations
 
-import getpass
-import os
 from contextlib import closing
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .audit import AuditEntry, AuditLog
+from .audit import AuditEntry
+from .capabilities import Capabilities
 from .catalog import Catalog, DefinitionsLike, ResolvedFeature, ServiceVersion, ViewVersion
 from .config import StoreConfig, load_config
 from .context import Clock, Progress, StoreContext
 from .definitions import Definitions, Entity
 from .errors import ConfigError
-from .governance import Access, PolicySnapshot, PolicySource, Treatments
-from .offline.duckdb_store import OfflineStore
-from .opening import config_key_provider, create_store_files, open_registry, registry_of
+from .governance import PolicySnapshot
+from .opening import create_store_files, default_actor, open_context, open_registry, registry_of
 from .plan import Plan
-from .privacy.keys import KeyProvider, KeyRing
+from .privacy.keys import KeyProvider
 from .recovery import Recovery, RecoveryReport
 from .registry import Registry
 from .settling import Settler
@@ -37,27 +34,18 @@ if TYPE_CHECKING:  # the capabilities are imported when first used: `featurestor
     import pyarrow as pa
 
     from .doctor import Check
-    from .governance.workflow import PolicyStatus, PolicyWorkflow
-    from .historical import Historical
-    from .ingestion import BatchInfo, IngestResult, Ingestion
+    from .governance.workflow import PolicyStatus
+    from .ingestion import BatchInfo, IngestResult
     from .offline.duckdb_store import Compaction
     from .online import OnlineStore
-    from .online.consistency import Consistency, ConsistencyReport
+    from .online.consistency import ConsistencyReport
     from .online.serving import OnlineResponse
-    from .online.service import MaterializeResult, OnlineService
+    from .online.service import MaterializeResult
     from .policy import Policy
-    from .privacy.dp import BudgetStatus, DifferentialPrivacyQueries, DpRelease
-    from .privacy.erasure import DeletionRequest, Erasure, ErasureResult, Hold, RetentionReport, VerifyReport
-    from .privacy.reidentification import Reidentification
-    from .push import PushResult, Pusher
-    from .training_sets import Reproduction, TrainingSet, TrainingSets
-
-
-def _default_actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no user name in this environment
-        return f"uid-{os.getuid()}"
+    from .privacy.dp import BudgetStatus, DpRelease
+    from .privacy.erasure import DeletionRequest, ErasureResult, Hold, RetentionReport, VerifyReport
+    from .push import PushResult
+    from .training_sets import Reproduction, TrainingSet
 
 
 class FeatureStore:
@@ -82,20 +70,13 @@ class FeatureStore:
         if memory == (path is not None):
             raise ConfigError("give either a store path, FeatureStore('dir'), or memory=True")
         config = StoreConfig(root=None, registry_url="sqlite://", offline_path=None) if memory else load_config(Path(str(path)).resolve())
-        registry = open_registry(config, registry, str(path))
         self.config = config
-        timeout = config.lock_timeout if lock_timeout is None else lock_timeout
-        offline = OfflineStore(config.offline_path, lock_timeout=timeout, force_compression=config.force_compression)
-        self.actor = actor or _default_actor()
-        keys = KeyRing(registry, key_provider or config_key_provider(config), self._now)
-        audit = AuditLog(registry, self._now, keys)
-        source = PolicySource(config.root / "policies" if config.root else None, registry, require_policy=config.require_policy,
-                              signed_approvals=config.signed_approvals)
-        ctx = StoreContext(config, registry, offline, keys, audit, Access(source, audit, self.actor, self._now), Treatments(keys),
-                           clock or (lambda: datetime.now(UTC)), self.actor)
+        self.actor = actor or default_actor()
+        ctx = open_context(config, open_registry(config, registry, str(path)), clock=clock or (lambda: datetime.now(UTC)),
+                           lock_timeout=lock_timeout, key_provider=key_provider, actor=self.actor)
         self._ctx = ctx
         self._catalog = Catalog(ctx)
-        self._online_store = online_store
+        self._caps = Capabilities(ctx, self._catalog, online_store)
         self._recovery = Recovery(ctx, self._catalog)
         try:
             Settler(ctx).reconcile(wait=False)
@@ -104,71 +85,6 @@ class FeatureStore:
         except BaseException:
             self.close()
             raise
-
-    # --- capabilities, each built on first use ---------------------------------------------
-
-    @cached_property
-    def _ingestion(self) -> Ingestion:
-        from .ingestion import Ingestion
-
-        return Ingestion(self._ctx, self._catalog)
-
-    @cached_property
-    def _historical(self) -> Historical:
-        from .historical import Historical
-
-        return Historical(self._ctx, self._catalog)
-
-    @cached_property
-    def _training(self) -> TrainingSets:
-        from .training_sets import TrainingSets
-
-        return TrainingSets(self._ctx, self._historical, self._ingestion.last_ingestion)
-
-    @cached_property
-    def _online(self) -> OnlineService:
-        from .online.service import OnlineService
-
-        return OnlineService(self._ctx, self._catalog, self._historical, self._online_store)
-
-    @cached_property
-    def _pusher(self) -> Pusher:
-        from .push import Pusher
-
-        return Pusher(self._ctx, self._ingestion, self._online)
-
-    @cached_property
-    def _consistency(self) -> Consistency:
-        from .online.consistency import Consistency
-
-        return Consistency(self._ctx, self._catalog, self._historical, self._online)
-
-    @cached_property
-    def _policies(self) -> PolicyWorkflow:
-        from .governance.workflow import PolicyWorkflow
-
-        return PolicyWorkflow(self._ctx, self._catalog, self._online, self._training)
-
-    @cached_property
-    def _reidentification(self) -> Reidentification:
-        from .privacy.reidentification import Reidentification
-
-        return Reidentification(self._ctx, self._catalog)
-
-    @cached_property
-    def _erasure(self) -> Erasure:
-        from .privacy.erasure import Erasure
-
-        return Erasure(self._ctx, self._catalog, self._online, self._training)
-
-    @cached_property
-    def _dp(self) -> DifferentialPrivacyQueries:
-        from .privacy.dp import DifferentialPrivacyQueries
-
-        return DifferentialPrivacyQueries(self._ctx, self._catalog)
-
-    def _now(self) -> datetime:
-        return self._ctx.now()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -206,17 +122,14 @@ class FeatureStore:
         """Check the store end to end (``featurestore doctor``): what is wrong and how to fix it."""
         def open_store() -> tuple[FeatureStore, StoreContext, Callable[[], OnlineStore]]:
             fs = cls(path, check_agreement=False, **kwargs)
-            return fs, fs._ctx, lambda: fs._online.store
+            return fs, fs._ctx, lambda: fs._caps.online.store
         from .doctor import diagnose
 
         return diagnose(Path(path), open_store)
 
     def close(self) -> None:
         """Record pending online-read audit entries, then release every connection."""
-        if "_online" in self.__dict__:  # built (and so maybe holding reads to record) only if used
-            self._online.close()
-        elif self._online_store is not None:
-            self._online_store.close()
+        self._caps.close()
         self._ctx.offline.close()
         self._ctx.registry.close()
 
@@ -251,7 +164,7 @@ class FeatureStore:
         in closed mode a view no approved policy governs is refused, naming the policy file to write.
         A version that only adds or removes features starts with the old version's rows, offline and online."""
         plan = self._catalog.apply(definitions)
-        self._online.carry_forward(plan)
+        self._caps.online.carry_forward(plan)
         return plan
 
     def list_entities(self) -> list[Entity]:
@@ -296,17 +209,17 @@ class FeatureStore:
         Raises IngestionError (the data does not fit), PolicyViolation (the view is blocked, or the
         data cannot be treated as the policy in force requires) or StoreLockedError; nothing is written then.
         """
-        return self._ingestion.ingest(view, data, progress=progress)
+        return self._caps.ingestion.ingest(view, data, progress=progress)
 
     def push(self, view: str, data: Any, *, to: str = "online") -> PushResult:
         """Write rows straight to serving (``to="online"``), as an offline batch (``"offline"``) or both,
         validated and treated as :meth:`ingest` does; online an older event never overwrites a newer one."""
-        return self._pusher.push(view, data, to=to)
+        return self._caps.pusher.push(view, data, to=to)
 
     def list_batches(self, view: str | None = None) -> list[BatchInfo]:
         """Ingestion batches (all views, or one view's), oldest first; StoreDamaged if the offline file disagrees."""
         self._recovery.check(read_tables=True)
-        return self._ingestion.list_batches(view)
+        return self._caps.ingestion.list_batches(view)
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -317,7 +230,7 @@ class FeatureStore:
         `view` is ``"name"`` or ``"name@v1"``; `features` default to all; `as_of` keeps rows ingested at
         or before it (time travel); `purpose` is required, and checked for ``offline`` access, for a governed view.
         """
-        return self._historical.read(view, features=features, as_of=as_of, purpose=purpose)
+        return self._caps.historical.read(view, features=features, as_of=as_of, purpose=purpose)
 
     def get_historical_features(self, entity_df: Any, features: Sequence[str] | str, *, as_of: datetime | None = None,
                                 known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
@@ -328,14 +241,15 @@ class FeatureStore:
         Args:
             entity_df: Join keys, a time-zone-aware timestamp column and any other columns
                 (labels, ids): a pyarrow Table, a pandas or polars DataFrame, or a .parquet / .csv path.
-            features: References: ``"view:feature"``, ``"view@v2:feature"``, ``"view:*"``.
+            features: References: ``"view:feature"``, ``"view@v2:feature"``, ``"view:*"``, or a feature
+                service, ``"service:fraud_v1"`` (also as the whole argument).
             as_of: Ignore rows ingested after this time (rebuild what was known then).
             known_at_prediction_time: Also ignore rows ingested after each entity row's time.
             timestamp_column: The entity timestamp column (default ``event_timestamp``).
             full_feature_names: Name output columns ``view__feature`` instead of ``feature``.
             purpose: Why; required, and checked for ``offline`` access, for governed views.
         """
-        return self._historical.get_historical_features(
+        return self._caps.historical.get_historical_features(
             entity_df, features, as_of=as_of, known_at_prediction_time=known_at_prediction_time,
             timestamp_column=timestamp_column, full_feature_names=full_feature_names, purpose=purpose)
 
@@ -346,26 +260,26 @@ class FeatureStore:
                             full_feature_names: bool = False, description: str = "", purpose: str | None = None) -> TrainingSet:
         """Build a point-in-time training set, save it and record its manifest: version-pinned features and
         TTLs, ``as_of`` (default: the last committed ingestion), row count, content hash, policy hashes."""
-        return self._training.create(name, entity_df, features, as_of=as_of, known_at_prediction_time=known_at_prediction_time,
+        return self._caps.training.create(name, entity_df, features, as_of=as_of, known_at_prediction_time=known_at_prediction_time,
                                      timestamp_column=timestamp_column, full_feature_names=full_feature_names,
                                      description=description, purpose=purpose)
 
     def list_training_sets(self) -> list[TrainingSet]:
         """Every saved training set's manifest, by name."""
-        return self._training.list_all()
+        return self._caps.training.list_all()
 
     def get_training_set(self, name: str) -> TrainingSet:
         """One training set's manifest (names and hashes, no feature values)."""
-        return self._training.get(name)
+        return self._caps.training.get(name)
 
     def load_training_set(self, name: str, *, purpose: str | None = None) -> pa.Table:
         """The saved data of a training set, for a purpose its views' policies allow offline access now."""
-        return self._training.load(name, purpose=purpose)
+        return self._caps.training.load(name, purpose=purpose)
 
     def reproduce_training_set(self, name: str, *, purpose: str | None = None) -> Reproduction:
         """Rebuild a training set with its manifest and compare content hashes, for the caller's purpose
         (checked now, not the one recorded when it was built); `notes` explain retention and erasure gaps."""
-        return self._training.reproduce(name, purpose=purpose)
+        return self._caps.training.reproduce(name, purpose=purpose)
 
     # --- online serving -----------------------------------------------------------------------
 
@@ -375,11 +289,11 @@ class FeatureStore:
 
         Incremental by default (entities touched since a per-version watermark); ``full=True`` rebuilds.
         """
-        return self._online.materialize(views, end=end, full=full, progress=progress)
+        return self._caps.online.materialize(views, end=end, full=full, progress=progress)
 
     def materialized_views(self) -> list[str]:
         """References (``name@vN``) of the view versions in the online store."""
-        return self._online.materialized_views()
+        return self._caps.online.materialized_views()
 
     def get_online_features(self, entity_rows: Mapping[str, Any] | Sequence[Mapping[str, Any]] | pa.Table,
                             features: Sequence[str] | str, *, purpose: str | None = None,
@@ -393,7 +307,7 @@ class FeatureStore:
         `entity_rows`: one entity (``{"customer_id": "C1"}``), a list, or a table; `purpose` is checked
         for ``online`` access.
         """
-        return self._online.get_online_features(entity_rows, features, purpose=purpose, full_feature_names=full_feature_names)
+        return self._caps.online.get_online_features(entity_rows, features, purpose=purpose, full_feature_names=full_feature_names)
 
     def check_consistency(self, views: Sequence[str] | None = None, *, sample: int = 1000, purpose: str | None = None,
                           seed: int = 0) -> list[ConsistencyReport]:
@@ -402,36 +316,36 @@ class FeatureStore:
         Up to `sample` entities per materialized view version; a governed view needs a purpose
         allowed both ``offline`` and ``online`` access.
         """
-        return self._consistency.check(views, sample=sample, purpose=purpose, seed=seed)
+        return self._caps.consistency.check(views, sample=sample, purpose=purpose, seed=seed)
 
     # --- policies ---------------------------------------------------------------------------
 
     def lint_policy(self, path: str | Path) -> Policy:
         """Check a policy file and its fit with the registered views; raise PolicyError listing
         every problem (unknown or unclassified columns at ``file:line:column``)."""
-        return self._policies.lint(path)
+        return self._caps.policies.lint(path)
 
     def plan_policy(self, path: str | Path) -> list[str]:
         """What approving a policy file would change against the version in force, in sentences."""
-        return self._policies.plan(path)
+        return self._caps.policies.plan(path)
 
     def approve_policy(self, path: str | Path, *, by: str, role: str, ticket: str | None = None,
                        treat_existing: bool = False, key: str | Path | None = None) -> Policy:
         """Approve a policy file's exact content (bound to its SHA-256), signed with the approver's Ed25519
         `key` file; refused over rows stored untreated unless `treat_existing` rewrites them first."""
-        return self._policies.approve(path, by=by, role=role, ticket=ticket, treat_existing=treat_existing, key=key)
+        return self._caps.policies.approve(path, by=by, role=role, ticket=ticket, treat_existing=treat_existing, key=key)
 
     def add_approver(self, name: str, role: str, public_key: str | Path) -> str:
         """Register an approver's Ed25519 public key file for a role (audited); returns its fingerprint."""
-        return self._policies.add_approver(name, role, public_key)
+        return self._caps.policies.add_approver(name, role, public_key)
 
     def show_policy(self, path: str | Path, *, format: str = "markdown") -> str:
         """A policy as Markdown for legal (``format="markdown"``) or its plan as text (``"plan"``)."""
-        return self._policies.show(path, format=format)
+        return self._caps.policies.show(path, format=format)
 
     def policy_status(self) -> list[PolicyStatus]:
         """Every policy id: the version in force, and drafts pending approval with what approving them changes."""
-        return self._policies.status()
+        return self._caps.policies.status()
 
     def policy_snapshot(self) -> PolicySnapshot:
         """The policy in force now (approved content only), with the files under ``policies/`` as proposals."""
@@ -449,39 +363,39 @@ class FeatureStore:
     def erase(self, entity: str, keys: Sequence[str], *, compact: bool = True) -> list[ErasureResult]:
         """Erase subjects (raw ids of the entity's key) from every version of every view of the entity, the online store
         and saved training sets, then compact; tombstones keep them from coming back (see :mod:`.privacy.erasure`)."""
-        return self._erasure.erase(entity, keys, compact=compact)
+        return self._caps.erasure.erase(entity, keys, compact=compact)
 
     def erasure_status(self) -> list[DeletionRequest]:
         """Every erasure and retention request: pending, held, done or overdue against its deadline."""
-        return self._erasure.status()
+        return self._caps.erasure.status()
 
     def verify_erasure(self, entity: str, key: str) -> VerifyReport:
         """Query every table and scan every file under the store for a subject; the report is kept as evidence."""
-        return self._erasure.verify(entity, key)
+        return self._caps.erasure.verify(entity, key)
 
     def where(self, entity: str, key: str) -> dict[str, int]:
         """Subject lineage: every view version, online table and training set holding the subject, with row counts."""
-        return self._erasure.where(entity, key)
+        return self._caps.erasure.where(entity, key)
 
     def run_retention(self, *, dry_run: bool = False) -> RetentionReport:
         """Delete rows past the policies' retention (except held ones) and compact; ``dry_run`` only counts."""
-        return self._erasure.run_retention(dry_run=dry_run)
+        return self._caps.erasure.run_retention(dry_run=dry_run)
 
     def compact(self, on_step: Callable[[str], None] | None = None) -> Compaction:
         """Rewrite the offline file so deleted rows leave no bytes; completes pending deletion requests."""
-        return self._erasure.compact(on_step)
+        return self._caps.erasure.compact(on_step)
 
     def add_hold(self, *, reason: str, entity: str | None = None, key: str | None = None, view: str | None = None) -> Hold:
         """A legal hold on a subject (`entity`, `key`) or a `view`: retention and erasure wait for it."""
-        return self._erasure.add_hold(reason=reason, entity=entity, key=key, view=view)
+        return self._caps.erasure.add_hold(reason=reason, entity=entity, key=key, view=view)
 
     def remove_hold(self, hold_id: int) -> None:
         """End a legal hold (audited)."""
-        self._erasure.remove_hold(hold_id)
+        self._caps.erasure.remove_hold(hold_id)
 
     def list_holds(self) -> list[Hold]:
         """The active legal holds."""
-        return self._erasure.holds()
+        return self._caps.erasure.holds()
 
     # --- differential privacy -------------------------------------------------------------------
 
@@ -491,7 +405,7 @@ class FeatureStore:
         """A differentially private ``count`` / ``sum:col`` / ``mean:col`` over a view, optionally grouped, for a
         purpose with ``dp_aggregates`` access, charged to the policy's budget (``dry_run``: accuracy, no cost;
         the same query of the same data is served from the ledger at no cost unless `fresh`)."""
-        return self._dp.query(view, aggregates=aggregates, group_by=group_by, purpose=purpose, epsilon=epsilon,
+        return self._caps.dp.query(view, aggregates=aggregates, group_by=group_by, purpose=purpose, epsilon=epsilon,
                               delta=delta, dry_run=dry_run, consumer=consumer, fresh=fresh)
 
     def release_dp_view(self, target: str, *, source: str, aggregates: Sequence[str], group_by: str, purpose: str | None,
@@ -499,12 +413,12 @@ class FeatureStore:
                         delta: float | None = None) -> tuple[DpRelease, IngestResult]:
         """A DP aggregate feature view: one time window's DP release of `source` by `group_by`, ingested into
         `target` (keyed by the group, event time = the window's end) so it joins point-in-time by group."""
-        return self._dp.release_view(target, source=source, aggregates=aggregates, group_by=group_by, purpose=purpose,
+        return self._caps.dp.release_view(target, source=source, aggregates=aggregates, group_by=group_by, purpose=purpose,
                                      window=window, epsilon=epsilon, delta=delta, ingest=self.ingest)
 
     def dp_budget(self, *, purpose: str | None = None) -> list[BudgetStatus]:
         """Privacy budgets: spent, reserved and remaining in the current period, and when they refresh."""
-        return self._dp.budget(purpose=purpose)
+        return self._caps.dp.budget(purpose=purpose)
 
     # --- keys, audit, re-identification -----------------------------------------------------
 
@@ -528,4 +442,4 @@ class FeatureStore:
 
     def reidentify(self, view: str, column: str, token: str, *, purpose: str | None) -> str:
         """The value behind a token of a tokenized column, for a purpose with ``reidentify`` access (audited)."""
-        return self._reidentification.reidentify(view, column, token, purpose=purpose)
+        return self._caps.reidentification.reidentify(view, column, token, purpose=purpose)
