@@ -28,6 +28,8 @@ class SQLiteOnlineStore:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._local = threading.local()
+        self._point: dict[str, str] = {}
+        """The point-lookup SQL of each table, made once."""
         self._memory: sqlite3.Connection | None = None
         if path is None:
             self._memory = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
@@ -89,7 +91,10 @@ class SQLiteOnlineStore:
     def read(self, table: str, keys: Sequence[str]) -> list[Row | None]:
         con = self._con()
         if len(keys) == 1:
-            return [con.execute(f"SELECT * FROM {_quote(table)} WHERE k = ?", (keys[0],)).fetchone()]
+            sql = self._point.get(table)
+            if sql is None:
+                sql = self._point[table] = f"SELECT * FROM {_quote(table)} WHERE k = ?"
+            return [con.execute(sql, (keys[0],)).fetchone()]
         found: dict[str, Row] = {}
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), 900):  # SQLite's limit on bound parameters

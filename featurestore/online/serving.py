@@ -106,6 +106,8 @@ def entity_rows(data: Any) -> list[Mapping[str, Any]]:
     Feast takes them), a list of rows, or an Arrow table / pandas / polars data frame."""
     from ..errors import RetrievalError
 
+    if type(data) is dict and not any(isinstance(v, (list, tuple)) for v in data.values()):
+        return [data]  # one row: the common case of a serving call
     module = type(data).__module__.split(".", 1)[0]
     if module == "pandas":
         data = pa.Table.from_pandas(data, preserve_index=False)
@@ -277,6 +279,18 @@ def _lookup_plain(view: ViewServing, rows: Sequence[Mapping[str, Any]], read: Ca
     """:func:`lookup` for the common case, one join key stored as given: one key per row."""
     form = view.keys[0]
     name = form.name
+    if len(rows) == 1:  # a single entity: the same steps without a list per step
+        entity = rows[0]
+        if name not in entity:
+            raise missing_key(0, entity, name, view.ref)
+        raw = check_key(entity[name], form, 0, view.ref)
+        row = None if raw is None else read(view.table, [raw if type(raw) is str else str(raw)])[0]
+        status = value_status(None if row is None else row[1], now_us, view.ttl_us)
+        for out, pos, conv in zip(view.outputs, view.positions, view.converters, strict=True):
+            value = row[pos] if row is not None and status == PRESENT else None
+            values[out].append(conv(value) if conv is not None and value is not None else value)
+            statuses[out].append(status)
+        return
     try:
         raw = [entity[name] for entity in rows]
     except KeyError:
