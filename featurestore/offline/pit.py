@@ -24,7 +24,8 @@ Why the SQL looks as it does (measured in ``shared/research/privacy.md`` section
 an arbitrary row among ties, so the inequality compares structs ``{event time, ingestion time,
 row id}``; a TTL in WHERE after an ASOF LEFT JOIN would drop entity rows, so it is a CASE on
 the chosen row; for ``known_at_prediction_time`` the join runs on availability time
-``greatest(e, ingested)`` against the running best row per key.
+``greatest(e, ingested)`` against the running best ranking per key, and the chosen row's
+columns are then fetched by its row id.
 """
 
 from __future__ import annotations
@@ -101,12 +102,16 @@ def pit_sql(
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         order = order_sql(ts, view.created_field)
         if known_at_prediction_time:
-            best = ", ".join([f"'_o': {order}", f"'_e': {ts}", *(f"{_lit(f)}: {quote(f)}" for f in view.features)])
+            # The running best ranking (a small struct whose 'r' is the row id) per availability
+            # time; the chosen row's columns are fetched by row id afterwards. Half the time of
+            # carrying every feature through the window (0.27 s against 0.51 s at 1M x 100k).
+            cols = ", ".join(quote(f) for f in view.features)
             ctes.append(
                 f"{cte} AS (\n  SELECT {keys}, greatest({ts}, _ingested_at) AS _avail,\n"
-                f"    arg_max({{{best}}}, {order}) OVER (PARTITION BY {keys} ORDER BY greatest({ts}, _ingested_at)\n"
-                f"      RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _best\n"
-                f"  FROM {quote(view.table)}{where}\n)"
+                f"    max({order}) OVER (PARTITION BY {keys} ORDER BY greatest({ts}, _ingested_at)\n"
+                f"      RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _b\n"
+                f"  FROM {quote(view.table)}{where}\n), {cte}_rows AS (\n  SELECT rowid AS _r, {ts} AS _e, {cols}\n"
+                f"  FROM {quote(view.table)}\n)"
             )
         else:
             cols = ", ".join(quote(f) for f in view.features)
@@ -124,16 +129,18 @@ def pit_sql(
             key_eq = " AND ".join(f"e.{quote(prefix + k)} = {alias}.{quote(k)}" for k in view.join_keys)
             joins.append(f"ASOF LEFT JOIN {cte} AS {alias} ON {key_eq} AND {inequality}")
             entity_cols += [quote(prefix + k) for k in view.join_keys]
-        if len(aliases) == 1:
-            source = f"{aliases[0]}._best" if known_at_prediction_time else aliases[0]
+        if known_at_prediction_time:
+            # The best over every stored form of the key (greatest() skips forms that matched nothing).
+            ranked = f"{aliases[0]}._b" if len(aliases) == 1 else f"greatest({', '.join(f'{a}._b' for a in aliases)})"
+            joins.append(f"LEFT JOIN {cte}_rows AS {cte}_r ON {cte}_r._r = ({ranked}).r")
+            source = f"{cte}_r"
+        elif len(aliases) == 1:
+            source = aliases[0]
         else:
             # The best row over every stored form of the key: structs compare by their first
             # field, the ordering key, and greatest() skips forms that matched nothing.
-            if known_at_prediction_time:
-                forms = [f"{a}._best" for a in aliases]
-            else:
-                fields = ", ".join([f"'_e': {{a}}._e", *(f"{_lit(f)}: {{a}}.{quote(f)}" for f in view.features)])
-                forms = [f"CASE WHEN {a}._o IS NULL THEN NULL ELSE {{'_o': {a}._o, {fields.format(a=a)}}} END" for a in aliases]
+            fields = ", ".join([f"'_e': {{a}}._e", *(f"{_lit(f)}: {{a}}.{quote(f)}" for f in view.features)])
+            forms = [f"CASE WHEN {a}._o IS NULL THEN NULL ELSE {{'_o': {a}._o, {fields.format(a=a)}}} END" for a in aliases]
             source = f"greatest({', '.join(forms)})"
         chosen_e = f"{source}._e"  # the chosen row's columns are all read as {source}.<name>
         for feature, output in zip(view.features, view.outputs, strict=True):
