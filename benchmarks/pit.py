@@ -4,7 +4,8 @@ Run:  python benchmarks/pit.py [--sizes small,large] [--repeat 3]
 
 Sizes: small = 1M feature rows x 100k entity rows, large = 10M x 1M; 10 float64 features,
 30-day TTL, keys over 100k entities, event times over one year, three ingestion batches (so
-ties on event time are broken by ingestion time). Both sides read the same DuckDB file and
+ties on event time are broken by ingestion time), ingested at 4, 8 and 12 months into the year of
+event times (so known-at-prediction-time answers depend on the entity time). Both sides read the same DuckDB file and
 return an Arrow table in entity-row order with the same semantics (struct tie-break, TTL as a
 CASE after the LEFT ASOF JOIN). Each run is a fresh subprocess; peak memory is its max RSS.
 Prints seconds, the ratio (ours / hand-written; goal <= 1.3) and peak memory (goal <= 4 GiB).
@@ -54,7 +55,11 @@ def build(folder: Path, feature_rows: int, entity_rows: int) -> tuple[Path, Path
 
     rng = np.random.default_rng(42)
     store_dir = folder / "store"
-    with FeatureStore.init(store_dir) as store:
+    # Batch b is ingested 4(b+1) months into the year of event times, so known-at-prediction-time
+    # answers differ by entity time (an ingestion after every entity time would make them all null).
+    ingested = [datetime.fromtimestamp((START_US + (b + 1) * YEAR_US // 3) / 1e6, UTC) for b in range(3)]
+    clock_at = [ingested[0]]
+    with FeatureStore.init(store_dir, clock=lambda: clock_at[0]) as store:
         store.apply([
             Entity(name="entity", join_keys={"entity_id": "int64"}),
             FeatureView(name="bench", entity="entity", features={f: "float64" for f in FEATURES}, ttl="30d"),
@@ -69,6 +74,7 @@ def build(folder: Path, feature_rows: int, entity_rows: int) -> tuple[Path, Path
                 "event_timestamp": pa.array(START_US + seconds * 1_000_000, pa.timestamp("us", tz="UTC")),
                 **{f: pa.array(rng.standard_normal(n)) for f in FEATURES},
             })
+            clock_at[0] = ingested[b]
             store.ingest("bench", table)
     spine = pa.table({
         "entity_id": pa.array(rng.integers(0, 110_000, entity_rows), pa.int64()),  # ~9% unknown keys

@@ -102,6 +102,9 @@ def pit_sql(
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         order = order_sql(ts, view.created_field)
         if known_at_prediction_time:
+            # A row available only after every entity time can never be chosen: left out.
+            avail_bound = f"greatest({ts}, _ingested_at) <= (SELECT max(_t_floor) FROM {entities})"
+            where = f" WHERE {' AND '.join([*conditions, avail_bound])}"
             # The running best ranking (a small struct whose 'r' is the row id) per availability
             # time; the chosen row's columns are fetched by row id afterwards. Half the time of
             # carrying every feature through the window (0.27 s against 0.51 s at 1M x 100k).
