@@ -209,18 +209,17 @@ def main() -> None:
 
 def ingestion(table: pa.Table, rows: int, repeat: int) -> None:
     """The ingestion rows of the report: plain, then with two hashed identifier columns."""
-    args = argparse.Namespace(rows=rows, repeat=repeat)
-    p, o = medians(table, time_store, args.repeat)
-    print(f"plain DuckDB INSERT ... SELECT : {p:6.2f} s  {args.rows / p / 1e6:6.2f} M rows/s (median)")
-    print(f"FeatureStore.ingest            : {o:6.2f} s  {args.rows / o / 1e6:6.2f} M rows/s (median)")
+    p, o = medians(table, time_store, repeat)
+    print(f"plain DuckDB INSERT ... SELECT : {p:6.2f} s  {rows / p / 1e6:6.2f} M rows/s (median)")
+    print(f"FeatureStore.ingest            : {o:6.2f} s  {rows / o / 1e6:6.2f} M rows/s (median)")
     print(f"ratio store/plain              : {o / p:6.2f}  (goal <= 1.5)")
 
     for rows_per_person, label in ((1, "a distinct email and phone on every row (worst case)"),
                                    (10, "each email and phone on 10 rows (one person, many events)")):
-        p, o = medians(with_identifiers(table, rows_per_person), time_store_hashed, args.repeat)
+        p, o = medians(with_identifiers(table, rows_per_person), time_store_hashed, repeat)
         print(f"with two identifier columns, {label}:")
-        print(f"  plain DuckDB INSERT, raw values : {p:6.2f} s  {args.rows / p / 1e6:6.2f} M rows/s (median)")
-        print(f"  ingest, both HMAC'd under policy: {o:6.2f} s  {args.rows / o / 1e6:6.2f} M rows/s (median; goal >= 1.0)")
+        print(f"  plain DuckDB INSERT, raw values : {p:6.2f} s  {rows / p / 1e6:6.2f} M rows/s (median)")
+        print(f"  ingest, both HMAC'd under policy: {o:6.2f} s  {rows / o / 1e6:6.2f} M rows/s (median; goal >= 1.0)")
 
 
 if __name__ == "__main__":
