@@ -126,9 +126,9 @@ class Catalog:
         services = self.list_services()
         problems = list(defs.problems)  # every problem in one pass: reading, planning, policies
         known = {**registered_entities, **{e.name: e for e in defs.entities}}
-        for view, where in defs.unchecked_entities.items():
-            if where.message not in known:
-                problems.append(Problem(f"feature view '{view}' names unknown entity '{where.message}'." + did_you_mean(where.message, known),
+        for view, (entity, where) in defs.unchecked_entities.items():
+            if entity not in known:
+                problems.append(Problem(f"feature view '{view}' names unknown entity '{entity}'." + did_you_mean(entity, known),
                                         where.file, where.line, where.column))
         try:
             plan = compute_plan(

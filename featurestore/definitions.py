@@ -337,9 +337,9 @@ class Definitions:
     services: list[FeatureService] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     """Problems found while reading (from :func:`read_definitions`); the items they are in are left out."""
-    unchecked_entities: dict[str, Problem] = field(default_factory=dict)
-    """Entity names of views left out for their problems, with where each is named: ``plan``
-    still reports an unknown one, so every problem shows in one pass."""
+    unchecked_entities: dict[str, tuple[str, Problem]] = field(default_factory=dict)
+    """The entity each view left out for its problems names, with where (a position without a
+    message): ``plan`` still reports an unknown one, so every problem shows in one pass."""
 
 
 def load_definitions(paths: Iterable[Path]) -> Definitions:
@@ -444,7 +444,7 @@ def _view_from_yaml(item: YMap, defs: Definitions, at: Any, fname: str) -> None:
     if name is not None and entity is not None:  # checked by plan even if this view is left out for other problems
         line, column = item.value_pos("entity")
         defs.entity_positions[name] = Problem("", fname, line, column)
-        defs.unchecked_entities[name] = Problem(entity, fname, line, column)
+        defs.unchecked_entities[name] = (entity, defs.entity_positions[name])
     raw_features = item.get("features")
     if not isinstance(raw_features, YMap):
         at(item.value_pos("features") if "features" in item else item.pos,
