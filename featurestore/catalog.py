@@ -117,15 +117,17 @@ class Catalog:
             for row in registry.entities()
         }
         latest = self.list_views()
-        changing = {v.name for v in defs.views} & {vv.view.name for vv in latest}
+        known = {**registered_entities, **{e.name: e for e in defs.entities}}
+        hashes = {vv.view.name: vv.view.schema_hash(vv.join_keys) for vv in latest}
+        changing = {v.name for v in defs.views if v.name in hashes and v.entity in known
+                    and v.schema_hash(known[v.entity].join_keys) != hashes[v.name]}  # only these need a row count
         rows = self.ctx.offline.row_counts(vv.table for vv in latest if vv.view.name in changing)
         registered_views = {
-            vv.view.name: RegisteredView(vv.view, vv.version, vv.join_keys, vv.view.schema_hash(vv.join_keys), rows.get(vv.table, 0))
+            vv.view.name: RegisteredView(vv.view, vv.version, vv.join_keys, hashes[vv.view.name], rows.get(vv.table, 0))
             for vv in latest
         }
         services = self.list_services()
         problems = list(defs.problems)  # every problem in one pass: reading, planning, policies
-        known = {**registered_entities, **{e.name: e for e in defs.entities}}
         for view, (entity, where) in defs.unchecked_entities.items():
             if entity not in known:
                 problems.append(Problem(f"feature view '{view}' names unknown entity '{entity}'." + did_you_mean(entity, known),
