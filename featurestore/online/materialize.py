@@ -81,26 +81,25 @@ def latest_rows_sql(
     )
 
 
-def pushed_rows(tables: Sequence[pa.Table], vv: ViewVersion, end: datetime) -> list[Row]:
+def pushed_rows(con: duckdb.DuckDBPyConnection, tables: Sequence[pa.Table], vv: ViewVersion, end: datetime) -> list[Row]:
     """The online rows of pushed data: per entity its latest row with event time <= `end` (ties:
-    the later row), in the form materialization writes, computed by the same SQL in memory."""
+    the later row), in the form materialization writes, computed by the same SQL on `con` (a
+    cursor of an in-memory database: the rows go to a temporary table private to it)."""
+    if not tables:
+        return []
     features = {f.name: f.dtype for f in vv.view.features}
     columns = list(vv.view.stored_columns(vv.join_keys))
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        for i, data in enumerate(tables):
-            con.register("_fs_pushed", data.select(columns))
-            verb = "CREATE TABLE _fs_push AS" if i == 0 else "INSERT INTO _fs_push"
-            con.execute(f"{verb} SELECT *, now() AS _ingested_at, 0 AS _batch_id FROM _fs_pushed")
-            con.unregister("_fs_pushed")
-        if not tables:
-            return []
-        sql = latest_rows_sql("_fs_push", list(vv.join_keys), vv.view.timestamp_field, features, since_batch=None,
-                              previous_end=None, created_field=vv.view.created_timestamp_field)
-        return [row for chunk in stream_rows(con, sql, end) for row in chunk]
-    finally:
-        con.close()
+    con.execute("SET TimeZone = 'UTC'")
+    for i, data in enumerate(tables):
+        con.register("_fs_pushed", data.select(columns))
+        verb = "CREATE OR REPLACE TEMP TABLE _fs_push AS" if i == 0 else "INSERT INTO _fs_push"
+        con.execute(f"{verb} SELECT *, now() AS _ingested_at, 0 AS _batch_id FROM _fs_pushed")
+        con.unregister("_fs_pushed")
+    sql = latest_rows_sql("_fs_push", list(vv.join_keys), vv.view.timestamp_field, features, since_batch=None,
+                          previous_end=None, created_field=vv.view.created_timestamp_field)
+    rows = [row for chunk in stream_rows(con, sql, end) for row in chunk]
+    con.execute("DROP TABLE _fs_push")
+    return rows
 
 
 def stream_rows(con: duckdb.DuckDBPyConnection, sql: str, end: datetime) -> Iterator[list[Row]]:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -26,6 +26,9 @@ from .materialize import copy_rows, latest_rows_sql, pushed_rows, stream_rows
 from .read_audit import ReadAudit
 from .serving import EPOCH, PLAN_TTL_SECONDS, KeyForm, OnlineResponse, ServingPlan, ViewServing, converter, lookup
 from .serving import entity_rows as entity_rows_of
+
+if TYPE_CHECKING:
+    import duckdb
 
 MICROSECOND = timedelta(microseconds=1)
 
@@ -71,6 +74,8 @@ class OnlineService:
         self.historical = historical
         self._store = online_store
         self._plans: dict[tuple[Any, ...], ServingPlan] = {}
+        self._scratch: duckdb.DuckDBPyConnection | None = None
+        """The in-memory DuckDB database pushes rank their rows in (made on first push)."""
         self.reads = ReadAudit(ctx.audit, ctx.actor, background=ctx.config.root is not None)
 
     @property
@@ -83,6 +88,8 @@ class OnlineService:
     def close(self) -> None:
         """Record pending online-read audit entries and close the online store."""
         self.reads.close()
+        if self._scratch is not None:
+            self._scratch.close()
         if self._store is not None:
             self._store.close()
 
@@ -151,7 +158,15 @@ class OnlineService:
         if state is None:  # the next materialize recomputes every entity from batch 0
             ctx.registry.set_materialization(vv.view.name, vv.version, last_batch_id=0, end=EPOCH, entities=0,
                                              generation=0, updated_at=ctx.now())
-        rows = pushed_rows(tables, vv, ctx.now())
+        if self._scratch is None:  # an in-memory database for pushes, made once: a connection costs ~13 ms, a cursor ~0.07
+            import duckdb
+
+            self._scratch = duckdb.connect(":memory:")
+        cursor = self._scratch.cursor()
+        try:
+            rows = pushed_rows(cursor, tables, vv, ctx.now())
+        finally:
+            cursor.close()
         count = self.store.write(table, rows, state.generation if state is not None else 0, newer_only=True)
         self._plans.clear()
         return count
