@@ -30,6 +30,8 @@ class SQLiteOnlineStore:
         self._local = threading.local()
         self._point: dict[str, str] = {}
         """The point-lookup SQL of each table, made once."""
+        self._upserts: dict[str, str] = {}
+        """The compare-and-set upsert of each table, made once."""
         self._memory: sqlite3.Connection | None = None
         if path is None:
             self._memory = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
@@ -58,12 +60,8 @@ class SQLiteOnlineStore:
         if not rows:
             return 0
         marks = ", ".join("?" * len(rows[0]))
-        if newer_only:  # every SET expression sees the stored row's old values
-            names = [str(c[1]) for c in con.execute(f"PRAGMA table_info({_quote(table)})")][3:]
-            newer = "excluded._e >= _e"
-            sets = ", ".join([f"_e = CASE WHEN {newer} THEN excluded._e ELSE _e END", "_g = excluded._g",
-                              *(f"{_quote(n)} = CASE WHEN {newer} THEN excluded.{_quote(n)} ELSE {_quote(n)} END" for n in names)])
-            sql = f"INSERT INTO {_quote(table)} VALUES ({marks}) ON CONFLICT(k) DO UPDATE SET {sets}"
+        if newer_only:
+            sql = self._upserts.get(table) or self._upsert_sql(con, table, marks)
         else:
             sql = f"INSERT OR REPLACE INTO {_quote(table)} VALUES ({marks})"
         con.execute("BEGIN IMMEDIATE")
@@ -74,6 +72,16 @@ class SQLiteOnlineStore:
             con.execute("ROLLBACK")
             raise
         return len(rows)
+
+    def _upsert_sql(self, con: sqlite3.Connection, table: str, marks: str) -> str:
+        """The compare-and-set upsert of a table, made once: every SET expression sees the stored
+        row's old values, so a stored row with a later event time keeps its values (not its generation)."""
+        names = [str(c[1]) for c in con.execute(f"PRAGMA table_info({_quote(table)})")][3:]
+        newer = "excluded._e >= _e"
+        sets = ", ".join([f"_e = CASE WHEN {newer} THEN excluded._e ELSE _e END", "_g = excluded._g",
+                          *(f"{_quote(n)} = CASE WHEN {newer} THEN excluded.{_quote(n)} ELSE {_quote(n)} END" for n in names)])
+        sql = self._upserts[table] = f"INSERT INTO {_quote(table)} VALUES ({marks}) ON CONFLICT(k) DO UPDATE SET {sets}"
+        return sql
 
     def copy_table(self, source: str, target: str, columns: dict[str, str | None], generation: int) -> int:
         values = ", ".join("NULL" if c is None else _quote(c) for c in columns.values())
