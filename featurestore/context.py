@@ -20,6 +20,13 @@ from .privacy.keys import KeyRing
 from .registry import Registry
 
 Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    """The wall clock in UTC: a store's clock unless one is given (serving reads it as an integer instead)."""
+    return datetime.now(UTC)
+
+
 Progress = Callable[[int, int | None], None]
 """Called with (rows done so far, total rows if known) while a long job runs."""
 

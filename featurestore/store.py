@@ -19,7 +19,7 @@ from .audit import AuditEntry
 from .capabilities import Capabilities
 from .catalog import Catalog, DefinitionsLike, ResolvedFeature, ServiceVersion, ViewVersion
 from .config import StoreConfig, load_config
-from .context import Clock, Progress, StoreContext
+from .context import Clock, Progress, StoreContext, system_clock
 from .definitions import Definitions, Entity
 from .errors import ConfigError
 from .governance import PolicySnapshot
@@ -72,7 +72,7 @@ class FeatureStore:
         config = StoreConfig(root=None, registry_url="sqlite://", offline_path=None) if memory else load_config(Path(str(path)).resolve())
         self.config = config
         self.actor = actor or default_actor()
-        ctx = open_context(config, open_registry(config, registry, str(path)), clock=clock or (lambda: datetime.now(UTC)),
+        ctx = open_context(config, open_registry(config, registry, str(path)), clock=clock or system_clock,
                            lock_timeout=lock_timeout, key_provider=key_provider, actor=self.actor)
         self._ctx = ctx
         self._catalog = Catalog(ctx)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from featurestore import Entity, FeatureStore, FeatureView, NotFoundError
-from featurestore.errors import PolicyViolation
+from featurestore.errors import PolicyViolation, RetrievalError
 from featurestore.online.serving import normalize_one
 from featurestore.privacy.pseudonymize import normalize
 from featurestore.testing import TEST_KEY_PROVIDER
@@ -334,3 +334,57 @@ def test_online_reads_and_the_consistency_check_agree_on_a_value_ahead_of_now(st
     [report] = store.check_consistency()
     qty = [m for m in report.mismatches if m.feature == "qty"]
     assert [(m.online, m.offline, m.online_status) for m in qty] == [(None, 3, "missing")], "one status rule for both"
+
+
+def _single_equals_batch(fs: FeatureStore, clock: SetClock | None = None) -> None:
+    """One entity answered by the single-entity path equals the same entity in a batch, for
+    every status (present, expired, missing, ahead of now), every dtype converter and a None key."""
+    refs = ["stock:qty", "stock:price", "stock:seen", "stock:flag"]
+    for item in (1, 2, 3, 4, None):
+        one = fs.get_online_features({"item_id": item}, refs)
+        batch = fs.get_online_features([{"item_id": item}, {"item_id": 1}], refs)
+        assert one.values == {k: v[:1] for k, v in batch.values.items()}, item
+        assert one.statuses == {k: v[:1] for k, v in batch.statuses.items()}, item
+        column = fs.get_online_features({"item_id": [item]}, refs)  # columns of entity rows: the general path
+        assert (column.values, column.statuses) == (one.values, one.statuses)
+    assert fs.get_online_features({"item_id": 1}, refs).statuses["qty"] == ["present"]
+    assert fs.get_online_features({"item_id": 1}, refs).values["flag"] == [True]
+    assert fs.get_online_features({"item_id": 2}, refs).statuses["qty"] == ["expired"]
+    assert fs.get_online_features({"item_id": 4}, refs).statuses["qty"] == ["missing"]
+    for bad in ("1", 1.0, True, 2**63):  # the declared type is enforced on the single path too
+        with pytest.raises(RetrievalError, match="join key 'item_id'"):
+            fs.get_online_features({"item_id": bad}, refs)
+    with pytest.raises(RetrievalError, match="has no 'item_id'"):
+        fs.get_online_features({"sku": 1}, refs)
+    extra = fs.get_online_features({"item_id": 1, "label": "x"}, refs)  # other columns ride along
+    assert extra.values == fs.get_online_features({"item_id": 1}, refs).values
+
+
+FLAGGED = FeatureView(name="stock", entity="item", ttl="1d",
+                      features={"qty": "int64", "price": "float64", "seen": "timestamp", "flag": "bool"})
+
+
+def _flagged(ids: list[int], at: datetime, qty: int) -> pa.Table:
+    return stock(ids, at, qty).append_column("flag", pa.array([True] * len(ids)))
+
+
+def _fill_for_single(fs: FeatureStore) -> None:
+    fs.apply([ITEM, FLAGGED])
+    fs.ingest("stock", _flagged([1], T0 - timedelta(hours=1), 6))
+    fs.ingest("stock", _flagged([2], T0 - timedelta(days=2), 7))  # older than the TTL at T0
+    fs.ingest("stock", _flagged([3], T0 + timedelta(hours=1), 8))  # ahead of now: missing
+    fs.materialize(end=T0 + timedelta(hours=2))
+
+
+def test_the_single_entity_path_answers_like_a_batch(clock: SetClock) -> None:
+    fs = FeatureStore(memory=True, clock=clock)
+    _fill_for_single(fs)
+    _single_equals_batch(fs)
+    assert fs.get_online_features({"item_id": 3}, ["stock:qty"]).statuses["qty"] == ["missing"]
+
+
+def test_the_single_entity_path_answers_like_a_batch_on_redis(redis_store: tuple[FeatureStore, str]) -> None:
+    fs, _ = redis_store
+    _fill_for_single(fs)
+    _single_equals_batch(fs)
+    fs.close()

@@ -12,7 +12,7 @@ join key (its pseudonym for a hashed key); a composite key joins its parts with 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 KEY_SEPARATOR = "\x1f"
@@ -36,6 +36,11 @@ class OnlineStore(Protocol):
 
     def read(self, table: str, keys: Sequence[str]) -> list[Row | None]:
         """The rows of these entity keys, in order (None where absent)."""
+
+    def point_reader(self, table: str, features: Sequence[str], positions: Sequence[int]) -> Callable[[str], Row | None]:
+        """A function reading one entity key of a table as ``(event time, *values of features)``
+        (None where absent): the single-entity serving path, its query made once. `positions`
+        are where those features sit in a row read back (from VALUES_AT on)."""
 
     def sample_keys(self, table: str, n: int, seed: int) -> list[str]:
         """Up to n entity keys of a table, a reproducible sample."""

@@ -12,7 +12,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from . import Row
@@ -111,6 +111,16 @@ class SQLiteOnlineStore:
             for row in con.execute(query, part):
                 found[row[0]] = row
         return [found.get(k) for k in keys]
+
+    def point_reader(self, table: str, features: Sequence[str], positions: Sequence[int]) -> Callable[[str], Row | None]:
+        sql = f"SELECT {', '.join(['_e', *map(_quote, features)])} FROM {_quote(table)} WHERE k = ?"
+        con = self._con
+
+        def read_one(key: str) -> Row | None:
+            row: Row | None = con().execute(sql, (key,)).fetchone()
+            return row
+
+        return read_one
 
     def sample_keys(self, table: str, n: int, seed: int) -> list[str]:
         keys = [r[0] for r in self._con().execute(f"SELECT k FROM {_quote(table)}")]

@@ -48,14 +48,17 @@ class ReadAudit:
     def record(self, purpose: str | None, features: tuple[str, ...], entities: int) -> None:
         """Count `entities` lookups of `features` for `purpose` (microseconds: no I/O here)."""
         key = (purpose, features)
+        if self._background:  # the thread writes on its own time: count only
+            with self._lock:
+                self._pending[key] = self._pending.get(key, 0) + entities
+            if self._thread is None:
+                self._start()
+            return
         with self._lock:
             self._pending[key] = self._pending.get(key, 0) + entities
             self._count += entities
             due = self._count >= FLUSH_READS or time.monotonic() - self._flushed >= FLUSH_SECONDS
-        if self._background:
-            if self._thread is None:
-                self._start()
-        elif due:
+        if due:
             self.flush()
 
     def _start(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from . import VALUES_AT, Row
@@ -108,6 +108,19 @@ class RedisOnlineStore:
     def read(self, table: str, keys: Sequence[str]) -> list[Row | None]:
         raw: list[Any] = self._redis.mget([self._key(table, k) for k in keys]) if keys else []
         return [None if value is None else (key, *json.loads(value)) for key, value in zip(keys, raw, strict=True)]
+
+    def point_reader(self, table: str, features: Sequence[str], positions: Sequence[int]) -> Callable[[str], Row | None]:
+        get, key_of = self._redis.get, self._key
+        at = [p - 1 for p in positions]  # a stored value is (event time, generation, *values): no key
+
+        def read_one(key: str) -> Row | None:
+            value = get(key_of(table, key))
+            if value is None:
+                return None
+            row = json.loads(value)
+            return (row[0], *[row[i] for i in at])
+
+        return read_one
 
     def sample_keys(self, table: str, n: int, seed: int) -> list[str]:
         members = sorted(_text(m) for m in self._redis.smembers(f"{self.prefix}:{table}:__keys"))

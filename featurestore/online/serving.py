@@ -207,6 +207,8 @@ class ServingPlan:
     outputs: list[str]
     built_at: float
     audit_key: tuple[str, ...] = field(default_factory=tuple)
+    single: Callable[[Mapping[str, Any], int], OnlineResponse | None] | None = None
+    """The single-entity path (:func:`single_lookup`), where the plan has one."""
 
 
 @dataclass
@@ -319,3 +321,43 @@ def _lookup_plain(view: ViewServing, rows: Sequence[Mapping[str, Any]], read: Ca
         column = [None if row is None else row[pos] for row in chosen]
         values[out].extend(column if conv is None else [None if v is None else conv(v) for v in column])
         statuses[out].extend(row_status)
+
+
+def single_lookup(view: ViewServing, read_one: Callable[[str], Row | None]
+                  ) -> Callable[[Mapping[str, Any], int], OnlineResponse | None]:
+    """:func:`lookup` of one view with one join key stored as given, for a request of one entity
+    row that holds exactly that key: the serving hot path, with every step decided in advance.
+    `read_one` gives ``(event time, *requested values)`` of a key (an OnlineStore's point_reader).
+    The function answers None for any other shape of request (the caller takes :func:`lookup`)."""
+    form = view.keys[0]
+    name, ref, ttl_us = form.name, view.ref, view.ttl_us
+    lo, hi = KEY_RANGES.get(form.dtype, (0, 0))
+    text = form.dtype == "string"
+    outputs = view.outputs
+    picks = tuple(zip(outputs, range(1, len(outputs) + 1), view.converters, strict=True))
+    plain = all(conv is None for conv in view.converters)
+
+    def single(entity: Mapping[str, Any], now_us: int) -> OnlineResponse | None:
+        if len(entity) != 1 or name not in entity:
+            return None
+        raw = entity[name]
+        if type(raw) is str if text else type(raw) is int and lo <= raw <= hi:
+            row = read_one(raw if text else str(raw))
+        elif raw is None:
+            row = None
+        elif isinstance(raw, (list, tuple)):
+            return None  # columns of entity rows
+        else:
+            check_key(raw, form, 0, ref)
+            return None  # not reached: check_key refused the value
+        status = value_status(None if row is None else row[0], now_us, ttl_us)
+        if status != PRESENT:
+            return OnlineResponse({out: [None] for out in outputs}, {out: [status] for out in outputs})
+        assert row is not None
+        if plain:
+            values = {out: [value] for out, value in zip(outputs, row[1:], strict=True)}
+        else:
+            values = {out: [row[at] if conv is None or row[at] is None else conv(row[at])] for out, at, conv in picks}
+        return OnlineResponse(values, {out: [PRESENT] for out in outputs})
+
+    return single
