@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from unittest import mock
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -104,3 +106,16 @@ def profile_rows(n: int = 3, *, start: int = 0) -> pa.Table:
         "score": pa.array([0.5 * i for i in range(n)], pa.float64()),
         "country": ["DE"] * n,
     })
+
+
+JOIN_PLANS = ("asof", "key_filter")
+"""The point-in-time join's plans (chosen by shape, featurestore.offline.pit.wants_key_filter):
+tests of the join's semantics run under each, since small test tables would pick only one."""
+
+
+@contextmanager
+def join_plan(plan: str) -> Iterator[None]:
+    """Force one plan of the point-in-time join for the block."""
+    assert plan in JOIN_PLANS
+    with mock.patch("featurestore.historical._by_shape", lambda con, request: plan == "key_filter"):
+        yield

@@ -18,6 +18,8 @@ from featurestore.errors import AuditChainBroken, KeyManagementError, PolicyViol
 from featurestore.privacy.keys import StaticKeyProvider
 from featurestore.testing import TEST_KEY_PROVIDER, TEST_MASTER_KEY, StepClock, data_key
 
+from .conftest import JOIN_PLANS, join_plan
+
 POLICY = """\
 api_version: featurestore.policy/v1
 id: people
@@ -228,9 +230,10 @@ def test_bad_phone_number_refuses_the_batch_without_storing_the_value(approved: 
 # --- PII join keys ---------------------------------------------------------------------------
 
 
-def test_raw_keys_join_hashed_keys_across_a_rotation(approved: Path) -> None:
+@pytest.mark.parametrize("plan", JOIN_PLANS)
+def test_raw_keys_join_hashed_keys_across_a_rotation(approved: Path, plan: str) -> None:
     clock = StepClock(start=datetime(2025, 6, 2, tzinfo=UTC), step=timedelta(seconds=1))
-    with open_store(approved, clock) as fs:
+    with open_store(approved, clock) as fs, join_plan(plan):
         fs.ingest("person", people(["c1", "c2"], spend=1.0, day=1))  # ingested 2025-06-02
         new_id = fs.rotate_key("hmac")
         assert new_id == "hmac-2"

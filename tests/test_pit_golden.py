@@ -14,6 +14,8 @@ import yaml
 
 from featurestore import Entity, FeatureStore, FeatureView
 
+from .conftest import JOIN_PLANS, join_plan
+
 FIXTURE = Path(__file__).parent / "fixtures" / "pit_edge_cases.yaml"
 T0 = datetime(2025, 1, 10, tzinfo=UTC)
 T0_NS = int(T0.timestamp()) * 1_000_000_000
@@ -79,10 +81,12 @@ def loaded() -> Any:
     return store, entity
 
 
+@pytest.mark.parametrize("plan", JOIN_PLANS)
 @pytest.mark.parametrize("known", [False, True], ids=["event-time", "known-at-prediction-time"])
-def test_golden_edge_cases(loaded: Any, known: bool) -> None:
+def test_golden_edge_cases(loaded: Any, known: bool, plan: str) -> None:
     store, entity = loaded
-    result = store.get_historical_features(entity, ["v:id", "v:x"], known_at_prediction_time=known)
+    with join_plan(plan):
+        result = store.get_historical_features(entity, ["v:id", "v:x"], known_at_prediction_time=known)
     assert result.num_rows == entity.num_rows
     assert result.select(["case", "key", "event_timestamp"]).equals(entity), "entity columns come back untouched, in order"
     got: dict[int, list[Any]] = defaultdict(list)
@@ -144,10 +148,12 @@ def created_store(order: int = 1) -> tuple[FeatureStore, pa.Table]:
     return store, entity
 
 
+@pytest.mark.parametrize("plan", JOIN_PLANS)
 @pytest.mark.parametrize("known", [False, True], ids=["event-time", "known-at-prediction-time"])
-def test_golden_created_timestamp_cases(known: bool) -> None:
+def test_golden_created_timestamp_cases(known: bool, plan: str) -> None:
     store, entity = created_store()
-    result = store.get_historical_features(entity, ["vc:id"], known_at_prediction_time=known)
+    with join_plan(plan):
+        result = store.get_historical_features(entity, ["vc:id"], known_at_prediction_time=known)
     field = "expected_known" if known else "expected"
     got = dict(zip(result.column("case").to_pylist(), result.column("id").to_pylist(), strict=True))
     assert {c["id"]: got[c["id"]] for c in CREATED_CASES} == {c["id"]: c[field][0] for c in CREATED_CASES}

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from featurestore import Entity, FeatureStore, FeatureView
 
+from .conftest import JOIN_PLANS, join_plan
+
 BASE = datetime(2025, 3, 1, tzinfo=UTC)
 BASE_NS = int(BASE.timestamp()) * 10**9
 SECOND_NS = 10**9
@@ -80,6 +82,7 @@ def to_ns(ts: datetime) -> int:
     entities=st.lists(entity_row, max_size=10),
     as_of_s=st.one_of(st.none(), st.integers(0, 13)),
     known=st.booleans(),
+    plan=st.sampled_from(JOIN_PLANS),
 )
 def test_join_matches_the_naive_reference(
     ttls: tuple[int | None, int | None],
@@ -87,9 +90,10 @@ def test_join_matches_the_naive_reference(
     entities: list[Any],
     as_of_s: int | None,
     known: bool,
+    plan: str,
 ) -> None:
     clock = SetClock()
-    with FeatureStore(memory=True, clock=clock) as store:
+    with FeatureStore(memory=True, clock=clock) as store, join_plan(plan):
         defs: list[Any] = []
         for spec, ttl in zip(VIEWS, ttls, strict=True):
             defs.append(Entity(name=spec.entity, join_keys={spec.key: spec.key_type}))

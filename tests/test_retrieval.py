@@ -16,7 +16,7 @@ from featurestore import Entity, FeatureStore, FeatureView, NotFoundError, Retri
 from featurestore.cli import app
 from featurestore.retrieval import content_hash
 
-from .conftest import CUSTOMER, TS, StepClock, profile_rows, ts
+from .conftest import CUSTOMER, JOIN_PLANS, TS, StepClock, join_plan, profile_rows, ts
 
 MERCHANT = Entity(name="merchant", join_keys={"merchant_id": "int64"})
 RISK = FeatureView(name="merchant_risk", entity="merchant", features={"risk": "float64", "country": "string"})
@@ -182,3 +182,50 @@ def test_training_sets_through_the_cli(tmp_path: Path) -> None:
     assert future.exit_code == 1 and "is in the future: rows ingested until then would change the training set" in future.output
     bad = runner.invoke(app, ["training-set", "create", "t2", str(spine_file), "-f", "profile:age", "--as-of", "2030-01-01", "-s", str(root)])
     assert bad.exit_code == 1 and "has no time zone; add Z or an offset" in bad.output
+
+
+def test_the_join_plan_follows_the_shape_and_never_the_answer(store: FeatureStore) -> None:
+    """A few entity rows against a larger table filter the stored rows by key first; entity rows
+    over every key do not. Either way the answer is the same."""
+    from unittest import mock
+
+    import featurestore.historical as historical
+
+    store.apply([MERCHANT, RISK])
+    ids = list(range(400))
+    store.ingest("merchant_risk", pa.table({
+        "merchant_id": pa.array(ids, pa.int64()), "event_timestamp": pa.array([ts(1)] * 400, TS),
+        "risk": [i / 10 for i in ids], "country": ["NL"] * 400,
+    }))
+    chosen: list[bool] = []
+    real = historical._by_shape
+
+    def spy(con: object, request: object) -> bool:
+        chosen.append(real(con, request))  # type: ignore[arg-type]
+        return chosen[-1]
+
+    def join(keys: list[int]) -> list[object]:
+        entity = pa.table({"merchant_id": pa.array(keys, pa.int64()), "event_timestamp": pa.array([ts(2)] * len(keys), TS)})
+        return store.get_historical_features(entity, ["merchant_risk:risk"]).column("risk").to_pylist()
+
+    with mock.patch.object(historical, "_by_shape", spy):
+        assert join([3, 999]) == [0.3, None] and chosen == [True]
+        assert join(ids) == [i / 10 for i in ids] and chosen == [True, False]
+    for plan in JOIN_PLANS:
+        with join_plan(plan):
+            assert join([3, 999]) == [0.3, None] and join(ids) == [i / 10 for i in ids]
+
+
+@pytest.mark.parametrize("plan", JOIN_PLANS)
+def test_a_composite_key_matches_on_every_part(store: FeatureStore, plan: str) -> None:
+    store.apply([Entity(name="pair", join_keys={"shop": "string", "sku": "int64"}),
+                 FeatureView(name="stock", entity="pair", features={"qty": "int64"})])
+    store.ingest("stock", pa.table({
+        "shop": ["a", "a", "b", "ab"], "sku": pa.array([1, 11, 1, 1], pa.int64()),
+        "event_timestamp": pa.array([ts(1)] * 4, TS), "qty": pa.array([10, 20, 30, 40], pa.int64()),
+    }))
+    entity = pa.table({"shop": ["a", "a", "b", "a", None, "ab"], "sku": pa.array([1, 11, 1, 2, 1, 1], pa.int64()),
+                       "event_timestamp": pa.array([ts(2)] * 6, TS)})
+    with join_plan(plan):
+        got = store.get_historical_features(entity, ["stock:qty"]).column("qty").to_pylist()
+    assert got == [10, 20, 30, None, None, 40]

@@ -30,7 +30,7 @@ columns are then fetched by its row id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -59,6 +59,69 @@ class ViewRequest:
     """Retention: rows with an event time before this do not exist for the join."""
     created_field: str | None = None
     """The view's created-time column: it ranks rows of equal event time before ingestion time."""
+    key_filter: bool = False
+    """Read only stored rows whose key some entity row has (a semi join before the ASOF join):
+    chosen by shape, :func:`wants_key_filter`. It never changes the answer."""
+
+
+KEY_FILTER_SHARE = 0.8
+"""Filter stored rows by the entity keys when the entity table has fewer distinct keys than this
+share of the stored ones (measured, 10 features: 1k x 10M entity x feature rows 2.48 s -> 0.24 s;
+100k x 1M 0.34 -> 0.25 s, 60% of the keys; 1M x 10M, every key, 2.76 s -> 3.32 s, so not there)."""
+KEY_FILTER_ROWS = 100
+"""... and always when the stored rows outnumber the entity keys this many times (a semi join with
+a small hash table costs little even where it prunes nothing; no count of stored keys is needed)."""
+
+
+def wants_key_filter(entity_keys: int, stored_rows: int, stored_keys: Callable[[], int]) -> bool:
+    """Whether a view's stored rows are filtered by the entity keys first (the plan by shape).
+    `stored_keys` counts the view's distinct keys; it is called only when the row counts do not decide.
+
+    >>> wants_key_filter(1_000, 10_000_000, lambda: 1 / 0), wants_key_filter(2_000_000, 1_000_000, lambda: 1 / 0)
+    (True, False)
+    >>> wants_key_filter(60_000, 1_000_000, lambda: 100_000), wants_key_filter(110_000, 10_000_000, lambda: 100_000)
+    (True, False)
+    """
+    if entity_keys * KEY_FILTER_ROWS <= stored_rows:
+        return True
+    if entity_keys >= stored_rows:
+        return False
+    return entity_keys < KEY_FILTER_SHARE * stored_keys()
+
+
+def entity_keys_sql(view: ViewRequest, entities: str = "_fs_entities") -> str:
+    """About how many distinct keys (over every stored form) the entity table holds for a view.
+
+    >>> print(entity_keys_sql(ViewRequest("t", ["a", "b"], ["k0_"], "ts", None, [], [])))
+    SELECT approx_count_distinct({'a': "k0_a", 'b': "k0_b"}) FROM _fs_entities
+    """
+    return f"SELECT approx_count_distinct(_k) FROM ({_entity_key_union(view, entities, struct=True)})" if len(
+        view.key_prefixes) > 1 else f"SELECT approx_count_distinct({_key_struct(view, view.key_prefixes[0])}) FROM {entities}"
+
+
+def stored_keys_sql(view: ViewRequest) -> str:
+    """About how many distinct keys a view version's table holds."""
+    struct = ", ".join(f"{_lit(k)}: {quote(k)}" for k in view.join_keys)
+    return f"SELECT approx_count_distinct({{{struct}}}) FROM {quote(view.table)}"
+
+
+def _key_struct(view: ViewRequest, prefix: str) -> str:
+    return "{" + ", ".join(f"{_lit(k)}: {quote(prefix + k)}" for k in view.join_keys) + "}"
+
+
+def _entity_key_union(view: ViewRequest, entities: str, *, struct: bool) -> str:
+    """Every stored form of the entity keys, one row per (entity row, form)."""
+    if struct:
+        return " UNION ALL ".join(f"SELECT {_key_struct(view, p)} AS _k FROM {entities}" for p in view.key_prefixes)
+    return " UNION ALL ".join(
+        "SELECT " + ", ".join(f"{quote(p + k)} AS {quote(k)}" for k in view.join_keys) + f" FROM {entities}"
+        for p in view.key_prefixes)
+
+
+def _key_filter_sql(view: ViewRequest, entities: str) -> str:
+    """Stored rows whose key is one of the entity keys (in any stored form)."""
+    match = " AND ".join(f"_x.{quote(k)} = {quote(view.table)}.{quote(k)}" for k in view.join_keys)
+    return f"EXISTS (SELECT 1 FROM ({_entity_key_union(view, entities, struct=False)}) _x WHERE {match})"
 
 
 def _ttl_sql(ttl: timedelta) -> str:
@@ -99,6 +162,8 @@ def pit_sql(
         conditions = [f"_ingested_at <= '{as_of.isoformat()}'::TIMESTAMPTZ"] if as_of is not None else []
         if view.not_before is not None:
             conditions.append(f"{ts} >= '{view.not_before.isoformat()}'::TIMESTAMPTZ")
+        if view.key_filter:
+            conditions.append(_key_filter_sql(view, entities))
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         order = order_sql(ts, view.created_field)
         if known_at_prediction_time:
@@ -114,7 +179,7 @@ def pit_sql(
                 f"    max({order}) OVER (PARTITION BY {keys} ORDER BY greatest({ts}, _ingested_at)\n"
                 f"      RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _b\n"
                 f"  FROM {quote(view.table)}{where}\n), {cte}_rows AS (\n  SELECT rowid AS _r, {ts} AS _e, {cols}\n"
-                f"  FROM {quote(view.table)}\n)"
+                f"  FROM {quote(view.table)}{' WHERE ' + _key_filter_sql(view, entities) if view.key_filter else ''}\n)"
             )
         else:
             cols = ", ".join(quote(f) for f in view.features)
