@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
@@ -16,12 +16,10 @@ from .context import StoreContext
 from .errors import FeatureStoreError, RetrievalError
 from .governance import Grant, PolicySnapshot
 from .governance.treatments import treated
-from .offline.duckdb_store import quote, utc_schema
-from .offline.pit import ViewRequest, entity_keys_sql, pit_sql, stored_keys_sql, wants_key_filter
+from .offline import pit
+from .offline.duckdb_store import utc_schema
+from .offline.pit import ViewRequest, pit_sql
 from .retrieval import KeyColumns, join_frame, read_entity_frame
-
-if TYPE_CHECKING:
-    import duckdb
 
 
 @dataclass(frozen=True)
@@ -150,7 +148,8 @@ class Historical:
         with self.ctx.offline.connect(read_only=True) as con:
             con.register("_fs_entities", frame)
             try:
-                requests = [replace(r, key_filter=_by_shape(con, r)) for r in requests]
+                requests = [replace(r, key_filter=pit.by_shape(lambda sql: int(con.execute(sql).fetchall()[0][0]), r))
+                            for r in requests]
                 sql = pit_sql(requests, as_of=as_of, known_at_prediction_time=known)
                 joined = utc_schema(con.sql(sql).to_arrow_table())
             finally:
@@ -162,11 +161,3 @@ class Historical:
                 result = result.append_column(joined.schema.field(out), joined.column(out))
         return result
 
-
-def _by_shape(con: duckdb.DuckDBPyConnection, request: ViewRequest) -> bool:
-    """Whether the join filters a view's stored rows by the entity keys first (counts in a few ms)."""
-    def count(sql: str) -> int:
-        return int(con.execute(sql).fetchall()[0][0])
-
-    return wants_key_filter(count(entity_keys_sql(request)), count(f"SELECT count(*) FROM {quote(request.table)}"),
-                            lambda: count(stored_keys_sql(request)))

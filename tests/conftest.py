@@ -117,5 +117,5 @@ tests of the join's semantics run under each, since small test tables would pick
 def join_plan(plan: str) -> Iterator[None]:
     """Force one plan of the point-in-time join for the block."""
     assert plan in JOIN_PLANS
-    with mock.patch("featurestore.historical._by_shape", lambda con, request: plan == "key_filter"):
+    with mock.patch("featurestore.offline.pit.by_shape", lambda count, view, entities="_fs_entities": plan == "key_filter"):
         yield

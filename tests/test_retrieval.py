@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -189,7 +190,7 @@ def test_the_join_plan_follows_the_shape_and_never_the_answer(store: FeatureStor
     over every key do not. Either way the answer is the same."""
     from unittest import mock
 
-    import featurestore.historical as historical
+    import featurestore.offline.pit as pit
 
     store.apply([MERCHANT, RISK])
     ids = list(range(400))
@@ -198,17 +199,17 @@ def test_the_join_plan_follows_the_shape_and_never_the_answer(store: FeatureStor
         "risk": [i / 10 for i in ids], "country": ["NL"] * 400,
     }))
     chosen: list[bool] = []
-    real = historical._by_shape
+    real = pit.by_shape
 
-    def spy(con: object, request: object) -> bool:
-        chosen.append(real(con, request))  # type: ignore[arg-type]
+    def spy(count: Callable[[str], int], view: pit.ViewRequest, entities: str = "_fs_entities") -> bool:
+        chosen.append(real(count, view, entities))
         return chosen[-1]
 
     def join(keys: list[int]) -> list[object]:
         entity = pa.table({"merchant_id": pa.array(keys, pa.int64()), "event_timestamp": pa.array([ts(2)] * len(keys), TS)})
         return store.get_historical_features(entity, ["merchant_risk:risk"]).column("risk").to_pylist()
 
-    with mock.patch.object(historical, "_by_shape", spy):
+    with mock.patch.object(pit, "by_shape", spy):
         assert join([3, 999]) == [0.3, None] and chosen == [True]
         assert join(ids) == [i / 10 for i in ids] and chosen == [True, False]
     for plan in JOIN_PLANS:

@@ -59,6 +59,9 @@ class ViewRequest:
     """Retention: rows with an event time before this do not exist for the join."""
     created_field: str | None = None
     """The view's created-time column: it ranks rows of equal event time before ingestion time."""
+    position: str = "rowid"
+    """The stored rows' position column: DuckDB's ``rowid`` in the embedded file, ``_fs_row`` on the
+    lake (:mod:`featurestore.offline.lake`); unique in the table, greater for a later row of a batch."""
     key_filter: bool = False
     """Read only stored rows whose key some entity row has (a semi join before the ASOF join):
     chosen by shape, :func:`wants_key_filter`. It never changes the answer."""
@@ -87,6 +90,13 @@ def wants_key_filter(entity_keys: int, stored_rows: int, stored_keys: Callable[[
     if entity_keys >= stored_rows:
         return False
     return entity_keys < KEY_FILTER_SHARE * stored_keys()
+
+
+def by_shape(count: Callable[[str], int], view: ViewRequest, entities: str = "_fs_entities") -> bool:
+    """:func:`wants_key_filter` for a view, with `count` running a counting query on the
+    connection that holds `entities` and the view's table (a few milliseconds)."""
+    return wants_key_filter(count(entity_keys_sql(view, entities)), count(f"SELECT count(*) FROM {quote(view.table)}"),
+                            lambda: count(stored_keys_sql(view)))
 
 
 def entity_keys_sql(view: ViewRequest, entities: str = "_fs_entities") -> str:
@@ -165,7 +175,7 @@ def pit_sql(
         if view.key_filter:
             conditions.append(_key_filter_sql(view, entities))
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        order = order_sql(ts, view.created_field)
+        order = order_sql(ts, view.created_field, view.position)
         if known_at_prediction_time:
             # A row available only after every entity time can never be chosen: left out.
             avail_bound = f"greatest({ts}, _ingested_at) <= (SELECT max(_t_floor) FROM {entities})"
@@ -178,7 +188,7 @@ def pit_sql(
                 f"{cte} AS (\n  SELECT {keys}, greatest({ts}, _ingested_at) AS _avail,\n"
                 f"    max({order}) OVER (PARTITION BY {keys} ORDER BY greatest({ts}, _ingested_at)\n"
                 f"      RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _b\n"
-                f"  FROM {quote(view.table)}{where}\n), {cte}_rows AS (\n  SELECT rowid AS _r, {ts} AS _e, {cols}\n"
+                f"  FROM {quote(view.table)}{where}\n), {cte}_rows AS (\n  SELECT {view.position} AS _r, {ts} AS _e, {cols}\n"
                 f"  FROM {quote(view.table)}{' WHERE ' + _key_filter_sql(view, entities) if view.key_filter else ''}\n)"
             )
         else:
@@ -228,7 +238,7 @@ def pit_sql(
     )
 
 
-def order_sql(ts: str, created_field: str | None) -> str:
+def order_sql(ts: str, created_field: str | None, position: str = "rowid") -> str:
     """The ranking of a view's rows, greatest wins: event time, then created time (a null lowest),
     then ingestion time, then position (row id).
 
@@ -236,7 +246,7 @@ def order_sql(ts: str, created_field: str | None) -> str:
     {'t': "ts", 'c': coalesce("created", '-infinity'::TIMESTAMPTZ), 'i': _ingested_at, 'r': rowid}
     """
     created = f"'c': coalesce({quote(created_field)}, '-infinity'::TIMESTAMPTZ), " if created_field else ""
-    return f"{{'t': {ts}, {created}'i': _ingested_at, 'r': rowid}}"
+    return f"{{'t': {ts}, {created}'i': _ingested_at, 'r': {position}}}"
 
 
 def _lit(name: str) -> str:
