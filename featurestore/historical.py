@@ -131,6 +131,22 @@ class Historical:
         """Run the join: every part needs an offline grant; raw keys of treated join keys are
         hashed or tokenized in-process under every key id to match the stored forms (unless
         `stored_keys`: the entity keys are already in their stored form)."""
+        frame, requests = self.join_requests(entity, parts, timestamp_column, stored_keys=stored_keys)
+        with self.ctx.offline.connect(read_only=True) as con:
+            con.register("_fs_entities", frame)
+            try:
+                requests = [replace(r, key_filter=pit.by_shape(lambda sql: int(con.execute(sql).fetchall()[0][0]), r))
+                            for r in requests]
+                sql = pit_sql(requests, as_of=as_of, known_at_prediction_time=known)
+                joined = utc_schema(con.sql(sql).to_arrow_table())
+            finally:
+                con.unregister("_fs_entities")
+        return with_features(entity, joined, requests)
+
+    def join_requests(self, entity: pa.Table, parts: Sequence[JoinPart], timestamp_column: str, *,
+                      stored_keys: bool = False) -> tuple[pa.Table, list[ViewRequest]]:
+        """What any engine joins: the entity frame (``_row``, keys in every stored form, entity
+        times) and one request per part; every part needs an offline grant."""
         groups = []
         for i, part in enumerate(parts):
             grant = part.grant.require("offline")
@@ -145,19 +161,15 @@ class Historical:
                         not_before=p.grant.read_cutoff(), created_field=p.vv.view.created_timestamp_field)
             for p, pre in zip(parts, prefixes, strict=True)
         ]
-        with self.ctx.offline.connect(read_only=True) as con:
-            con.register("_fs_entities", frame)
-            try:
-                requests = [replace(r, key_filter=pit.by_shape(lambda sql: int(con.execute(sql).fetchall()[0][0]), r))
-                            for r in requests]
-                sql = pit_sql(requests, as_of=as_of, known_at_prediction_time=known)
-                joined = utc_schema(con.sql(sql).to_arrow_table())
-            finally:
-                con.unregister("_fs_entities")
-        assert joined.num_rows == entity.num_rows, "a point-in-time join returns each entity row once"
-        result = entity
-        for req in requests:
-            for out in req.outputs:
-                result = result.append_column(joined.schema.field(out), joined.column(out))
-        return result
+        return frame, requests
+
+
+def with_features(entity: pa.Table, joined: pa.Table, requests: Sequence[ViewRequest]) -> pa.Table:
+    """The entity table with an engine's joined outputs appended (one row per entity row, in order)."""
+    assert joined.num_rows == entity.num_rows, "a point-in-time join returns each entity row once"
+    result = entity
+    for req in requests:
+        for out in req.outputs:
+            result = result.append_column(joined.schema.field(out), joined.column(out))
+    return result
 

@@ -119,3 +119,16 @@ def join_plan(plan: str) -> Iterator[None]:
     assert plan in JOIN_PLANS
     with mock.patch("featurestore.offline.pit.by_shape", lambda count, view, entities="_fs_entities": plan == "key_filter"):
         yield
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    """One local SparkSession for the whole test session (starting one takes 10-20 s)."""
+    try:
+        from featurestore.offline.lake_join import local_session
+
+        session = local_session(cores=2, memory="1g")
+    except Exception as exc:  # noqa: BLE001 - pyspark or Java missing
+        service_unavailable("Spark (pyspark and Java 17)", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    yield session
+    session.stop()

@@ -75,6 +75,77 @@ def to_ns(ts: datetime) -> int:
     return int((ts - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1)) * 1000
 
 
+@dataclass
+class Case:
+    """A random store and entity table, with what the store holds read back for the reference."""
+
+    store: FeatureStore
+    clock: SetClock
+    entity: pa.Table
+    as_of: datetime | None
+    stored: dict[str, list[dict[str, Any]]]
+    entity_ns: list[int | None]
+
+
+def build(ttls: tuple[int | None, int | None], batches: tuple[list[Any], list[Any]], entities: list[Any],
+          as_of_s: int | None) -> Case:
+    """Ingest the generated batches of both views into a memory store and make the entity table."""
+    clock = SetClock()
+    store = FeatureStore(memory=True, clock=clock)
+    defs: list[Any] = []
+    for spec, ttl in zip(VIEWS, ttls, strict=True):
+        defs.append(Entity(name=spec.entity, join_keys={spec.key: spec.key_type}))
+        defs.append(FeatureView(name=spec.name, entity=spec.entity, features={"value": "int64"}, ttl=ttl,
+                                created_timestamp_field="created" if spec.created else None))
+    store.apply(defs)
+    # Batches of both views, in ingestion-time order (equal times are bumped by 1 us).
+    plan = sorted(
+        [(t, i, spec, rows) for i, (spec, view_batches) in enumerate(zip(VIEWS, batches, strict=True)) for t, rows in view_batches],
+        key=lambda item: (item[0], item[1]),
+    )
+    for t, _, spec, rows in plan:
+        clock.now = BASE + timedelta(seconds=t)
+        columns = {
+            spec.key: pa.array([KEYS[spec.key][k] for k, _, _, _ in rows], spec.key_type if spec.key_type == "string" else pa.int64()),
+            "event_timestamp": pa.array([BASE + timedelta(seconds=e) for _, e, _, _ in rows], pa.timestamp("us", tz="UTC")),
+            "value": pa.array([v for _, _, v, _ in rows], pa.int64()),
+        }
+        if spec.created:
+            columns["created"] = pa.array([None if c is None else BASE + timedelta(seconds=c) for _, _, _, c in rows],
+                                          pa.timestamp("us", tz="UTC"))
+        store.ingest(spec.name, pa.table(columns))
+    stored: dict[str, list[dict[str, Any]]] = {}
+    for spec in VIEWS:
+        table = store.read(spec.name)  # ordered by ingestion, batch, position in batch
+        created = table.column("created").to_pylist() if spec.created else [None] * table.num_rows
+        stored[spec.name] = [
+            {"key": k, "e_ns": to_ns(e), "c_ns": None if c is None else to_ns(c), "ing_ns": to_ns(i), "pos": pos, "value": v}
+            for pos, (k, e, c, i, v) in enumerate(zip(
+                table.column(spec.key).to_pylist(), table.column("event_timestamp").to_pylist(), created,
+                table.column("_ingested_at").to_pylist(), table.column("value").to_pylist(), strict=True,
+            ))
+        ]
+    entity_ns = [None if s is None else BASE_NS + s * SECOND_NS + off for _, s, off in entities]
+    entity = pa.table({
+        "ka": pa.array([None if k is None or k == 3 else KEYS["ka"][k] for k, _, _ in entities] if entities else [], pa.string()),
+        "kb": pa.array([None if k is None else (KEYS["kb"][k] if k < 3 else 99) for k, _, _ in entities], pa.int64()),
+        "event_timestamp": pa.array(entity_ns, pa.timestamp("ns", tz="UTC")),
+        "label": pa.array(list(range(len(entities))), pa.int64()),
+    })
+    as_of = None if as_of_s is None else BASE + timedelta(seconds=as_of_s)
+    return Case(store, clock, entity, as_of, stored, entity_ns)
+
+
+def expected_values(case: Case, ttls: tuple[int | None, int | None], known: bool) -> dict[str, list[Any]]:
+    """The reference's answer per view, for every entity row."""
+    as_of_ns = None if case.as_of is None else to_ns(case.as_of)
+    return {
+        spec.name: [reference(case.stored[spec.name], key, t, ttl, as_of_ns, known)
+                    for key, t in zip(case.entity.column(spec.key).to_pylist(), case.entity_ns, strict=True)]
+        for spec, ttl in zip(VIEWS, ttls, strict=True)
+    }
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ttls=st.tuples(st.one_of(st.none(), st.integers(1, 6)), st.one_of(st.none(), st.integers(1, 6))),
@@ -92,61 +163,16 @@ def test_join_matches_the_naive_reference(
     known: bool,
     plan: str,
 ) -> None:
-    clock = SetClock()
-    with FeatureStore(memory=True, clock=clock) as store, join_plan(plan):
-        defs: list[Any] = []
-        for spec, ttl in zip(VIEWS, ttls, strict=True):
-            defs.append(Entity(name=spec.entity, join_keys={spec.key: spec.key_type}))
-            defs.append(FeatureView(name=spec.name, entity=spec.entity, features={"value": "int64"}, ttl=ttl,
-                                    created_timestamp_field="created" if spec.created else None))
-        store.apply(defs)
-        # Batches of both views, in ingestion-time order (equal times are bumped by 1 us).
-        plan = sorted(
-            [(t, i, spec, rows) for i, (spec, view_batches) in enumerate(zip(VIEWS, batches, strict=True)) for t, rows in view_batches],
-            key=lambda item: (item[0], item[1]),
-        )
-        for t, _, spec, rows in plan:
-            clock.now = BASE + timedelta(seconds=t)
-            columns = {
-                spec.key: pa.array([KEYS[spec.key][k] for k, _, _, _ in rows], spec.key_type if spec.key_type == "string" else pa.int64()),
-                "event_timestamp": pa.array([BASE + timedelta(seconds=e) for _, e, _, _ in rows], pa.timestamp("us", tz="UTC")),
-                "value": pa.array([v for _, _, v, _ in rows], pa.int64()),
-            }
-            if spec.created:
-                columns["created"] = pa.array([None if c is None else BASE + timedelta(seconds=c) for _, _, _, c in rows],
-                                              pa.timestamp("us", tz="UTC"))
-            store.ingest(spec.name, pa.table(columns))
-        stored: dict[str, list[dict[str, Any]]] = {}
-        for spec in VIEWS:
-            table = store.read(spec.name)  # ordered by ingestion, batch, position in batch
-            created = table.column("created").to_pylist() if spec.created else [None] * table.num_rows
-            stored[spec.name] = [
-                {"key": k, "e_ns": to_ns(e), "c_ns": None if c is None else to_ns(c), "ing_ns": to_ns(i), "pos": pos, "value": v}
-                for pos, (k, e, c, i, v) in enumerate(zip(
-                    table.column(spec.key).to_pylist(), table.column("event_timestamp").to_pylist(), created,
-                    table.column("_ingested_at").to_pylist(), table.column("value").to_pylist(), strict=True,
-                ))
-            ]
-        entity_ns = [None if s is None else BASE_NS + s * SECOND_NS + off for _, s, off in entities]
-        entity = pa.table({
-            "ka": pa.array([None if k is None or k == 3 else KEYS["ka"][k] for k, _, _ in entities] if entities else [], pa.string()),
-            "kb": pa.array([None if k is None else (KEYS["kb"][k] if k < 3 else 99) for k, _, _ in entities], pa.int64()),
-            "event_timestamp": pa.array(entity_ns, pa.timestamp("ns", tz="UTC")),
-            "label": pa.array(list(range(len(entities))), pa.int64()),
-        })
-        as_of = None if as_of_s is None else BASE + timedelta(seconds=as_of_s)
+    case = build(ttls, batches, entities, as_of_s)
+    store, clock, entity = case.store, case.clock, case.entity
+    with store, join_plan(plan):
         result = store.get_historical_features(
-            entity, ["va:value", "vb:value"], as_of=as_of, known_at_prediction_time=known, full_feature_names=True
+            entity, ["va:value", "vb:value"], as_of=case.as_of, known_at_prediction_time=known, full_feature_names=True
         )
         assert result.num_rows == len(entities)
         assert result.select(["ka", "kb", "event_timestamp", "label"]).equals(entity)
-        as_of_ns = None if as_of is None else to_ns(as_of)
-        for spec, ttl in zip(VIEWS, ttls, strict=True):
-            expected = [
-                reference(stored[spec.name], key, t, ttl, as_of_ns, known)
-                for key, t in zip(entity.column(spec.key).to_pylist(), entity_ns, strict=True)
-            ]
-            assert result.column(f"{spec.name}__value").to_pylist() == expected, spec.name
+        for name, expected in expected_values(case, ttls, known).items():
+            assert result.column(f"{name}__value").to_pylist() == expected, name
         # Materialization picks the same row as the join at t = now (every ranking rule), and the
         # online TTL check answers as the join's TTL bound does.
         clock.now = BASE + timedelta(seconds=13)
@@ -155,4 +181,4 @@ def test_join_matches_the_naive_reference(
         for spec, ttl in zip(VIEWS, ttls, strict=True):
             keys = KEYS[spec.key]
             online = store.get_online_features([{spec.key: k} for k in keys], [f"{spec.name}:value"]).values["value"]
-            assert online == [reference(stored[spec.name], k, now_ns, ttl, None, False) for k in keys], f"online {spec.name}"
+            assert online == [reference(case.stored[spec.name], k, now_ns, ttl, None, False) for k in keys], f"online {spec.name}"

@@ -84,11 +84,15 @@ class DeltaTables:
     Args:
         root: A directory, or a URI delta-rs understands (``s3://``, ``abfss://``, ``gs://``, ...).
         storage_options: Passed to delta-rs for object stores (credentials, endpoints).
+        target_file_size: Bytes per data file (default: delta-rs', about 100 MB); a batch streams
+            into as many files as it needs before its one commit.
     """
 
-    def __init__(self, root: str | Path, storage_options: dict[str, str] | None = None) -> None:
+    def __init__(self, root: str | Path, storage_options: dict[str, str] | None = None, *,
+                 target_file_size: int | None = None) -> None:
         self.root = str(root).rstrip("/")
         self.storage_options = storage_options
+        self.target_file_size = target_file_size
         self._local = "://" not in self.root or self.root.startswith("file://")
 
     def uri(self, table: str) -> str:
@@ -142,7 +146,7 @@ class DeltaTables:
         deltalake = _deltalake()
         reader = pa.RecordBatchReader.from_batches(target, stamped())
         deltalake.write_deltalake(
-            dt, reader, mode="append", storage_options=self.storage_options,
+            dt, reader, mode="append", storage_options=self.storage_options, target_file_size=self.target_file_size,
             commit_properties=deltalake.CommitProperties(custom_metadata={BATCH_KEY: str(batch_id)}))
         return count[0]
 
