@@ -176,7 +176,7 @@ class Catalog:
                 if change.carry_from is not None:
                     old = self.get_view(f"{view.name}@v{change.carry_from}")
                     carry = self._carry(old, view)
-                rows = self.ctx.offline.create_table(table, view.stored_columns(keys[view.name]), carry)
+                rows = self.ctx.offline.create_table(table, view.stored_columns(keys[view.name]), carry, view.time_columns)
                 if change.carry_from is not None:
                     carried[view.name] = (old, rows)
         self.ctx.registry.apply_changes(plan.changes, entities, views, keys, tables, self.ctx.now(),

@@ -147,6 +147,10 @@ def init(
     project: Annotated[
         str | None, typer.Option(help="The store's project: stores sharing one PostgreSQL registry each need their own.")
     ] = None,
+    lake: Annotated[
+        str | None, typer.Option(help="Keep offline rows as Delta Lake tables in this directory (relative to DIR) or URI, "
+                                 "read by DuckDB and Spark (default: one DuckDB file).")
+    ] = None,
 ) -> None:
     """Create a store: featurestore.yaml, features/, policies/, registry and offline file."""
     from datetime import UTC, datetime
@@ -154,7 +158,7 @@ def init(
     from .store import FeatureStore
 
     directory = _one_directory(directory, store)
-    FeatureStore.init(directory, registry_url=registry, project=project).close()
+    FeatureStore.init(directory, registry_url=registry, project=project, lake=lake).close()
     out.print(f"Created a feature store in {directory}")
     if not example:
         out.print(f"Next: write definitions under {directory / 'features'} and run `featurestore apply -s {directory}`.")
@@ -369,6 +373,7 @@ KnownOpt = Annotated[
     bool, typer.Option("--known-at-prediction-time", help="Also ignore rows ingested after each entity row's time.")
 ]
 TsColOpt = Annotated[str, typer.Option(help="The entity file's timestamp column.")]
+EngineOpt = Annotated[str, typer.Option(help="Who joins: duckdb, or spark (lake store only; the active SparkSession, else local).")]
 
 
 def _parse_time(text: str | None, option: str = "--as-of") -> Any:
@@ -397,6 +402,7 @@ def get_historical(
     timestamp_column: TsColOpt = "event_timestamp",
     full_feature_names: Annotated[bool, typer.Option(help="Name columns view__feature.")] = False,
     purpose: PurposeOpt = None,
+    engine: EngineOpt = "duckdb",
     store: StoreOpt = Path("."),
 ) -> None:
     """Point-in-time join of an entity file with features, written to a Parquet or CSV file."""
@@ -410,7 +416,7 @@ def get_historical(
     with _open(store) as fs:
         table = fs.get_historical_features(
             entity_file, feature, as_of=_parse_time(as_of), known_at_prediction_time=known_at_prediction_time,
-            timestamp_column=timestamp_column, full_feature_names=full_feature_names, purpose=purpose,
+            timestamp_column=timestamp_column, full_feature_names=full_feature_names, purpose=purpose, engine=engine,
         )
     if suffix == ".csv":
         import pyarrow.csv as pacsv
@@ -433,13 +439,14 @@ def training_set_create(
     timestamp_column: TsColOpt = "event_timestamp",
     description: Annotated[str, typer.Option(help="What the training set is for.")] = "",
     purpose: PurposeOpt = None,
+    engine: EngineOpt = "duckdb",
     store: StoreOpt = Path("."),
 ) -> None:
     """Build a training set, save it in the store and record its manifest."""
     with _open(store) as fs:
         ts = fs.create_training_set(
             name, entity_file, feature, as_of=_parse_time(as_of), known_at_prediction_time=known_at_prediction_time,
-            timestamp_column=timestamp_column, description=description, purpose=purpose,
+            timestamp_column=timestamp_column, description=description, purpose=purpose, engine=engine,
         )
     out.print(f"Saved training set '{ts.name}': {ts.row_count:,} rows, as of {ts.as_of.isoformat()}, sha256 {ts.content_hash}")
 

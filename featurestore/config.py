@@ -32,7 +32,9 @@ DEFAULT_CONFIG_TEXT = """\
 #   project: fraud_team
 registry: sqlite:///registry.db
 
-# Every feature row ever ingested, one embedded DuckDB file.
+# Every feature row ever ingested, one embedded DuckDB file. For feature history that outgrows
+# one machine, a Delta Lake directory or URI that DuckDB and Spark both read:
+#   offline: {type: delta, path: s3://bucket/features}   (bookkeeping stays in offline.duckdb here)
 offline:
   path: offline.duckdb
   # How long an operation waits for another process holding the file before it fails.
@@ -60,7 +62,7 @@ _TOP_KEYS = ("project", "registry", "offline", "online", "keys", "governance")
 PROJECT_RE = r"[a-z][a-z0-9_]{0,39}"
 """A project name: lower-case letters, digits and _, starting with a letter, at most 40 (it names a
 PostgreSQL schema, ``fs_<project>``)."""
-_OFFLINE_KEYS = ("path", "lock_timeout_seconds", "force_compression")
+_OFFLINE_KEYS = ("type", "path", "bookkeeping", "storage_options", "lock_timeout_seconds", "force_compression")
 _ONLINE_KEYS = ("type", "path", "url", "prefix")
 _KEYS_KEYS = ("master_key_env", "master_key_file")
 _GOVERNANCE_KEYS = ("require_policy", "signed_approvals")
@@ -73,6 +75,7 @@ class StoreConfig:
     root: Path | None
     registry_url: str
     offline_path: Path | None
+    """The embedded DuckDB file; for the lake store, its bookkeeping file."""
     lock_timeout: float = 10.0
     force_compression: str | None = None
     """DuckDB's force_compression for writes ('uncompressed' lets byte scans see every value)."""
@@ -83,6 +86,10 @@ class StoreConfig:
     signed_approvals: bool = False
     """Only approvals signed by a registered approver's Ed25519 key count."""
     project: str | None = None
+    lake: str | None = None
+    """``offline.type: delta``: the directory or URI of the Delta tables (None: the embedded file)."""
+    lake_options: dict[str, str] = field(default_factory=dict)
+    """delta-rs storage options for an object-store lake (credentials, endpoint)."""
     """The store's project (Feast's word): on a PostgreSQL registry its rows live in the schema
     ``fs_<project>``, so stores of different projects share one database without seeing each other."""
 
@@ -165,9 +172,28 @@ def load_config(root: Path) -> StoreConfig:
     if not isinstance(signed, bool):
         line, col = sections["governance"].value_pos("signed_approvals")
         problems.append(f"{fname}:{line}:{col}: 'governance.signed_approvals' must be true or false")
+    kind = sections["offline"].get("type", "duckdb")
+    lake: str | None = None
+    if kind not in ("duckdb", "delta"):
+        line, col = sections["offline"].value_pos("type")
+        problems.append(f"{fname}:{line}:{col}: 'offline.type' must be duckdb (one embedded file) or delta (a Delta Lake "
+                        "directory or URI in offline.path)")
+    elif kind == "delta":
+        where = sections["offline"].get("path")
+        if not isinstance(where, str) or not where:
+            problems.append(f"{fname}: offline.type is delta but offline.path is missing: give the lake's directory or "
+                            "URI, e.g. path: lake  or  path: s3://bucket/features")
+        else:
+            lake = where if "://" in where else str(root / where)
+    options = sections["offline"].get("storage_options") or {}
+    if not isinstance(options, dict):
+        line, col = sections["offline"].value_pos("storage_options")
+        problems.append(f"{fname}:{line}:{col}: 'offline.storage_options' must be a mapping of delta-rs storage options")
+        options = {}
     if problems:
         raise ConfigError("\n".join(problems))
-    offline_path = root / str(sections["offline"].get("path", "offline.duckdb"))
+    offline_path = root / str(sections["offline"].get("bookkeeping", "offline.duckdb") if lake is not None
+                              else sections["offline"].get("path", "offline.duckdb"))
     return StoreConfig(
         root=root,
         registry_url=normalize_registry_url(str(registry), root),
@@ -179,4 +205,6 @@ def load_config(root: Path) -> StoreConfig:
         require_policy=bool(require_policy),
         signed_approvals=bool(signed),
         project=str(project) if project is not None else None,
+        lake=lake,
+        lake_options={str(k): str(v) for k, v in options.items()},
     )

@@ -163,6 +163,11 @@ class FeatureView:
         return {**join_keys, **times, **{f.name: f.dtype for f in self.features}}
 
     @property
+    def time_columns(self) -> list[str]:
+        """The event-time column and the created-time column, if any."""
+        return [self.timestamp_field, *([self.created_timestamp_field] if self.created_timestamp_field else [])]
+
+    @property
     def feature_names(self) -> list[str]:
         """The feature names, in definition order."""
         return [f.name for f in self.features]

@@ -22,6 +22,10 @@ from .offline.pit import ViewRequest, pit_sql
 from .retrieval import KeyColumns, join_frame, read_entity_frame
 
 
+ENGINES = ("duckdb", "spark")
+"""Who computes a point-in-time join: DuckDB (over the embedded file or the lake) or Spark (over the lake)."""
+
+
 @dataclass(frozen=True)
 class PartRequest:
     """What one view version contributes to a join, before the policy decided on it."""
@@ -111,14 +115,14 @@ class Historical:
 
     def get_historical_features(self, entity_df: Any, features: Sequence[str] | str, *, as_of: datetime | None = None,
                                 known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
-                                full_feature_names: bool = False, purpose: str | None = None) -> pa.Table:
-        """Point-in-time correct feature values for each row of `entity_df`."""
+                                full_feature_names: bool = False, purpose: str | None = None, engine: str = "duckdb") -> pa.Table:
+        """Point-in-time correct feature values for each row of `entity_df`, joined by `engine`."""
         entity = read_entity_frame(entity_df)
         if as_of is not None and as_of.tzinfo is None:
             raise RetrievalError("as_of must be time-zone aware, e.g. datetime(2025, 1, 1, tzinfo=UTC)")
         requests = self.requests(features, entity.column_names, full_feature_names)
         parts = self.grant_parts(self.ctx.access.snapshot(), requests, purpose)
-        table = self.point_in_time(entity, parts, timestamp_column, as_of=as_of, known=known_at_prediction_time)
+        table = self.point_in_time(entity, parts, timestamp_column, as_of=as_of, known=known_at_prediction_time, engine=engine)
         self.ctx.audit.append(self.ctx.actor, "get_historical_features", ", ".join(p.vv.ref for p in parts), purpose=purpose,
                               details={"features": [f"{p.vv.ref}:{f}" for p in parts for f in p.grant.features],
                                        "rows": table.num_rows})
@@ -127,11 +131,16 @@ class Historical:
     # --- the point-in-time runner ---------------------------------------------------------------
 
     def point_in_time(self, entity: pa.Table, parts: Sequence[JoinPart], timestamp_column: str, *,
-                      as_of: datetime | None, known: bool, stored_keys: bool = False) -> pa.Table:
+                      as_of: datetime | None, known: bool, stored_keys: bool = False, engine: str = "duckdb") -> pa.Table:
         """Run the join: every part needs an offline grant; raw keys of treated join keys are
         hashed or tokenized in-process under every key id to match the stored forms (unless
-        `stored_keys`: the entity keys are already in their stored form)."""
+        `stored_keys`: the entity keys are already in their stored form). `engine` is ``duckdb``
+        (the default, on either offline store) or ``spark`` (the lake store only)."""
+        if engine not in ENGINES:
+            raise RetrievalError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
         frame, requests = self.join_requests(entity, parts, timestamp_column, stored_keys=stored_keys)
+        if engine == "spark":
+            return with_features(entity, self._spark(frame, requests, as_of=as_of, known=known), requests)
         with self.ctx.offline.connect(read_only=True) as con:
             con.register("_fs_entities", frame)
             try:
@@ -142,6 +151,19 @@ class Historical:
             finally:
                 con.unregister("_fs_entities")
         return with_features(entity, joined, requests)
+
+    def _spark(self, frame: pa.Table, requests: list[ViewRequest], *, as_of: datetime | None, known: bool) -> pa.Table:
+        """The join on Spark over the lake store's files (the active SparkSession, else a local one)."""
+        from .offline.lake_join import spark_join, spark_session
+        from .offline.lake_store import LakeOfflineStore
+
+        offline = self.ctx.offline
+        if not isinstance(offline, LakeOfflineStore):
+            raise RetrievalError("engine='spark' reads the lake store: set `offline: {type: delta, path: ...}` in "
+                                 "featurestore.yaml (featurestore init --lake DIR_OR_URI), or leave engine at duckdb")
+        with offline.connect(read_only=True) as con:  # the batches a reader may see: recorded ones
+            committed = {b for b, _t, _n, _at in offline.batch_records_on(con)}
+        return spark_join(spark_session(), offline.lake, frame, requests, as_of=as_of, known=known, committed=committed)
 
     def join_requests(self, entity: pa.Table, parts: Sequence[JoinPart], timestamp_column: str, *,
                       stored_keys: bool = False) -> tuple[pa.Table, list[ViewRequest]]:
@@ -158,7 +180,8 @@ class Historical:
         frame, prefixes = join_frame(entity, timestamp_column, groups)
         requests = [
             ViewRequest(p.vv.table, list(p.vv.join_keys), pre, p.vv.view.timestamp_field, p.ttl, list(p.grant.features), p.outputs,
-                        not_before=p.grant.read_cutoff(), created_field=p.vv.view.created_timestamp_field)
+                        not_before=p.grant.read_cutoff(), created_field=p.vv.view.created_timestamp_field,
+                        position=self.ctx.offline.position)
             for p, pre in zip(parts, prefixes, strict=True)
         ]
         return frame, requests

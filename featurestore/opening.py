@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime
@@ -25,9 +27,10 @@ def registry_of(config: StoreConfig) -> Registry:
     return Registry(config.registry_url, config.registry_schema)
 
 
-def create_store_files(root: Path, registry_url: str | None, project: str | None = None) -> None:
+def create_store_files(root: Path, registry_url: str | None, project: str | None = None, lake: str | None = None) -> None:
     """Write the config, ``features/`` and ``policies/``, create the registry schema and the
-    offline file (recording the project); ConfigError where a store already is."""
+    offline file (recording the project); ConfigError where a store already is. With `lake`
+    (a directory, relative to the store, or a URI) the offline rows go to Delta tables there."""
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{root} exists and is not a directory: name a new or empty directory for the store")
     if (root / CONFIG_FILE).exists():
@@ -38,6 +41,9 @@ def create_store_files(root: Path, registry_url: str | None, project: str | None
     text = DEFAULT_CONFIG_TEXT
     if registry_url is not None:
         text = text.replace("registry: sqlite:///registry.db", f"registry: {registry_url}")
+    if lake is not None:
+        quoted = json.dumps(lake)  # a YAML string: any path or URI
+        text = text.replace("offline:\n  path: offline.duckdb", f"offline:\n  type: delta\n  path: {quoted}\n  bookkeeping: offline.duckdb")
     if project is not None:  # checked by load_config below
         text = f"# The project this store belongs to: its registry rows are namespaced by it.\nproject: {project}\n\n" + text
     (root / CONFIG_FILE).write_text(text, encoding="utf-8")
@@ -49,7 +55,7 @@ def create_store_files(root: Path, registry_url: str | None, project: str | None
     with closing(registry_of(config)) as registry:
         registry.upgrade()
     assert config.offline_path is not None
-    OfflineStore(config.offline_path, lock_timeout=config.lock_timeout).initialize(config.project)
+    open_offline_store(config, config.lock_timeout).initialize(config.project)
 
 
 def open_registry(config: StoreConfig, registry: Registry | None, hint: str) -> Registry:
@@ -96,13 +102,24 @@ def open_context(config: StoreConfig, registry: Registry, *, clock: Callable[[],
         return made[0].now()
 
     timeout = config.lock_timeout if lock_timeout is None else lock_timeout
-    offline = OfflineStore(config.offline_path, lock_timeout=timeout, force_compression=config.force_compression)
+    offline = open_offline_store(config, timeout)
     keys = KeyRing(registry, key_provider or config_key_provider(config), now)
     audit = AuditLog(registry, now, keys)
     source = PolicySource(config.root / "policies" if config.root else None, registry, require_policy=config.require_policy,
                           signed_approvals=config.signed_approvals)
     made.append(StoreContext(config, registry, offline, keys, audit, Access(source, audit, actor, now), Treatments(keys), clock, actor))
     return made[0]
+
+
+def open_offline_store(config: StoreConfig, lock_timeout: float) -> OfflineStore:
+    """The offline store a config names: the embedded DuckDB file, or Delta tables (``type: delta``)."""
+    if config.lake is None:
+        return OfflineStore(config.offline_path, lock_timeout=lock_timeout, force_compression=config.force_compression)
+    from .offline.lake import DeltaTables
+    from .offline.lake_store import LakeOfflineStore
+
+    assert config.offline_path is not None
+    return LakeOfflineStore(config.offline_path, DeltaTables(config.lake, config.lake_options or None), lock_timeout=lock_timeout)
 
 
 def config_key_provider(config: StoreConfig) -> ConfigKeyProvider:

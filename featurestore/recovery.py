@@ -211,7 +211,7 @@ class Recovery:
         for latest in self.catalog.list_views():  # a registered version with no table gets an empty one
             for vv in self.catalog.view_versions(latest.view.name):
                 if vv.table not in tables:
-                    ctx.offline.create_table(vv.table, vv.view.stored_columns(vv.join_keys))
+                    ctx.offline.create_table(vv.table, vv.view.stored_columns(vv.join_keys), time_columns=vv.view.time_columns)
                     report.tables_created.append(vv.ref)
         versions_of = {r.table_name: (r.view_name, r.version) for r in ctx.registry.view_versions()}
         unknown = sorted({t for _b, t, _n, _at in records if t not in versions_of})

@@ -89,11 +89,13 @@ class FeatureStore:
     # --- lifecycle --------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, path: str | Path, *, registry_url: str | None = None, project: str | None = None, **kwargs: Any) -> FeatureStore:
+    def init(cls, path: str | Path, *, registry_url: str | None = None, project: str | None = None, lake: str | None = None,
+             **kwargs: Any) -> FeatureStore:
         """Create a store directory (config, ``features/``, ``policies/``, registry, offline file) where
         none is; `registry_url` names the registry database (default: SQLite ``registry.db`` inside),
-        `project` the namespace of its rows there (needed for stores sharing a PostgreSQL registry)."""
-        create_store_files(Path(path), registry_url, project)
+        `project` the namespace of its rows there (needed for stores sharing a PostgreSQL registry),
+        `lake` a directory or URI for the offline rows as Delta tables (default: one DuckDB file)."""
+        create_store_files(Path(path), registry_url, project, lake)
         return cls(path, **kwargs)
 
     @staticmethod
@@ -234,7 +236,7 @@ class FeatureStore:
 
     def get_historical_features(self, entity_df: Any, features: Sequence[str] | str, *, as_of: datetime | None = None,
                                 known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
-                                full_feature_names: bool = False, purpose: str | None = None) -> pa.Table:
+                                full_feature_names: bool = False, purpose: str | None = None, engine: str = "duckdb") -> pa.Table:
         """Point-in-time correct feature values for each row of `entity_df` (for training): every
         entity row once, in order, features appended; the rules are in :mod:`featurestore.offline.pit`.
 
@@ -248,21 +250,24 @@ class FeatureStore:
             timestamp_column: The entity timestamp column (default ``event_timestamp``).
             full_feature_names: Name output columns ``view__feature`` instead of ``feature``.
             purpose: Why; required, and checked for ``offline`` access, for governed views.
+            engine: ``duckdb`` (default), or ``spark`` on the lake store (the active SparkSession, else a local one).
         """
         return self._caps.historical.get_historical_features(
             entity_df, features, as_of=as_of, known_at_prediction_time=known_at_prediction_time,
-            timestamp_column=timestamp_column, full_feature_names=full_feature_names, purpose=purpose)
+            timestamp_column=timestamp_column, full_feature_names=full_feature_names, purpose=purpose, engine=engine)
 
     # --- training sets ------------------------------------------------------------------------
 
     def create_training_set(self, name: str, entity_df: Any, features: Sequence[str] | str, *, as_of: datetime | None = None,
                             known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
-                            full_feature_names: bool = False, description: str = "", purpose: str | None = None) -> TrainingSet:
-        """Build a point-in-time training set, save it and record its manifest: version-pinned features and
-        TTLs, ``as_of`` (default: the last committed ingestion), row count, content hash, policy hashes."""
+                            full_feature_names: bool = False, description: str = "", purpose: str | None = None,
+                            engine: str = "duckdb") -> TrainingSet:
+        """Build a point-in-time training set (joined by `engine`, as in :meth:`get_historical_features`), save it and
+        record its manifest: version-pinned features and TTLs, ``as_of`` (default: the last committed ingestion),
+        row count, content hash, policy hashes."""
         return self._caps.training.create(name, entity_df, features, as_of=as_of, known_at_prediction_time=known_at_prediction_time,
                                      timestamp_column=timestamp_column, full_feature_names=full_feature_names,
-                                     description=description, purpose=purpose)
+                                     description=description, purpose=purpose, engine=engine)
 
     def list_training_sets(self) -> list[TrainingSet]:
         """Every saved training set's manifest, by name."""

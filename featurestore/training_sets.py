@@ -90,8 +90,9 @@ class TrainingSets:
 
     def create(self, name: str, entity_df: Any, features: Sequence[str] | str, *, as_of: datetime | None = None,
                known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
-               full_feature_names: bool = False, description: str = "", purpose: str | None = None) -> TrainingSet:
-        """Build a point-in-time training set, save it in the store and record its manifest."""
+               full_feature_names: bool = False, description: str = "", purpose: str | None = None,
+               engine: str = "duckdb") -> TrainingSet:
+        """Build a point-in-time training set (joined by `engine`), save it in the store and record its manifest."""
         ctx = self.ctx
         if not NAME_RE.match(name):
             raise RetrievalError(f"invalid training set name {name!r}: use letters, digits and _, starting with a letter")
@@ -110,7 +111,8 @@ class TrainingSets:
             )
         requests = self.historical.requests(features, entity.column_names, full_feature_names)
         parts = self.historical.grant_parts(ctx.access.snapshot(), requests, purpose)
-        table = self.historical.point_in_time(entity, parts, timestamp_column, as_of=as_of, known=known_at_prediction_time)
+        table = self.historical.point_in_time(entity, parts, timestamp_column, as_of=as_of, known=known_at_prediction_time,
+                                              engine=engine)
         service_of = {r.ref: r.service for r in self.historical.catalog.resolve_features(features) if r.service is not None}
         manifest_features = [
             {"ref": f"{p.vv.view.name}@v{p.vv.version}:{feature}", "view": p.vv.view.name, "version": p.vv.version,

@@ -119,17 +119,10 @@ def treat_existing(ctx: StoreContext, catalog: Catalog, policy: Policy, items: l
             treated = treatments.treat_columns(data, policy, catalog.get_view(group[0].view).view.name, columns)
             con.execute(f"CREATE TABLE IF NOT EXISTS {TREATED_TABLE} (table_name VARCHAR, column_name VARCHAR, "
                         "policy_sha256 VARCHAR, treated_at TIMESTAMPTZ)")
-            con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(f"DELETE FROM {quote(table)}")
-                con.register("_fs_treated", treated)
-                con.execute(f"INSERT INTO {quote(table)} SELECT * FROM _fs_treated")
-                con.unregister("_fs_treated")
-                con.executemany(f"INSERT INTO {TREATED_TABLE} VALUES (?, ?, ?, ?)",
-                                [[table, c, policy.sha256, ctx.now()] for c in columns])
-                con.execute("COMMIT")
+                ctx.offline.rewrite_rows(con, table, treated, lambda: con.executemany(
+                    f"INSERT INTO {TREATED_TABLE} VALUES (?, ?, ?, ?)", [[table, c, policy.sha256, ctx.now()] for c in columns]))
             except duckdb.Error:
-                con.execute("ROLLBACK")
                 raise PolicyViolation(f"{group[0].view}: the treated values of {', '.join(columns)} do not fit the stored "
                                       "column types (a hash or token is text: declare those features as string); nothing "
                                       "was changed") from None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -118,6 +118,9 @@ class OfflineStore:
         path: The DuckDB file, or None for an in-memory database kept open by this object.
         lock_timeout: Seconds to wait for another process that holds the file.
     """
+
+    position = "rowid"
+    """The column that orders rows of one batch (and identifies a row) in the point-in-time rules."""
 
     def __init__(self, path: Path | None, *, lock_timeout: float = 10.0, force_compression: str | None = None) -> None:
         self.path = path
@@ -266,12 +269,13 @@ class OfflineStore:
 
     # --- schema -----------------------------------------------------------------------------
 
-    def create_table(self, table: str, columns: dict[str, str], carry: Carry | None = None) -> int:
+    def create_table(self, table: str, columns: dict[str, str], carry: Carry | None = None,
+                     time_columns: Sequence[str] = ()) -> int:
         """Create a view version's table: its columns (definition types) plus bookkeeping, and
         with `carry` fill it with an older version's rows in the same transaction (returns how
         many). An orphan of an apply that did not finish (a table without committed batches,
         empty or holding only carried rows) is replaced; one that holds rows the registry lost
-        track of never is (StoreDamaged)."""
+        track of never is (StoreDamaged). `time_columns` (event and created time) matter to the lake store only."""
         cols = [f"{quote(n)} {duckdb_type(t)} " for n, t in columns.items()]
         cols += ["_ingested_at TIMESTAMPTZ NOT NULL", "_batch_id BIGINT NOT NULL"]
         with self.connect(read_only=False) as con:
@@ -366,8 +370,8 @@ class OfflineStore:
         after_last = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=int(last) + 1)
         return max(now, after_last)
 
-    @staticmethod
     def append_on(
+        self,
         con: duckdb.DuckDBPyConnection,
         grant: Grant,
         batches: Iterable[pa.Table],
@@ -408,6 +412,38 @@ class OfflineStore:
             con.execute("ROLLBACK")
             raise
         return total
+
+    def delete_keys(self, con: duckdb.DuckDBPyConnection, table: str, key: str, forms: Sequence[str]) -> None:
+        """Delete the rows whose key (as text) is one of `forms` (erasure; the bytes go at compaction)."""
+        import pyarrow as pa
+
+        con.register("_fs_delete_forms", pa.table({"f": pa.array([str(f) for f in forms], pa.string())}))
+        try:
+            con.execute(f"DELETE FROM {quote(table)} WHERE CAST({quote(key)} AS VARCHAR) IN (SELECT f FROM _fs_delete_forms)")
+        finally:
+            con.unregister("_fs_delete_forms")
+
+    def delete_older(self, con: duckdb.DuckDBPyConnection, table: str, timestamp_field: str, cutoff: datetime,
+                     key: str | None, keep: Sequence[object]) -> None:
+        """Delete rows with an event time before `cutoff`, except keys in `keep` (retention)."""
+        clause = f" AND {quote(key)} NOT IN ({', '.join('?' * len(keep))})" if keep and key is not None else ""
+        con.execute(f"DELETE FROM {quote(table)} WHERE {quote(timestamp_field)} < ?{clause}", [cutoff, *(keep if clause else [])])
+
+    def rewrite_rows(self, con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, record: Callable[[], object]) -> None:
+        """Replace every row of a table by `data` and run `record` (bookkeeping) in one transaction."""
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"DELETE FROM {quote(table)}")
+            con.register("_fs_rewritten", data)
+            try:
+                con.execute(f"INSERT INTO {quote(table)} SELECT * FROM _fs_rewritten")
+            finally:
+                con.unregister("_fs_rewritten")
+            record()
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
     @staticmethod
     def duplicates_on(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], batch_id: int) -> int:
@@ -489,6 +525,6 @@ class OfflineStore:
             params.append(cutoff)
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
-        sql += " ORDER BY _ingested_at, _batch_id, rowid"
+        sql += f" ORDER BY _ingested_at, _batch_id, {self.position}"
         with self.connect(read_only=True) as con:
             return utc_schema(con.sql(sql, params=params).to_arrow_table())

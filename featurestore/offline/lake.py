@@ -150,6 +150,15 @@ class DeltaTables:
             commit_properties=deltalake.CommitProperties(custom_metadata={BATCH_KEY: str(batch_id)}))
         return count[0]
 
+    def write_rows(self, table: str, rows: pa.Table) -> None:
+        """Append rows that already carry their stamps (a new version starting with an older
+        version's rows) as one commit."""
+        dt = self._table(table)
+        deltalake = _deltalake()
+        deltalake.write_deltalake(dt, rows.cast(pa.schema(dt.schema().to_arrow())), mode="append",
+                                  storage_options=self.storage_options, target_file_size=self.target_file_size,
+                                  commit_properties=deltalake.CommitProperties(custom_metadata={"featurestore.carry": table}))
+
     def committed_batches(self, table: str) -> set[int]:
         """The batch ids whose commit is in the table's log (kept across clean-ups: every batch's
         rows carry its id, so batches with rows also show in the data)."""

@@ -72,9 +72,20 @@ def local_session(cores: int = 2, memory: str = "2g") -> SparkSession:
     return session
 
 
+def spark_session() -> SparkSession:
+    """The active SparkSession (a cluster's, configured as usual), else :func:`local_session`."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return local_session()
+    active = SparkSession.getActiveSession()
+    return active if active is not None else local_session()
+
+
 def spark_join(spark: SparkSession, lake: DeltaTables, frame: pa.Table, requests: Sequence[ViewRequest], *,
-               as_of: datetime | None, known: bool) -> pa.Table:
-    """The join by Spark over the lake's tables (their current versions' Parquet files)."""
+               as_of: datetime | None, known: bool, committed: set[int] | None = None) -> pa.Table:
+    """The join by Spark over the lake's tables (their current versions' Parquet files); with
+    `committed`, only rows of those batches exist (the lake store's recorded batches)."""
     if spark.conf.get("spark.sql.session.timeZone") != "UTC":
         spark.conf.set("spark.sql.session.timeZone", "UTC")
     entities = spark.createDataFrame(frame)
@@ -85,6 +96,10 @@ def spark_join(spark: SparkSession, lake: DeltaTables, frame: pa.Table, requests
         types.update({out: schema.field(f).type for f, out in zip(request.features, request.outputs, strict=True)})
         files = lake.files(request.table)
         stored = spark.read.parquet(*files) if files else spark.createDataFrame(schema.empty_table())
+        if committed is not None:
+            from pyspark.sql import functions as F
+
+            stored = stored.where(F.col("_batch_id").isin(sorted(committed)))
         result = result.join(_best(entities, stored, request, as_of=as_of, known=known), "_row", "left")
     arrow = result.orderBy("_row").toArrow()
     columns = {"_row": arrow.column("_row").cast(pa.int64())}

@@ -55,6 +55,7 @@ def latest_rows_sql(
     since_batch: int | None,
     previous_end: datetime | None,
     created_field: str | None = None,
+    position: str = "rowid",
 ) -> str:
     """SQL for (entity key, event time in us, *features) of the latest row per entity up to ``$end``
     (ranked as the point-in-time join ranks: event time, created time if any, ingestion, position).
@@ -76,7 +77,7 @@ def latest_rows_sql(
     best = ", ".join([f"'_e': epoch_us({ts})", *(f"'v{i}': {_value_sql(n, t)}" for i, (n, t) in enumerate(features.items()))])
     outputs = ", ".join(["_b._e AS _e", *(f"_b.v{i} AS {quote(n)}" for i, n in enumerate(features))])
     return (
-        f"SELECT k, {outputs} FROM (SELECT {key_sql(join_keys)} AS k, arg_max({{{best}}}, {order_sql(ts, created_field)}) AS _b "
+        f"SELECT k, {outputs} FROM (SELECT {key_sql(join_keys)} AS k, arg_max({{{best}}}, {order_sql(ts, created_field, position)}) AS _b "
         f"FROM {quote(table)} WHERE {where} GROUP BY {keys}) ORDER BY k"
     )
 

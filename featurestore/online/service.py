@@ -134,7 +134,7 @@ class OnlineService:
                     vv.table, list(vv.join_keys), vv.view.timestamp_field, features,
                     since_batch=None if rebuild or state is None else state.last_batch_id,
                     previous_end=None if rebuild or state is None else state.end,
-                    created_field=vv.view.created_timestamp_field,
+                    created_field=vv.view.created_timestamp_field, position=ctx.offline.position,
                 )
                 chunks = stream_rows(con, sql, end)
                 erased = ctx.registry.tombstones(vv.view.entity)

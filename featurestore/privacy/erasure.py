@@ -285,7 +285,7 @@ class Erasure:
                 counts = dict(con.execute(f"SELECT CAST({key} AS VARCHAR), count(*) FROM {quote(vv.table)} WHERE {match} "
                                           f"GROUP BY ALL").fetchall())
                 if counts and delete:
-                    con.execute(f"DELETE FROM {quote(vv.table)} WHERE {match}")
+                    self.ctx.offline.delete_keys(con, vv.table, subject_key(vv), [str(f) for f in forms])
             finally:
                 con.unregister("_fs_forms")
         return {str(k): int(v) for k, v in counts.items()}
@@ -494,6 +494,6 @@ class Erasure:
         with self.ctx.offline.connect(read_only=dry_run) as con:
             [(count,)] = con.execute(f"SELECT count(*) FROM {quote(vv.table)} WHERE {ts} < ?{clause}", params).fetchall()
             if count and not dry_run:
-                con.execute(f"DELETE FROM {quote(vv.table)} WHERE {ts} < ?{clause}", params)
+                self.ctx.offline.delete_older(con, vv.table, vv.view.timestamp_field, cutoff, subject_key(vv) if keep else None, keep)
         return int(count)
 

@@ -1,0 +1,225 @@
+"""A store whose offline rows are Delta tables (`offline: {type: delta}`): the same answers as the
+embedded file for every read path, erasure and retention that leave no trace in any lake file, a
+kill -9 mid-ingest that leaves no partial batch, and Spark as the join engine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from featurestore import Entity, FeatureStore, FeatureView, RetrievalError
+from featurestore.errors import PolicyViolation
+from featurestore.offline.lake import local_files
+from featurestore.offline.lake_store import LakeOfflineStore
+from featurestore.testing import TEST_KEY_PROVIDER, StepClock
+
+from .test_conformance import strings_in
+from .test_governance import PERSON, POLICY, VIEW, hmac_of, people
+
+ROOT = Path(__file__).resolve().parents[1]
+TS = pa.timestamp("us", tz="UTC")
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+ITEM = Entity(name="item", join_keys={"item_id": "int64"})
+STOCK = FeatureView(name="stock", entity="item", ttl="2d", features={"qty": "int64", "price": "float64", "seen": "timestamp"})
+
+
+def stock(ids: list[int], at: datetime, qty: int) -> pa.Table:
+    n = len(ids)
+    return pa.table({"item_id": pa.array(ids, pa.int64()), "event_timestamp": pa.array([at] * n, TS),
+                     "qty": pa.array([qty] * n, pa.int64()), "price": [qty * 1.5] * n, "seen": pa.array([at] * n, TS)})
+
+
+def fill(fs: FeatureStore, clock: StepClock) -> None:
+    fs.apply([ITEM, STOCK])
+    fs.ingest("stock", stock([1, 2, 3, 1], T0 - timedelta(hours=5), 5))  # a tie in the batch: the later row wins
+    clock.now = T0 - timedelta(hours=2)
+    fs.ingest("stock", stock([2, 4], T0 - timedelta(hours=5), 7))  # the same event time, a later batch: wins
+    clock.now = T0
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Any:
+    """A lake store and a file store with the same history."""
+    stores = []
+    for name, lake in (("lake_store", "lake"), ("file_store", None)):
+        clock = StepClock(start=T0 - timedelta(hours=4), step=timedelta(microseconds=0))
+        fs = FeatureStore.init(tmp_path / name, lake=lake, clock=clock, key_provider=TEST_KEY_PROVIDER)
+        fill(fs, clock)
+        stores.append(fs)
+    yield stores
+    for fs in stores:
+        fs.close()
+
+
+def test_a_lake_store_answers_every_read_like_the_file(pair: Any, spark: Any) -> None:
+    lake, file = pair
+    assert isinstance(lake._ctx.offline, LakeOfflineStore) and not isinstance(file._ctx.offline, LakeOfflineStore)
+    assert lake.read("stock").equals(file.read("stock"))
+    entity = pa.table({"item_id": pa.array([1, 2, 3, 4, 5, None], pa.int64()),
+                       "event_timestamp": pa.array([T0, T0, T0 - timedelta(days=3), T0, T0, T0], TS)})
+    expected = file.get_historical_features(entity, ["stock:*"])
+    assert expected.column("qty").to_pylist() == [5, 7, None, 7, None, None]
+    assert lake.get_historical_features(entity, ["stock:*"]).equals(expected)
+    assert lake.get_historical_features(entity, ["stock:*"], engine="spark").equals(expected)
+    as_of = T0 - timedelta(hours=3)
+    assert lake.get_historical_features(entity, ["stock:qty"], as_of=as_of).equals(
+        file.get_historical_features(entity, ["stock:qty"], as_of=as_of))
+    one = lake.create_training_set("by_duckdb", entity, ["stock:*"])
+    two = lake.create_training_set("by_spark", entity, ["stock:*"], engine="spark")
+    three = file.create_training_set("on_file", entity, ["stock:*"])
+    assert one.content_hash == two.content_hash == three.content_hash
+    assert lake.reproduce_training_set("by_spark").matches
+    for fs in (lake, file):
+        fs.materialize(end=T0)
+        assert fs.check_consistency()[0].mismatches == []
+    refs = ["stock:qty", "stock:seen"]
+    assert lake.get_online_features([{"item_id": i} for i in (1, 2, 4, 9)], refs).values == \
+        file.get_online_features([{"item_id": i} for i in (1, 2, 4, 9)], refs).values
+
+
+def test_a_lake_store_reopens_and_agrees_with_its_registry(pair: Any) -> None:
+    lake, _ = pair
+    root = lake.config.root
+    lake.close()
+    with FeatureStore(root, key_provider=TEST_KEY_PROVIDER) as again:
+        assert [b.status for b in again.list_batches()] == ["committed", "committed"]
+        assert again.read("stock").num_rows == 6
+        report = [c for c in FeatureStore.doctor(root, key_provider=TEST_KEY_PROVIDER) if c.status == "fail"]
+        assert report == [], report
+
+
+def test_a_delta_commit_without_its_record_is_invisible(pair: Any) -> None:
+    """The window between the Delta commit and its bookkeeping record: no reader sees the batch."""
+    lake, _ = pair
+    offline = lake._ctx.offline
+    offline.lake.append("fv_stock_v1", [stock([9], T0 - timedelta(hours=1), 99)], batch_id=999, ingested_at=T0)
+    assert 999 not in lake.read("stock").column("_batch_id").to_pylist()
+    entity = pa.table({"item_id": pa.array([9], pa.int64()), "event_timestamp": pa.array([T0], TS)})
+    assert lake.get_historical_features(entity, ["stock:qty"]).column("qty").to_pylist() == [None]
+    assert lake.get_historical_features(entity, ["stock:qty"], engine="spark").column("qty").to_pylist() == [None]
+
+
+def test_spark_needs_the_lake_and_engines_are_named(pair: Any) -> None:
+    _, file = pair
+    entity = pa.table({"item_id": pa.array([1], pa.int64()), "event_timestamp": pa.array([T0], TS)})
+    with pytest.raises(RetrievalError, match="engine='spark' reads the lake store"):
+        file.get_historical_features(entity, ["stock:qty"], engine="spark")
+    with pytest.raises(RetrievalError, match="unknown engine 'polars'"):
+        file.get_historical_features(entity, ["stock:qty"], engine="polars")
+
+
+def test_a_new_version_carries_its_history_on_the_lake(pair: Any) -> None:
+    lake, file = pair
+    wider = FeatureView(name="stock", entity="item", ttl="2d",
+                        features={"qty": "int64", "price": "float64", "seen": "timestamp", "bin": "string"})
+    entity = pa.table({"item_id": pa.array([1, 2, 4], pa.int64()), "event_timestamp": pa.array([T0] * 3, TS)})
+    for fs in (lake, file):
+        fs.apply([ITEM, wider])
+    assert lake.read("stock@v2").equals(file.read("stock@v2"))
+    got = lake.get_historical_features(entity, ["stock@v2:*"])
+    assert got.equals(file.get_historical_features(entity, ["stock@v2:*"]))
+    assert got.column("qty").to_pylist() == [5, 7, 7] and got.column("bin").to_pylist() == [None] * 3
+
+
+def governed_lake(tmp_path: Path, clock: StepClock) -> FeatureStore:
+    root = tmp_path / "governed"
+    FeatureStore.init(root, lake="lake", key_provider=TEST_KEY_PROVIDER, actor="tester").close()
+    (root / "policies" / "people.yaml").write_text(POLICY)
+    fs = FeatureStore(root, key_provider=TEST_KEY_PROVIDER, actor="tester", clock=clock)
+    fs.apply([PERSON, VIEW])
+    fs.approve_policy(root / "policies" / "people.yaml", by="A. Counsel", role="legal", ticket="LEGAL-1")
+    return fs
+
+
+def test_erasure_on_the_lake_leaves_no_trace_in_any_file(tmp_path: Path) -> None:
+    clock = StepClock(start=datetime(2025, 6, 2, tzinfo=UTC), step=timedelta(seconds=1))
+    fs = governed_lake(tmp_path, clock)
+    fs.ingest("person", people(["c1", "c2"], spend=1.0, day=1))
+    fs.ingest("person", people(["c1"], spend=2.0, day=2))
+    fs.materialize()
+    lake_dir = fs.config.root / "lake"  # type: ignore[operator]
+    pseudonym = hmac_of(fs, "c1")
+    files = local_files(lake_dir)
+    assert any(pseudonym in strings_in(p) for p in files), "the subject is in the lake before erasure"
+    assert not any({"c1", "c2", " Person.c1@Example.COM "} & strings_in(p) for p in files), "raw identifiers never reach the lake"
+    [result] = fs.erase("person_e", ["c1"])
+    assert result.status == "done" and result.removed["offline person@v1"] == 2
+    for path in local_files(lake_dir):  # data files, every log entry, checkpoints, statistics
+        assert pseudonym not in strings_in(path), path
+        assert pseudonym.encode() not in path.read_bytes(), path
+    assert fs.where("person_e", "c1") == {}
+    assert fs.read("person", features=["spend"], purpose="fraud_detection").num_rows == 1
+    fs.close()
+
+
+def test_retention_on_the_lake_deletes_for_good(tmp_path: Path) -> None:
+    clock = StepClock(start=datetime(2025, 6, 2, tzinfo=UTC), step=timedelta(seconds=1))
+    fs = governed_lake(tmp_path, clock)
+    fs.ingest("person", people(["c1", "c2"], day=1))
+    pseudonym = hmac_of(fs, "c2")
+    clock.now = datetime(2026, 8, 1, tzinfo=UTC)  # 400 days later: past the policy's offline retention
+    assert fs.run_retention(dry_run=True).removed == {"offline person@v1": 2}
+    stored = fs._ctx.offline.lake.dataset  # type: ignore[attr-defined]
+    assert stored("fv_person_v1").count_rows() == 2, "a dry run deletes nothing (reads already hide expired rows)"
+    report = fs.run_retention()
+    assert report.removed == {"offline person@v1": 2}
+    assert stored("fv_person_v1").count_rows() == 0
+    for path in local_files(fs.config.root / "lake"):  # type: ignore[operator]
+        assert pseudonym not in strings_in(path), path
+    fs.close()
+
+
+def test_treating_stored_values_in_place_is_refused_on_the_lake(tmp_path: Path) -> None:
+    offline = FeatureStore.init(tmp_path / "s", lake="lake")._ctx.offline
+    with pytest.raises(PolicyViolation, match="not rewritten in place"):
+        offline.rewrite_rows(None, "fv_x_v1", pa.table({}), lambda: None)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_lake_store_ingest_leaves_no_partial_batch(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    with FeatureStore.init(root, lake="lake") as fs:
+        fs.apply([ITEM, STOCK])
+        fs.ingest("stock", stock([1], T0, 1))
+    child = textwrap.dedent(f"""
+        import pyarrow as pa
+        from datetime import datetime, UTC
+        from featurestore import FeatureStore
+        TS = pa.timestamp("us", tz="UTC")
+        n = 3_000_000
+        table = pa.table({{"item_id": pa.array(range(n), pa.int64()), "event_timestamp": pa.array([datetime(2025, 3, 1, tzinfo=UTC)] * n, TS),
+                           "qty": pa.array(range(n), pa.int64()), "price": pa.array([1.0] * n), "seen": pa.array([datetime(2025, 3, 1, tzinfo=UTC)] * n, TS)}})
+        fs = FeatureStore({str(root)!r})
+        fs._ctx.offline.lake.target_file_size = 1_000_000  # many files before the one commit
+        said = [False]
+        def progress(done, total):
+            if done > 1_000_000 and not said[0]:
+                said[0] = True
+                print("writing", flush=True)
+        fs.ingest("stock", pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=100_000)), progress=progress)
+        print("committed", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    with FeatureStore(root) as fs:
+        assert [b.status for b in fs.list_batches()] == ["committed", "aborted"]
+        assert fs.read("stock").num_rows == 1, "no row of the killed batch"
+        data_files = [p for p in local_files(root / "lake") if p.suffix == ".parquet" and "_delta_log" not in str(p)]
+        assert len(data_files) > 1, "the killed writer left files behind"
+        fs.compact()
+        left = [p for p in local_files(root / "lake") if p.suffix == ".parquet" and "_delta_log" not in str(p)]
+        assert len(left) == 1, "compaction removes the killed writer's files"
+        assert fs.ingest("stock", stock([2], T0, 2)).rows == 1 and fs.read("stock").num_rows == 2
