@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from featurestore import FeatureStore
 from featurestore.historical import with_features
-from featurestore.offline.lake import DeltaTables, local_files
+from featurestore.offline.lake import DeltaTables, local_files, strings_in
 from featurestore.testing import StepClock
 from featurestore.offline.lake_join import duckdb_join, spark_join
 
@@ -153,45 +153,3 @@ def test_hashed_keys_across_a_rotation_on_every_engine(approved: Path, spark: An
     stored = {s for p in files if p.suffix == ".parquet" and "_delta_log" not in str(p) for s in strings_in(p)}
     assert stored and all(s.startswith("hmac-") for s in stored), "only pseudonyms in the data files"
 
-
-def strings_in(path: Path) -> set[str]:
-    """Every string value in a lake file: Parquet columns (nested ones too), JSON log entries, or
-    the whole text of any other file."""
-    import json
-
-    import pyarrow.parquet as pq
-
-    if path.suffix == ".parquet":
-        found: set[str] = set()
-
-        def walk(value: Any) -> None:
-            if isinstance(value, str):
-                found.add(value)
-            elif isinstance(value, dict):
-                for v in value.values():
-                    walk(v)
-            elif isinstance(value, list):
-                for v in value:
-                    walk(v)
-
-        walk(pq.read_table(path).to_pylist())
-        return found
-    if path.suffix == ".json":
-        out: set[str] = set()
-        for line in path.read_text().splitlines():
-            stack: list[Any] = [json.loads(line)]
-            while stack:
-                item = stack.pop()
-                if isinstance(item, str):
-                    out.add(item)
-                    if item.startswith("{"):  # statistics are JSON inside a string
-                        try:
-                            stack.append(json.loads(item))
-                        except ValueError:
-                            pass
-                elif isinstance(item, dict):
-                    stack.extend(item.values())
-                elif isinstance(item, list):
-                    stack.extend(item)
-        return out
-    return {path.read_text(errors="replace")}

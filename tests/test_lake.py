@@ -16,9 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from featurestore.offline.lake import DeltaTables, local_files, row_ids, sql_literal
+from featurestore.offline.lake import DeltaTables, local_files, row_ids, sql_literal, strings_in
 
-from .test_conformance import strings_in
 
 ROOT = Path(__file__).resolve().parents[1]
 TS = pa.timestamp("us", tz="UTC")

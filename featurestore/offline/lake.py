@@ -95,6 +95,11 @@ class DeltaTables:
         self.target_file_size = target_file_size
         self._local = "://" not in self.root or self.root.startswith("file://")
 
+    @property
+    def is_local(self) -> bool:
+        """Whether the lake is a directory of this machine (not an object store)."""
+        return self._local
+
     def uri(self, table: str) -> str:
         """Where a view version's table lives."""
         return f"{self.root}/{table}"
@@ -241,3 +246,35 @@ def sql_literal(value: object) -> str:
 def local_files(root: str | Path) -> list[Path]:
     """Every file under a local lake directory (for byte checks)."""
     return [Path(d) / f for d, _, files in os.walk(root) for f in files]
+
+
+def strings_in(path: Path) -> set[str]:
+    """Every string value in a lake file, decoded: Parquet columns (nested ones too, so compression
+    hides nothing), JSON log entries (with the statistics JSON inside them), or the whole text of
+    any other file. What an erasure check looks for a subject in."""
+    import json
+
+    found: set[str] = set()
+    stack: list[Any] = []
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        stack.append(pq.read_table(path).to_pylist())
+    elif path.suffix == ".json":
+        stack.extend(json.loads(line) for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip())
+    else:
+        return {path.read_text(encoding="utf-8", errors="replace")}
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.add(item)
+            if item.startswith("{"):  # statistics are JSON inside a string
+                try:
+                    stack.append(json.loads(item))
+                except ValueError:
+                    pass
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found

@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -334,6 +335,7 @@ class Erasure:
             for file in sorted(p for p in root.rglob("*") if p.is_file() and "erasure_reports" not in p.parts):
                 data = file.read_bytes()
                 checks.append(Check(str(file.relative_to(root)), "bytes", sum(data.count(n) for n in needles if n)))
+            checks += self._lake_checks(root, {n.decode() for n in needles if n})
             folder = root / "erasure_reports"
             folder.mkdir(exist_ok=True)
             report_path = folder / f"{entity}-{now.strftime('%Y%m%dT%H%M%S%fZ')}.json"
@@ -346,6 +348,26 @@ class Erasure:
         report = VerifyReport(entity, hashes[0] if hashes else "", now, checks, path)
         ctx.audit.append(ctx.actor, "erase_verify", entity, details={"clean": report.clean, "checks": len(checks), "report": path})
         return report
+
+    def _lake_checks(self, root: Path, needles: set[str]) -> list[Check]:
+        """On the lake store: every value of every Parquet file and log entry, decoded (compression
+        could hide bytes), and the bytes of lake files outside the store directory."""
+        from ..offline.lake import local_files, strings_in
+        from ..offline.lake_store import LakeOfflineStore
+
+        offline = self.ctx.offline
+        if not isinstance(offline, LakeOfflineStore) or not offline.lake.is_local:
+            return []
+        checks = []
+        lake = Path(offline.lake.root.removeprefix("file://")).resolve()
+        for file in sorted(local_files(lake)):
+            where = str(file.relative_to(root)) if file.is_relative_to(root) else str(file)
+            if not file.is_relative_to(root):
+                data = file.read_bytes()
+                checks.append(Check(where, "bytes", sum(data.count(n.encode()) for n in needles)))
+            if file.suffix in (".parquet", ".json"):
+                checks.append(Check(where, "values", len(needles & strings_in(file))))
+        return checks
 
     def _where_all(self, entity: str, key: str) -> dict[str, int]:
         """:meth:`where`, with every place listed (zero counts included), unaudited."""
