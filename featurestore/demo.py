@@ -369,6 +369,17 @@ def run_demo(
                                           purpose="fraud_detection")
     say(f"   known_at_prediction_time=True: {known.column('spend_total').null_count:,} null (every row here was "
         "ingested after the payments it describes, so a model serving then could not have seen it)")
+    import importlib.util
+
+    if importlib.util.find_spec("deltalake") is None:
+        say("[bold]9b. Beyond one machine: the lake store[/bold]: skipped, deltalake is not installed "
+            "(pip install 'featurestore[lake]')")
+    else:
+        from .demo_lake import lake_step
+
+        refs = ["customer_spend_daily:spend_total", "customer_spend_daily:txn_count"]
+        before_fix = store.get_historical_features(spine, refs, as_of=first_spend.ingested_at, purpose="fraud_detection")
+        lake_step(root, key_file, DEFINITIONS_V1, example_policy(), daily, spine, before_fix, say, clock)
 
     say("[bold]10. Online serving[/bold]: materialize the latest values, look them up with raw ids")
     for m in store.materialize():

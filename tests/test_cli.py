@@ -164,7 +164,7 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     out = run("demo", str(tmp_path / "demo"), "--customers", "50")
     steps = ["1. Create a store", "2. Write definitions", "3. Legal reviews and approves the policy", "4. Ingest",
              "5. Reads need an allowed purpose", "5b. Only approved content is enforced", "6. Bad input is refused whole", "7. A schema change makes a new version",
-             "8. Time travel on ingestion time", "9. A point-in-time training set", "10. Online serving",
+             "8. Time travel on ingestion time", "9. A point-in-time training set", "9b. Beyond one machine: the lake store", "10. Online serving",
              "11. Retention and the right to erasure", "12. Differentially private statistics", "13. The registry's record"]
     assert [step in out for step in steps] == [True] * len(steps)
     assert "closed mode is on (governance.require_policy: true)" in out
@@ -175,6 +175,9 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     assert "refused: read of 'customer_spend_daily' refused: purpose 'marketing' is denied by policy 'customer-data'" in out
     assert "time-zone-naive timestamps" in out
     assert "reproduce_training_set rebuilds it: hash matches" in out
+    assert "rows, the same values as the embedded file's join" in out
+    assert "Spark over the lake (engine='spark', local[2]): the same values" in out
+    assert "lake files decoded: clean" in out
     assert "hash chain intact" in out
     assert "customer_profile@v2 50 checked, 0 mismatches" in out
     assert "where is customer C000001 now? nowhere" in out and "scanned: clean; report customer-" in out

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -55,20 +56,36 @@ def duckdb_join(lake: DeltaTables, frame: pa.Table, requests: Sequence[ViewReque
 
 
 def local_session(cores: int = 2, memory: str = "2g") -> SparkSession:
-    """A local SparkSession set up for point-in-time joins (UTC, few shuffle partitions, Arrow on):
-    what the tests and benchmarks use; a cluster takes its usual configuration, plus
-    ``spark.sql.session.timeZone=UTC``."""
+    """A local SparkSession set up for point-in-time joins (UTC, few shuffle partitions, Arrow on,
+    JVM logging at ERROR, no progress bars): what the tests, benchmarks and demo use; a cluster
+    takes its usual configuration, plus ``spark.sql.session.timeZone=UTC``."""
+    import os
+    import tempfile
+    import warnings
+
     try:
-        from pyspark.sql import SparkSession
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # pyspark's notice about pandas 3
+            from pyspark.sql import SparkSession
     except ImportError:  # pragma: no cover - the spark extra is missing
         from ..errors import ConfigError
 
         raise ConfigError("the Spark engine needs pyspark: pip install 'featurestore[spark]' (and Java 17)") from None
+    logging = Path(tempfile.gettempdir()) / "featurestore-spark-log4j2.properties"
+    if not logging.exists():
+        logging.write_text("rootLogger.level = error\nrootLogger.appenderRef.stderr.ref = console\n"
+                           "appender.console.type = Console\nappender.console.name = console\n"
+                           "appender.console.target = SYSTEM_ERR\nappender.console.layout.type = PatternLayout\n"
+                           "appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n\n", encoding="utf-8")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder: Any = SparkSession.builder
     session: SparkSession = builder.master(f"local[{cores}]").appName("featurestore").config("spark.driver.memory", memory) \
         .config("spark.sql.session.timeZone", "UTC").config("spark.sql.shuffle.partitions", str(2 * cores)) \
         .config("spark.sql.execution.arrow.pyspark.enabled", "true").config("spark.ui.enabled", "false") \
+        .config("spark.ui.showConsoleProgress", "false") \
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{logging}") \
         .config("spark.sql.ansi.enabled", "true").getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
     return session
 
 
@@ -86,8 +103,17 @@ def spark_join(spark: SparkSession, lake: DeltaTables, frame: pa.Table, requests
                as_of: datetime | None, known: bool, committed: set[int] | None = None) -> pa.Table:
     """The join by Spark over the lake's tables (their current versions' Parquet files); with
     `committed`, only rows of those batches exist (the lake store's recorded batches)."""
+    import warnings
+
     if spark.conf.get("spark.sql.session.timeZone") != "UTC":
         spark.conf.set("spark.sql.session.timeZone", "UTC")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # pyspark's notice about pandas 3 (no pandas is used here)
+        return _spark_join(spark, lake, frame, requests, as_of=as_of, known=known, committed=committed)
+
+
+def _spark_join(spark: SparkSession, lake: DeltaTables, frame: pa.Table, requests: Sequence[ViewRequest], *,
+                as_of: datetime | None, known: bool, committed: set[int] | None) -> pa.Table:
     entities = spark.createDataFrame(frame)
     result = entities.select("_row")
     types: dict[str, pa.DataType] = {}
