@@ -226,3 +226,43 @@ def test_kill_9_during_a_lake_store_ingest_leaves_no_partial_batch(tmp_path: Pat
         left = [p for p in local_files(root / "lake") if p.suffix == ".parquet" and "_delta_log" not in str(p)]
         assert len(left) == 1, "compaction removes the killed writer's files"
         assert fs.ingest("stock", stock([2], T0, 2)).rows == 1 and fs.read("stock").num_rows == 2
+
+
+def test_the_cli_makes_a_lake_store_and_joins_on_spark(tmp_path: Path, spark: Any) -> None:
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from featurestore.cli import app
+
+    from .conftest import profile_rows
+    from .test_cli import DEFS
+
+    runner = CliRunner()
+    store = tmp_path / "s"
+
+    def run(*args: str) -> str:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("init", str(store), "--lake", "lake")
+    assert "type: delta" in (store / "featurestore.yaml").read_text()
+    (store / "features" / "defs.yaml").write_text(DEFS)
+    run("apply", "-s", str(store))
+    rows = profile_rows(12)
+    pq.write_table(rows, tmp_path / "rows.parquet")
+    run("ingest", "profile", str(tmp_path / "rows.parquet"), "-s", str(store))
+    assert (store / "lake" / "fv_profile_v1" / "_delta_log").is_dir()
+    spine = rows.select(["customer_id", "event_timestamp"])
+    pq.write_table(spine, tmp_path / "spine.parquet")
+    outputs = {}
+    for engine in ("duckdb", "spark"):
+        out = tmp_path / f"{engine}.parquet"
+        run("get-historical", str(tmp_path / "spine.parquet"), "-f", "profile:age", "--out", str(out), "--engine", engine,
+            "-s", str(store))
+        outputs[engine] = pq.read_table(out)
+    assert outputs["duckdb"].equals(outputs["spark"])
+    assert outputs["duckdb"].column("age").to_pylist() == rows.column("age").to_pylist()
+    result = runner.invoke(app, ["get-historical", str(tmp_path / "spine.parquet"), "-f", "profile:age", "--out",
+                                 str(tmp_path / "x.parquet"), "--engine", "flink", "-s", str(store)])
+    assert result.exit_code == 1 and "unknown engine 'flink'" in result.output and "Traceback" not in result.output

@@ -189,6 +189,21 @@ class DeltaTables:
         schema = pa.schema(dt.schema().to_arrow())
         return pads.dataset([uri.removeprefix("file://") for uri in dt.file_uris()], format="parquet", schema=schema)
 
+    def register(self, con: Any, table: str, *, only_batches_in: str | None = None) -> None:
+        """Make `table` readable under its name on the DuckDB connection `con` (a temporary view):
+        DuckDB's own Parquet reader over the current version's files on a local lake (2-3x faster
+        than scanning a pyarrow dataset), the pyarrow dataset on an object store. With
+        `only_batches_in` (a table of ``batch_id``), rows of other batches are left out."""
+        files = self.files(table) if self._local else []
+        if files:
+            paths = ", ".join("'" + f.removeprefix("file://").replace("'", "''") + "'" for f in files)
+            source = f"read_parquet([{paths}])"
+        else:
+            source = f'"_fs_lake_{table}"'
+            con.register(f"_fs_lake_{table}", self.dataset(table))
+        where = f" WHERE _batch_id IN (SELECT batch_id FROM {only_batches_in})" if only_batches_in else ""
+        con.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS SELECT * FROM {source}{where}')
+
     def files(self, table: str) -> list[str]:
         """The Parquet files of the current version (what Spark reads)."""
         return list(self._table(table).file_uris())

@@ -1,7 +1,7 @@
 """Point-in-time joins over the lake layout (:mod:`featurestore.offline.lake`), by two engines with
 the rules of :mod:`featurestore.offline.pit` to the letter:
 
-- :func:`duckdb_join`: DuckDB scans each table's pyarrow dataset in place and runs the same SQL
+- :func:`duckdb_join`: DuckDB scans each table's files in place (as the lake store does) and runs the same SQL
   as for the embedded file (``pit_sql``), ranking by the lake's row id ``_fs_row`` where the file
   uses ``rowid``; the plan is chosen by shape the same way.
 - :func:`spark_join`: Spark reads the tables' Parquet files and joins on a range (key equal,
@@ -46,7 +46,7 @@ def duckdb_join(lake: DeltaTables, frame: pa.Table, requests: Sequence[ViewReque
     try:
         con.execute("SET TimeZone = 'UTC'")
         for table in {r.table for r in requests}:
-            con.register(table, lake.dataset(table))
+            lake.register(con, table)
         con.register("_fs_entities", frame)
         chosen = [replace(r, position=LAKE_POSITION,
                           key_filter=by_shape(lambda sql: int(con.execute(sql).fetchall()[0][0]), r)) for r in requests]

@@ -87,19 +87,7 @@ class LakeOfflineStore(OfflineStore):
         return [str(t) for (t,) in con.execute(f"SELECT table_name FROM {LAKE_TABLES} ORDER BY table_name").fetchall()]
 
     def _register(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
-        """Make `table` readable on `con`: DuckDB's own Parquet reader over the current version's
-        files on a local lake (2-3x faster than scanning a pyarrow dataset), the pyarrow dataset
-        on an object store; rows of recorded batches only."""
-        files = self.lake.files(table) if self.lake.is_local else []
-        if files:
-            paths = ", ".join("'" + f.removeprefix("file://").replace("'", "''") + "'" for f in files)
-            source = f"read_parquet([{paths}])"
-        else:
-            raw = f"_fs_lake_{table}"
-            con.register(raw, self.lake.dataset(table))
-            source = quote(raw)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(table)} AS SELECT * FROM {source} "
-                    f"WHERE _batch_id IN (SELECT batch_id FROM {BATCHES_TABLE})")
+        self.lake.register(con, table, only_batches_in=BATCHES_TABLE)
 
     @staticmethod
     def tables_on(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
