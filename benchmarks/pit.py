@@ -89,6 +89,33 @@ def build(folder: Path, feature_rows: int, entity_rows: int, *, lake: bool = Fal
     return store_dir, spine_path
 
 
+def descendants_peak_bytes() -> int:
+    """The summed peak resident memory (VmHWM) of this process's descendants (Spark's JVM)."""
+    import os
+
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry)] = int(fields[1])
+    mine, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - mine
+        mine |= frontier
+    total = 0
+    for pid in mine:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
 def run_once(kind: str, store_dir: Path, spine_path: Path) -> dict[str, float]:
     """One timed join in this process: "ours", "known" (ours, known_at_prediction_time), "plain",
     "lake" (DuckDB over the lake store) or "spark" (Spark over the lake store, local[2])."""
@@ -99,6 +126,7 @@ def run_once(kind: str, store_dir: Path, spine_path: Path) -> dict[str, float]:
 
     spine = pq.read_table(spine_path)
     started = time.perf_counter()  # imports are outside the timing for both sides
+    jvm_peak = 0
     if kind in ("lake", "spark"):
         spark = None
         if kind == "spark":
@@ -112,6 +140,7 @@ def run_once(kind: str, store_dir: Path, spine_path: Path) -> dict[str, float]:
             result = store.get_historical_features(spine, ["bench:*"], engine="spark" if kind == "spark" else "duckdb")
             elapsed = time.perf_counter() - started
         if spark is not None:
+            jvm_peak = descendants_peak_bytes()
             spark.stop()
     elif kind in ("ours", "known"):
         # The store is opened first (as a service or notebook holds it); the join opens its own
@@ -133,9 +162,8 @@ def run_once(kind: str, store_dir: Path, spine_path: Path) -> dict[str, float]:
         elapsed = time.perf_counter() - started
     assert result.num_rows == spine.num_rows
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if kind == "spark":  # the JVM is a child process, ended by spark.stop()
-        time.sleep(2)
-        peak += resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    if kind == "spark":  # the JVM is a child process: its own peak (VmHWM) read before it stopped
+        peak += jvm_peak
     return {"seconds": elapsed, "peak_bytes": peak, "nulls_f0": result.column("f0").null_count}
 
 

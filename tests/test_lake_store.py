@@ -72,6 +72,9 @@ def test_a_lake_store_answers_every_read_like_the_file(pair: Any, spark: Any) ->
     as_of = T0 - timedelta(hours=3)
     assert lake.get_historical_features(entity, ["stock:qty"], as_of=as_of).equals(
         file.get_historical_features(entity, ["stock:qty"], as_of=as_of))
+    for engine in ("duckdb", "spark"):
+        assert lake.get_historical_features(entity, ["stock:*"], known_at_prediction_time=True, engine=engine).equals(
+            file.get_historical_features(entity, ["stock:*"], known_at_prediction_time=True)), engine
     one = lake.create_training_set("by_duckdb", entity, ["stock:*"])
     two = lake.create_training_set("by_spark", entity, ["stock:*"], engine="spark")
     three = file.create_training_set("on_file", entity, ["stock:*"])
@@ -266,3 +269,24 @@ def test_the_cli_makes_a_lake_store_and_joins_on_spark(tmp_path: Path, spark: An
     result = runner.invoke(app, ["get-historical", str(tmp_path / "spine.parquet"), "-f", "profile:age", "--out",
                                  str(tmp_path / "x.parquet"), "--engine", "flink", "-s", str(store)])
     assert result.exit_code == 1 and "unknown engine 'flink'" in result.output and "Traceback" not in result.output
+
+
+def test_push_and_registry_recovery_on_the_lake(pair: Any) -> None:
+    lake, file = pair
+    pushed = stock([7], T0 - timedelta(minutes=30), 70)
+    for fs in (lake, file):
+        fs.materialize(end=T0)
+        fs.push("stock", pushed, to="both")
+    assert lake.read("stock").equals(file.read("stock")), "a pushed offline batch is one more lake commit"
+    assert lake.get_online_features({"item_id": 7}, ["stock:qty"]).values == {"qty": [70]}
+    root = lake.config.root
+    assert root is not None
+    lake.close()
+    (root / "registry.db").unlink()  # the registry is lost; the lake and its bookkeeping remain
+    (root / "features" / "stock.yaml").write_text(
+        "entities:\n  - name: item\n    join_keys: {item_id: int64}\nfeature_views:\n  - name: stock\n    entity: item\n"
+        "    ttl: 2d\n    features: {qty: int64, price: float64, seen: timestamp}\n")
+    report = FeatureStore.recover_registry(root, key_provider=TEST_KEY_PROVIDER)
+    assert report.views == ["stock@v1"] and report.batches_added == 3
+    with FeatureStore(root, key_provider=TEST_KEY_PROVIDER) as again:
+        assert again.read("stock").equals(file.read("stock"))

@@ -90,10 +90,12 @@ class DeltaTables:
 
     def __init__(self, root: str | Path, storage_options: dict[str, str] | None = None, *,
                  target_file_size: int | None = None) -> None:
-        self.root = str(root).rstrip("/")
+        text = str(root).rstrip("/")
+        self._local = "://" not in text or text.startswith("file://")
+        self.root = text.removeprefix("file://") if self._local else text
+        """The lake's directory (a local path, also when given as ``file://``) or URI."""
         self.storage_options = storage_options
         self.target_file_size = target_file_size
-        self._local = "://" not in self.root or self.root.startswith("file://")
 
     @property
     def is_local(self) -> bool:

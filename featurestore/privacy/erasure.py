@@ -359,7 +359,7 @@ class Erasure:
         if not isinstance(offline, LakeOfflineStore) or not offline.lake.is_local:
             return []
         checks = []
-        lake = Path(offline.lake.root.removeprefix("file://")).resolve()
+        lake = Path(offline.lake.root).resolve()
         for file in sorted(local_files(lake)):
             where = str(file.relative_to(root)) if file.is_relative_to(root) else str(file)
             if not file.is_relative_to(root):
