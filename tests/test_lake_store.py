@@ -17,9 +17,8 @@ import pyarrow as pa
 import pytest
 
 from featurestore import Entity, FeatureStore, FeatureView, RetrievalError
-from featurestore.errors import PolicyViolation
 from featurestore.offline.lake import local_files, strings_in
-from featurestore.offline.lake_store import LakeOfflineStore
+from featurestore.offline.lake_store import REWRITE_KEY, LakeOfflineStore
 from featurestore.testing import TEST_KEY_PROVIDER, StepClock
 
 from .test_governance import PERSON, POLICY, VIEW, hmac_of, people
@@ -184,12 +183,6 @@ def test_retention_on_the_lake_deletes_for_good(tmp_path: Path) -> None:
     fs.close()
 
 
-def test_treating_stored_values_in_place_is_refused_on_the_lake(tmp_path: Path) -> None:
-    offline = FeatureStore.init(tmp_path / "s", lake="lake")._ctx.offline
-    with pytest.raises(PolicyViolation, match="not rewritten in place"):
-        offline.rewrite_rows(None, "fv_x_v1", pa.table({}), lambda: None)  # type: ignore[arg-type]
-
-
 @pytest.mark.slow
 def test_kill_9_during_a_lake_store_ingest_leaves_no_partial_batch(tmp_path: Path) -> None:
     root = tmp_path / "store"
@@ -290,3 +283,25 @@ def test_push_and_registry_recovery_on_the_lake(pair: Any) -> None:
     assert report.views == ["stock@v1"] and report.batches_added == 3
     with FeatureStore(root, key_provider=TEST_KEY_PROVIDER) as again:
         assert again.read("stock").equals(file.read("stock"))
+
+
+def test_a_rewrite_whose_commit_landed_is_never_done_twice(pair: Any) -> None:
+    """approve --treat-existing on the lake: if a kill lands between the overwrite's commit and its
+    bookkeeping record, the rerun finds the commit's marker and records without rewriting again
+    (a value is never treated twice)."""
+    lake, _ = pair
+    offline = lake._ctx.offline
+    with offline.connect(read_only=False) as con:
+        rows = con.sql('SELECT * FROM "fv_stock_v1" ORDER BY _fs_row').to_arrow_table()
+    once = rows.set_column(rows.schema.get_field_index("qty"), "qty", pa.array([1] * rows.num_rows, pa.int64()))
+    twice = rows.set_column(rows.schema.get_field_index("qty"), "qty", pa.array([2] * rows.num_rows, pa.int64()))
+    recorded: list[str] = []
+    offline.lake.overwrite("fv_stock_v1", once, {REWRITE_KEY: "policy-sha:qty"})  # the commit landed; then the kill
+    with offline.connect(read_only=False) as con:
+        offline.rewrite_rows(con, "fv_stock_v1", twice, lambda: recorded.append("rerun"), marker="policy-sha:qty")
+    assert recorded == ["rerun"], "the rerun records the rewrite"
+    assert set(lake.read("stock").column("qty").to_pylist()) == {1}, "and does not rewrite the rewritten values again"
+    with offline.connect(read_only=False) as con:
+        offline.rewrite_rows(con, "fv_stock_v1", twice, lambda: recorded.append("new"), marker="other-sha:qty")
+    assert set(lake.read("stock").column("qty").to_pylist()) == {2}, "another rewrite does rewrite"
+    assert lake.read("stock").column("_batch_id").to_pylist() == rows.column("_batch_id").to_pylist(), "stamps kept"

@@ -20,9 +20,9 @@ TS = pa.timestamp("us", tz="UTC")
 IDS = ["zq-raw-1", "zq-raw-2", "zq-raw-3"]
 
 
-def raw_store(tmp_path: Path) -> tuple[Path, FeatureStore]:
+def raw_store(tmp_path: Path, lake: str | None = None) -> tuple[Path, FeatureStore]:
     root = tmp_path / "store"
-    fs = FeatureStore.init(root, key_provider=TEST_KEY_PROVIDER, clock=clock_at(10))
+    fs = FeatureStore.init(root, key_provider=TEST_KEY_PROVIDER, clock=clock_at(10), lake=lake)
     fs.apply([PERSON, VIEW])
     fs.ingest("person", people(IDS).drop_columns(["notes"]))  # no policy yet: stored as given
     fs.materialize()
@@ -33,9 +33,19 @@ def raw_store(tmp_path: Path) -> tuple[Path, FeatureStore]:
 
 
 def raw_bytes(root: Path) -> list[str]:
-    """Files under the store that still hold a raw id or e-mail."""
-    needles = [i.encode() for i in IDS] + [b"Person.zq-raw-1@Example.COM"]
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and any(n in p.read_bytes() for n in needles))
+    """Files under the store that still hold a raw id or e-mail: in their bytes, or (lake files,
+    whose pages may be compressed) among their decoded values."""
+    from featurestore.offline.lake import strings_in
+
+    needles = [*IDS, "  Person.zq-raw-1@Example.COM "]
+    found = []
+    for p in root.rglob("*"):
+        if not p.is_file():
+            continue
+        decoded = strings_in(p) if "lake" in p.relative_to(root).parts and p.suffix in (".parquet", ".json") else set()
+        if any(n.encode() in p.read_bytes() for n in needles) or decoded & set(needles):
+            found.append(str(p.relative_to(root)))
+    return sorted(found)
 
 
 def test_approving_over_raw_rows_is_refused_and_says_how_many(tmp_path: Path) -> None:
@@ -52,10 +62,13 @@ def test_approving_over_raw_rows_is_refused_and_says_how_many(tmp_path: Path) ->
         assert IDS[0] not in str(info.value) and "Example.COM" not in str(info.value)
 
 
-def test_treat_existing_rewrites_every_copy_and_leaves_no_raw_bytes(tmp_path: Path) -> None:
-    root, fs = raw_store(tmp_path)
+@pytest.mark.parametrize("lake", [None, "lake"], ids=["file", "lake"])
+def test_treat_existing_rewrites_every_copy_and_leaves_no_raw_bytes(tmp_path: Path, lake: str | None) -> None:
+    root, fs = raw_store(tmp_path, lake)
     with fs:
-        assert raw_bytes(root), "the raw values are on disk before"
+        before = raw_bytes(root)
+        assert before, "the raw values are on disk before"
+        assert lake is None or any(p.startswith("lake/") for p in before), "and in the lake's files"
         fs.approve_policy(root / "policies" / "people.yaml", by="A. Counsel", role="legal", treat_existing=True)
         rows = fs.read("person", features=["email", "spend"], purpose="fraud_detection")
         assert rows.num_rows == 3

@@ -121,7 +121,8 @@ def treat_existing(ctx: StoreContext, catalog: Catalog, policy: Policy, items: l
                         "policy_sha256 VARCHAR, treated_at TIMESTAMPTZ)")
             try:
                 ctx.offline.rewrite_rows(con, table, treated, lambda: con.executemany(
-                    f"INSERT INTO {TREATED_TABLE} VALUES (?, ?, ?, ?)", [[table, c, policy.sha256, ctx.now()] for c in columns]))
+                    f"INSERT INTO {TREATED_TABLE} VALUES (?, ?, ?, ?)", [[table, c, policy.sha256, ctx.now()] for c in columns]),
+                    marker=f"{policy.sha256}:{','.join(columns)}")
             except duckdb.Error:
                 raise PolicyViolation(f"{group[0].view}: the treated values of {', '.join(columns)} do not fit the stored "
                                       "column types (a hash or token is text: declare those features as string); nothing "

@@ -429,8 +429,10 @@ class OfflineStore:
         clause = f" AND {quote(key)} NOT IN ({', '.join('?' * len(keep))})" if keep and key is not None else ""
         con.execute(f"DELETE FROM {quote(table)} WHERE {quote(timestamp_field)} < ?{clause}", [cutoff, *(keep if clause else [])])
 
-    def rewrite_rows(self, con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, record: Callable[[], object]) -> None:
-        """Replace every row of a table by `data` and run `record` (bookkeeping) in one transaction."""
+    def rewrite_rows(self, con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, record: Callable[[], object],
+                     marker: str) -> None:
+        """Replace every row of a table by `data` and run `record` (bookkeeping) in one transaction
+        (`marker` names the rewrite: what the lake store checks to never do one twice)."""
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(f"DELETE FROM {quote(table)}")

@@ -166,6 +166,19 @@ class DeltaTables:
                                   storage_options=self.storage_options, target_file_size=self.target_file_size,
                                   commit_properties=deltalake.CommitProperties(custom_metadata={"featurestore.carry": table}))
 
+    def overwrite(self, table: str, rows: pa.Table, metadata: dict[str, str]) -> None:
+        """Replace every row by `rows` (which carry their stamps) in one commit; the old files stay
+        until :meth:`clean`."""
+        dt = self._table(table)
+        deltalake = _deltalake()
+        deltalake.write_deltalake(dt, rows.cast(pa.schema(dt.schema().to_arrow())), mode="overwrite",
+                                  storage_options=self.storage_options, target_file_size=self.target_file_size,
+                                  commit_properties=deltalake.CommitProperties(custom_metadata=metadata))
+
+    def has_commit(self, table: str, key: str, value: str) -> bool:
+        """Whether the table's log holds a commit whose custom metadata has `key` = `value`."""
+        return any(h.get(key) == value for h in self._table(table).history())
+
     def committed_batches(self, table: str) -> set[int]:
         """The batch ids whose commit is in the table's log (kept across clean-ups: every batch's
         rows carry its id, so batches with rows also show in the data)."""

@@ -14,8 +14,8 @@ row of the batch visible, and the next clean-up removes its files.
 
 Deletes (erasure, retention) rewrite the affected Delta files, vacuum with zero retention and
 clean the log, so no data file, log entry or statistic keeps a deleted row
-(:meth:`DeltaTables.delete`). Rewriting stored values in place under a new policy
-(``approve --treat-existing``) is not available on the lake: ingest into a new version instead.
+(:meth:`DeltaTables.delete`). Rewriting stored values under a new policy (``approve
+--treat-existing``) overwrites the table in one commit and cleans it the same way.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from ..errors import PolicyViolation, StoreDamaged
+from ..errors import StoreDamaged
 from ..types import duckdb_type
 from .duckdb_store import BATCHES_TABLE, CARRIED_TABLE, Carry, Compaction, OfflineStore, quote
 from .lake import STAMPS, DeltaTables, sql_literal
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 LAKE_TABLES = "_fs_lake_tables"
 """Bookkeeping: the view-version tables the lake holds (an object store cannot be listed cheaply)."""
 LAKE_POSITION = "_fs_row"
+REWRITE_KEY = "featurestore.rewrite"
 
 
 class LakeOfflineStore(OfflineStore):
@@ -183,10 +184,23 @@ class LakeOfflineStore(OfflineStore):
         self.lake.delete(table, predicate)
         self._register(con, table)
 
-    def rewrite_rows(self, con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, record: Callable[[], object]) -> None:
-        """Not on the lake: treating stored values in place is refused (ingest into a new version)."""
-        raise PolicyViolation(f"{table} is on the lake store, where stored values are not rewritten in place: ingest the view "
-                              "again from its source under the new policy (a new view version), then drop the old version")
+    def rewrite_rows(self, con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, record: Callable[[], object],
+                     marker: str) -> None:
+        """Replace every row of a table by `data` (stamps kept) as one Delta commit, with `record`
+        (bookkeeping) in the transaction that commits right after it; then clean the table, so the
+        old values leave every file and the log. A rewrite whose commit landed but whose record
+        did not (a kill between the two) is found by its `marker` in the log and not done twice."""
+        con.execute("BEGIN TRANSACTION")
+        try:
+            record()
+            if not self.lake.has_commit(table, REWRITE_KEY, marker):
+                self.lake.overwrite(table, data, {REWRITE_KEY: marker})
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self.lake.clean(table)
+        self._register(con, table)
 
     def compact(self, on_step: Callable[[str], None] | None = None) -> Compaction:
         """Clean every lake table (files no longer in its current version, older log entries) and
