@@ -62,7 +62,7 @@ class LakeOfflineStore(OfflineStore):
 
     def initialize(self, project: str | None = None) -> None:
         super().initialize(project)
-        if self.lake._local:
+        if self.lake.is_local:
             Path(self.lake.root).mkdir(parents=True, exist_ok=True)
         with super().connect(read_only=False) as con:
             self._create_bookkeeping(con)
