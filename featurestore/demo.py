@@ -373,7 +373,7 @@ def run_demo(
 
     if importlib.util.find_spec("deltalake") is None:
         say("[bold]9b. Beyond one machine: the lake store[/bold]: skipped, deltalake is not installed "
-            "(pip install 'featurestore[lake]')")
+            "(pip install 'featurestore\\[lake]')")
     else:
         from .demo_lake import lake_step
 

@@ -45,7 +45,7 @@ def lake_step(root: Path, key_file: Path, definitions: str, policy: str, daily: 
             say(f"   Spark over the lake (engine='spark', local[2]): "
                 f"{'the same values' if by_spark.equals(joined) else 'DIFFERENT values'}")
         else:
-            say("   Spark over the lake: pyspark is not installed here (pip install 'featurestore[spark]', Java 17); "
+            say("   Spark over the lake: pyspark is not installed here (pip install 'featurestore\\[spark]', Java 17); "
                 "get_historical_features(..., engine='spark') then runs the same join on any Spark cluster")
         subject = spine.column("customer_id")[1].as_py()
         [erased] = lake.erase("customer", [subject])
