@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from featurestore import FeatureStore
 from featurestore.historical import with_features
@@ -24,10 +23,10 @@ from featurestore.offline.lake import DeltaTables, local_files, strings_in
 from featurestore.testing import StepClock
 from featurestore.offline.lake_join import duckdb_join, spark_join
 
-from .conftest import JOIN_PLANS, TS, join_plan
+from .conftest import TS, join_plan
 from .test_governance import approved, open_store, people, root  # noqa: F401 - approved and root are fixtures
 from .test_pit_golden import CASES, CREATED_CASES, T0, created_store, loaded  # noqa: F401 - loaded is a fixture
-from .test_pit_property import batch, build, entity_row, expected_values
+from .test_pit_property import JOIN_CASES, build, expected_values
 
 ENGINES = ("duckdb-file", "duckdb-lake", "spark-lake")
 
@@ -101,14 +100,7 @@ def test_created_time_cases_on_every_engine(spark: Any, tmp_path: Path, known: b
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(
-    ttls=st.tuples(st.one_of(st.none(), st.integers(1, 6)), st.one_of(st.none(), st.integers(1, 6))),
-    batches=st.tuples(st.lists(batch, max_size=4), st.lists(batch, max_size=4)),
-    entities=st.lists(entity_row, max_size=10),
-    as_of_s=st.one_of(st.none(), st.integers(0, 13)),
-    known=st.booleans(),
-    plan=st.sampled_from(JOIN_PLANS),
-)
+@given(**JOIN_CASES)
 def test_random_cases_agree_on_every_engine(spark: Any, tmp_path_factory: Any, ttls: Any, batches: Any, entities: Any,
                                             as_of_s: int | None, known: bool, plan: str) -> None:
     case = build(ttls, batches, entities, as_of_s)

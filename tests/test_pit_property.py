@@ -75,6 +75,17 @@ def to_ns(ts: datetime) -> int:
     return int((ts - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1)) * 1000
 
 
+JOIN_CASES: dict[str, st.SearchStrategy[Any]] = {
+    "ttls": st.tuples(st.one_of(st.none(), st.integers(1, 6)), st.one_of(st.none(), st.integers(1, 6))),
+    "batches": st.tuples(st.lists(batch, max_size=4), st.lists(batch, max_size=4)),
+    "entities": st.lists(entity_row, max_size=10),
+    "as_of_s": st.one_of(st.none(), st.integers(0, 13)),
+    "known": st.booleans(),
+    "plan": st.sampled_from(JOIN_PLANS),
+}
+"""What a random join case is made of (this test and the conformance suite draw from it)."""
+
+
 @dataclass
 class Case:
     """A random store and entity table, with what the store holds read back for the reference."""
@@ -147,14 +158,7 @@ def expected_values(case: Case, ttls: tuple[int | None, int | None], known: bool
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    ttls=st.tuples(st.one_of(st.none(), st.integers(1, 6)), st.one_of(st.none(), st.integers(1, 6))),
-    batches=st.tuples(st.lists(batch, max_size=4), st.lists(batch, max_size=4)),
-    entities=st.lists(entity_row, max_size=10),
-    as_of_s=st.one_of(st.none(), st.integers(0, 13)),
-    known=st.booleans(),
-    plan=st.sampled_from(JOIN_PLANS),
-)
+@given(**JOIN_CASES)
 def test_join_matches_the_naive_reference(
     ttls: tuple[int | None, int | None],
     batches: tuple[list[Any], list[Any]],
