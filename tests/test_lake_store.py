@@ -107,6 +107,10 @@ def test_a_delta_commit_without_its_record_is_invisible(pair: Any) -> None:
     entity = pa.table({"item_id": pa.array([9], pa.int64()), "event_timestamp": pa.array([T0], TS)})
     assert lake.get_historical_features(entity, ["stock:qty"]).column("qty").to_pylist() == [None]
     assert lake.get_historical_features(entity, ["stock:qty"], engine="spark").column("qty").to_pylist() == [None]
+    assert offline.lake.dataset("fv_stock_v1").count_rows() == 7, "the stray row is in the table's files"
+    lake.compact()
+    assert offline.lake.dataset("fv_stock_v1").count_rows() == 6, "compaction deletes rows of batches without a record"
+    assert lake.read("stock").num_rows == 6
 
 
 def test_spark_needs_the_lake_and_engines_are_named(pair: Any) -> None:

@@ -10,7 +10,8 @@ which scans each table's current files in place; Spark reads the same files
 A batch is visible only when both its Delta commit and its record exist: the record is written
 in a bookkeeping transaction that commits right after the Delta commit, and every reader sees a
 table's rows only for recorded batches. So a kill between the two (or before either) leaves no
-row of the batch visible, and the next clean-up removes its files.
+row of the batch visible; the next compaction removes its files (and, for a kill between the
+two, its rows).
 
 Deletes (erasure, retention) rewrite the affected Delta files, vacuum with zero retention and
 clean the log, so no data file, log entry or statistic keeps a deleted row
@@ -203,12 +204,20 @@ class LakeOfflineStore(OfflineStore):
         self._register(con, table)
 
     def compact(self, on_step: Callable[[str], None] | None = None) -> Compaction:
-        """Clean every lake table (files no longer in its current version, older log entries) and
-        compact the bookkeeping file."""
-        with super().connect(read_only=True) as con:
-            tables = self._tables(con)
-        for table in tables:
-            self.lake.clean(table)
+        """Clean every lake table: delete the rows of batches without a record (a writer killed
+        between its Delta commit and its record: invisible, but in the table's files), then remove
+        files no longer in the current version and older log entries; compact the bookkeeping file."""
+        import pyarrow.compute as pc
+
+        with super().connect(read_only=False) as con:
+            recorded = {int(b) for (b,) in con.execute(f"SELECT batch_id FROM {BATCHES_TABLE}").fetchall()}
+            for table in self._tables(con):
+                stored = set(pc.unique(self.lake.dataset(table).to_table(columns=["_batch_id"]).column("_batch_id")).to_pylist())
+                stray = sorted(int(b) for b in stored - recorded)
+                if stray:
+                    self.lake.delete(table, f"_batch_id IN ({', '.join(map(str, stray))})")
+                else:
+                    self.lake.clean(table)
         return super().compact(on_step)
 
 
