@@ -96,6 +96,7 @@ class DeltaTables:
         """The lake's directory (a local path, also when given as ``file://``) or URI."""
         self.storage_options = storage_options
         self.target_file_size = target_file_size
+        self._files: dict[str, tuple[tuple[int, str], list[str]]] = {}
 
     @property
     def is_local(self) -> bool:
@@ -220,8 +221,20 @@ class DeltaTables:
         con.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS SELECT * FROM {source}{where}')
 
     def files(self, table: str) -> list[str]:
-        """The Parquet files of the current version (what Spark reads)."""
-        return list(self._table(table).file_uris())
+        """The Parquet files of the current version (what Spark reads). On a local lake the list
+        is kept until the table's log changes (its entries are immutable and only ever added or,
+        at clean-up, removed), so a store that opens many tables reads only their log listings."""
+        if not self._local:
+            return list(self._table(table).file_uris())
+        try:
+            entries = os.listdir(Path(self.uri(table)) / "_delta_log")
+        except FileNotFoundError:
+            entries = []
+        state = (len(entries), max(entries, default=""))
+        cached = self._files.get(table)
+        if cached is None or cached[0] != state:
+            cached = self._files[table] = (state, [u.removeprefix("file://") for u in self._table(table).file_uris()])
+        return list(cached[1])
 
     def delete(self, table: str, predicate: str) -> Deleted:
         """Delete the rows matching a delta-rs SQL `predicate`, then leave no copy: vacuum with
