@@ -122,3 +122,17 @@ def test_row_ids_and_literals_refuse_what_they_cannot_hold() -> None:
         with pytest.raises(TypeError):
             sql_literal(bad)
     assert sql_literal("x' OR '1'='1") == "'x'' OR ''1''=''1'"
+
+
+def test_a_kept_file_list_follows_every_change_another_writer_makes(lake: DeltaTables) -> None:
+    reader, writer = lake, DeltaTables(lake.root)
+    writer.append("fv_p_v1", [rows(["a@x"])], batch_id=1, ingested_at=T)
+    first = reader.files("fv_p_v1")
+    assert len(first) == 1 and reader.files("fv_p_v1") == first
+    writer.append("fv_p_v1", [rows(["b@x"])], batch_id=2, ingested_at=T)
+    assert len(reader.files("fv_p_v1")) == 2, "an append by another writer is seen"
+    writer.delete("fv_p_v1", "email = 'a@x'")  # rewrite, vacuum, checkpoint, log clean-up
+    after = reader.files("fv_p_v1")
+    assert all(Path(f).exists() for f in after) and len(after) == 1, "a delete and its clean-up are seen"
+    writer.delete("fv_p_v1", "email = 'b@x'")  # a second clean-up: the listing keeps changing
+    assert reader.files("fv_p_v1") == [] and reader.dataset("fv_p_v1").count_rows() == 0

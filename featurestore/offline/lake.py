@@ -96,7 +96,7 @@ class DeltaTables:
         """The lake's directory (a local path, also when given as ``file://``) or URI."""
         self.storage_options = storage_options
         self.target_file_size = target_file_size
-        self._files: dict[str, tuple[tuple[int, str], list[str]]] = {}
+        self._files: dict[str, tuple[tuple[str, ...], list[str]]] = {}
 
     @property
     def is_local(self) -> bool:
@@ -230,7 +230,7 @@ class DeltaTables:
             entries = os.listdir(Path(self.uri(table)) / "_delta_log")
         except FileNotFoundError:
             entries = []
-        state = (len(entries), max(entries, default=""))
+        state = tuple(sorted(entries))  # the whole listing: "_last_checkpoint" outsorts every version
         cached = self._files.get(table)
         if cached is None or cached[0] != state:
             cached = self._files[table] = (state, [u.removeprefix("file://") for u in self._table(table).file_uris()])
