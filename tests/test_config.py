@@ -81,3 +81,23 @@ def test_a_missing_optional_dependency_names_its_extra(tmp_path: Path, monkeypat
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"needs the '{extra}' extra" in result.output and f"pip install 'featurestore[{extra}]'" in result.output
+
+
+def test_the_offline_section_names_its_type_and_the_lake(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    FeatureStore.init(root).close()
+    config = root / "featurestore.yaml"
+    text = config.read_text()
+    for offline, message in (
+        ("offline:\n  type: iceberg\n  path: x", r"featurestore.yaml:\d+:\d+: 'offline.type' must be duckdb .* or delta"),
+        ("offline:\n  type: delta", r"offline.type is delta but offline.path is missing: give the lake's directory or URI"),
+        ("offline:\n  type: delta\n  path: lake\n  storage_options: [a]", r"'offline.storage_options' must be a mapping"),
+    ):
+        config.write_text(text.replace("offline:\n  path: offline.duckdb", offline))
+        with pytest.raises(ConfigError, match=message):
+            load_config(root.resolve())
+    config.write_text(text.replace("offline:\n  path: offline.duckdb",
+                                   "offline:\n  type: delta\n  path: s3://bucket/features\n  storage_options: {AWS_REGION: eu-west-1}"))
+    loaded = load_config(root.resolve())
+    assert loaded.lake == "s3://bucket/features" and loaded.lake_options == {"AWS_REGION": "eu-west-1"}
+    assert loaded.offline_path == root.resolve() / "offline.duckdb", "bookkeeping stays in the store directory"
