@@ -217,8 +217,10 @@ class OnlineService:
         """Latest feature values for entities, with a status per value (`features` may name a
         feature service: ``"service:fraud_v1"``)."""
         plan = self.serving_plan((features,) if type(features) is str else tuple(features), purpose, full_feature_names)
-        if plan.single is not None and type(entity_rows) is dict:
-            response = plan.single(entity_rows, self._now_us())
+        one = entity_rows if type(entity_rows) is dict else (
+            entity_rows[0] if type(entity_rows) is list and len(entity_rows) == 1 and type(entity_rows[0]) is dict else None)
+        if plan.single is not None and one is not None:  # one entity row, as a row or a list of one (HTTP bodies)
+            response = plan.single(one, self._now_us())
             if response is not None:
                 self.reads.record(purpose, plan.audit_key, 1)
                 return response

@@ -278,21 +278,10 @@ def lookup(plan: ServingPlan, rows: Sequence[Mapping[str, Any]], read: Callable[
 
 def _lookup_plain(view: ViewServing, rows: Sequence[Mapping[str, Any]], read: Callable[[str, list[str]], list[Row | None]],
                   now_us: int, values: dict[str, list[Any]], statuses: dict[str, list[str]]) -> None:
-    """:func:`lookup` for the common case, one join key stored as given: one key per row."""
+    """:func:`lookup` for the common case, one join key stored as given: one key per row (a single
+    entity row that holds only its key takes :func:`single_lookup` instead)."""
     form = view.keys[0]
     name = form.name
-    if len(rows) == 1:  # a single entity: the same steps without a list per step
-        entity = rows[0]
-        if name not in entity:
-            raise missing_key(0, entity, name, view.ref)
-        raw = check_key(entity[name], form, 0, view.ref)
-        row = None if raw is None else read(view.table, [raw if type(raw) is str else str(raw)])[0]
-        status = value_status(None if row is None else row[1], now_us, view.ttl_us)
-        for out, pos, conv in zip(view.outputs, view.positions, view.converters, strict=True):
-            value = row[pos] if row is not None and status == PRESENT else None
-            values[out].append(conv(value) if conv is not None and value is not None else value)
-            statuses[out].append(status)
-        return
     try:
         raw = [entity[name] for entity in rows]
     except KeyError:
