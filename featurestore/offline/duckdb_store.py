@@ -297,16 +297,23 @@ class OfflineStore:
 
     def _drop_orphan(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
         [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(table)}").fetchall()
+        self._refuse_unknown_rows(con, table, int(rows), f"the offline store {self.path or 'in memory'}")
+        con.execute(f"DROP TABLE {quote(table)}")
+
+    @staticmethod
+    def _refuse_unknown_rows(con: duckdb.DuckDBPyConnection, table: str, rows: int, where: str) -> None:
+        """The orphan rule: a table left by an apply that did not finish (no committed batch;
+        empty, or holding only carried rows) may be replaced (its carried record goes); one with
+        rows the registry lost track of never is (StoreDamaged)."""
         [(batches,)] = con.execute(f"SELECT count(*) FROM {BATCHES_TABLE} WHERE table_name = ?", [table]).fetchall()
         [(carried,)] = con.execute(f"SELECT count(*) FROM {CARRIED_TABLE} WHERE table_name = ?", [table]).fetchall()
         if batches or (rows and not carried):
             raise StoreDamaged(
-                f"the offline store {self.path or 'in memory'} already holds {rows:,} rows in {batches} committed "
-                f"batches of {table}, a view version the registry does not know: the registry was probably lost or "
-                "restored from an older backup. Nothing was changed. Run `featurestore db recover` to register it "
-                "again from the offline store, or put back the registry that belongs to this file.")
+                f"{where} already holds {rows:,} rows in {batches} committed batches of {table}, a view version the "
+                "registry does not know: the registry was probably lost or restored from an older backup. Nothing was "
+                "changed. Run `featurestore db recover` to register it again from the offline store, or put back the "
+                "registry that belongs to this store.")
         con.execute(f"DELETE FROM {CARRIED_TABLE} WHERE table_name = ?", [table])
-        con.execute(f"DROP TABLE {quote(table)}")
 
     @staticmethod
     def _carry(con: duckdb.DuckDBPyConnection, table: str, carry: Carry) -> int:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from ..errors import ConfigError
+from ..retrieval import US_UTC, row_numbers
 
 if TYPE_CHECKING:
     import pyarrow.dataset as ds
@@ -43,7 +44,6 @@ ROW_BITS = 32
 BATCH_KEY = "featurestore.batch"
 ROWS_KEY = "featurestore.rows"
 STAMPS = ("_ingested_at", "_batch_id", "_fs_row")
-US_UTC = pa.timestamp("us", tz="UTC")
 
 
 def _deltalake() -> Any:
@@ -72,10 +72,9 @@ def row_ids(batch_id: int, start: int, n: int) -> pa.Array:
     """
     if not 0 <= batch_id < 2 ** (63 - ROW_BITS) or start + n > 2**ROW_BITS:
         raise ValueError(f"batch {batch_id} is out of the row-id range (batch id < 2**31, < 2**32 rows a batch)")
-    base = pa.scalar((batch_id << ROW_BITS) + start - 1, pa.int64())
     import pyarrow.compute as pc
 
-    return pc.add(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), base)
+    return pc.add(row_numbers(n), pa.scalar((batch_id << ROW_BITS) + start, pa.int64()))
 
 
 class DeltaTables:

@@ -135,15 +135,7 @@ class LakeOfflineStore(OfflineStore):
             return int(rows.num_rows)
 
     def _drop_orphan_lake(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
-        rows = self.lake.dataset(table).count_rows()
-        [(batches,)] = con.execute(f"SELECT count(*) FROM {BATCHES_TABLE} WHERE table_name = ?", [table]).fetchall()
-        [(carried,)] = con.execute(f"SELECT count(*) FROM {CARRIED_TABLE} WHERE table_name = ?", [table]).fetchall()
-        if batches or (rows and not carried):
-            raise StoreDamaged(
-                f"the lake {self.lake.root} already holds {rows:,} rows in {batches} committed batches of {table}, a view "
-                "version the registry does not know: the registry was probably lost or restored from an older backup. "
-                "Nothing was changed. Run `featurestore db recover`, or put back the registry that belongs to this store.")
-        con.execute(f"DELETE FROM {CARRIED_TABLE} WHERE table_name = ?", [table])
+        self._refuse_unknown_rows(con, table, self.lake.dataset(table).count_rows(), f"the lake {self.lake.root}")
         self.lake.drop(table)
 
     def append_on(self, con: duckdb.DuckDBPyConnection, grant: Grant, batches: Iterable[pa.Table], *,
