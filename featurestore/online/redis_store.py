@@ -118,7 +118,7 @@ class RedisOnlineStore:
             if value is None:
                 return None
             row = json.loads(value)
-            return (row[0], *[row[i] for i in at])
+            return (*[row[i] for i in at], row[0])
 
         return read_one
 

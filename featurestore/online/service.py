@@ -216,14 +216,19 @@ class OnlineService:
                             full_feature_names: bool = False) -> OnlineResponse:
         """Latest feature values for entities, with a status per value (`features` may name a
         feature service: ``"service:fraud_v1"``)."""
-        plan = self.serving_plan((features,) if type(features) is str else tuple(features), purpose, full_feature_names)
-        one = entity_rows if type(entity_rows) is dict else (
-            entity_rows[0] if type(entity_rows) is list and len(entity_rows) == 1 and type(entity_rows[0]) is dict else None)
-        if plan.single is not None and one is not None:  # one entity row, as a row or a list of one (HTTP bodies)
-            response = plan.single(one, self._now_us())
-            if response is not None:
-                self.reads.record(purpose, plan.audit_key, 1)
-                return response
+        cache_key = ((features,) if type(features) is str else tuple(features), purpose, full_feature_names)
+        plan = self._plans.get(cache_key)
+        if plan is None or time.monotonic() - plan.built_at >= PLAN_TTL_SECONDS:
+            plan = self._build_plan(cache_key)
+        single = plan.single
+        if single is not None:  # one entity row, as a row or a list of one (HTTP bodies)
+            one = entity_rows if type(entity_rows) is dict else (
+                entity_rows[0] if type(entity_rows) is list and len(entity_rows) == 1 and type(entity_rows[0]) is dict else None)
+            if one is not None:
+                response = single(one, self._now_us())
+                if response is not None:
+                    self.reads.record_read(plan.read_of_one)
+                    return response
         rows = entity_rows_of(entity_rows)
         response = lookup(plan, rows, self.store.read, self._now_us())
         self.reads.record(purpose, plan.audit_key, len(rows))
@@ -235,6 +240,11 @@ class OnlineService:
         plan = self._plans.get(cache_key)
         if plan is not None and time.monotonic() - plan.built_at < PLAN_TTL_SECONDS:
             return plan
+        return self._build_plan(cache_key)
+
+    def _build_plan(self, cache_key: tuple[tuple[str, ...], str | None, bool]) -> ServingPlan:
+        """Decide a request's plan from one policy snapshot, and cache it."""
+        features, purpose, full_names = cache_key
         requests = self.historical.requests(features, [], full_names)
         parts = self.historical.grant_parts(self.ctx.access.snapshot(), requests, purpose, ("online",))
         views: list[ViewServing] = []
@@ -264,9 +274,9 @@ class OnlineService:
                 converters=tuple(converter(vv.view.feature(f).dtype) for f in part.grant.features),
                 ttl_us=effective_ttl_us(part.ttl, part.grant.retention("online")),
             ))
-        plan = ServingPlan(views, [o for v in views for o in v.outputs], time.monotonic(),
-                           tuple(f"{v.ref}:{f}" for v, p in zip(views, parts, strict=True) for f in p.grant.features))
-        if len(views) == 1 and len(views[0].keys) == 1 and views[0].keys[0].treatment is None:
+        audit_key = tuple(f"{v.ref}:{f}" for v, p in zip(views, parts, strict=True) for f in p.grant.features)
+        plan = ServingPlan(views, [o for v in views for o in v.outputs], time.monotonic(), audit_key, (purpose, audit_key, 1))
+        if len(views) == 1 and len(views[0].keys) == 1 and views[0].keys[0].treatment is None and views[0].positions:
             view, stored = views[0], parts[0].vv.view.feature_names
             plan.single = single_lookup(view, self.store.point_reader(
                 view.table, [stored[p - VALUES_AT] for p in view.positions], view.positions))
