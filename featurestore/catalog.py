@@ -280,9 +280,13 @@ class Catalog:
         that names the version to pin, so a dropped or renamed feature never breaks silently.
         """
         resolved: list[ResolvedFeature] = []
+        views: dict[str, ViewVersion] = {}  # each view read once, however many of its features are named
         for text, service in self.expand_services(refs):
             ref = FeatureRef.parse(text)
-            vv = self.get_view(f"{ref.view}@v{ref.version}" if ref.version is not None else ref.view)
+            view_ref = f"{ref.view}@v{ref.version}" if ref.version is not None else ref.view
+            vv = views.get(view_ref)
+            if vv is None:
+                vv = views[view_ref] = self.get_view(view_ref)
             names = vv.view.feature_names if ref.feature == "*" else [ref.feature]
             for name in names:
                 if name not in vv.view.feature_names:

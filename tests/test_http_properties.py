@@ -1,6 +1,8 @@
 """A property-based run against `featurestore serve`'s API (the role schemathesis plays): a few
 hundred generated requests, well-formed and not; no 500, every response in its declared shape, and
-no response quotes a key value it was sent (names the caller chose, like a purpose, may be quoted)."""
+no response quotes a key value it was sent (names the caller chose, like a purpose, may be quoted).
+Every request also goes to the same app without its fast path (FastAPI's route alone): both must
+answer with the same status and the same JSON."""
 
 from __future__ import annotations
 
@@ -38,11 +40,26 @@ bodies = st.one_of(
 raw_bodies = st.one_of(st.binary(max_size=40).map(lambda b: MARK.encode() + b), st.text(max_size=40).map(lambda t: (MARK + t).encode()))
 
 
+class Both:
+    """The app with its fast path and without it, over one store: every answer is compared."""
+
+    def __init__(self, fast: TestClient, route: TestClient) -> None:
+        self.fast, self.route = fast, route
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        answer, expected = self.fast.post(path, **kwargs), self.route.post(path, **kwargs)
+        assert answer.status_code == expected.status_code, (answer.text, expected.text)
+        assert answer.headers["content-type"] == expected.headers["content-type"]
+        assert answer.json() == expected.json()
+        return answer
+
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root: Path = build(tmp_path_factory.mktemp("http"), compression=None)
-    with TestClient(create_app(open_store(root))) as test_client:
-        yield test_client
+    store = open_store(root)
+    with TestClient(create_app(store)) as fast, TestClient(create_app(store, fast_path=False)) as route:
+        yield Both(fast, route)
 
 
 def conforms(response: Any) -> None:

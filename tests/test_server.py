@@ -8,17 +8,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pyarrow as pa
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from featurestore import FeatureService, FeatureStore
+from featurestore import FeatureService, FeatureStore, FeatureView
 from featurestore.cli import app
+from featurestore.server import create_app
 
-from .test_online import ITEM, STOCK, stock
+from .test_online import ITEM, STOCK, TS, stock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,3 +163,115 @@ def test_serve_with_two_workers_answers_fast_one_request_at_a_time(tmp_path: Pat
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+TYPED = FeatureView(name="typed", entity="item", ttl="1d", features={
+    "b": "bool", "i32": "int32", "i64": "int64", "f32": "float32", "f64": "float64", "s": "string", "d": "date", "t": "timestamp"})
+
+
+def typed_store() -> FeatureStore:
+    now = datetime.now(UTC)
+    fs = FeatureStore(memory=True)
+    fs.apply([ITEM, STOCK, TYPED, FeatureService(name="mixed_v1", features=("typed:f64", "stock:qty"))])
+    fs.ingest("typed", pa.table({
+        "item_id": pa.array([1, 2, 3, 4], pa.int64()),
+        "event_timestamp": pa.array([now - timedelta(hours=1)] * 3 + [now - timedelta(days=3)], TS),
+        "b": pa.array([True, None, False, True]),
+        "i32": pa.array([-(2**31), None, 0, 1], pa.int32()),
+        "i64": pa.array([2**62, None, -1, 1], pa.int64()),
+        "f32": pa.array([1.5, None, float("-inf"), 1], pa.float32()),
+        "f64": pa.array([float("inf"), None, float("nan"), 1e300], pa.float64()),
+        "s": pa.array(["naïve ☃ \u2028 \"q\" \\", None, "", "x"]),
+        "d": pa.array([date(2025, 1, 2), None, date(1969, 12, 31), date(2025, 1, 2)], pa.date32()),
+        "t": pa.array([now - timedelta(days=400), None, datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), now], TS),
+    }))
+    fs.ingest("stock", stock([1, 2], now - timedelta(hours=1), 4))
+    fs.materialize()
+    return fs
+
+
+def test_the_fast_path_answers_as_the_fastapi_route_does(tmp_path: Path) -> None:
+    """Every value type (inf, NaN, nulls, dates before 1970, text that JSON escapes), every status
+    and every error: the same status and JSON with the fast path as through FastAPI's route alone."""
+    fs = typed_store()
+    bodies: list[object] = [
+        *({"entities": [{"item_id": i}], "features": ["typed:*"]} for i in (1, 2, 3, 4, 5)),
+        {"entities": [{"item_id": i} for i in (1, 2, 3, 4, 5, 1)], "features": ["typed:*", "stock:qty"]},
+        {"entities": [{"item_id": 1}], "features": ["typed:f64", "stock:*"], "full_feature_names": True, "purpose": "any"},
+        {"entities": [{"item_id": 1}], "feature_service": "mixed_v1"},
+        {"entities": [{"item_id": 1, "other": "x"}], "features": ["typed:s"]},
+        {"entities": [{"item_id": None}], "features": ["typed:s"]},
+        {"entities": [{"item_id": "1"}], "features": ["typed:s"]},
+        {"entities": [{"item_id": 2**70}], "features": ["typed:s"]},
+        {"entities": [{"item_id": 1.0}], "features": ["typed:s"]},
+        {"entities": [{"item_id": True}], "features": ["typed:s"]},
+        {"entities": [{"item_id": [1, 2]}], "features": ["typed:s"]},
+        {"entities": [{"sku": 1}], "features": ["typed:s"]},
+        {"entities": [{"item_id": 1}], "features": ["typd:s"]},
+        {"entities": [{"item_id": 1}], "features": ["typed:nope"]},
+        {"entities": [{"item_id": 1}], "feature_service": "nope_v1"},
+        {"entities": [], "features": ["typed:s"]},
+        {"entities": [{"item_id": 1}]},
+        {"entities": [{"item_id": 1}], "features": ["typed:s"], "purpose": ""},
+        {"entities": [{"item_id": 1}], "features": "typed:s"},
+        [1, 2],
+    ]
+    raw: list[tuple[bytes, dict[str, str]]] = [
+        (b'{"entities": [{"item_id": 1}], "features": ["typed:s"], "features": ["typed:b"]}', {"content-type": "application/json"}),
+        (b'{"entities": [{"item_id": NaN}], "features": ["typed:s"]}', {"content-type": "application/json"}),
+        (b'{"entities": [{"item_id": 1}], "features": ["typed:s"]}', {"content-type": "application/json; charset=utf-8"}),
+        (b'{"entities": [{"item_id": 1}], "features": ["typed:s"]}', {"content-type": "Application/JSON"}),
+        (b'{"entities": [{"item_id": 1}], "features": ["typed:s"]}', {"content-type": "text/plain"}),
+        (b'{"entities": [{"item_id": 1}], "features": ["typed:s"]}', {}),
+        (b'{"entities": [{"item_id": 1}], "features": ["typed:s"]', {"content-type": "application/json"}),
+        (b"", {"content-type": "application/json"}),
+        ('{"entities": [{"item_id": 1}], "features": ["typed:s"], "purpose": "\u00e9"}'.encode("latin-1"), {"content-type": "application/json"}),
+    ]
+    with TestClient(create_app(fs)) as fast, TestClient(create_app(fs, fast_path=False)) as route:
+        seen = set()
+        for body in bodies:
+            answer, expected = fast.post("/v1/online-features", json=body), route.post("/v1/online-features", json=body)
+            assert (answer.status_code, answer.json()) == (expected.status_code, expected.json()), body
+            assert answer.headers["content-type"] == expected.headers["content-type"] == "application/json"
+            seen.add(answer.status_code)
+        for content, headers in raw:
+            answer = fast.post("/v1/online-features", content=content, headers=headers)
+            expected = route.post("/v1/online-features", content=content, headers=headers)
+            assert (answer.status_code, answer.json()) == (expected.status_code, expected.json()), content
+        assert seen == {200, 400, 404, 422}
+        present = fast.post("/v1/online-features", json=bodies[0]).json()
+        assert present["values"]["f64"] == [None] and present["values"]["s"] == ["naïve ☃ \u2028 \"q\" \\"], present
+        assert present["statuses"]["f64"] == ["present"], "an infinite value is served as JSON null, as FastAPI serializes it"
+
+
+def test_the_fast_path_answers_valid_bodies_itself_and_passes_on_everything_else() -> None:
+    """Valid lookups never reach FastAPI; anything else reaches it with its body whole."""
+    from featurestore.server import OnlineFeaturesFastPath
+
+    passed: list[tuple[str, str, bytes]] = []
+
+    async def behind(scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        passed.append((scope["method"], scope["path"], body))
+        await send({"type": "http.response.start", "status": 418, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"behind"})
+
+    fs = typed_store()
+    client = TestClient(OnlineFeaturesFastPath(behind, fs))
+    valid = {"entities": [{"item_id": 1}, {"item_id": 2}], "features": ["typed:s"]}
+    assert client.post("/v1/online-features", json=valid).json()["values"] == {"s": ["naïve ☃ \u2028 \"q\" \\", None]}
+    assert client.post("/v1/online-features", json={"entities": [{"sku": 1}], "features": ["typed:s"]}).status_code == 400
+    assert passed == [], "a valid body (and a store error) is answered in front of FastAPI"
+    big = b'{"entities": [' + b", ".join(b'{"item_id": %d}' % i for i in range(20_000)) + b'], "features": ["typed:s"]}'
+    for content, headers in [(b'{"entities": []}', {"content-type": "application/json"}), (b"{", {"content-type": "application/json"}),
+                             (b'{"entities": [{"item_id": 1}], "features": ["typed:s"]}', {"content-type": "text/plain"}),
+                             (big, {"content-type": "application/json"})]:
+        assert client.post("/v1/online-features", content=content, headers=headers).status_code == 418
+        assert passed[-1] == ("POST", "/v1/online-features", content)
+    assert client.get("/v1/online-features").status_code == 418 and client.get("/health").status_code == 418
+    assert [p[:2] for p in passed[-2:]] == [("GET", "/v1/online-features"), ("GET", "/health")]
