@@ -115,6 +115,13 @@ def test_integer_keys_are_checked_for_type_and_range(tmp_path: Path) -> None:
                 fs.get_online_features([{"driver_id": value}], ["trips:n"])
             assert str(info.value).startswith(f"entity row 0: join key 'driver_id' of trips@v1 must be a whole number (int64, "
                                               f"-9223372036854775808 to 9223372036854775807), not {got}"), str(info.value)
+        for value, got in [("abc", "a string"), (2**63, "a whole number out of that range"), (None, None)]:
+            rows = [{"driver_id": 1001}, {"driver_id": None}, {"driver_id": value}]
+            if got is None:
+                assert fs.get_online_features(rows, ["trips:n"]).values == {"n": [3, None, None]}
+                continue
+            with pytest.raises(RetrievalError, match=rf"^entity row 2: join key 'driver_id' of trips@v1 .*, not {got}"):
+                fs.get_online_features(rows, ["trips:n"])
         columnar = fs.get_online_features({"driver_id": [1001, 1002]}, ["trips:n"])
         assert columnar.values == {"n": [3, None]} and columnar.statuses["n"] == ["present", "missing"]
         for frame in (pd.DataFrame({"driver_id": [1002, 1001]}), pl.DataFrame({"driver_id": [1002, 1001]})):
@@ -123,6 +130,22 @@ def test_integer_keys_are_checked_for_type_and_range(tmp_path: Path) -> None:
             fs.get_online_features({"driver_id": [1001], "other": 3}, ["trips:n"])
         with pytest.raises(RetrievalError, match=r"different lengths \(\[1, 2\]\)"):
             fs.get_online_features({"driver_id": [1001], "other": [1, 2]}, ["trips:n"])
+
+
+def test_string_keys_in_a_batch_are_checked_row_by_row() -> None:
+    from featurestore import Entity, FeatureView
+
+    with FeatureStore(memory=True) as fs:
+        fs.apply([Entity(name="user", join_keys={"user_id": "string"}),
+                  FeatureView(name="clicks", entity="user", features={"n": "int64"})])
+        fs.ingest("clicks", pa.table({"user_id": ["u1", "7"], "event_timestamp": pa.array(
+            [pd.Timestamp("2025-06-01", tz="UTC")] * 2, pa.timestamp("us", tz="UTC")), "n": pa.array([3, 4], pa.int64())}))
+        fs.materialize()
+        got = fs.get_online_features([{"user_id": "7"}, {"user_id": None}, {"user_id": "u1"}, {"user_id": "u2"}], ["clicks:n"])
+        assert got.values == {"n": [4, None, 3, None]} and got.statuses["n"] == ["present", "missing", "present", "missing"]
+        for value, kind in [(7, "a whole number"), (7.0, "a fractional number"), (False, "a boolean"), (["7"], "a list")]:
+            with pytest.raises(RetrievalError, match=rf"^entity row 2: join key 'user_id' of clicks@v1 must be a string, not {kind}"):
+                fs.get_online_features([{"user_id": "u1"}, {"user_id": None}, {"user_id": value}], ["clicks:n"])
 
 
 def test_http_errors_have_the_declared_shape_and_never_echo_the_request(root: Path) -> None:

@@ -358,6 +358,20 @@ def _single_equals_batch(fs: FeatureStore, clock: SetClock | None = None) -> Non
         fs.get_online_features({"sku": 1}, refs)
     extra = fs.get_online_features({"item_id": 1, "label": "x"}, refs)  # other columns ride along
     assert extra.values == fs.get_online_features({"item_id": 1}, refs).values
+    mixed = [1, None, 2, 4, 1, 3, None, 2]  # every status, gaps and repeats in one batch
+    batch = fs.get_online_features([{"item_id": i} for i in mixed], refs)
+    for n, item in enumerate(mixed):
+        one = fs.get_online_features({"item_id": item}, refs)
+        assert {k: v[n] for k, v in batch.values.items()} == {k: v[0] for k, v in one.values.items()}, (n, item)
+        assert {k: v[n] for k, v in batch.statuses.items()} == {k: v[0] for k, v in one.statuses.items()}, (n, item)
+    for bad in ("1", 1.0, True, 2**63, -(2**63) - 1, [1], {"x": 1}):  # the first bad row is named, in a batch with gaps too
+        for around in ([1, 2, 4], [None, 2, None]):
+            with pytest.raises(RetrievalError, match=r"^entity row 3: join key 'item_id' of stock@v\d+ must be a whole number"):
+                fs.get_online_features([{"item_id": k} for k in [*around, bad, 1]], refs)
+    with pytest.raises(RetrievalError, match="^entity row 2 has no 'item_id'"):
+        fs.get_online_features([{"item_id": 1}, {"item_id": 2}, {"sku": 1}], refs)
+    empty = fs.get_online_features([], refs)
+    assert empty.values == {k.split(":")[1]: [] for k in refs} and empty.statuses == empty.values
 
 
 FLAGGED = FeatureView(name="stock", entity="item", ttl="1d",
