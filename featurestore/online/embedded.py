@@ -37,7 +37,7 @@ class SQLiteOnlineStore:
         self.path = path
         self._local = threading.local()
         self._upserts: dict[str, str] = {}
-        """The compare-and-set upsert of each table, made once."""
+        """The SET clause of each table's compare-and-set upsert, made once."""
         self._memory: apsw.Connection | None = None
         self._memory_cursor: apsw.Cursor | None = None
         if path is None:
@@ -76,14 +76,14 @@ class SQLiteOnlineStore:
 
     def write(self, table: str, rows: Iterable[Row], generation: int, *, newer_only: bool = False) -> int:
         con = self._con()
-        rows = [(r[0], r[1], generation, *r[2:]) for r in rows]
+        rows = rows if isinstance(rows, list) else list(rows)
         if not rows:
             return 0
-        marks = ", ".join("?" * len(rows[0]))
-        if newer_only:
-            sql = self._upserts.get(table) or self._upsert_sql(con, table, marks)
-        else:
-            sql = f"INSERT OR REPLACE INTO {_quote(table)} VALUES ({marks})"
+        # The generation is a literal of the statement, so the rows go to executemany as they
+        # come (no tuple rebuilt per row: a tenth of a materialization's write time).
+        marks = ", ".join(["?", "?", str(int(generation)), *("?" * (len(rows[0]) - 2))])
+        into = f"INTO {_quote(table)} VALUES ({marks})"
+        sql = f"INSERT {into} ON CONFLICT(k) DO UPDATE SET {self._newer_sets(con, table)}" if newer_only else f"INSERT OR REPLACE {into}"
         self._transaction(con, lambda: con.executemany(sql, rows))
         return len(rows)
 
@@ -98,15 +98,18 @@ class SQLiteOnlineStore:
             con.execute("ROLLBACK")
             raise
 
-    def _upsert_sql(self, con: apsw.Connection, table: str, marks: str) -> str:
-        """The compare-and-set upsert of a table, made once: every SET expression sees the stored
-        row's old values, so a stored row with a later event time keeps its values (not its generation)."""
-        names = [str(c[1]) for c in con.execute(f"PRAGMA table_info({_quote(table)})")][3:]
-        newer = "excluded._e >= _e"
-        sets = ", ".join([f"_e = CASE WHEN {newer} THEN excluded._e ELSE _e END", "_g = excluded._g",
-                          *(f"{_quote(n)} = CASE WHEN {newer} THEN excluded.{_quote(n)} ELSE {_quote(n)} END" for n in names)])
-        sql = self._upserts[table] = f"INSERT INTO {_quote(table)} VALUES ({marks}) ON CONFLICT(k) DO UPDATE SET {sets}"
-        return sql
+    def _newer_sets(self, con: apsw.Connection, table: str) -> str:
+        """The SET clause of a table's compare-and-set upsert, made once: every SET expression sees
+        the stored row's old values, so a stored row with a later event time keeps its values (not
+        its generation)."""
+        sets = self._upserts.get(table)
+        if sets is None:
+            names = [str(c[1]) for c in con.execute(f"PRAGMA table_info({_quote(table)})")][3:]
+            newer = "excluded._e >= _e"
+            sets = self._upserts[table] = ", ".join([
+                f"_e = CASE WHEN {newer} THEN excluded._e ELSE _e END", "_g = excluded._g",
+                *(f"{_quote(n)} = CASE WHEN {newer} THEN excluded.{_quote(n)} ELSE {_quote(n)} END" for n in names)])
+        return sets
 
     def copy_table(self, source: str, target: str, columns: dict[str, str | None], generation: int) -> int:
         values = ", ".join("NULL" if c is None else _quote(c) for c in columns.values())
