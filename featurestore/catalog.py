@@ -272,9 +272,10 @@ class Catalog:
                 expanded.append((text, None))
         return expanded
 
-    def resolve_features(self, refs: Sequence[str] | str) -> list[ResolvedFeature]:
+    def resolve_features(self, refs: Sequence[str] | str, read: dict[tuple[str, int], ViewVersion] | None = None) -> list[ResolvedFeature]:
         """Resolve ``"view:feature"``, ``"view@v2:feature"``, ``"view:*"`` and
-        ``"service:name"`` references (a service stands for its list).
+        ``"service:name"`` references (a service stands for its list). `read`, if given, gets each
+        view version read, by (name, version), for a caller that needs them next.
 
         A feature missing from the latest version but present in an older one gets an error
         that names the version to pin, so a dropped or renamed feature never breaks silently.
@@ -287,6 +288,8 @@ class Catalog:
             vv = views.get(view_ref)
             if vv is None:
                 vv = views[view_ref] = self.get_view(view_ref)
+                if read is not None:
+                    read[vv.view.name, vv.version] = vv
             names = vv.view.feature_names if ref.feature == "*" else [ref.feature]
             for name in names:
                 if name not in vv.view.feature_names:

@@ -73,16 +73,17 @@ class Historical:
     # --- requests and grants ------------------------------------------------------------------
 
     def group(self, entries: list[tuple[str, int, str, str]],
-              ttls: dict[tuple[str, int], timedelta | None] | None = None) -> list[PartRequest]:
+              ttls: dict[tuple[str, int], timedelta | None] | None = None,
+              views: dict[tuple[str, int], ViewVersion] | None = None) -> list[PartRequest]:
         """Group (view, version, feature, output) entries into one request per view version.
 
         Each version's TTL is the one registered now, unless `ttls` gives it (a training set's
-        manifest gives the TTLs recorded when it was built).
+        manifest gives the TTLs recorded when it was built). `views` are versions already read.
         """
         groups: dict[tuple[str, int], PartRequest] = {}
         for view, version, feature, out in entries:
             if (view, version) not in groups:
-                vv = self.catalog.get_view(f"{view}@v{version}")
+                vv = (views or {}).get((view, version)) or self.catalog.get_view(f"{view}@v{version}")
                 ttl = ttls[(view, version)] if ttls is not None else vv.view.ttl
                 groups[(view, version)] = PartRequest(vv, [], [], ttl)
             groups[(view, version)].features.append(feature)
@@ -91,7 +92,9 @@ class Historical:
 
     def requests(self, features: Sequence[str] | str, entity_columns: list[str], full_names: bool) -> list[PartRequest]:
         """Resolve feature references into one request per view version."""
-        return self.group(output_names(self.catalog.resolve_features(features), entity_columns, full_names))
+        views: dict[tuple[str, int], ViewVersion] = {}
+        resolved = self.catalog.resolve_features(features, views)
+        return self.group(output_names(resolved, entity_columns, full_names), views=views)
 
     def grant_parts(self, snapshot: PolicySnapshot, requests: list[PartRequest], purpose: str | None,
                     access: Sequence[str] = ("offline",)) -> list[JoinPart]:

@@ -204,10 +204,10 @@ class KeyRing:
         refused here, never left wrapping a key the right one cannot open."""
         if kind not in KINDS:
             raise KeyManagementError(f"unknown key kind {kind!r}; use one of {', '.join(KINDS)}")
+        master = self._provider.master_key()  # first: without one, nothing below is worth reading
         existing = self.keys(kind)
         for other in KINDS:
             self.keys(other)  # proves the master key opens the keys there are
-        master = self._provider.master_key()
         key_id = f"{kind}-{len(existing) + 1}"
         secret = secrets.token_bytes(KINDS[kind])
         self._store.add_wrapped_key(key_id, kind, wrap(master, key_id, kind, secret), self._clock())
