@@ -106,8 +106,13 @@ class RedisOnlineStore:
         return count
 
     def read(self, table: str, keys: Sequence[str]) -> list[Row | None]:
-        raw: list[Any] = self._redis.mget([self._key(table, k) for k in keys]) if keys else []
-        return [None if value is None else (key, *json.loads(value)) for key, value in zip(keys, raw, strict=True)]
+        if not keys:
+            return []
+        prefix = f"{self.prefix}:{table}:"
+        raw: list[Any] = self._redis.mget([prefix + k for k in keys])  # bytes: the client does not decode
+        # One JSON array of every stored value (null where absent): one parse instead of one per key.
+        decoded: list[list[Any] | None] = json.loads(b"[" + b",".join(b"null" if v is None else v for v in raw) + b"]")
+        return [None if row is None else (key, *row) for key, row in zip(keys, decoded, strict=True)]
 
     def point_reader(self, table: str, features: Sequence[str], positions: Sequence[int]) -> Callable[[str], Row | None]:
         get, key_of = self._redis.get, self._key
