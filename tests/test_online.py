@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -402,3 +403,65 @@ def test_the_single_entity_path_answers_like_a_batch_on_redis(redis_store: tuple
     _fill_for_single(fs)
     _single_equals_batch(fs)
     fs.close()
+
+
+class _Audit:
+    """An audit log that records appends, and can be made to fail (a registry that is down)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str | None, list[str], int]] = []
+        self.failing = False
+
+    def append(self, _actor: str, _action: str, _target: str, *, purpose: str | None, details: dict[str, Any]) -> None:
+        if self.failing:
+            raise RuntimeError("registry down")
+        self.entries.append((purpose, details["features"], details["entities"]))
+
+
+def test_online_reads_from_many_threads_are_all_counted() -> None:
+    """Lookups are counted without a lock (a queue): none is lost or counted twice, whatever the
+    threads and the writer's flushes in between."""
+    import threading
+
+    from featurestore.online.read_audit import ReadAudit
+
+    audit = _Audit()
+    reads = ReadAudit(audit, "tester", background=True)  # type: ignore[arg-type]
+    one, batch = ("p", ("v@v1:a",), 1), ("q", ("v@v1:a", "v@v1:b"), 7)
+
+    def serve() -> None:
+        for n in range(20_000):
+            reads.record_read(one) if n % 2 else reads.record("q", batch[1], 7)
+
+    threads = [threading.Thread(target=serve) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(5):
+        reads.flush()  # flushes while the threads count
+    for t in threads:
+        t.join()
+    reads.close()
+    totals: dict[str | None, int] = {}
+    for purpose, _features, entities in audit.entries:
+        totals[purpose] = totals.get(purpose, 0) + entities
+    assert totals == {"p": 4 * 10_000, "q": 4 * 10_000 * 7}
+
+
+def test_online_reads_stay_counted_in_bounded_memory_while_the_audit_log_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    from featurestore.online import read_audit
+
+    monkeypatch.setattr(read_audit, "FOLD_QUEUED", 500)
+    audit = _Audit()
+    audit.failing = True
+    reads = read_audit.ReadAudit(audit, "tester", background=True)  # type: ignore[arg-type]
+    read = ("p", ("v@v1:a",), 1)
+    for _ in range(10_000):
+        reads.record_read(read)
+        assert len(reads._queue) <= 501
+    with pytest.raises(RuntimeError):
+        reads.flush()
+    time.sleep(0.6)  # the writer thread fails too, and carries on
+    assert reads._thread is not None and reads._thread.is_alive()
+    audit.failing = False
+    reads.close()
+    assert [e[2] for e in audit.entries] == [10_000], "every lookup is written once the registry is back, none twice"

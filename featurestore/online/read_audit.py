@@ -20,6 +20,8 @@ from ..audit import AuditLog
 
 FLUSH_SECONDS = 0.5
 FLUSH_READS = 1_000
+FOLD_QUEUED = 100_000
+"""Queued lookups past which a lookup sums the queue itself (a writer that falls behind costs no memory)."""
 
 ReadKey = tuple[str | None, tuple[str, ...]]
 Read = tuple[str | None, tuple[str, ...], int]
@@ -59,7 +61,11 @@ class ReadAudit:
         once and pass on every call. With a background writer this is one ``deque.append`` (atomic
         in CPython: no lock, a few tens of nanoseconds); the writer drains the queue."""
         if self._background:
-            self._queue.append(read)
+            queue = self._queue
+            queue.append(read)
+            if len(queue) > FOLD_QUEUED:  # the writer is behind (or failing): sum, so memory stays bounded
+                with self._lock:
+                    self._fold()
             if self._thread is None:
                 self._start()
             return
@@ -82,20 +88,36 @@ class ReadAudit:
         while not self._stop:
             self._wake.wait(FLUSH_SECONDS)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the registry is unreachable now: the counts stay pending, written next time
+                continue
 
     def flush(self) -> None:
-        """Write every pending count as one entry per (purpose, features)."""
+        """Write every pending count as one entry per (purpose, features). Counts not written
+        (the registry failed) stay pending for the next flush, and the error is raised."""
         with self._lock:
+            self._fold()
             pending, self._pending, self._count = self._pending, {}, 0
             self._flushed = time.monotonic()
-            queue, pop = self._queue, self._queue.popleft
-            for _ in range(len(queue)):  # what is queued now; later appends wait for the next flush
-                purpose, features, entities = pop()
-                pending[purpose, features] = pending.get((purpose, features), 0) + entities
-        for (purpose, features), entities in pending.items():
-            self._audit.append(self._actor, "online_reads", ", ".join(sorted({f.rsplit(":", 1)[0] for f in features})),
-                               purpose=purpose, details={"features": list(features), "entities": entities})
+        items = list(pending.items())
+        for done, ((purpose, features), entities) in enumerate(items):
+            try:
+                self._audit.append(self._actor, "online_reads", ", ".join(sorted({f.rsplit(":", 1)[0] for f in features})),
+                                   purpose=purpose, details={"features": list(features), "entities": entities})
+            except BaseException:
+                with self._lock:
+                    for key, count in items[done:]:
+                        self._pending[key] = self._pending.get(key, 0) + count
+                raise
+
+    def _fold(self) -> None:
+        """Sum the queued lookups into the pending counts (with the lock held). Only what is queued
+        now: a lookup appended meanwhile waits for the next fold."""
+        pending, pop = self._pending, self._queue.popleft
+        for _ in range(len(self._queue)):
+            purpose, features, entities = pop()
+            pending[purpose, features] = pending.get((purpose, features), 0) + entities
 
     def close(self) -> None:
         """Stop the background thread and write what is pending."""
