@@ -465,3 +465,27 @@ def test_online_reads_stay_counted_in_bounded_memory_while_the_audit_log_fails(m
     audit.failing = False
     reads.close()
     assert [e[2] for e in audit.entries] == [10_000], "every lookup is written once the registry is back, none twice"
+
+
+@pytest.mark.parametrize("file", [False, True])
+def test_sqlite_writes_never_put_an_older_event_over_a_newer_one(tmp_path: Path, file: bool) -> None:
+    """A chunk with no stored row in its key range goes in by a plain INSERT, any other by the
+    compare-and-set upsert: the same answer either way, for every mix of stored and new keys."""
+    from featurestore.online.embedded import SQLiteOnlineStore
+
+    online = SQLiteOnlineStore(tmp_path / "online.db" if file else None)
+    online.ensure_table("t", ["v"])
+
+    def stored() -> dict[str, tuple[int, int, float]]:
+        return {row[0]: (row[1], row[2], row[3]) for row in online.read("t", [f"k{i}" for i in range(10)]) if row is not None}
+
+    assert online.write("t", [("k3", 50, 3.0), ("k5", 50, 5.0)], 1, newer_only=True) == 2  # empty: plain insert
+    online.write("t", [("k1", 10, 1.0), ("k2", 10, 2.0)], 2, newer_only=True)  # below every stored key: plain insert
+    online.write("t", [("k4", 10, 4.0), ("k5", 10, -5.0), ("k6", 60, 6.0)], 2, newer_only=True)  # k5 stored newer: kept
+    online.write("t", [("k3", 70, 30.0)], 3, newer_only=True)  # a newer event replaces
+    online.write("t", [("k8", 20, 8.0), ("k8", 10, -8.0), ("k9", 5, 9.0)], 4, newer_only=True)  # a repeated key: the newer wins
+    assert stored() == {"k1": (10, 2, 1.0), "k2": (10, 2, 2.0), "k3": (70, 3, 30.0), "k4": (10, 2, 4.0), "k5": (50, 2, 5.0),
+                        "k6": (60, 2, 6.0), "k8": (20, 4, 8.0), "k9": (5, 4, 9.0)}
+    online.write("t", [("k1", 1, -1.0), ("k9", 99, 99.0)], 5)  # not newer_only (a rewind): written as given
+    assert stored()["k1"] == (1, 5, -1.0) and stored()["k9"] == (99, 5, 99.0)
+    online.close()
