@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -147,8 +147,7 @@ class Historical:
         with self.ctx.offline.connect(read_only=True) as con:
             con.register("_fs_entities", frame)
             try:
-                requests = [replace(r, key_filter=pit.by_shape(lambda sql: int(con.execute(sql).fetchall()[0][0]), r))
-                            for r in requests]
+                requests = pit.plan_by_shape(lambda sql: int(con.execute(sql).fetchall()[0][0]), requests, known=known)
                 sql = pit_sql(requests, as_of=as_of, known_at_prediction_time=known)
                 joined = utc_schema(con.sql(sql).to_arrow_table())
             finally:

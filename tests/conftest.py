@@ -108,16 +108,18 @@ def profile_rows(n: int = 3, *, start: int = 0) -> pa.Table:
     })
 
 
-JOIN_PLANS = ("asof", "key_filter")
-"""The point-in-time join's plans (chosen by shape, featurestore.offline.pit.wants_key_filter):
-tests of the join's semantics run under each, since small test tables would pick only one."""
+JOIN_PLANS = ("asof", "key_filter", "grouped")
+"""The point-in-time join's plans (chosen by shape: featurestore.offline.pit.wants_key_filter, and
+for known-at joins wants_grouped): tests of the join's semantics run under each, since small test
+tables would pick only one. "grouped" differs from "asof" only in known-at joins."""
 
 
 @contextmanager
 def join_plan(plan: str) -> Iterator[None]:
     """Force one plan of the point-in-time join for the block."""
     assert plan in JOIN_PLANS
-    with mock.patch("featurestore.offline.pit.by_shape", lambda count, view, entities="_fs_entities": plan == "key_filter"):
+    with mock.patch("featurestore.offline.pit.by_shape", lambda count, view, entities="_fs_entities": plan == "key_filter"), \
+            mock.patch("featurestore.offline.pit.grouped_by_shape", lambda count, view: plan == "grouped"):
         yield
 
 

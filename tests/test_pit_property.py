@@ -186,3 +186,19 @@ def test_join_matches_the_naive_reference(
             keys = KEYS[spec.key]
             online = store.get_online_features([{spec.key: k} for k in keys], [f"{spec.name}:value"]).values["value"]
             assert online == [reference(case.stored[spec.name], k, now_ns, ttl, None, False) for k in keys], f"online {spec.name}"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**{**JOIN_CASES, "known": st.just(True), "plan": st.just("grouped")})
+def test_known_at_joins_grouped_by_availability_match_the_naive_reference(
+    ttls: tuple[int | None, int | None], batches: tuple[list[Any], list[Any]], entities: list[Any], as_of_s: int | None,
+    known: bool, plan: str,
+) -> None:
+    """The known-at plan that first takes the best row per (key, availability time), drawn more
+    often than the shared cases draw it."""
+    case = build(ttls, batches, entities, as_of_s)
+    with case.store, join_plan(plan):
+        result = case.store.get_historical_features(case.entity, ["va:value", "vb:value"], as_of=case.as_of,
+                                                    known_at_prediction_time=known, full_feature_names=True)
+        for name, expected in expected_values(case, ttls, known).items():
+            assert result.column(f"{name}__value").to_pylist() == expected, name

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from .duckdb_store import utc_schema
 from .lake import DeltaTables
-from .pit import ViewRequest, by_shape, pit_sql
+from .pit import ViewRequest, pit_sql, plan_by_shape
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -48,8 +48,8 @@ def duckdb_join(lake: DeltaTables, frame: pa.Table, requests: Sequence[ViewReque
         for table in {r.table for r in requests}:
             lake.register(con, table)
         con.register("_fs_entities", frame)
-        chosen = [replace(r, position=LAKE_POSITION,
-                          key_filter=by_shape(lambda sql: int(con.execute(sql).fetchall()[0][0]), r)) for r in requests]
+        chosen = plan_by_shape(lambda sql: int(con.execute(sql).fetchall()[0][0]),
+                               [replace(r, position=LAKE_POSITION) for r in requests], known=known)
         return utc_schema(con.sql(pit_sql(chosen, as_of=as_of, known_at_prediction_time=known)).to_arrow_table())
     finally:
         con.close()

@@ -31,7 +31,7 @@ columns are then fetched by its row id.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from .duckdb_store import quote
@@ -65,6 +65,10 @@ class ViewRequest:
     key_filter: bool = False
     """Read only stored rows whose key some entity row has (a semi join before the ASOF join):
     chosen by shape, :func:`wants_key_filter`. It never changes the answer."""
+    grouped: bool = False
+    """``known_at_prediction_time`` only: take the best row per (key, availability time) first, so
+    the running best runs over those groups, not over every row: chosen by shape,
+    :func:`wants_grouped`. It never changes the answer."""
 
 
 KEY_FILTER_SHARE = 0.8
@@ -92,11 +96,51 @@ def wants_key_filter(entity_keys: int, stored_rows: int, stored_keys: Callable[[
     return entity_keys < KEY_FILTER_SHARE * stored_keys()
 
 
+GROUPED_SHARE = 0.6
+"""Group a known-at join's rows by (key, availability time) first when there are at most this
+share as many groups as rows. Rows of one batch whose events precede its ingestion share one
+availability time (the ingestion), so batches group well. Measured at 10M x 1M: 3.8M groups in
+10M rows, 5.7-6.0 s -> 4.2 s; every row its own group, 9.7-10.0 s -> 12.0-12.8 s."""
+
+
+def wants_grouped(stored_rows: int, groups: Callable[[], int]) -> bool:
+    """Whether a known-at join groups a view's rows by (key, availability time) first.
+    `groups` counts those groups (about); it is called only when there are rows.
+
+    >>> wants_grouped(10_000_000, lambda: 3_800_000), wants_grouped(10_000_000, lambda: 9_000_000), wants_grouped(0, lambda: 1 / 0)
+    (True, False, False)
+    """
+    return stored_rows > 0 and groups() <= GROUPED_SHARE * stored_rows
+
+
+def grouped_by_shape(count: Callable[[str], int], view: ViewRequest) -> bool:
+    """:func:`wants_grouped` for a view (about 0.1 s on 10M rows). Not with the key filter: the
+    rows it leaves are few, and their count would cost more than grouping saves."""
+    if view.key_filter:
+        return False
+    keys = ", ".join(f"{_lit(k)}: {quote(k)}" for k in view.join_keys)
+    return wants_grouped(count(f"SELECT count(*) FROM {quote(view.table)}"), lambda: count(
+        f"SELECT approx_count_distinct({{{keys}, '_a': {_avail_sql(quote(view.timestamp_field))}}}) FROM {quote(view.table)}"))
+
+
+def _avail_sql(ts: str) -> str:
+    """When a stored row became available: its event time, or its ingestion if that was later."""
+    return f"greatest({ts}, _ingested_at)"
+
+
 def by_shape(count: Callable[[str], int], view: ViewRequest, entities: str = "_fs_entities") -> bool:
     """:func:`wants_key_filter` for a view, with `count` running a counting query on the
     connection that holds `entities` and the view's table (a few milliseconds)."""
     return wants_key_filter(count(entity_keys_sql(view, entities)), count(f"SELECT count(*) FROM {quote(view.table)}"),
                             lambda: count(stored_keys_sql(view)))
+
+
+def plan_by_shape(count: Callable[[str], int], views: Sequence[ViewRequest], *, known: bool,
+                  entities: str = "_fs_entities") -> list[ViewRequest]:
+    """Each view's plan for this join, by shape: the key filter (:func:`by_shape`) and, for a
+    known-at join, grouping by availability (:func:`grouped_by_shape`)."""
+    chosen = [replace(v, key_filter=by_shape(count, v, entities)) for v in views]
+    return [replace(v, grouped=grouped_by_shape(count, v)) for v in chosen] if known else chosen
 
 
 def entity_keys_sql(view: ViewRequest, entities: str = "_fs_entities") -> str:
@@ -178,17 +222,26 @@ def pit_sql(
         order = order_sql(ts, view.created_field, view.position)
         if known_at_prediction_time:
             # A row available only after every entity time can never be chosen: left out.
-            avail_bound = f"greatest({ts}, _ingested_at) <= (SELECT max(_t_floor) FROM {entities})"
+            avail = _avail_sql(ts)
+            avail_bound = f"{avail} <= (SELECT max(_t_floor) FROM {entities})"
             where = f" WHERE {' AND '.join([*conditions, avail_bound])}"
             # The running best ranking (a small struct whose 'r' is the row id) per availability
             # time; the chosen row's columns are fetched by row id afterwards. Half the time of
             # carrying every feature through the window (0.27 s against 0.51 s at 1M x 100k).
             cols = ", ".join(quote(f) for f in view.features)
+            if view.grouped:  # the best per (key, availability) first: one row per group, so ROWS = RANGE
+                source = (f"{cte}_g AS (\n  SELECT {keys}, {avail} AS _avail, max({order}) AS _m\n"
+                          f"  FROM {quote(view.table)}{where}\n  GROUP BY {keys}, {avail}\n), ")
+                running = (f"{cte} AS (\n  SELECT {keys}, _avail,\n    max(_m) OVER (PARTITION BY {keys} ORDER BY _avail\n"
+                           f"      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _b\n  FROM {cte}_g\n)")
+            else:
+                source = ""
+                running = (f"{cte} AS (\n  SELECT {keys}, {avail} AS _avail,\n"
+                           f"    max({order}) OVER (PARTITION BY {keys} ORDER BY {avail}\n"
+                           f"      RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _b\n"
+                           f"  FROM {quote(view.table)}{where}\n)")
             ctes.append(
-                f"{cte} AS (\n  SELECT {keys}, greatest({ts}, _ingested_at) AS _avail,\n"
-                f"    max({order}) OVER (PARTITION BY {keys} ORDER BY greatest({ts}, _ingested_at)\n"
-                f"      RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _b\n"
-                f"  FROM {quote(view.table)}{where}\n), {cte}_rows AS (\n  SELECT {view.position} AS _r, {ts} AS _e, {cols}\n"
+                f"{source}{running}, {cte}_rows AS (\n  SELECT {view.position} AS _r, {ts} AS _e, {cols}\n"
                 f"  FROM {quote(view.table)}{' WHERE ' + _key_filter_sql(view, entities) if view.key_filter else ''}\n)"
             )
         else:
