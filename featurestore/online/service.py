@@ -234,16 +234,9 @@ class OnlineService:
         self.reads.record(purpose, plan.audit_key, len(rows))
         return response
 
-    def serving_plan(self, features: tuple[str, ...], purpose: str | None, full_names: bool) -> ServingPlan:
-        """The cached plan of a request, decided again (one snapshot) when older than PLAN_TTL_SECONDS."""
-        cache_key = (features, purpose, full_names)
-        plan = self._plans.get(cache_key)
-        if plan is not None and time.monotonic() - plan.built_at < PLAN_TTL_SECONDS:
-            return plan
-        return self._build_plan(cache_key)
-
     def _build_plan(self, cache_key: tuple[tuple[str, ...], str | None, bool]) -> ServingPlan:
-        """Decide a request's plan from one policy snapshot, and cache it."""
+        """Decide a request's plan from one policy snapshot, and cache it (a cached plan is used
+        until it is PLAN_TTL_SECONDS old: :meth:`get_online_features` checks)."""
         features, purpose, full_names = cache_key
         requests = self.historical.requests(features, [], full_names)
         parts = self.historical.grant_parts(self.ctx.access.snapshot(), requests, purpose, ("online",))
