@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from collections.abc import Callable
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 

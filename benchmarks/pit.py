@@ -187,7 +187,7 @@ def main() -> None:
             store_dir, spine_path = build(Path(tmp), feature_rows, entity_rows)
             print(f"{size}: {feature_rows:,} feature rows x {entity_rows:,} entity rows (built in {time.perf_counter() - started:.1f} s)")
             runs: dict[str, list[dict[str, float]]] = {"plain": [], "ours": [], "known": []}
-            for i in range(args.repeat):
+            for _ in range(args.repeat):
                 for kind in ("plain", "ours", "known"):
                     out = subprocess.run(
                         [sys.executable, __file__, "--run", kind, "--store", str(store_dir), "--spine", str(spine_path)],

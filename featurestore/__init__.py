@@ -9,8 +9,10 @@
 + create feature view 'profile' v1 (features: age int64)
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from .definitions import Entity, Feature, FeatureView
-from .services import FeatureService
 from .errors import (
     AuditChainBroken,
     ConfigError,
@@ -29,8 +31,7 @@ from .errors import (
     UnknownFeatureError,
     UnknownViewError,
 )
-from typing import TYPE_CHECKING as _TYPE_CHECKING
-from typing import Any as _Any
+from .services import FeatureService
 
 if _TYPE_CHECKING:
     from .store import FeatureStore

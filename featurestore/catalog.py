@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .context import StoreContext
-from .definitions import Definitions, Entity, FeatureRef, FeatureView, load_definitions, parse_view_ref, read_definitions
+from .definitions import (
+    Definitions,
+    Entity,
+    FeatureRef,
+    FeatureView,
+    load_definitions,
+    parse_view_ref,
+    read_definitions,
+)
 from .errors import ConfigError, DefinitionError, Problem, UnknownFeatureError, UnknownViewError, did_you_mean
 from .governance import MAINTAIN, check_definitions
 from .offline.duckdb_store import Carry

@@ -23,10 +23,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .errors import DefinitionError, Problem, UnknownFeatureError, did_you_mean
-from .types import KEY_TYPE_NAMES, TYPE_NAMES
-from .services import FeatureService, service_from_yaml
 from .durations import GRAMMAR, parse_duration, short_duration
+from .errors import DefinitionError, Problem, UnknownFeatureError, did_you_mean
+from .services import FeatureService, service_from_yaml
+from .types import KEY_TYPE_NAMES, TYPE_NAMES
 from .yamlpos import YamlSyntaxError, YList, YMap, check_keys, load_yaml, read_yaml_text
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}\Z")

@@ -87,7 +87,7 @@ def diagnose(root: Path, open_store: Callable[[], tuple[FeatureStore, StoreConte
                     f"on {len(batches)} batches")
 
         _run(checks, "offline store", agreement)
-        _run(checks, "audit log", lambda: "the hash chain verifies ({} entries)".format(fs.verify_audit()[0]),
+        _run(checks, "audit log", lambda: f"the hash chain verifies ({fs.verify_audit()[0]} entries)",
              "restore the registry from a backup; `featurestore audit show` lists the entries")
         _run(checks, "keys", lambda: _keys(ctx), "set the master key the store was made with (FEATURESTORE_MASTER_KEY or "
              "keys.master_key_file)")

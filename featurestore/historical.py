@@ -21,7 +21,6 @@ from .offline.duckdb_store import utc_schema
 from .offline.pit import ViewRequest, pit_sql
 from .retrieval import KeyColumns, join_frame, read_entity_frame
 
-
 ENGINES = ("duckdb", "spark")
 """Who computes a point-in-time join: DuckDB (over the embedded file or the lake) or Spark (over the lake)."""
 

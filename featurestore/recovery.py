@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .catalog import Catalog, table_name
+from .config import StoreConfig
 from .context import StoreContext
 from .definitions import Definitions, FeatureView
-from .config import StoreConfig
 from .errors import RegistryOutOfDate, StoreDamaged
 from .offline.duckdb_store import quote
 from .plan import Change

@@ -103,9 +103,8 @@ SERVE_STORE_ENV = "FEATURESTORE_SERVE_STORE"
 def app_from_environment() -> FastAPI:
     """The app of one worker of ``featurestore serve --workers N``: each worker process opens the
     store named by ``FEATURESTORE_SERVE_STORE`` itself (the online store takes many readers)."""
-    import os
-
     import gc
+    import os
 
     app = create_app(FeatureStore(os.environ[SERVE_STORE_ENV]))
     gc.freeze()  # what opening made is never collected again: shorter pauses while serving

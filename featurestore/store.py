@@ -9,9 +9,9 @@ review workflow), :mod:`.privacy.reidentification`, :mod:`.privacy.keys` and :mo
 
 from __future__ import annotations
 
-from contextlib import closing
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +39,8 @@ if TYPE_CHECKING:  # the capabilities are imported when first used: `featurestor
     from .offline.duckdb_store import Compaction
     from .online import OnlineStore
     from .online.consistency import ConsistencyReport
-    from .online.serving import OnlineResponse
     from .online.service import MaterializeResult
+    from .online.serving import OnlineResponse
     from .policy import Policy
     from .privacy.dp import BudgetStatus, DpRelease
     from .privacy.erasure import DeletionRequest, ErasureResult, Hold, RetentionReport, VerifyReport

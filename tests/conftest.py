@@ -10,9 +10,9 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from unittest import mock
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 import pyarrow as pa
 import pytest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 import typer
 from typer.testing import CliRunner
-
-import importlib
 
 import featurestore.demo  # noqa: F401
 from featurestore import FeatureStore
@@ -151,7 +150,7 @@ def test_db_upgrade_brings_an_empty_registry_to_head(tmp_path: Path) -> None:
     (store / "registry.db").unlink()  # a registry database that was never migrated
     result = runner.invoke(app, ["views", "-s", str(store)])
     assert result.exit_code == 1
-    assert f"has no schema yet, but this version of featurestore needs revision" in result.output
+    assert "has no schema yet, but this version of featurestore needs revision" in result.output
     assert f"Run `featurestore db upgrade --store {store}`" in result.output
     assert "registry revision: none" in run("db", "current", "-s", str(store))
     assert "Upgraded the registry from empty to " in run("db", "upgrade", "-s", str(store))

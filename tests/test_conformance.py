@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from featurestore import FeatureStore
 from featurestore.historical import with_features
 from featurestore.offline.lake import DeltaTables, local_files, strings_in
-from featurestore.testing import StepClock
 from featurestore.offline.lake_join import duckdb_join, spark_join
+from featurestore.testing import StepClock
 
 from .conftest import TS, join_plan
 from .test_governance import approved, open_store, people, root  # noqa: F401 - approved and root are fixtures

@@ -160,8 +160,9 @@ def test_one_duration_grammar_and_one_printer(tmp_path: Path) -> None:
     with FeatureStore.init(root) as fs:
         fs.apply([Entity(name="e", join_keys={"id": "int64"}),
                   FeatureView(name="v", entity="e", ttl="P3M", features={"x": "int64"})])
-        import pyarrow as pa
         from datetime import UTC, datetime
+
+        import pyarrow as pa
 
         fs.ingest("v", pa.table({"id": pa.array([1], pa.int64()), "event_timestamp": pa.array([datetime(2025, 1, 1, tzinfo=UTC)],
                                                                                               pa.timestamp("us", tz="UTC")), "x": [1]}))

@@ -192,7 +192,7 @@ def _directory(path: Path) -> None:
 
 def _alias_bomb(path: Path) -> None:
     lines = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
-                                                    for p, c in zip("abcdefgh", "bcdefghi")]
+                                                    for p, c in zip("abcdefgh", "bcdefghi", strict=True)]
     path.write_text("\n".join(lines) + "\nid: people\nscope: {feature_views: [other]}\n")
 
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from featurestore import DefinitionError, Entity, FeatureStore, FeatureView, PolicyError
+from featurestore import DefinitionError, Entity, FeatureStore, FeatureView
 from featurestore.errors import AuditChainBroken, KeyManagementError, PolicyViolation
 from featurestore.privacy.keys import StaticKeyProvider
 from featurestore.testing import TEST_KEY_PROVIDER, TEST_MASTER_KEY, StepClock, data_key

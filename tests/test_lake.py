@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from deltalake.exceptions import DeltaError
 
 from featurestore.offline.lake import DeltaTables, local_files, row_ids, sql_literal, strings_in
-
 
 ROOT = Path(__file__).resolve().parents[1]
 TS = pa.timestamp("us", tz="UTC")
@@ -72,7 +72,7 @@ def test_a_delete_leaves_no_copy_in_data_log_or_statistics(lake: DeltaTables) ->
     for path in local_files(root):  # data files, log entries (the delete's own predicate too), checkpoints
         assert "alice@example.com" not in strings_in(path), path
         assert b"alice" not in path.read_bytes(), path
-    with pytest.raises(Exception):  # time travel to before the delete is gone with it
+    with pytest.raises(DeltaError):  # time travel to before the delete is gone with it
         lake._table("fv_p_v1").load_as_version(1)
 
 

@@ -14,10 +14,10 @@ TypeError: a Grant is made only by featurestore.governance.access.decide
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import DefinitionError, PolicyViolation, Problem

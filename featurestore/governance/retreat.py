@@ -120,8 +120,12 @@ def treat_existing(ctx: StoreContext, catalog: Catalog, policy: Policy, items: l
             con.execute(f"CREATE TABLE IF NOT EXISTS {TREATED_TABLE} (table_name VARCHAR, column_name VARCHAR, "
                         "policy_sha256 VARCHAR, treated_at TIMESTAMPTZ)")
             try:
-                ctx.offline.rewrite_rows(con, table, treated, lambda: con.executemany(
-                    f"INSERT INTO {TREATED_TABLE} VALUES (?, ?, ?, ?)", [[table, c, policy.sha256, ctx.now()] for c in columns]),
+
+                def record(table: str = table, columns: list[str] = columns) -> None:
+                    con.executemany(f"INSERT INTO {TREATED_TABLE} VALUES (?, ?, ?, ?)",
+                                    [[table, c, policy.sha256, ctx.now()] for c in columns])
+
+                ctx.offline.rewrite_rows(con, table, treated, record,
                     marker=f"{policy.sha256}:{','.join(columns)}")
             except duckdb.Error:
                 raise PolicyViolation(f"{group[0].view}: the treated values of {', '.join(columns)} do not fit the stored "

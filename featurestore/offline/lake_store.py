@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from ..errors import StoreDamaged
 from ..types import duckdb_type
 from .duckdb_store import BATCHES_TABLE, CARRIED_TABLE, Carry, Compaction, OfflineStore, quote
 from .lake import STAMPS, DeltaTables, sql_literal

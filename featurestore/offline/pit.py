@@ -270,7 +270,7 @@ def pit_sql(
         else:
             # The best row over every stored form of the key: structs compare by their first
             # field, the ordering key, and greatest() skips forms that matched nothing.
-            fields = ", ".join([f"'_e': {{a}}._e", *(f"{_lit(f)}: {{a}}.{quote(f)}" for f in view.features)])
+            fields = ", ".join(["'_e': {a}._e", *(f"{_lit(f)}: {{a}}.{quote(f)}" for f in view.features)])
             forms = [f"CASE WHEN {a}._o IS NULL THEN NULL ELSE {{'_o': {a}._o, {fields.format(a=a)}}} END" for a in aliases]
             source = f"greatest({', '.join(forms)})"
         chosen_e = f"{source}._e"  # the chosen row's columns are all read as {source}.<name>

@@ -14,7 +14,6 @@ from typing import Any
 
 from . import VALUES_AT, Row
 
-
 _SET_IF_NEWER = """
 local n = #KEYS
 local members, generation = ARGV[1], ARGV[2]

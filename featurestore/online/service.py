@@ -16,15 +16,25 @@ from ..context import Progress, StoreContext, system_clock
 from ..errors import FeatureStoreError, NotFoundError
 from ..governance import WRITE, Grant
 from ..historical import Historical
-from ..plan import Plan
 from ..offline.duckdb_store import BATCHES_TABLE
+from ..plan import Plan
 from ..privacy.keys import DataKey
 from ..privacy.pseudonymize import token_context, tokenize
 from ..privacy.subjects import Subjects
 from . import VALUES_AT, OnlineStore, Row, open_online_store
 from .materialize import copy_rows, latest_rows_sql, pushed_rows, stream_rows
 from .read_audit import ReadAudit
-from .serving import EPOCH, PLAN_TTL_SECONDS, KeyForm, OnlineResponse, ServingPlan, ViewServing, converter, lookup, single_lookup
+from .serving import (
+    EPOCH,
+    PLAN_TTL_SECONDS,
+    KeyForm,
+    OnlineResponse,
+    ServingPlan,
+    ViewServing,
+    converter,
+    lookup,
+    single_lookup,
+)
 from .serving import entity_rows as entity_rows_of
 
 if TYPE_CHECKING:

@@ -315,7 +315,7 @@ def _lookup_plain(view: ViewServing, rows: Sequence[Mapping[str, Any]], read: Ca
     width = max(view.positions, default=VALUES_AT - 1) + 1
     blank = (None,) * width
     chosen = [row if status == PRESENT else blank for row, status in zip(found, row_status, strict=True)]
-    columns = list(zip(*chosen)) if chosen else [()] * width
+    columns = list(zip(*chosen, strict=True)) if chosen else [()] * width
     for out, pos, conv in zip(view.outputs, view.positions, view.converters, strict=True):
         column = columns[pos]
         values[out].extend(column if conv is None else [None if v is None else conv(v) for v in column])
@@ -358,12 +358,12 @@ def single_lookup(view: ViewServing, read_one: Callable[[str], Row | None]
                 statuses[out] = [status]
         elif plain:  # one loop fills both: about 40% faster than two comprehensions
             assert row is not None
-            for out, value in zip(outputs, row):
+            for out, value in zip(outputs, row, strict=False):  # the row ends with its event time
                 values[out] = [value]
                 statuses[out] = [PRESENT]
         else:
             assert row is not None
-            for out, value, conv in zip(outputs, row, converters):
+            for out, value, conv in zip(outputs, row, converters, strict=False):
                 values[out] = [value if conv is None or value is None else conv(value)]
                 statuses[out] = [PRESENT]
         return OnlineResponse(values, statuses)

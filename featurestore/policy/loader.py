@@ -24,8 +24,21 @@ from ..errors import PolicyError, Problem, did_you_mean
 from ..privacy.phones import known_country_code, known_region, region_of
 from ..yamlpos import Report, YamlSyntaxError, YList, YMap, check_keys, load_yaml, read_yaml_text
 from .model import (
-    ACCESS, KINDS, LEGAL_BASES, NORMALIZERS, RETENTION_STORES, TREATMENTS, Budget, ColumnRule, ContributionBounds,
-    DifferentialPrivacy, Erasure, Policy, Purpose, Retention, parse_duration,
+    ACCESS,
+    KINDS,
+    LEGAL_BASES,
+    NORMALIZERS,
+    RETENTION_STORES,
+    TREATMENTS,
+    Budget,
+    ColumnRule,
+    ContributionBounds,
+    DifferentialPrivacy,
+    Erasure,
+    Policy,
+    Purpose,
+    Retention,
+    parse_duration,
 )
 
 POLICY_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,99}\Z")

@@ -27,11 +27,11 @@ from ..context import StoreContext
 from ..errors import NotFoundError, PolicyViolation
 from ..governance import MAINTAIN, Grant
 from ..historical import JoinPart
-from ..registry.models import HoldRow
 from ..offline.duckdb_store import Compaction, quote
 from ..online.service import OnlineService, to_us
-from .pseudonymize import tokenize
+from ..registry.models import HoldRow
 from ..training_sets import TrainingSets
+from .pseudonymize import tokenize
 from .subjects import Subjects, subject_key
 
 DEFAULT_DEADLINE = timedelta(days=30)

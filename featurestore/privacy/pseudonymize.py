@@ -197,7 +197,6 @@ def detokenize(token: str, key: DataKey, *, context: str) -> str:
 def generalize(column: Column, rule: dict[str, Any]) -> pa.ChunkedArray | pa.Array:
     """Coarsen values: dates to the first day of their ``month`` or ``year`` (``{to: year}``),
     numbers down to a multiple of ``width``, text to its first ``prefix`` characters."""
-    import polars as pl
 
     if "to" in rule:
         unit = {"month": "month", "year": "year"}[rule["to"]]

@@ -20,26 +20,27 @@ from .models import (
     ApproverRow,
     AuditRow,
     DataKeyRow,
+    DeletionRequestRow,
     DpBudgetLockRow,
     DpLedgerRow,
-    DeletionRequestRow,
-    HoldRow,
-    TombstoneRow,
     EntityRow,
     FeatureServiceRow,
     FeatureViewRow,
     FeatureViewVersionRow,
+    HoldRow,
     IngestionBatchRow,
     MaterializationRow,
     PolicyApprovalRow,
+    TombstoneRow,
     TrainingSetRow,
 )
 
 if TYPE_CHECKING:
-    from ..definitions import Entity, FeatureView
-    from ..services import FeatureService
-    from ..plan import Change
     from alembic.config import Config
+
+    from ..definitions import Entity, FeatureView
+    from ..plan import Change
+    from ..services import FeatureService
 
 RowT = TypeVar("RowT")
 AuditHasher = Callable[[int, datetime, str], str]

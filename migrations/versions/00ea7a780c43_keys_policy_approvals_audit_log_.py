@@ -5,17 +5,16 @@ Revises: 198e0f0bf673
 Create Date: 2026-11-22 17:54:02.189721
 
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = '00ea7a780c43'
-down_revision: Union[str, Sequence[str], None] = '198e0f0bf673'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = '198e0f0bf673'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -5,17 +5,16 @@ Revises: c997c1bf57d4
 Create Date: 2026-12-01 09:30:17.927516
 
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = '15ad10968b14'
-down_revision: Union[str, Sequence[str], None] = 'c997c1bf57d4'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = 'c997c1bf57d4'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

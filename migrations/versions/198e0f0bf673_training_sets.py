@@ -5,17 +5,16 @@ Revises: 5c3f807f5877
 Create Date: 2026-11-22 17:32:24.176920
 
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = '198e0f0bf673'
-down_revision: Union[str, Sequence[str], None] = '5c3f807f5877'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = '5c3f807f5877'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -5,17 +5,16 @@ Revises: 3e8b5f1a2c77
 Create Date: 2026-12-01 14:20:00.000000
 
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = '5d2a9c4e7b31'
-down_revision: Union[str, Sequence[str], None] = '3e8b5f1a2c77'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = '3e8b5f1a2c77'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

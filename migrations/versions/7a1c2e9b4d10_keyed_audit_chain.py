@@ -5,17 +5,16 @@ Revises: db3b4230dcfd
 Create Date: 2026-12-01 12:40:00.000000
 
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = '7a1c2e9b4d10'
-down_revision: Union[str, Sequence[str], None] = 'db3b4230dcfd'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = 'db3b4230dcfd'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

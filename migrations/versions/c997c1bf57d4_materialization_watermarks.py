@@ -5,17 +5,16 @@ Revises: 00ea7a780c43
 Create Date: 2026-11-22 18:19:35.800710
 
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = 'c997c1bf57d4'
-down_revision: Union[str, Sequence[str], None] = '00ea7a780c43'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = '00ea7a780c43'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -5,17 +5,16 @@ Revises: 15ad10968b14
 Create Date: 2026-12-01 09:58:35.923266
 
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = 'db3b4230dcfd'
-down_revision: Union[str, Sequence[str], None] = '15ad10968b14'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = '15ad10968b14'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
