@@ -31,17 +31,38 @@ GOALS = {"--help": 0.3, "views": 0.6}
 def build(root: Path) -> None:
     now = datetime.now(UTC)
     with FeatureStore.init(root) as fs:
-        fs.apply([Entity(name="driver", join_keys={"driver_id": "int64"}),
-                  FeatureView(name="stats", entity="driver", ttl="2d", features={"trips": "int64", "rating": "float64"}),
-                  FeatureView(name="profile", entity="driver", features={"city": "string"}),
-                  FeatureService(name="ranking", features=("stats:trips", "profile:city"))])
+        fs.apply(
+            [
+                Entity(name="driver", join_keys={"driver_id": "int64"}),
+                FeatureView(name="stats", entity="driver", ttl="2d", features={"trips": "int64", "rating": "float64"}),
+                FeatureView(name="profile", entity="driver", features={"city": "string"}),
+                FeatureService(name="ranking", features=("stats:trips", "profile:city")),
+            ]
+        )
         for hours in (3, 2, 1):
-            fs.ingest("stats", pa.table({"driver_id": pa.array(range(1000), pa.int64()),
-                                         "event_timestamp": pa.array([now - timedelta(hours=hours)] * 1000, pa.timestamp("us", tz="UTC")),
-                                         "trips": pa.array(range(1000), pa.int64()), "rating": [4.5] * 1000}))
-        fs.ingest("profile", pa.table({"driver_id": pa.array(range(1000), pa.int64()),
-                                       "event_timestamp": pa.array([now - timedelta(hours=1)] * 1000, pa.timestamp("us", tz="UTC")),
-                                       "city": ["Berlin"] * 1000}))
+            fs.ingest(
+                "stats",
+                pa.table(
+                    {
+                        "driver_id": pa.array(range(1000), pa.int64()),
+                        "event_timestamp": pa.array(
+                            [now - timedelta(hours=hours)] * 1000, pa.timestamp("us", tz="UTC")
+                        ),
+                        "trips": pa.array(range(1000), pa.int64()),
+                        "rating": [4.5] * 1000,
+                    }
+                ),
+            )
+        fs.ingest(
+            "profile",
+            pa.table(
+                {
+                    "driver_id": pa.array(range(1000), pa.int64()),
+                    "event_timestamp": pa.array([now - timedelta(hours=1)] * 1000, pa.timestamp("us", tz="UTC")),
+                    "city": ["Berlin"] * 1000,
+                }
+            ),
+        )
         fs.materialize()
 
 
@@ -65,15 +86,22 @@ def main() -> None:
         build(root)
         s = ["-s", str(root)]
         commands = {
-            "--help": ["--help"], "views": ["views", *s], "services": ["services", *s], "versions stats": ["versions", "stats", *s],
-            "batches": ["batches", *s], "policy status": ["policy", "status", *s], "training-set list": ["training-set", "list", *s],
+            "--help": ["--help"],
+            "views": ["views", *s],
+            "services": ["services", *s],
+            "versions stats": ["versions", "stats", *s],
+            "batches": ["batches", *s],
+            "policy status": ["policy", "status", *s],
+            "training-set list": ["training-set", "list", *s],
             "get-online": ["get-online", "-e", "driver_id=7", "-f", "service:ranking", *s],
         }
         baseline = timed([sys.executable, "-c", "pass"], args.repeat)
         print(f"{'python -c pass':<28} {baseline:6.3f} s")
         for name, command in commands.items():
             seconds = timed([str(SCRIPT), *command], args.repeat)
-            goal = f"  (goal < {GOALS[name]} s: {'met' if seconds < GOALS[name] else 'NOT met'})" if name in GOALS else ""
+            goal = (
+                f"  (goal < {GOALS[name]} s: {'met' if seconds < GOALS[name] else 'NOT met'})" if name in GOALS else ""
+            )
             print(f"featurestore {name:<15} {seconds:6.3f} s  {seconds / baseline:5.1f}x python -c pass{goal}")
 
 

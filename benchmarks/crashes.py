@@ -35,8 +35,10 @@ def main() -> None:
         started = time.perf_counter()
         results = kill_during_ingest(root, trials=args.trials, seed=args.seed)
         unaudited = sum(u for _c, u in results)
-        print(f"{args.trials} kills in {time.perf_counter() - started:.0f} s; {results[-1][0]} batches committed; "
-              f"committed batches without an audit entry: {unaudited}")
+        print(
+            f"{args.trials} kills in {time.perf_counter() - started:.0f} s; {results[-1][0]} batches committed; "
+            f"committed batches without an audit entry: {unaudited}"
+        )
         sys.exit(1 if unaudited else 0)
 
 

@@ -75,8 +75,12 @@ def main() -> None:
         store = FeatureStore.init(root, key_provider=TEST_KEY_PROVIDER, clock=clock)
         names = [f"g{i:04d}" for i in range(args.groups)]
         (root / "policies" / "bench.yaml").write_text(POLICY.format(groups=", ".join(names)))
-        store.apply([Entity(name="customer", join_keys={"customer_id": "string"}),
-                     FeatureView(name="spend", entity="customer", features={"g": "string", "v": "int64"})])
+        store.apply(
+            [
+                Entity(name="customer", join_keys={"customer_id": "string"}),
+                FeatureView(name="spend", entity="customer", features={"g": "string", "v": "int64"}),
+            ]
+        )
         store.approve_policy(root / "policies" / "bench.yaml", by="bench", role="legal")
         rng = np.random.default_rng(3)
         ids = pa.array([f"C{i:07d}" for i in range(1_000_000)])
@@ -84,12 +88,19 @@ def main() -> None:
         started = time.perf_counter()
         for start in range(0, args.rows, 2_000_000):
             n = min(2_000_000, args.rows - start)
-            store.ingest("spend", pa.table({
-                "customer_id": ids.take(pa.array(rng.integers(0, len(ids), n))),
-                "event_timestamp": pa.array([datetime(2025, 5, 1, tzinfo=UTC)] * n, pa.timestamp("us", tz="UTC")),
-                "g": groups.take(pa.array(rng.integers(0, args.groups, n))),
-                "v": pa.array(rng.integers(0, 101, n), pa.int64()),
-            }))
+            store.ingest(
+                "spend",
+                pa.table(
+                    {
+                        "customer_id": ids.take(pa.array(rng.integers(0, len(ids), n))),
+                        "event_timestamp": pa.array(
+                            [datetime(2025, 5, 1, tzinfo=UTC)] * n, pa.timestamp("us", tz="UTC")
+                        ),
+                        "g": groups.take(pa.array(rng.integers(0, args.groups, n))),
+                        "v": pa.array(rng.integers(0, 101, n), pa.int64()),
+                    }
+                ),
+            )
         print(f"{args.rows:,} rows, {args.groups:,} groups (built in {time.perf_counter() - started:.1f} s)")
 
         def plain() -> float:
@@ -112,11 +123,19 @@ def main() -> None:
             repeated.append(time.perf_counter() - t)
         again = statistics.median(repeated)
         assert first.table is not None and first.table.num_rows == args.groups
-        store.ingest("spend", pa.table({
-            "customer_id": ids.take(pa.array(rng.integers(0, len(ids), 1000))),
-            "event_timestamp": pa.array([datetime(2025, 5, 2, tzinfo=UTC)] * 1000, pa.timestamp("us", tz="UTC")),
-            "g": groups.take(pa.array(rng.integers(0, args.groups, 1000))), "v": pa.array(rng.integers(0, 101, 1000), pa.int64()),
-        }))
+        store.ingest(
+            "spend",
+            pa.table(
+                {
+                    "customer_id": ids.take(pa.array(rng.integers(0, len(ids), 1000))),
+                    "event_timestamp": pa.array(
+                        [datetime(2025, 5, 2, tzinfo=UTC)] * 1000, pa.timestamp("us", tz="UTC")
+                    ),
+                    "g": groups.take(pa.array(rng.integers(0, args.groups, 1000))),
+                    "v": pa.array(rng.integers(0, 101, 1000), pa.int64()),
+                }
+            ),
+        )
         t = time.perf_counter()
         store.dp_query("spend", **query, fresh=True)  # type: ignore[arg-type]
         after_s = time.perf_counter() - t

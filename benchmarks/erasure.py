@@ -65,8 +65,12 @@ def build(folder: Path, rows: int, clock: Clock) -> tuple[FeatureStore, list[str
     customers = max(rows // 100, 1)
     store = FeatureStore.init(folder / "store", key_provider=TEST_KEY_PROVIDER, clock=clock)
     (folder / "store" / "policies" / "bench.yaml").write_text(POLICY)
-    store.apply([Entity(name="customer", join_keys={"customer_id": "string"}),
-                 FeatureView(name="spend", entity="customer", features={"amount": "float64", "count": "int64"})])
+    store.apply(
+        [
+            Entity(name="customer", join_keys={"customer_id": "string"}),
+            FeatureView(name="spend", entity="customer", features={"amount": "float64", "count": "int64"}),
+        ]
+    )
     store.approve_policy(folder / "store" / "policies" / "bench.yaml", by="bench", role="legal")
     rng = np.random.default_rng(7)
     ids = pa.array([f"C{i:08d}" for i in range(customers)])
@@ -74,12 +78,16 @@ def build(folder: Path, rows: int, clock: Clock) -> tuple[FeatureStore, list[str
     for start in range(0, rows, chunk):
         n = min(chunk, rows - start)
         year_us = 365 * 86_400_000_000
-        table = pa.table({
-            "customer_id": ids.take(pa.array(rng.integers(0, customers, n))),
-            "event_timestamp": pa.array(int(START.timestamp() * 1e6) + rng.integers(0, year_us, n), pa.timestamp("us", tz="UTC")),
-            "amount": pa.array(rng.standard_normal(n)),
-            "count": pa.array(rng.integers(0, 50, n), pa.int64()),
-        })
+        table = pa.table(
+            {
+                "customer_id": ids.take(pa.array(rng.integers(0, customers, n))),
+                "event_timestamp": pa.array(
+                    int(START.timestamp() * 1e6) + rng.integers(0, year_us, n), pa.timestamp("us", tz="UTC")
+                ),
+                "amount": pa.array(rng.standard_normal(n)),
+                "count": pa.array(rng.integers(0, 50, n), pa.int64()),
+            }
+        )
         store.ingest("spend", table)
     return store, [f"C{i:08d}" for i in rng.choice(customers, size=min(1000, customers), replace=False)]
 
@@ -108,7 +116,7 @@ def main() -> None:
         started = time.perf_counter()
         store, subjects = build(Path(tmp), args.rows, clock)
         built = time.perf_counter() - started
-        subjects = subjects[:args.subjects]
+        subjects = subjects[: args.subjects]
         path = Path(tmp) / "store" / "offline.duckdb"
         size = path.stat().st_size
         print(f"{args.rows:,} rows of {args.rows // 100:,} customers (built in {built:.1f} s, {size / 2**20:.0f} MiB)")
@@ -125,7 +133,9 @@ def main() -> None:
         started = time.perf_counter()
         report = store.run_retention()
         retention = time.perf_counter() - started
-        print(f"  retention run + compact      : {retention:6.2f} s ({report.removed['offline spend@v1']:,} rows removed)")
+        print(
+            f"  retention run + compact      : {retention:6.2f} s ({report.removed['offline spend@v1']:,} rows removed)"
+        )
         store.close()
 
 

@@ -73,10 +73,12 @@ def time_plain(table: pa.Table, folder: Path) -> float:
 
 def time_store(table: pa.Table, folder: Path) -> float:
     store = FeatureStore.init(folder / "store")
-    store.apply([
-        Entity(name="entity", join_keys={"entity_id": "int64"}),
-        FeatureView(name="bench", entity="entity", features=FEATURES),
-    ])
+    store.apply(
+        [
+            Entity(name="entity", join_keys={"entity_id": "int64"}),
+            FeatureView(name="bench", entity="entity", features=FEATURES),
+        ]
+    )
     started = time.perf_counter()
     result = store.ingest("bench", table)
     elapsed = time.perf_counter() - started
@@ -128,7 +130,12 @@ def time_store_hashed(table: pa.Table, folder: Path) -> float:
     (root / "policies" / "bench.yaml").write_text(POLICY)
     store = FeatureStore(root, key_provider=StaticKeyProvider(secrets.token_bytes(32)))
     features = {k: v for k, v in FEATURES.items() if k not in ("f8", "f9")} | {"email": "string", "phone": "string"}
-    store.apply([Entity(name="entity", join_keys={"entity_id": "int64"}), FeatureView(name="bench", entity="entity", features=features)])
+    store.apply(
+        [
+            Entity(name="entity", join_keys={"entity_id": "int64"}),
+            FeatureView(name="bench", entity="entity", features=features),
+        ]
+    )
     store.approve_policy(root / "policies" / "bench.yaml", by="bench", role="legal")
     store._keys.current("hmac")  # the key is made once per store, outside the timing
     started = time.perf_counter()
@@ -156,7 +163,9 @@ def time_plain_carry(table: pa.Table, folder: Path) -> float:
     con.execute("CHECKPOINT")
     started = time.perf_counter()
     con.execute("BEGIN TRANSACTION")
-    con.execute(f"CREATE TABLE v2 ({_column_types(table)}, tenure_days BIGINT, _ingested_at TIMESTAMPTZ, _batch_id BIGINT)")
+    con.execute(
+        f"CREATE TABLE v2 ({_column_types(table)}, tenure_days BIGINT, _ingested_at TIMESTAMPTZ, _batch_id BIGINT)"
+    )
     names = ", ".join(table.column_names)
     con.execute(f"INSERT INTO v2 SELECT {names}, NULL, _ingested_at, _batch_id FROM v1")
     con.execute("COMMIT")
@@ -171,7 +180,9 @@ def time_store_carry(table: pa.Table, folder: Path) -> float:
     store.apply([entity, FeatureView(name="bench", entity="entity", features=FEATURES)])
     store.ingest("bench", table)
     started = time.perf_counter()
-    [change] = store.apply([entity, FeatureView(name="bench", entity="entity", features={**FEATURES, "tenure_days": "int64"})]).changes
+    [change] = store.apply(
+        [entity, FeatureView(name="bench", entity="entity", features={**FEATURES, "tenure_days": "int64"})]
+    ).changes
     elapsed = time.perf_counter() - started
     assert change.carry_from == 1
     assert store.read("bench", features=["tenure_days"]).num_rows == table.num_rows
@@ -179,8 +190,12 @@ def time_store_carry(table: pa.Table, folder: Path) -> float:
     return elapsed
 
 
-def medians(table: pa.Table, store_run: Callable[[pa.Table, Path], float], repeat: int,
-            plain_run: Callable[[pa.Table, Path], float] = time_plain) -> tuple[float, float]:
+def medians(
+    table: pa.Table,
+    store_run: Callable[[pa.Table, Path], float],
+    repeat: int,
+    plain_run: Callable[[pa.Table, Path], float] = time_plain,
+) -> tuple[float, float]:
     """Median seconds of the plain run and of `store_run`, alternating, each in a fresh folder."""
     plain, ours = [], []
     for _ in range(repeat):
@@ -197,7 +212,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["carry"], help="run one part only")
     args = parser.parse_args()
     table = make_table(args.rows)
-    print(f"{args.rows:,} rows x {table.num_columns} columns, {table.nbytes / 2**20:,.0f} MiB in Arrow; {args.repeat} runs each")
+    print(
+        f"{args.rows:,} rows x {table.num_columns} columns, {table.nbytes / 2**20:,.0f} MiB in Arrow; {args.repeat} runs each"
+    )
     if args.only != "carry":
         ingestion(table, args.rows, args.repeat)
     p, o = medians(table, time_store_carry, args.repeat, time_plain_carry)
@@ -214,8 +231,10 @@ def ingestion(table: pa.Table, rows: int, repeat: int) -> None:
     print(f"FeatureStore.ingest            : {o:6.2f} s  {rows / o / 1e6:6.2f} M rows/s (median)")
     print(f"ratio store/plain              : {o / p:6.2f}  (goal <= 1.5)")
 
-    for rows_per_person, label in ((1, "a distinct email and phone on every row (worst case)"),
-                                   (10, "each email and phone on 10 rows (one person, many events)")):
+    for rows_per_person, label in (
+        (1, "a distinct email and phone on every row (worst case)"),
+        (10, "each email and phone on 10 rows (one person, many events)"),
+    ):
         p, o = medians(with_identifiers(table, rows_per_person), time_store_hashed, repeat)
         print(f"with two identifier columns, {label}:")
         print(f"  plain DuckDB INSERT, raw values : {p:6.2f} s  {rows / p / 1e6:6.2f} M rows/s (median)")

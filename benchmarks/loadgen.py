@@ -34,13 +34,16 @@ class LoadResult:
 
 def _request(host: str, port: int, path: str, body: dict[str, object]) -> bytes:
     payload = json.dumps(body).encode()
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\nConnection: keep-alive\r\n\r\n")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: keep-alive\r\n\r\n"
+    )
     return head.encode() + payload
 
 
-async def _connection(host: str, port: int, request: bytes, deadline: float, budget: list[int],
-                      latencies: list[float], errors: list[int]) -> None:
+async def _connection(
+    host: str, port: int, request: bytes, deadline: float, budget: list[int], latencies: list[float], errors: list[int]
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     sock = writer.get_extra_info("socket")
     if sock is not None:
@@ -68,17 +71,33 @@ async def _run(host: str, port: int, request: bytes, concurrency: int, seconds: 
     errors = [0]
     budget = [max_requests]
     started = time.perf_counter()
-    results = await asyncio.gather(*(_connection(host, port, request, started + seconds, budget, latencies, errors)
-                                     for _ in range(concurrency)), return_exceptions=True)
+    results = await asyncio.gather(
+        *(_connection(host, port, request, started + seconds, budget, latencies, errors) for _ in range(concurrency)),
+        return_exceptions=True,
+    )
     elapsed = time.perf_counter() - started
     failed = sum(isinstance(r, BaseException) for r in results)
     ordered = sorted(latencies) or [float("nan")]
-    return LoadResult(concurrency, len(latencies), errors[0] + failed, elapsed, ordered[len(ordered) // 2] * 1e3,
-                      ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3)
+    return LoadResult(
+        concurrency,
+        len(latencies),
+        errors[0] + failed,
+        elapsed,
+        ordered[len(ordered) // 2] * 1e3,
+        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3,
+    )
 
 
-def run_load(host: str, port: int, path: str, body: dict[str, object], *, concurrency: int, seconds: float = 5.0,
-             max_requests: int = 50_000) -> LoadResult:
+def run_load(
+    host: str,
+    port: int,
+    path: str,
+    body: dict[str, object],
+    *,
+    concurrency: int,
+    seconds: float = 5.0,
+    max_requests: int = 50_000,
+) -> LoadResult:
     """Drive `POST path` with `body` from `concurrency` connections until `seconds` or `max_requests`."""
     request = _request(host, port, path, body)
     try:

@@ -39,14 +39,25 @@ def build(root: Path, entities: int, per_entity: int) -> None:
     rng = np.random.default_rng(3)
     now = datetime.now(UTC)
     with FeatureStore.init(root) as fs:
-        fs.apply([Entity(name="e", join_keys={"entity_id": "int64"}),
-                  FeatureView(name="bench", entity="e", features={f: "float64" for f in FEATURES})])
+        fs.apply(
+            [
+                Entity(name="e", join_keys={"entity_id": "int64"}),
+                FeatureView(name="bench", entity="e", features={f: "float64" for f in FEATURES}),
+            ]
+        )
         for b in range(per_entity):
             base_us = int((now - timedelta(days=per_entity - b)).timestamp() * 1_000_000)
             when = base_us + rng.integers(0, 3600 * 10**6, entities)
-            fs.ingest("bench", pa.table({"entity_id": pa.array(rng.permutation(entities), pa.int64()),
-                                         "event_timestamp": pa.array(when, pa.timestamp("us", tz="UTC")),
-                                         **{f: rng.standard_normal(entities) for f in FEATURES}}))
+            fs.ingest(
+                "bench",
+                pa.table(
+                    {
+                        "entity_id": pa.array(rng.permutation(entities), pa.int64()),
+                        "event_timestamp": pa.array(when, pa.timestamp("us", tz="UTC")),
+                        **{f: rng.standard_normal(entities) for f in FEATURES},
+                    }
+                ),
+            )
 
 
 def run_store(root: str) -> dict[str, float]:
@@ -66,12 +77,16 @@ def run_plain(root: str, form: str) -> dict[str, float]:
     con = duckdb.connect(str(Path(root) / "offline.duckdb"), read_only=True)
     values = ", ".join(f"'{f}': {f}" for f in FEATURES)
     if form.startswith("arg_max"):
-        sql = (f"SELECT CAST(entity_id AS VARCHAR) AS k, epoch_us(b._t), {', '.join(f'b.{f}' for f in FEATURES)} FROM (SELECT entity_id, "
-               f"arg_max({{'_t': event_timestamp, {values}}}, {{'t': event_timestamp, 'i': _ingested_at, 'r': rowid}}) AS b "
-               "FROM fv_bench_v1 GROUP BY entity_id)" + (" ORDER BY k" if form == "arg_max_sorted" else ""))
+        sql = (
+            f"SELECT CAST(entity_id AS VARCHAR) AS k, epoch_us(b._t), {', '.join(f'b.{f}' for f in FEATURES)} FROM (SELECT entity_id, "
+            f"arg_max({{'_t': event_timestamp, {values}}}, {{'t': event_timestamp, 'i': _ingested_at, 'r': rowid}}) AS b "
+            "FROM fv_bench_v1 GROUP BY entity_id)" + (" ORDER BY k" if form == "arg_max_sorted" else "")
+        )
     else:
-        sql = (f"SELECT CAST(entity_id AS VARCHAR), epoch_us(event_timestamp), {', '.join(FEATURES)} FROM fv_bench_v1 "
-               "QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY event_timestamp DESC, _ingested_at DESC, rowid DESC) = 1")
+        sql = (
+            f"SELECT CAST(entity_id AS VARCHAR), epoch_us(event_timestamp), {', '.join(FEATURES)} FROM fv_bench_v1 "
+            "QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY event_timestamp DESC, _ingested_at DESC, rowid DESC) = 1"
+        )
     out = sqlite3.connect(str(Path(root) / f"plain_{form}.db"), isolation_level=None)
     out.execute("PRAGMA journal_mode=WAL")
     out.execute("PRAGMA synchronous=NORMAL")
@@ -103,7 +118,9 @@ def child(kind: str, root: str) -> None:
 
 
 def measure(kind: str, root: Path) -> dict[str, float]:
-    done = subprocess.run([sys.executable, __file__, "--child", kind, str(root)], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", kind, str(root)], capture_output=True, text=True, check=True
+    )
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
@@ -119,18 +136,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
         root = Path(tmp) / "store"
         build(root, args.entities, args.rows_per_entity)
-        print(f"{args.entities:,} entities x {args.rows_per_entity} rows = {args.entities * args.rows_per_entity:,} rows, "
-              f"{len(FEATURES)} float features")
+        print(
+            f"{args.entities:,} entities x {args.rows_per_entity} rows = {args.entities * args.rows_per_entity:,} rows, "
+            f"{len(FEATURES)} float features"
+        )
         plain = measure("arg_max", root)
         ordered = measure("arg_max_sorted", root)
         window = measure("qualify", root)
         ours = measure("store", root)
         assert ours["entities"] == plain["entities"] == ordered["entities"] == window["entities"] == args.entities
-        for label, r in (("plain DuckDB arg_max -> SQLite", plain), ("plain, sorted by key", ordered),
-                         ("plain with a QUALIFY window", window), ("materialize(full=True)", ours)):
+        for label, r in (
+            ("plain DuckDB arg_max -> SQLite", plain),
+            ("plain, sorted by key", ordered),
+            ("plain with a QUALIFY window", window),
+            ("materialize(full=True)", ours),
+        ):
             print(f"{label:<32} {r['seconds']:6.2f} s  peak +{r['peak_mb']:,.0f} MB")
-        print(f"ratio store/plain: time {ours['seconds'] / plain['seconds']:.2f}, memory {ours['peak_mb'] / plain['peak_mb']:.2f} (goal <= 1.2); "
-              f"against the sorted plain copy: time {ours['seconds'] / ordered['seconds']:.2f}, memory {ours['peak_mb'] / ordered['peak_mb']:.2f}")
+        print(
+            f"ratio store/plain: time {ours['seconds'] / plain['seconds']:.2f}, memory {ours['peak_mb'] / plain['peak_mb']:.2f} (goal <= 1.2); "
+            f"against the sorted plain copy: time {ours['seconds'] / ordered['seconds']:.2f}, memory {ours['peak_mb'] / ordered['peak_mb']:.2f}"
+        )
 
 
 if __name__ == "__main__":

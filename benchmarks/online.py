@@ -74,13 +74,22 @@ def build_store(root: Path, entities: int) -> dict[str, np.ndarray]:
     values = {f: rng.standard_normal(entities) for f in FEATURES}
     now = datetime.now(UTC)
     with FeatureStore.init(root) as fs:
-        fs.apply([Entity(name="entity", join_keys={"entity_id": "int64"}),
-                  FeatureView(name="bench", entity="entity", features=dict.fromkeys(FEATURES, "float64"), ttl="30d")])
-        fs.ingest("bench", pa.table({
-            "entity_id": pa.array(np.arange(entities), pa.int64()),
-            "event_timestamp": pa.array([now - timedelta(hours=1)] * entities, pa.timestamp("us", tz="UTC")),
-            **{f: pa.array(v) for f, v in values.items()},
-        }))
+        fs.apply(
+            [
+                Entity(name="entity", join_keys={"entity_id": "int64"}),
+                FeatureView(name="bench", entity="entity", features=dict.fromkeys(FEATURES, "float64"), ttl="30d"),
+            ]
+        )
+        fs.ingest(
+            "bench",
+            pa.table(
+                {
+                    "entity_id": pa.array(np.arange(entities), pa.int64()),
+                    "event_timestamp": pa.array([now - timedelta(hours=1)] * entities, pa.timestamp("us", tz="UTC")),
+                    **{f: pa.array(v) for f, v in values.items()},
+                }
+            ),
+        )
     return values
 
 
@@ -108,9 +117,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--materialize-entities", type=int, default=1_000_000)
     parser.add_argument("--load-seconds", type=float, default=5.0)
-    parser.add_argument("--rows-per-entity", type=int, default=10, help="rows per entity for the materialize-from-rows row")
-    parser.add_argument("--redis", default=os.environ.get("FEATURESTORE_TEST_REDIS", "redis://127.0.0.1:6379/15"),
-                        help="Redis for the Redis online store rows ('' to leave them out)")
+    parser.add_argument(
+        "--rows-per-entity", type=int, default=10, help="rows per entity for the materialize-from-rows row"
+    )
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("FEATURESTORE_TEST_REDIS", "redis://127.0.0.1:6379/15"),
+        help="Redis for the Redis online store rows ('' to leave them out)",
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(11)
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
@@ -130,31 +144,49 @@ def main() -> None:
             plain_apsw = timed([lambda k=k: cursor.execute(sql, (str(k),)).get for k in keys])
             (o50, o99), (p50, p99), (a50, a99) = percentiles(ours), percentiles(plain), percentiles(plain_apsw)
             print(f"{args.entities:,} entities x {len(FEATURES)} features")
-            print(f"single lookup in-process : p50 {o50 * 1e3:.4f} ms  p99 {o99 * 1e3:.4f} ms   (goal p50 <= 1.3x plain, p99 <= 0.03 ms)")
-            print(f"  plain SQLite PK lookup : p50 {p50 * 1e3:.4f} ms  p99 {p99 * 1e3:.4f} ms   ratio p50 {o50 / p50:.2f}, p99 {o99 / p99:.2f}")
-            print(f"  the same through APSW  : p50 {a50 * 1e3:.4f} ms  p99 {a99 * 1e3:.4f} ms   ratio p50 {o50 / a50:.2f} (our overhead "
-                  f"over the binding we use: {(o50 - a50) * 1e6:.1f} us)")
+            print(
+                f"single lookup in-process : p50 {o50 * 1e3:.4f} ms  p99 {o99 * 1e3:.4f} ms   (goal p50 <= 1.3x plain, p99 <= 0.03 ms)"
+            )
+            print(
+                f"  plain SQLite PK lookup : p50 {p50 * 1e3:.4f} ms  p99 {p99 * 1e3:.4f} ms   ratio p50 {o50 / p50:.2f}, p99 {o99 / p99:.2f}"
+            )
+            print(
+                f"  the same through APSW  : p50 {a50 * 1e3:.4f} ms  p99 {a99 * 1e3:.4f} ms   ratio p50 {o50 / a50:.2f} (our overhead "
+                f"over the binding we use: {(o50 - a50) * 1e6:.1f} us)"
+            )
             batches = [[int(k) for k in rng.integers(0, args.entities, 1000)] for _ in range(200)]
-            ours_b = timed([lambda b=b: fs.get_online_features([{"entity_id": k} for k in b], REFS) for b in batches], warmup=10)
+            ours_b = timed(
+                [lambda b=b: fs.get_online_features([{"entity_id": k} for k in b], REFS) for b in batches], warmup=10
+            )
 
             def plain_batch(batch: list[int]) -> list[tuple[object, ...]]:
                 found: dict[str, tuple[object, ...]] = {}
                 keys_text = list(dict.fromkeys(str(k) for k in batch))
                 for start in range(0, len(keys_text), 900):
-                    part = keys_text[start:start + 900]
-                    for row in base.execute(f"SELECT k, {', '.join(FEATURES)} FROM t WHERE k IN ({', '.join('?' * len(part))})", part):
+                    part = keys_text[start : start + 900]
+                    for row in base.execute(
+                        f"SELECT k, {', '.join(FEATURES)} FROM t WHERE k IN ({', '.join('?' * len(part))})", part
+                    ):
                         found[row[0]] = row
                 return [found.get(str(k), ()) for k in batch]
 
             plain_b = timed([lambda b=b: plain_batch(b) for b in batches], warmup=10)
             (o50, o99), (p50, p99) = percentiles(ours_b), percentiles(plain_b)
-            print(f"batch of 1,000           : p50 {o50 * 1e3:.2f} ms  p99 {o99 * 1e3:.2f} ms   (goal p50 <= 1.2x plain)")
-            print(f"  plain SQLite IN query  : p50 {p50 * 1e3:.2f} ms  p99 {p99 * 1e3:.2f} ms   ratio p50 {o50 / p50:.2f}")
+            print(
+                f"batch of 1,000           : p50 {o50 * 1e3:.2f} ms  p99 {o99 * 1e3:.2f} ms   (goal p50 <= 1.2x plain)"
+            )
+            print(
+                f"  plain SQLite IN query  : p50 {p50 * 1e3:.2f} ms  p99 {p99 * 1e3:.2f} ms   ratio p50 {o50 / p50:.2f}"
+            )
         import httpx
 
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "featurestore.cli", "serve", "--port", str(port), "-s", str(folder / "store")],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        server = subprocess.Popen(
+            [sys.executable, "-m", "featurestore.cli", "serve", "--port", str(port), "-s", str(folder / "store")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             with httpx.Client(base_url=url, timeout=10) as client:
@@ -165,10 +197,19 @@ def main() -> None:
                     except httpx.HTTPError:
                         time.sleep(0.1)
                 http_keys = keys[: min(len(keys), 2000)]
-                http = timed([lambda k=k: client.post("/v1/online-features", json={
-                    "entities": [{"entity_id": k}], "features": REFS, "purpose": "benchmark"}).raise_for_status() for k in http_keys])
+                http = timed(
+                    [
+                        lambda k=k: client.post(
+                            "/v1/online-features",
+                            json={"entities": [{"entity_id": k}], "features": REFS, "purpose": "benchmark"},
+                        ).raise_for_status()
+                        for k in http_keys
+                    ]
+                )
             (h50, h99), (p50, p99) = percentiles(http), percentiles(plain)
-            print(f"single lookup over HTTP  : p50 {h50 * 1e3:.3f} ms  p99 {h99 * 1e3:.3f} ms   ratio to plain SQLite p50 {h50 / p50:.0f}")
+            print(
+                f"single lookup over HTTP  : p50 {h50 * 1e3:.3f} ms  p99 {h99 * 1e3:.3f} ms   ratio to plain SQLite p50 {h50 / p50:.0f}"
+            )
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -180,20 +221,28 @@ def main() -> None:
             [result] = fs.materialize(full=True)
             ours_m = time.perf_counter() - started
         _, plain_m = plain_sqlite(folder / "plain_big.db", big_values)
-        print(f"materialize {result.entities:,} entities : {ours_m:.2f} s ({result.entities / ours_m / 1e6:.2f} M/s); "
-              f"plain SQLite executemany of the same rows {plain_m:.2f} s; ratio {ours_m / plain_m:.1f}")
-        if args.rows_per_entity > 1:  # the row: 1M entities from 10M rows, against a plain DuckDB -> SQLite copy
+        print(
+            f"materialize {result.entities:,} entities : {ours_m:.2f} s ({result.entities / ours_m / 1e6:.2f} M/s); "
+            f"plain SQLite executemany of the same rows {plain_m:.2f} s; ratio {ours_m / plain_m:.1f}"
+        )
+        if (
+            args.rows_per_entity > 1
+        ):  # the row: 1M entities from 10M rows, against a plain DuckDB -> SQLite copy
             import materialize as from_rows
 
             root = folder / "many_rows"
             from_rows.build(root, args.materialize_entities, args.rows_per_entity)
             plain_r, sorted_r = from_rows.measure("arg_max", root), from_rows.measure("arg_max_sorted", root)
             ours_r = from_rows.measure("store", root)
-            print(f"materialize {args.materialize_entities:,} entities from {args.materialize_entities * args.rows_per_entity:,} rows: "
-                  f"{ours_r['seconds']:.2f} s, +{ours_r['peak_mb']:,.0f} MB (goal <= 1.2x plain in time and memory)")
+            print(
+                f"materialize {args.materialize_entities:,} entities from {args.materialize_entities * args.rows_per_entity:,} rows: "
+                f"{ours_r['seconds']:.2f} s, +{ours_r['peak_mb']:,.0f} MB (goal <= 1.2x plain in time and memory)"
+            )
             for label, r in (("plain DuckDB arg_max -> SQLite", plain_r), ("the same, rows sorted by key", sorted_r)):
-                print(f"  {label:<30}: {r['seconds']:.2f} s, +{r['peak_mb']:,.0f} MB; ratio time {ours_r['seconds'] / r['seconds']:.2f}, "
-                      f"memory {ours_r['peak_mb'] / r['peak_mb']:.2f}")
+                print(
+                    f"  {label:<30}: {r['seconds']:.2f} s, +{r['peak_mb']:,.0f} MB; ratio time {ours_r['seconds'] / r['seconds']:.2f}, "
+                    f"memory {ours_r['peak_mb'] / r['peak_mb']:.2f}"
+                )
         redis_rows(folder, args.redis, min(args.entities, 100_000), keys)
 
 
@@ -216,7 +265,11 @@ def redis_rows(folder: Path, url: str, entities: int, keys: list[int]) -> None:
     root = folder / "redis_store"
     build_store(root, entities)
     config = root / "featurestore.yaml"
-    config.write_text(config.read_text().replace("  type: embedded\n  path: online.db", f"  type: redis\n  url: {url}\n  prefix: {prefix}"))
+    config.write_text(
+        config.read_text().replace(
+            "  type: embedded\n  path: online.db", f"  type: redis\n  url: {url}\n  prefix: {prefix}"
+        )
+    )
     try:
         with FeatureStore(root) as fs:
             fs.materialize()
@@ -227,9 +280,13 @@ def redis_rows(folder: Path, url: str, entities: int, keys: list[int]) -> None:
             plain = timed([lambda k=k: json.loads(client.get(f"{table}:{k}")) for k in keys])
             (o50, o99), (p50, p99) = percentiles(ours), percentiles(plain)
             print(f"Redis single lookup      : p50 {o50 * 1e3:.4f} ms  p99 {o99 * 1e3:.4f} ms")
-            print(f"  plain GET + json.loads : p50 {p50 * 1e3:.4f} ms  p99 {p99 * 1e3:.4f} ms   ratio p50 {o50 / p50:.2f}")
-            batches = [keys[i:i + 1000] for i in range(0, min(len(keys), 200_000), 1000)][:100]
-            ours_b = timed([lambda b=b: fs.get_online_features([{"entity_id": k} for k in b], REFS) for b in batches], warmup=5)
+            print(
+                f"  plain GET + json.loads : p50 {p50 * 1e3:.4f} ms  p99 {p99 * 1e3:.4f} ms   ratio p50 {o50 / p50:.2f}"
+            )
+            batches = [keys[i : i + 1000] for i in range(0, min(len(keys), 200_000), 1000)][:100]
+            ours_b = timed(
+                [lambda b=b: fs.get_online_features([{"entity_id": k} for k in b], REFS) for b in batches], warmup=5
+            )
 
             def plain_batch(batch: list[int]) -> list[object]:
                 return [None if v is None else json.loads(v) for v in client.mget([f"{table}:{k}" for k in batch])]
@@ -237,11 +294,13 @@ def redis_rows(folder: Path, url: str, entities: int, keys: list[int]) -> None:
             plain_b = timed([lambda b=b: plain_batch(b) for b in batches], warmup=5)
             (o50, o99), (p50, p99) = percentiles(ours_b), percentiles(plain_b)
             print(f"Redis batch of 1,000     : p50 {o50 * 1e3:.2f} ms  p99 {o99 * 1e3:.2f} ms   (of {vv.ref})")
-            print(f"  plain MGET + json.loads: p50 {p50 * 1e3:.2f} ms  p99 {p99 * 1e3:.2f} ms   ratio p50 {o50 / p50:.2f}")
+            print(
+                f"  plain MGET + json.loads: p50 {p50 * 1e3:.2f} ms  p99 {p99 * 1e3:.2f} ms   ratio p50 {o50 / p50:.2f}"
+            )
     finally:
         stale = list(client.scan_iter(match=f"{prefix}:*", count=10_000))
         for start in range(0, len(stale), 10_000):
-            client.delete(*stale[start:start + 10_000])
+            client.delete(*stale[start : start + 10_000])
         client.close()
 
 
@@ -250,9 +309,23 @@ def start_server(store: Path, workers: int) -> tuple[subprocess.Popen[bytes], in
     import httpx
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "featurestore.cli", "serve", "--port", str(port), "--workers", str(workers),
-                               "-s", str(store)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "featurestore.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "-s",
+            str(store),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     for _ in range(300):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
@@ -274,10 +347,14 @@ def http_load(store: Path, keys: list[int], seconds: float) -> None:
         try:
             for label, body in (("1 entity", single), ("100 entities", hundred)):
                 for concurrency in (1, 16, 64):
-                    r = run_load("127.0.0.1", port, "/v1/online-features", body, concurrency=concurrency, seconds=seconds)
+                    r = run_load(
+                        "127.0.0.1", port, "/v1/online-features", body, concurrency=concurrency, seconds=seconds
+                    )
                     goal = "  (goal >= 6,000/s, p99 <= 5 ms)" if (label, concurrency) == ("1 entity", 16) else ""
-                    print(f"HTTP {workers} worker{'s' if workers > 1 else ' '} {label:<12} x{concurrency:<3}: {r.rps:7,.0f} req/s  "
-                          f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  errors {r.errors}{goal}")
+                    print(
+                        f"HTTP {workers} worker{'s' if workers > 1 else ' '} {label:<12} x{concurrency:<3}: {r.rps:7,.0f} req/s  "
+                        f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  errors {r.errors}{goal}"
+                    )
         finally:
             server.terminate()
             server.wait(timeout=30)

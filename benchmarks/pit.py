@@ -29,8 +29,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SIZES = {"small": (1_000_000, 100_000), "large": (10_000_000, 1_000_000),
-         "equal": (1_000_000, 1_000_000), "tiny": (10_000_000, 1_000)}
+SIZES = {
+    "small": (1_000_000, 100_000),
+    "large": (10_000_000, 1_000_000),
+    "equal": (1_000_000, 1_000_000),
+    "tiny": (10_000_000, 1_000),
+}
 FEATURES = [f"f{i}" for i in range(10)]
 YEAR_US = 365 * 86_400 * 1_000_000
 START_US = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
@@ -63,27 +67,33 @@ def build(folder: Path, feature_rows: int, entity_rows: int, *, lake: bool = Fal
     ingested = [datetime.fromtimestamp((START_US + (b + 1) * YEAR_US // 3) / 1e6, UTC) for b in range(3)]
     clock_at = [ingested[0]]
     with FeatureStore.init(store_dir, clock=lambda: clock_at[0], lake="lake" if lake else None) as store:
-        store.apply([
-            Entity(name="entity", join_keys={"entity_id": "int64"}),
-            FeatureView(name="bench", entity="entity", features={f: "float64" for f in FEATURES}, ttl="30d"),
-        ])
+        store.apply(
+            [
+                Entity(name="entity", join_keys={"entity_id": "int64"}),
+                FeatureView(name="bench", entity="entity", features={f: "float64" for f in FEATURES}, ttl="30d"),
+            ]
+        )
         per_batch = feature_rows // 3
         for b in range(3):
             n = per_batch if b < 2 else feature_rows - 2 * per_batch
             # Times on whole seconds, so equal (entity, event time) pairs occur across batches.
             seconds = rng.integers(0, YEAR_US // 1_000_000, n)
-            table = pa.table({
-                "entity_id": pa.array(rng.integers(0, 100_000, n), pa.int64()),
-                "event_timestamp": pa.array(START_US + seconds * 1_000_000, pa.timestamp("us", tz="UTC")),
-                **{f: pa.array(rng.standard_normal(n)) for f in FEATURES},
-            })
+            table = pa.table(
+                {
+                    "entity_id": pa.array(rng.integers(0, 100_000, n), pa.int64()),
+                    "event_timestamp": pa.array(START_US + seconds * 1_000_000, pa.timestamp("us", tz="UTC")),
+                    **{f: pa.array(rng.standard_normal(n)) for f in FEATURES},
+                }
+            )
             clock_at[0] = ingested[b]
             store.ingest("bench", table)
-    spine = pa.table({
-        "entity_id": pa.array(rng.integers(0, 110_000, entity_rows), pa.int64()),  # ~9% unknown keys
-        "event_timestamp": pa.array(START_US + rng.integers(0, YEAR_US, entity_rows), pa.timestamp("us", tz="UTC")),
-        "label": pa.array(rng.integers(0, 2, entity_rows), pa.int64()),
-    })
+    spine = pa.table(
+        {
+            "entity_id": pa.array(rng.integers(0, 110_000, entity_rows), pa.int64()),  # ~9% unknown keys
+            "event_timestamp": pa.array(START_US + rng.integers(0, YEAR_US, entity_rows), pa.timestamp("us", tz="UTC")),
+            "label": pa.array(rng.integers(0, 2, entity_rows), pa.int64()),
+        }
+    )
     spine_path = folder / ("lake_spine.parquet" if lake else "spine.parquet")
     pq.write_table(spine, spine_path)
     return store_dir, spine_path
@@ -153,7 +163,10 @@ def run_once(kind: str, store_dir: Path, spine_path: Path) -> dict[str, float]:
         con = duckdb.connect(str(store_dir / "offline.duckdb"), read_only=True)
         con.execute("SET TimeZone = 'UTC'")
         con.register("spine", spine)
-        rest = "".join(f", CASE WHEN f.event_timestamp >= e.event_timestamp - INTERVAL 30 DAY THEN f.{f} END AS {f}\n" for f in FEATURES[1:])
+        rest = "".join(
+            f", CASE WHEN f.event_timestamp >= e.event_timestamp - INTERVAL 30 DAY THEN f.{f} END AS {f}\n"
+            for f in FEATURES[1:]
+        )
         features = con.sql(HAND_WRITTEN.format(FEATURES[0], rest, ", ".join(FEATURES))).to_arrow_table()
         result = spine
         for name in features.column_names:
@@ -171,8 +184,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="small,equal,tiny,large")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--lake-sizes", default="small,equal,tiny,large", help="sizes also run on the lake store with DuckDB")
-    parser.add_argument("--spark-sizes", default="small,large", help="sizes also run on the lake store with Spark (none: '')")
+    parser.add_argument(
+        "--lake-sizes", default="small,equal,tiny,large", help="sizes also run on the lake store with DuckDB"
+    )
+    parser.add_argument(
+        "--spark-sizes", default="small,large", help="sizes also run on the lake store with Spark (none: '')"
+    )
     parser.add_argument("--run", choices=["ours", "known", "plain", "lake", "spark"], help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--spine", type=Path, help=argparse.SUPPRESS)
@@ -185,13 +202,26 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
             started = time.perf_counter()
             store_dir, spine_path = build(Path(tmp), feature_rows, entity_rows)
-            print(f"{size}: {feature_rows:,} feature rows x {entity_rows:,} entity rows (built in {time.perf_counter() - started:.1f} s)")
+            print(
+                f"{size}: {feature_rows:,} feature rows x {entity_rows:,} entity rows (built in {time.perf_counter() - started:.1f} s)"
+            )
             runs: dict[str, list[dict[str, float]]] = {"plain": [], "ours": [], "known": []}
             for _ in range(args.repeat):
                 for kind in ("plain", "ours", "known"):
                     out = subprocess.run(
-                        [sys.executable, __file__, "--run", kind, "--store", str(store_dir), "--spine", str(spine_path)],
-                        check=True, capture_output=True, text=True,
+                        [
+                            sys.executable,
+                            __file__,
+                            "--run",
+                            kind,
+                            "--store",
+                            str(store_dir),
+                            "--spine",
+                            str(spine_path),
+                        ],
+                        check=True,
+                        capture_output=True,
+                        text=True,
                     )
                     runs[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
             assert runs["plain"][0]["nulls_f0"] == runs["ours"][0]["nulls_f0"], "both sides must agree"
@@ -199,28 +229,61 @@ def main() -> None:
             ours = statistics.median(r["seconds"] for r in runs["ours"])
             peak_plain = max(r["peak_bytes"] for r in runs["plain"]) / 2**30
             peak_ours = max(r["peak_bytes"] for r in runs["ours"]) / 2**30
-            print(f"  hand-written ASOF JOIN     : {plain:6.2f} s   peak {peak_plain:5.2f} GiB (median of {args.repeat})")
+            print(
+                f"  hand-written ASOF JOIN     : {plain:6.2f} s   peak {peak_plain:5.2f} GiB (median of {args.repeat})"
+            )
             print(f"  get_historical_features    : {ours:6.2f} s   peak {peak_ours:5.2f} GiB")
             print(f"  ratio ours/hand-written    : {ours / plain:6.2f}   (goal <= 1.1; peak goal <= 4 GiB at large)")
-            for kind, label, sizes in (("lake", "lake store, DuckDB      ", args.lake_sizes), ("spark", "lake store, Spark       ", args.spark_sizes)):
+            for kind, label, sizes in (
+                ("lake", "lake store, DuckDB      ", args.lake_sizes),
+                ("spark", "lake store, Spark       ", args.spark_sizes),
+            ):
                 if size not in sizes.split(","):
                     continue
-                lake_dir, lake_spine = build(Path(tmp), feature_rows, entity_rows, lake=True) if not (Path(tmp) / "lake_store").exists() \
+                lake_dir, lake_spine = (
+                    build(Path(tmp), feature_rows, entity_rows, lake=True)
+                    if not (Path(tmp) / "lake_store").exists()
                     else (Path(tmp) / "lake_store", Path(tmp) / "lake_spine.parquet")
-                timed = [json.loads(subprocess.run(
-                    [sys.executable, __file__, "--run", kind, "--store", str(lake_dir), "--spine", str(lake_spine)],
-                    check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-                    for _ in range(args.repeat if kind == "lake" else 1)]
-                assert timed[0]["nulls_f0"] == runs["plain"][0]["nulls_f0"], f"{kind} must agree with the hand-written join"
+                )
+                timed = [
+                    json.loads(
+                        subprocess.run(
+                            [
+                                sys.executable,
+                                __file__,
+                                "--run",
+                                kind,
+                                "--store",
+                                str(lake_dir),
+                                "--spine",
+                                str(lake_spine),
+                            ],
+                            check=True,
+                            capture_output=True,
+                            text=True,
+                        )
+                        .stdout.strip()
+                        .splitlines()[-1]
+                    )
+                    for _ in range(args.repeat if kind == "lake" else 1)
+                ]
+                assert timed[0]["nulls_f0"] == runs["plain"][0]["nulls_f0"], (
+                    f"{kind} must agree with the hand-written join"
+                )
                 seconds = statistics.median(r["seconds"] for r in timed)
                 peak_k = max(r["peak_bytes"] for r in timed) / 2**30
-                goal = f"ratio to the file {seconds / ours:4.2f} (goal <= 1.5)" if kind == "lake" else \
-                    f"ratio to the file {seconds / ours:4.1f} (one run, after a warm-up job; no goal on 2 cores)"
+                goal = (
+                    f"ratio to the file {seconds / ours:4.2f} (goal <= 1.5)"
+                    if kind == "lake"
+                    else f"ratio to the file {seconds / ours:4.1f} (one run, after a warm-up job; no goal on 2 cores)"
+                )
                 print(f"  {label}   : {seconds:6.2f} s   peak {peak_k:5.2f} GiB; {goal}")
             known = statistics.median(r["seconds"] for r in runs["known"])
             peak_known = max(r["peak_bytes"] for r in runs["known"]) / 2**30
-            print(f"  known_at_prediction_time   : {known:6.2f} s   peak {peak_known:5.2f} GiB; "
-                  f"ratio to hand-written {known / plain:4.2f} (goal <= 1.5)")
+            print(
+                f"  known_at_prediction_time   : {known:6.2f} s   peak {peak_known:5.2f} GiB; "
+                f"ratio to hand-written {known / plain:4.2f} (goal <= 1.5)"
+            )
 
 
 if __name__ == "__main__":

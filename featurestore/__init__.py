@@ -53,6 +53,7 @@ def __getattr__(name: str) -> _Any:
 def __dir__() -> list[str]:
     return sorted({*globals(), "FeatureStore"})
 
+
 __all__ = [
     "AuditChainBroken",
     "ConfigError",

@@ -54,11 +54,28 @@ class AuditEntry:
     """The audit key of the entry's HMAC (None: plain SHA-256, written without the master key)."""
 
 
-def entry_hash(entry_id: int, at: datetime, actor: str, action: str, target: str, purpose: str | None,
-               details: dict[str, Any], prev_hash: str, key: DataKey | None = None) -> str:
+def entry_hash(
+    entry_id: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    target: str,
+    purpose: str | None,
+    details: dict[str, Any],
+    prev_hash: str,
+    key: DataKey | None = None,
+) -> str:
     """The hash an entry must carry: HMAC-SHA256 under the audit `key`, or SHA-256 without one."""
-    fields: dict[str, Any] = {"id": entry_id, "at": at.isoformat(), "actor": actor, "action": action, "target": target,
-                              "purpose": purpose, "details": details, "prev": prev_hash}
+    fields: dict[str, Any] = {
+        "id": entry_id,
+        "at": at.isoformat(),
+        "actor": actor,
+        "action": action,
+        "target": target,
+        "purpose": purpose,
+        "details": details,
+        "prev": prev_hash,
+    }
     if key is not None:
         fields["key"] = key.id
     payload = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -75,8 +92,16 @@ class AuditLog:
         self._clock = clock
         self._keys = keys
 
-    def append(self, actor: str, action: str, target: str, *, purpose: str | None = None,
-               details: dict[str, Any] | None = None, change: Callable[[Session], None] | None = None) -> AuditEntry:
+    def append(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        *,
+        purpose: str | None = None,
+        details: dict[str, Any] | None = None,
+        change: Callable[[Session], None] | None = None,
+    ) -> AuditEntry:
         """Add an entry after the current head (retried if another process appended first);
         `change` is a registry change that commits in the same transaction as the entry."""
         details = json.loads(json.dumps(details or {}, default=str))
@@ -86,8 +111,18 @@ class AuditLog:
             return entry_hash(entry_id, at, actor, action, target, purpose, details, prev, key)
 
         for _attempt in range(20):
-            row = self._registry.append_audit(lambda: self._clock().astimezone(UTC), actor, action, target, purpose,
-                                              details, hasher, GENESIS, change, key.id if key is not None else None)
+            row = self._registry.append_audit(
+                lambda: self._clock().astimezone(UTC),
+                actor,
+                action,
+                target,
+                purpose,
+                details,
+                hasher,
+                GENESIS,
+                change,
+                key.id if key is not None else None,
+            )
             if row is not None:
                 return _entry(row)
         raise AuditChainBroken("could not append to the audit log: it keeps changing under this process")
@@ -101,7 +136,8 @@ class AuditLog:
         if key is None and self._registry.wrapped_keys("audit"):
             raise KeyManagementError(
                 "this store's audit log is keyed, so every entry needs the master key: set FEATURESTORE_MASTER_KEY "
-                "(or keys.master_key_file in featurestore.yaml)")
+                "(or keys.master_key_file in featurestore.yaml)"
+            )
         return key
 
     def entries(self, *, action: str | None = None, limit: int | None = None) -> list[AuditEntry]:
@@ -124,27 +160,44 @@ class AuditLog:
                 )
             key = None
             if e.key_id is None and keyed_from is not None:
-                raise AuditChainBroken(f"audit entry {e.id} ({e.action} {e.target}) has no HMAC although the chain is keyed "
-                                       f"from entry {keyed_from} on: it was rewritten without the master key")
+                raise AuditChainBroken(
+                    f"audit entry {e.id} ({e.action} {e.target}) has no HMAC although the chain is keyed "
+                    f"from entry {keyed_from} on: it was rewritten without the master key"
+                )
             if e.key_id is not None:
                 keyed_from = keyed_from or e.id
                 if self._keys is None or e.key_id not in audit_keys:
-                    raise AuditChainBroken(f"audit entry {e.id} names audit key '{e.key_id}', which the registry does "
-                                           "not hold: keys were removed, or the entry was made up")
+                    raise AuditChainBroken(
+                        f"audit entry {e.id} names audit key '{e.key_id}', which the registry does "
+                        "not hold: keys were removed, or the entry was made up"
+                    )
                 key = self._keys.get(e.key_id)  # a missing or wrong master key is a KeyManagementError
             if entry_hash(e.id, e.at, e.actor, e.action, e.target, e.purpose, e.details, e.prev_hash, key) != e.hash:
                 raise AuditChainBroken(f"audit entry {e.id} ({e.action} {e.target}) was edited after it was written")
             prev, count, expected_id = e.hash, count + 1, expected_id + 1
         if count and keyed_from is None and any(self._registry.wrapped_keys(kind) for kind in ("hmac", "siv")):
-            raise AuditChainBroken("no audit entry is keyed, yet this store holds data keys wrapped by a master key, so "
-                                   "its entries were keyed: the audit key and the chain were replaced")
+            raise AuditChainBroken(
+                "no audit entry is keyed, yet this store holds data keys wrapped by a master key, so "
+                "its entries were keyed: the audit key and the chain were replaced"
+            )
         if expect_head is not None and prev != expect_head:
             raise AuditChainBroken(
                 f"the audit log's head is {prev[:16]}... after {count} entries, not the expected {expect_head[:16]}...: "
-                "entries were removed from its end, or it is another log")
+                "entries were removed from its end, or it is another log"
+            )
         return count, prev
 
 
 def _entry(row: AuditRow) -> AuditEntry:
-    return AuditEntry(row.id, row.at, row.actor, row.action, row.target, row.purpose, dict(row.details),
-                      row.prev_hash, row.hash, row.key_id)
+    return AuditEntry(
+        row.id,
+        row.at,
+        row.actor,
+        row.action,
+        row.target,
+        row.purpose,
+        dict(row.details),
+        row.prev_hash,
+        row.hash,
+        row.key_id,
+    )

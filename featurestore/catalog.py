@@ -127,8 +127,11 @@ class Catalog:
         latest = self.list_views()
         known = {**registered_entities, **{e.name: e for e in defs.entities}}
         hashes = {vv.view.name: vv.view.schema_hash(vv.join_keys) for vv in latest}
-        changing = {v.name for v in defs.views if v.name in hashes and v.entity in known
-                    and v.schema_hash(known[v.entity].join_keys) != hashes[v.name]}  # only these need a row count
+        changing = {
+            v.name
+            for v in defs.views
+            if v.name in hashes and v.entity in known and v.schema_hash(known[v.entity].join_keys) != hashes[v.name]
+        }  # only these need a row count
         rows = self.ctx.offline.row_counts(vv.table for vv in latest if vv.view.name in changing)
         registered_views = {
             vv.view.name: RegisteredView(vv.view, vv.version, vv.join_keys, hashes[vv.view.name], rows.get(vv.table, 0))
@@ -138,23 +141,40 @@ class Catalog:
         problems = list(defs.problems)  # every problem in one pass: reading, planning, policies
         for view, (entity, where) in defs.unchecked_entities.items():
             if entity not in known:
-                problems.append(Problem(f"feature view '{view}' names unknown entity '{entity}'." + did_you_mean(entity, known),
-                                        where.file, where.line, where.column))
+                problems.append(
+                    Problem(
+                        f"feature view '{view}' names unknown entity '{entity}'." + did_you_mean(entity, known),
+                        where.file,
+                        where.line,
+                        where.column,
+                    )
+                )
         try:
             plan = compute_plan(
-                defs.entities, defs.views, registered_entities=registered_entities,
-                registered_views=registered_views, entity_positions=defs.entity_positions, services=defs.services,
+                defs.entities,
+                defs.views,
+                registered_entities=registered_entities,
+                registered_views=registered_views,
+                entity_positions=defs.entity_positions,
+                services=defs.services,
                 registered_services={s.service.name: (s.service, s.version) for s in services},
-                registered_features={(r.view_name, r.version): [f["name"] for f in r.definition["features"]]
-                                     for r in registry.view_versions()},
+                registered_features={
+                    (r.view_name, r.version): [f["name"] for f in r.definition["features"]]
+                    for r in registry.view_versions()
+                },
             )
         except DefinitionError as exc:
             problems += exc.errors
             plan = Plan()
         try:
-            check_definitions(self.ctx.access.snapshot(), [
-                (v.name, known[v.entity].join_keys, {f.name: f.dtype for f in v.features}) for v in defs.views if v.entity in known
-            ])
+            check_definitions(
+                self.ctx.access.snapshot(),
+                [
+                    (v.name, known[v.entity].join_keys, {f.name: f.dtype for f in v.features})
+                    for v in defs.views
+                    if v.entity in known
+                ],
+            )
         except DefinitionError as exc:
             problems += exc.errors
         if problems:
@@ -169,8 +189,11 @@ class Catalog:
             return plan
         entities = {e.name: e for e in defs.entities}
         views = {v.name: v for v in defs.views}
-        keys = {v.name: self._entity_keys(v.entity, entities) for v in defs.views
-                if any(c.name == v.name and c.kind in ("create_view", "new_version", "update_view") for c in plan.changes)}
+        keys = {
+            v.name: self._entity_keys(v.entity, entities)
+            for v in defs.views
+            if any(c.name == v.name and c.kind in ("create_view", "new_version", "update_view") for c in plan.changes)
+        }
         tables: dict[str, str] = {}
         carried: dict[str, tuple[ViewVersion, int]] = {}
         # Tables first: a table without a registry row is an orphan that the next apply
@@ -184,14 +207,27 @@ class Catalog:
                 if change.carry_from is not None:
                     old = self.get_view(f"{view.name}@v{change.carry_from}")
                     carry = self._carry(old, view)
-                rows = self.ctx.offline.create_table(table, view.stored_columns(keys[view.name]), carry, view.time_columns)
+                rows = self.ctx.offline.create_table(
+                    table, view.stored_columns(keys[view.name]), carry, view.time_columns
+                )
                 if change.carry_from is not None:
                     carried[view.name] = (old, rows)
-        self.ctx.registry.apply_changes(plan.changes, entities, views, keys, tables, self.ctx.now(),
-                                        {s.name: s for s in defs.services})
-        self.ctx.audit.append(self.ctx.actor, "apply", ", ".join(c.name for c in plan.changes), details={
-            "changes": [str(c) for c in plan.changes],
-            **({"carried_rows": {f"{old.view.name}@v{old.version}": n for old, n in carried.values()}} if carried else {})})
+        self.ctx.registry.apply_changes(
+            plan.changes, entities, views, keys, tables, self.ctx.now(), {s.name: s for s in defs.services}
+        )
+        self.ctx.audit.append(
+            self.ctx.actor,
+            "apply",
+            ", ".join(c.name for c in plan.changes),
+            details={
+                "changes": [str(c) for c in plan.changes],
+                **(
+                    {"carried_rows": {f"{old.view.name}@v{old.version}": n for old, n in carried.values()}}
+                    if carried
+                    else {}
+                ),
+            },
+        )
         return plan
 
     def _carry(self, old: ViewVersion, new: FeatureView) -> Carry:
@@ -216,12 +252,18 @@ class Catalog:
 
     def list_entities(self) -> list[Entity]:
         """Every registered entity."""
-        return [Entity(name=r.name, join_keys=r.join_keys, description=r.description) for r in self.ctx.registry.entities()]
+        return [
+            Entity(name=r.name, join_keys=r.join_keys, description=r.description) for r in self.ctx.registry.entities()
+        ]
 
     def list_views(self) -> list[ViewVersion]:
         """The latest version of every registered feature view."""
         latest = {row.name: row.latest_version for row in self.ctx.registry.views()}
-        return [_view_version(r, latest[r.view_name]) for r in self.ctx.registry.view_versions() if r.version == latest[r.view_name]]
+        return [
+            _view_version(r, latest[r.view_name])
+            for r in self.ctx.registry.view_versions()
+            if r.version == latest[r.view_name]
+        ]
 
     def view_versions(self, name: str) -> list[ViewVersion]:
         """Every version of one feature view, oldest first."""
@@ -235,7 +277,9 @@ class Catalog:
         wanted = head.latest_version if version is None else version
         row = self.ctx.registry.view_version(name, wanted)
         if row is None:
-            raise UnknownViewError(f"feature view '{name}' has no version v{wanted}; it has v1 to v{head.latest_version}")
+            raise UnknownViewError(
+                f"feature view '{name}' has no version v{wanted}; it has v1 to v{head.latest_version}"
+            )
         return _view_version(row, head.latest_version)
 
     def _view_row(self, name: str) -> FeatureViewRow:
@@ -261,11 +305,18 @@ class Catalog:
         rows = self.ctx.registry.services(name)
         if not rows:
             names = sorted({r.name for r in self.ctx.registry.services()})
-            raise UnknownFeatureError(f"unknown feature service '{name}'." + (did_you_mean(name, names) or
-                                      " Define it under feature_services: in features/ and run `featurestore apply`."))
+            raise UnknownFeatureError(
+                f"unknown feature service '{name}'."
+                + (
+                    did_you_mean(name, names)
+                    or " Define it under feature_services: in features/ and run `featurestore apply`."
+                )
+            )
         row = rows[-1] if version is None else next((r for r in rows if r.version == version), None)
         if row is None:
-            raise UnknownFeatureError(f"feature service '{name}' has no version v{version}; it has v1 to v{rows[-1].version}")
+            raise UnknownFeatureError(
+                f"feature service '{name}' has no version v{version}; it has v1 to v{rows[-1].version}"
+            )
         return ServiceVersion(FeatureService.from_dict(row.definition), row.version, row.created_at)
 
     def expand_services(self, refs: Sequence[str] | str) -> list[tuple[str, str | None]]:
@@ -280,7 +331,9 @@ class Catalog:
                 expanded.append((text, None))
         return expanded
 
-    def resolve_features(self, refs: Sequence[str] | str, read: dict[tuple[str, int], ViewVersion] | None = None) -> list[ResolvedFeature]:
+    def resolve_features(
+        self, refs: Sequence[str] | str, read: dict[tuple[str, int], ViewVersion] | None = None
+    ) -> list[ResolvedFeature]:
         """Resolve ``"view:feature"``, ``"view@v2:feature"``, ``"view:*"`` and
         ``"service:name"`` references (a service stands for its list). `read`, if given, gets each
         view version read, by (name, version), for a caller that needs them next.
@@ -303,7 +356,11 @@ class Catalog:
                 if name not in vv.view.feature_names:
                     raise UnknownFeatureError(self.missing_feature_message(vv, name, pinned=ref.version is not None))
                 dtype = vv.view.feature(name).dtype
-                resolved.append(ResolvedFeature(f"{vv.view.name}@v{vv.version}:{name}", vv.view.name, vv.version, name, dtype, service))
+                resolved.append(
+                    ResolvedFeature(
+                        f"{vv.view.name}@v{vv.version}:{name}", vv.view.name, vv.version, name, dtype, service
+                    )
+                )
         return resolved
 
     def check_features(self, vv: ViewVersion, names: Sequence[str], *, pinned: bool) -> None:
@@ -331,4 +388,3 @@ def _view_version(row: FeatureViewVersionRow, latest: int) -> ViewVersion:
         latest=row.version == latest,
         created_at=row.created_at,
     )
-

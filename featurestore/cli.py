@@ -104,27 +104,43 @@ db_app = typer.Typer(cls=_Group, help="Inspect and migrate the registry database
 app.add_typer(db_app, name="db")
 ts_app = typer.Typer(cls=_Group, help="Create, list, show and reproduce saved training sets.", no_args_is_help=True)
 app.add_typer(ts_app, name="training-set")
-policy_app = typer.Typer(cls=_Group, help="Review, approve and publish data policies (policies/*.yaml).", no_args_is_help=True)
+policy_app = typer.Typer(
+    cls=_Group, help="Review, approve and publish data policies (policies/*.yaml).", no_args_is_help=True
+)
 app.add_typer(policy_app, name="policy")
-keys_app = typer.Typer(cls=_Group, help="Manage pseudonymization keys (kept wrapped under the master key).", no_args_is_help=True)
+keys_app = typer.Typer(
+    cls=_Group, help="Manage pseudonymization keys (kept wrapped under the master key).", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(cls=_Group, help="Read and verify the hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-erase_app = typer.Typer(cls=_Group, help="Erase data subjects everywhere (right to erasure), follow deadlines, prove it.",
-                        no_args_is_help=True)
+erase_app = typer.Typer(
+    cls=_Group,
+    help="Erase data subjects everywhere (right to erasure), follow deadlines, prove it.",
+    no_args_is_help=True,
+)
 app.add_typer(erase_app, name="erase")
-retention_app = typer.Typer(cls=_Group, help="Delete rows past the policies' retention and compact the store.", no_args_is_help=True)
+retention_app = typer.Typer(
+    cls=_Group, help="Delete rows past the policies' retention and compact the store.", no_args_is_help=True
+)
 app.add_typer(retention_app, name="retention")
-hold_app = typer.Typer(cls=_Group, help="Legal holds: suspend retention and erasure for a subject or a view.", no_args_is_help=True)
+hold_app = typer.Typer(
+    cls=_Group, help="Legal holds: suspend retention and erasure for a subject or a view.", no_args_is_help=True
+)
 app.add_typer(hold_app, name="hold")
-approvers_app = typer.Typer(cls=_Group, help="Register who may approve policies, with the keys that sign them.",
-                            no_args_is_help=True)
+approvers_app = typer.Typer(
+    cls=_Group, help="Register who may approve policies, with the keys that sign them.", no_args_is_help=True
+)
 app.add_typer(approvers_app, name="approvers")
-dp_app = typer.Typer(cls=_Group, help="Differentially private aggregates and the privacy-budget ledger.", no_args_is_help=True)
+dp_app = typer.Typer(
+    cls=_Group, help="Differentially private aggregates and the privacy-budget ledger.", no_args_is_help=True
+)
 app.add_typer(dp_app, name="dp")
 PurposeOpt = Annotated[str | None, typer.Option(help="Why the data is read; required for views under a policy.")]
 EntityOpt = Annotated[str, typer.Option("--entity", help="The entity whose key identifies the subject, e.g. customer.")]
-KeyOpt = Annotated[str, typer.Option("--key", help="The subject's raw id (prefer --keys-file: command lines are visible to others).")]
+KeyOpt = Annotated[
+    str, typer.Option("--key", help="The subject's raw id (prefer --keys-file: command lines are visible to others).")
+]
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="The store directory.", show_default=True)]
 
@@ -139,17 +155,27 @@ def _open(store: Path) -> FeatureStore:
 def init(
     directory: Annotated[Path | None, typer.Argument(help="Directory to create the store in (or -s DIR).")] = None,
     store: Annotated[Path | None, typer.Option("--store", "-s", help="The same as DIRECTORY.")] = None,
-    example: Annotated[bool, typer.Option("--example", help="Scaffold a small working store: definitions, a policy, "
-                                          "a data file, and the commands that take it to serving.")] = False,
+    example: Annotated[
+        bool,
+        typer.Option(
+            "--example",
+            help="Scaffold a small working store: definitions, a policy, "
+            "a data file, and the commands that take it to serving.",
+        ),
+    ] = False,
     registry: Annotated[
         str | None, typer.Option(help="Registry URL, e.g. postgresql://user@host/db (default: SQLite in DIR).")
     ] = None,
     project: Annotated[
-        str | None, typer.Option(help="The store's project: stores sharing one PostgreSQL registry each need their own.")
+        str | None,
+        typer.Option(help="The store's project: stores sharing one PostgreSQL registry each need their own."),
     ] = None,
     lake: Annotated[
-        str | None, typer.Option(help="Keep offline rows as Delta Lake tables in this directory (relative to DIR) or URI, "
-                                 "read by DuckDB and Spark (default: one DuckDB file).")
+        str | None,
+        typer.Option(
+            help="Keep offline rows as Delta Lake tables in this directory (relative to DIR) or URI, "
+            "read by DuckDB and Spark (default: one DuckDB file)."
+        ),
     ] = None,
 ) -> None:
     """Create a store: featurestore.yaml, features/, policies/, registry and offline file."""
@@ -161,14 +187,19 @@ def init(
     FeatureStore.init(directory, registry_url=registry, project=project, lake=lake).close()
     out.print(f"Created a feature store in {directory}")
     if not example:
-        out.print(f"Next: write definitions under {directory / 'features'} and run `featurestore apply -s {directory}`.")
+        out.print(
+            f"Next: write definitions under {directory / 'features'} and run `featurestore apply -s {directory}`."
+        )
         return
     from .example import write_example
 
     steps = write_example(directory, datetime.now(UTC))
-    out.print(f"with an example: {directory / 'features' / 'drivers.yaml'}, {directory / 'policies' / 'drivers.yaml'} and "
-              f"{directory / 'data' / 'driver_hourly_stats.csv'}; its master key is {directory.parent / (directory.name + '.master.key')} "
-              "(outside the store). Next, from definitions to serving:", markup=False)
+    out.print(
+        f"with an example: {directory / 'features' / 'drivers.yaml'}, {directory / 'policies' / 'drivers.yaml'} and "
+        f"{directory / 'data' / 'driver_hourly_stats.csv'}; its master key is {directory.parent / (directory.name + '.master.key')} "
+        "(outside the store). Next, from definitions to serving:",
+        markup=False,
+    )
     for step in steps:
         out.print(f"  {step}", markup=False)
 
@@ -212,10 +243,15 @@ def db_recover(store: StoreOpt = Path(".")) -> None:
     from .store import FeatureStore
 
     report = FeatureStore.recover_registry(store)
-    out.print(f"Registered {len(report.views)} view versions from the offline store"
-              + (f": {', '.join(report.views)}" if report.views else "") + ".")
-    out.print(f"Batches: {report.batches_added} added, {report.batches_corrected} corrected, "
-              f"{report.batches_lost} marked aborted (the offline store has no record of them).")
+    out.print(
+        f"Registered {len(report.views)} view versions from the offline store"
+        + (f": {', '.join(report.views)}" if report.views else "")
+        + "."
+    )
+    out.print(
+        f"Batches: {report.batches_added} added, {report.batches_corrected} corrected, "
+        f"{report.batches_lost} marked aborted (the offline store has no record of them)."
+    )
     out.print("Not in the offline file, so not recovered:")
     for item in report.not_recovered:
         out.print(f"  - {item}", markup=False)
@@ -267,14 +303,17 @@ def ingest(
     """Ingest a Parquet or CSV file into a feature view as one atomic batch."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with _open(store) as fs, Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
+    with (
+        _open(store) as fs,
+        Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar,
+    ):
         task = bar.add_task(f"ingesting {path.name}", total=None)
 
         def progress(done: int, total: int | None) -> None:
@@ -286,8 +325,10 @@ def ingest(
         f"as batch {result.batch_id} at {result.ingested_at.isoformat()}"
     )
     if result.duplicates:
-        err.print(f"Note: {result.duplicates:,} rows share their key and event time with a later row of this batch; "
-                  "the later row wins every lookup. Deduplicate the source if that is not intended.")
+        err.print(
+            f"Note: {result.duplicates:,} rows share their key and event time with a later row of this batch; "
+            "the later row wins every lookup. Deduplicate the source if that is not intended."
+        )
 
 
 @app.command()
@@ -300,10 +341,15 @@ def push(
     """Write rows straight to serving (and/or as an offline batch), checked and treated as ingest does."""
     with _open(store) as fs:
         result = fs.push(view, path, to=to)
-    where = {"online": "the online store", "offline": f"batch {result.batch_id}",
-             "both": f"batch {result.batch_id} and the online store"}[to]
-    out.print(f"Pushed {result.rows:,} rows of {result.view}@v{result.version} to {where}"
-              + (f" ({result.online_entities:,} entities online)" if to != "offline" else ""))
+    where = {
+        "online": "the online store",
+        "offline": f"batch {result.batch_id}",
+        "both": f"batch {result.batch_id} and the online store",
+    }[to]
+    out.print(
+        f"Pushed {result.rows:,} rows of {result.view}@v{result.version} to {where}"
+        + (f" ({result.online_entities:,} entities online)" if to != "offline" else "")
+    )
 
 
 @app.command()
@@ -313,9 +359,12 @@ def views(store: StoreOpt = Path(".")) -> None:
         table = Table("view", "version", "entity", "features", "ttl", "owner")
         for vv in fs.list_views():
             table.add_row(
-                vv.view.name, f"v{vv.version}", vv.view.entity,
+                vv.view.name,
+                f"v{vv.version}",
+                vv.view.entity,
                 ", ".join(f"{f.name}:{f.dtype}" for f in vv.view.features),
-                format_duration(vv.view.ttl) if vv.view.ttl else "-", vv.view.owner or "-",
+                format_duration(vv.view.ttl) if vv.view.ttl else "-",
+                vv.view.owner or "-",
             )
         out.print(table)
 
@@ -327,7 +376,9 @@ def services(store: StoreOpt = Path(".")) -> None:
         table = Table("service", "version", "features", "resolves to", "owner")
         for sv in fs.list_feature_services():
             resolved = ", ".join(r.ref for r in fs.resolve_features([f"service:{sv.ref}"]))
-            table.add_row(sv.service.name, f"v{sv.version}", ", ".join(sv.service.features), resolved, sv.service.owner or "-")
+            table.add_row(
+                sv.service.name, f"v{sv.version}", ", ".join(sv.service.features), resolved, sv.service.owner or "-"
+            )
         out.print(table)
 
 
@@ -341,8 +392,10 @@ def versions(
         table = Table("version", "latest", "features", "created")
         for vv in fs.view_versions(view):
             table.add_row(
-                f"v{vv.version}", "yes" if vv.latest else "",
-                ", ".join(f"{f.name}:{f.dtype}" for f in vv.view.features), vv.created_at.isoformat(timespec="seconds"),
+                f"v{vv.version}",
+                "yes" if vv.latest else "",
+                ", ".join(f"{f.name}:{f.dtype}" for f in vv.view.features),
+                vv.created_at.isoformat(timespec="seconds"),
             )
         out.print(table)
 
@@ -357,14 +410,19 @@ def batches(
         table = Table("batch", "view", "status", "rows", "ingested at", "source")
         for b in fs.list_batches(view):
             table.add_row(
-                str(b.batch_id), f"{b.view}@v{b.version}", b.status,
-                f"{b.rows:,}" if b.rows is not None else "-", b.ingested_at.isoformat(timespec="seconds"), b.source,
+                str(b.batch_id),
+                f"{b.view}@v{b.version}",
+                b.status,
+                f"{b.rows:,}" if b.rows is not None else "-",
+                b.ingested_at.isoformat(timespec="seconds"),
+                b.source,
             )
         out.print(table)
 
 
 FeatureOpt = Annotated[
-    list[str], typer.Option("--feature", "-f", help="A feature reference: view:feature, view@v2:feature or view:*. Repeat it.")
+    list[str],
+    typer.Option("--feature", "-f", help="A feature reference: view:feature, view@v2:feature or view:*. Repeat it."),
 ]
 AsOfOpt = Annotated[
     str | None, typer.Option(help="Ignore rows ingested after this ISO time, e.g. 2025-06-01T00:00:00Z.")
@@ -373,7 +431,9 @@ KnownOpt = Annotated[
     bool, typer.Option("--known-at-prediction-time", help="Also ignore rows ingested after each entity row's time.")
 ]
 TsColOpt = Annotated[str, typer.Option(help="The entity file's timestamp column.")]
-EngineOpt = Annotated[str, typer.Option(help="Who joins: duckdb, or spark (lake store only; the active SparkSession, else local).")]
+EngineOpt = Annotated[
+    str, typer.Option(help="Who joins: duckdb, or spark (lake store only; the active SparkSession, else local).")
+]
 
 
 def _parse_time(text: str | None, option: str = "--as-of") -> Any:
@@ -415,8 +475,14 @@ def get_historical(
         raise FeatureStoreError(f"{out_path}: the folder {out_path.parent} does not exist; create it first")
     with _open(store) as fs:
         table = fs.get_historical_features(
-            entity_file, feature, as_of=_parse_time(as_of), known_at_prediction_time=known_at_prediction_time,
-            timestamp_column=timestamp_column, full_feature_names=full_feature_names, purpose=purpose, engine=engine,
+            entity_file,
+            feature,
+            as_of=_parse_time(as_of),
+            known_at_prediction_time=known_at_prediction_time,
+            timestamp_column=timestamp_column,
+            full_feature_names=full_feature_names,
+            purpose=purpose,
+            engine=engine,
         )
     if suffix == ".csv":
         import pyarrow.csv as pacsv
@@ -445,10 +511,19 @@ def training_set_create(
     """Build a training set, save it in the store and record its manifest."""
     with _open(store) as fs:
         ts = fs.create_training_set(
-            name, entity_file, feature, as_of=_parse_time(as_of), known_at_prediction_time=known_at_prediction_time,
-            timestamp_column=timestamp_column, description=description, purpose=purpose, engine=engine,
+            name,
+            entity_file,
+            feature,
+            as_of=_parse_time(as_of),
+            known_at_prediction_time=known_at_prediction_time,
+            timestamp_column=timestamp_column,
+            description=description,
+            purpose=purpose,
+            engine=engine,
         )
-    out.print(f"Saved training set '{ts.name}': {ts.row_count:,} rows, as of {ts.as_of.isoformat()}, sha256 {ts.content_hash}")
+    out.print(
+        f"Saved training set '{ts.name}': {ts.row_count:,} rows, as of {ts.as_of.isoformat()}, sha256 {ts.content_hash}"
+    )
 
 
 @ts_app.command("list")
@@ -457,7 +532,9 @@ def training_set_list(store: StoreOpt = Path(".")) -> None:
     with _open(store) as fs:
         table = Table("name", "rows", "as of", "features", "sha256")
         for ts in fs.list_training_sets():
-            table.add_row(ts.name, f"{ts.row_count:,}", ts.as_of.isoformat(), str(len(ts.features)), ts.content_hash[:16])
+            table.add_row(
+                ts.name, f"{ts.row_count:,}", ts.as_of.isoformat(), str(len(ts.features)), ts.content_hash[:16]
+            )
         out.print(table)
 
 
@@ -524,17 +601,26 @@ def policy_approve(
     by: Annotated[str, typer.Option("--by", help="Who approves (name).")],
     role: Annotated[str, typer.Option("--role", help="In which role, e.g. legal or dpo.")],
     ticket: Annotated[str | None, typer.Option("--ticket", help="Review ticket, e.g. LEGAL-412.")] = None,
-    treat_existing: Annotated[bool, typer.Option("--treat-existing", help="Rewrite stored rows that hold values the "
-                                                 "policy treats but were stored untreated, then compact.")] = False,
-    key: Annotated[Path | None, typer.Option("--key", help="The approver's Ed25519 private key (PEM) to sign with.")] = None,
+    treat_existing: Annotated[
+        bool,
+        typer.Option(
+            "--treat-existing",
+            help="Rewrite stored rows that hold values the policy treats but were stored untreated, then compact.",
+        ),
+    ] = False,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="The approver's Ed25519 private key (PEM) to sign with.")
+    ] = None,
     store: StoreOpt = Path("."),
 ) -> None:
     """Approve a policy file's exact content; any later edit needs a new approval."""
     with _open(store) as fs:
         policy = fs.approve_policy(file, by=by, role=role, ticket=ticket, treat_existing=treat_existing, key=key)
     signed = ", signed" if key is not None else ""
-    out.print(f"Approved policy '{policy.id}' v{policy.version} (SHA-256 {policy.sha256}) by {by} ({role}){signed}.",
-              markup=False)
+    out.print(
+        f"Approved policy '{policy.id}' v{policy.version} (SHA-256 {policy.sha256}) by {by} ({role}){signed}.",
+        markup=False,
+    )
 
 
 @approvers_app.command("add")
@@ -570,10 +656,15 @@ def policy_status(store: StoreOpt = Path(".")) -> None:
         out.print("No policies: no approved policy and no file under policies/.")
     for st in statuses:
         if st.in_force is not None:
-            out.print(f"{st.policy_id}: v{st.in_force.version} in force (approved by {st.approved_by}; "
-                      f"SHA-256 {st.in_force.sha256[:12]}...), governing {', '.join(st.in_force.feature_views)}", markup=False)
+            out.print(
+                f"{st.policy_id}: v{st.in_force.version} in force (approved by {st.approved_by}; "
+                f"SHA-256 {st.in_force.sha256[:12]}...), governing {', '.join(st.in_force.feature_views)}",
+                markup=False,
+            )
         else:
-            out.print(f"{st.policy_id}: never approved; the views it names can be neither written nor read", markup=False)
+            out.print(
+                f"{st.policy_id}: never approved; the views it names can be neither written nor read", markup=False
+            )
         if not st.drafts and not st.problems and st.in_force is not None:
             out.print("  no draft pending: the files match the version in force", markup=False)
         for file, lines in st.drafts:
@@ -626,18 +717,24 @@ def keys_generate_master(
     from .privacy.keys import generate_master_key
 
     if (store / "featurestore.yaml").is_file() and out_file.resolve().is_relative_to(store.resolve()):
-        err.print(f"error: {out_file} is inside the store {store}; a master key must never sit in the store it protects")
+        err.print(
+            f"error: {out_file} is inside the store {store}; a master key must never sit in the store it protects"
+        )
         raise typer.Exit(1)
     if out_file.exists():
         err.print(f"error: {out_file} exists; refusing to overwrite a key")
         raise typer.Exit(1)
     if not out_file.parent.is_dir():
-        err.print(f"error: the folder {out_file.parent} does not exist; create it first (mode 700) or name another file")
+        err.print(
+            f"error: the folder {out_file.parent} does not exist; create it first (mode 700) or name another file"
+        )
         raise typer.Exit(1)
     fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(generate_master_key() + "\n")
-    out.print(f"Wrote a new master key to {out_file} (mode 600). Point keys.master_key_file at it; keep it out of the store.")
+    out.print(
+        f"Wrote a new master key to {out_file} (mode 600). Point keys.master_key_file at it; keep it out of the store."
+    )
 
 
 @audit_app.command("show")
@@ -651,8 +748,11 @@ def audit_show(
         for e in fs.audit_entries(action=action, limit=limit):
             details = ", ".join(f"{k}={v}" for k, v in e.details.items() if v is not None)
             purpose = f" purpose={e.purpose}" if e.purpose else ""
-            out.print(f"#{e.id} {e.at.isoformat(timespec='seconds')} {e.actor}: {e.action} {e.target}{purpose}"
-                      + (f" ({details})" if details else ""), markup=False)
+            out.print(
+                f"#{e.id} {e.at.isoformat(timespec='seconds')} {e.actor}: {e.action} {e.target}{purpose}"
+                + (f" ({details})" if details else ""),
+                markup=False,
+            )
 
 
 @audit_app.command("verify")
@@ -666,11 +766,15 @@ def audit_verify(
         keyed = [e.id for e in fs.audit_entries() if e.key_id is not None]
     out.print(f"The audit log holds {count} entries and its chain is intact. Head: {head}")
     if keyed:
-        out.print(f"Entries {keyed[0]}-{count} carry an HMAC under the audit key: rewriting them needs the master key"
-                  + (f"; entries 1-{keyed[0] - 1} were written before the store had one." if keyed[0] > 1 else "."))
+        out.print(
+            f"Entries {keyed[0]}-{count} carry an HMAC under the audit key: rewriting them needs the master key"
+            + (f"; entries 1-{keyed[0] - 1} were written before the store had one." if keyed[0] > 1 else ".")
+        )
     else:
-        out.print("No entry is keyed (no master key was configured): anyone who can write the registry could rewrite "
-                  "the chain; keep the head elsewhere and pass it with --expect-head.")
+        out.print(
+            "No entry is keyed (no master key was configured): anyone who can write the registry could rewrite "
+            "the chain; keep the head elsewhere and pass it with --expect-head."
+        )
 
 
 @app.command()
@@ -695,13 +799,22 @@ def materialize(
     """Copy the latest value per entity to the online store (incremental unless --full)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    with _open(store) as fs, Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                      console=err, transient=True) as bar:
+    with (
+        _open(store) as fs,
+        Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
+        ) as bar,
+    ):
         task = bar.add_task("materializing", total=None)
-        results = fs.materialize(views or None, full=full,
-                                 progress=lambda done, _total: bar.update(task, description=f"materializing: {done:,} entities"))
+        results = fs.materialize(
+            views or None,
+            full=full,
+            progress=lambda done, _total: bar.update(task, description=f"materializing: {done:,} entities"),
+        )
     for r in results:
-        out.print(f"{r.view}@v{r.version}: {r.entities:,} entities {'rebuilt' if r.full else 'updated'} as of {r.end.isoformat()}")
+        out.print(
+            f"{r.view}@v{r.version}: {r.entities:,} entities {'rebuilt' if r.full else 'updated'} as of {r.end.isoformat()}"
+        )
 
 
 @app.command()
@@ -718,7 +831,9 @@ def consistency(
     for report in reports:
         out.print(f"{report.view}: {report.checked:,} entities checked, {len(report.mismatches)} mismatches")
         for m in report.mismatches[:20]:
-            out.print(f"  {m.key} {m.feature}: online {m.online!r} ({m.online_status}), offline {m.offline!r}", markup=False)
+            out.print(
+                f"  {m.key} {m.feature}: online {m.online!r} ({m.online_status}), offline {m.offline!r}", markup=False
+            )
         bad += len(report.mismatches)
     if bad:
         raise typer.Exit(1)
@@ -726,7 +841,9 @@ def consistency(
 
 @app.command("get-online")
 def get_online(
-    entity: Annotated[list[str], typer.Option("--entity", "-e", help="A join key value, key=value; repeat for composite keys.")],
+    entity: Annotated[
+        list[str], typer.Option("--entity", "-e", help="A join key value, key=value; repeat for composite keys.")
+    ],
     feature: FeatureOpt,
     purpose: PurposeOpt = None,
     store: StoreOpt = Path("."),
@@ -751,8 +868,9 @@ def get_online(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (1-65535).", min=1, max=65535)] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes (each opens the store; use up to one per core).",
-                                         min=1, max=64)] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (each opens the store; use up to one per core).", min=1, max=64)
+    ] = 1,
     store: StoreOpt = Path("."),
 ) -> None:
     """Serve online lookups over HTTP (JSON; OpenAPI at /openapi.json, health at /health)."""
@@ -767,8 +885,10 @@ def serve(
         err.print("error: serving needs the 'serve' extra: pip install 'featurestore[serve]'")
         raise typer.Exit(1) from None
     fs = _open(store)  # every problem with the store shows here, before any worker starts
-    out.print(f"Serving {store} on http://{host}:{port} with {workers} worker{'s' if workers > 1 else ''} "
-              "(OpenAPI: /openapi.json)")
+    out.print(
+        f"Serving {store} on http://{host}:{port} with {workers} worker{'s' if workers > 1 else ''} "
+        "(OpenAPI: /openapi.json)"
+    )
     # Access lines are INFO, below the level shown: not formatting them saves a few µs a request.
     if workers == 1:
         served = create_app(fs)
@@ -777,8 +897,16 @@ def serve(
         return
     fs.close()
     os.environ[SERVE_STORE_ENV] = str(store.resolve())
-    uvicorn.run("featurestore.server:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False, server_header=False)
+    uvicorn.run(
+        "featurestore.server:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
 
 
 MAX_KEYS_FILE_BYTES = 256 << 20
@@ -791,14 +919,22 @@ def _keys_from(keys: list[str] | None, keys_file: Path | None) -> list[str]:
     if keys_file is not None:
         try:
             if not keys_file.is_file():
-                raise FeatureStoreError(f"{keys_file}: cannot read the keys file (not a file); give one raw id per line")
+                raise FeatureStoreError(
+                    f"{keys_file}: cannot read the keys file (not a file); give one raw id per line"
+                )
             if keys_file.stat().st_size > MAX_KEYS_FILE_BYTES:
-                raise FeatureStoreError(f"{keys_file}: larger than {MAX_KEYS_FILE_BYTES:,} bytes; split it into several files")
+                raise FeatureStoreError(
+                    f"{keys_file}: larger than {MAX_KEYS_FILE_BYTES:,} bytes; split it into several files"
+                )
             found += [line.strip() for line in keys_file.read_text(encoding="utf-8").splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as exc:
-            raise FeatureStoreError(f"{keys_file}: cannot read the keys file ({type(exc).__name__}); give one raw id per line") from None
+            raise FeatureStoreError(
+                f"{keys_file}: cannot read the keys file ({type(exc).__name__}); give one raw id per line"
+            ) from None
     if not found:
-        raise FeatureStoreError("name the subjects to erase: --key RAW_ID (repeatable) or --keys-file FILE (one id per line)")
+        raise FeatureStoreError(
+            "name the subjects to erase: --key RAW_ID (repeatable) or --keys-file FILE (one id per line)"
+        )
     return found
 
 
@@ -807,7 +943,9 @@ def erase_subject(
     entity: EntityOpt,
     key: Annotated[list[str] | None, typer.Option("--key", help="A subject's raw id (repeatable).")] = None,
     keys_file: Annotated[Path | None, typer.Option("--keys-file", help="A file with one raw id per line.")] = None,
-    compact: Annotated[bool, typer.Option(help="Compact the offline file at once (the request is done only then).")] = True,
+    compact: Annotated[
+        bool, typer.Option(help="Compact the offline file at once (the request is done only then).")
+    ] = True,
     store: StoreOpt = Path("."),
 ) -> None:
     """Erase subjects from every view version, the online store and saved training sets, then compact."""
@@ -834,8 +972,10 @@ def erase_status(store: StoreOpt = Path(".")) -> None:
         flag = " OVERDUE" if r.overdue else ""
         deadline = f", deadline {r.deadline:%Y-%m-%d}" if r.deadline else ""
         done = f", done {r.done_at:%Y-%m-%d %H:%M}" if r.done_at else ""
-        out.print(f"#{r.id} {r.kind} {r.entity or ''} {r.status}{flag} (requested {r.requested_at:%Y-%m-%d}{deadline}{done})",
-                  markup=False)
+        out.print(
+            f"#{r.id} {r.kind} {r.entity or ''} {r.status}{flag} (requested {r.requested_at:%Y-%m-%d}{deadline}{done})",
+            markup=False,
+        )
 
 
 @erase_app.command("verify")
@@ -846,9 +986,12 @@ def erase_verify(entity: EntityOpt, key: KeyOpt, store: StoreOpt = Path(".")) ->
     for check in report.checks:
         if check.found:
             out.print(f"FOUND {check.found} in {check.where} ({check.method})", markup=False)
-    out.print(f"{len(report.checks)} checks ({sum(c.method == 'bytes' for c in report.checks)} files scanned): "
-              + ("the subject was found nowhere" if report.clean else "the subject is still in the store")
-              + (f"; report: {report.path}" if report.path else ""), markup=False)
+    out.print(
+        f"{len(report.checks)} checks ({sum(c.method == 'bytes' for c in report.checks)} files scanned): "
+        + ("the subject was found nowhere" if report.clean else "the subject is still in the store")
+        + (f"; report: {report.path}" if report.path else ""),
+        markup=False,
+    )
     if not report.clean:
         raise typer.Exit(1)
 
@@ -901,11 +1044,16 @@ def hold_add(
     """Put a subject or a view under a legal hold: retention and erasure wait until it is removed."""
     with _open(store) as fs:
         hold = fs.add_hold(reason=reason, entity=entity, key=key, view=view)
-    out.print(f"Hold {hold.id} on {'view ' + str(hold.view) if hold.view else 'a subject of ' + str(hold.entity)}.", markup=False)
+    out.print(
+        f"Hold {hold.id} on {'view ' + str(hold.view) if hold.view else 'a subject of ' + str(hold.entity)}.",
+        markup=False,
+    )
 
 
 @hold_app.command("remove")
-def hold_remove(hold_id: Annotated[int, typer.Argument(help="The hold's id (see `hold list`).")], store: StoreOpt = Path(".")) -> None:
+def hold_remove(
+    hold_id: Annotated[int, typer.Argument(help="The hold's id (see `hold list`).")], store: StoreOpt = Path(".")
+) -> None:
     """End a legal hold; held erasure requests are then run again by `erase subject`."""
     with _open(store) as fs:
         fs.remove_hold(hold_id)
@@ -930,26 +1078,38 @@ def dp_query(
     agg: Annotated[list[str], typer.Option("--agg", help="count, sum:COLUMN or mean:COLUMN (repeatable).")],
     purpose: Annotated[str, typer.Option("--purpose", help="A purpose with dp_aggregates access.")],
     by: Annotated[list[str] | None, typer.Option("--by", help="Group by this column (repeatable).")] = None,
-    epsilon: Annotated[float | None, typer.Option(help="Privacy loss of this release (default: the policy's per-release epsilon).")] = None,
-    delta: Annotated[float | None, typer.Option(help="Delta, needed when a group column's values are not public.")] = None,
+    epsilon: Annotated[
+        float | None, typer.Option(help="Privacy loss of this release (default: the policy's per-release epsilon).")
+    ] = None,
+    delta: Annotated[
+        float | None, typer.Option(help="Delta, needed when a group column's values are not public.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the noise and accuracy; spend nothing.")] = False,
     store: StoreOpt = Path("."),
 ) -> None:
     """Release differentially private statistics of a view (charged to the budget; --dry-run is free)."""
     with _open(store) as fs, err.status("Calibrating and releasing..."):
-        release = fs.dp_query(view, aggregates=agg, group_by=by or [], purpose=purpose, epsilon=epsilon, delta=delta,
-                              dry_run=dry_run)
+        release = fs.dp_query(
+            view, aggregates=agg, group_by=by or [], purpose=purpose, epsilon=epsilon, delta=delta, dry_run=dry_run
+        )
     for stat in release.statistics:
         extra = f", threshold {stat.threshold}" if stat.threshold is not None else ""
-        out.print(f"{stat.column} ({stat.aggregate}): {stat.distribution} noise, scale {stat.scale:.4g}, "
-                  f"95% within +/- {stat.accuracy:.4g}{extra}", markup=False)
+        out.print(
+            f"{stat.column} ({stat.aggregate}): {stat.distribution} noise, scale {stat.scale:.4g}, "
+            f"95% within +/- {stat.accuracy:.4g}{extra}",
+            markup=False,
+        )
     out.print(f"truncation bias: {release.truncation_bias}", markup=False)
     if release.table is not None:
         table = Table(*release.table.column_names)
         for row in release.table.to_pylist():
             table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
         out.print(table)
-        cost = "no new cost (the stored release of this query and data)" if release.cached else f"epsilon {release.spent:g} spent"
+        cost = (
+            "no new cost (the stored release of this query and data)"
+            if release.cached
+            else f"epsilon {release.spent:g} spent"
+        )
         out.print(f"{cost}; {release.suppressed_groups} groups below the minimum group size suppressed", markup=False)
 
 
@@ -960,7 +1120,9 @@ def dp_release_view(
     agg: Annotated[list[str], typer.Option("--agg", help="count, sum:COLUMN or mean:COLUMN (repeatable).")],
     by: Annotated[str, typer.Option("--by", help="The group column (the target's join key).")],
     start: Annotated[str, typer.Option("--start", help="Window start, ISO time with zone (inclusive).")],
-    end: Annotated[str, typer.Option("--end", help="Window end, ISO time with zone (exclusive); the rows' event time.")],
+    end: Annotated[
+        str, typer.Option("--end", help="Window end, ISO time with zone (exclusive); the rows' event time.")
+    ],
     purpose: Annotated[str, typer.Option("--purpose", help="A purpose with dp_aggregates access.")],
     epsilon: Annotated[float | None, typer.Option(help="Privacy loss of this release.")] = None,
     delta: Annotated[float | None, typer.Option(help="Delta, for group values that are not public.")] = None,
@@ -969,11 +1131,21 @@ def dp_release_view(
     """Release one time window of a DP aggregate feature view and ingest it into TARGET (charged to the budget)."""
     window = (_parse_time(start, "--start"), _parse_time(end, "--end"))
     with _open(store) as fs, err.status("Releasing..."):
-        release, batch = fs.release_dp_view(target, source=source, aggregates=agg, group_by=by, purpose=purpose,
-                                            window=window, epsilon=epsilon, delta=delta)
-    out.print(f"Released {batch.rows:,} groups into {batch.view}@v{batch.version} as batch {batch.batch_id} "
-              f"(epsilon {release.spent:g} spent; {release.suppressed_groups} groups below the minimum size suppressed).",
-              markup=False)
+        release, batch = fs.release_dp_view(
+            target,
+            source=source,
+            aggregates=agg,
+            group_by=by,
+            purpose=purpose,
+            window=window,
+            epsilon=epsilon,
+            delta=delta,
+        )
+    out.print(
+        f"Released {batch.rows:,} groups into {batch.view}@v{batch.version} as batch {batch.batch_id} "
+        f"(epsilon {release.spent:g} spent; {release.suppressed_groups} groups below the minimum size suppressed).",
+        markup=False,
+    )
 
 
 @dp_app.command("budget")
@@ -987,8 +1159,11 @@ def dp_budget(purpose: PurposeOpt = None, store: StoreOpt = Path(".")) -> None:
         who = f" consumer {b.consumer}" if b.consumer else ""
         period = f" per {format_duration(timedelta(days=b.period_days))}" if b.period_days else " (never refreshes)"
         refresh = f"; refreshes from {b.refreshes_at:%Y-%m-%d %H:%M}" if b.refreshes_at else ""
-        out.print(f"{b.policy_id}/{b.purpose}{who}: epsilon {b.spent:g} spent, {b.reserved:g} reserved, {b.remaining:g} of "
-                  f"{b.budget:g} left{period}{refresh}", markup=False)
+        out.print(
+            f"{b.policy_id}/{b.purpose}{who}: epsilon {b.spent:g} spent, {b.reserved:g} reserved, {b.remaining:g} of "
+            f"{b.budget:g} left{period}{refresh}",
+            markup=False,
+        )
 
 
 @app.command()

@@ -110,7 +110,7 @@ def normalize_registry_url(url: str, root: Path | None) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("sqlite:///") and root is not None:
-        path = url[len("sqlite:///"):]
+        path = url[len("sqlite:///") :]
         if path and not path.startswith("/") and path != ":memory:":
             return f"sqlite:///{(root / path).as_posix()}"
     return url
@@ -121,8 +121,7 @@ def load_config(root: Path) -> StoreConfig:
     path = root / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(
-            f"{root} is not a feature store: {CONFIG_FILE} not found. "
-            f"Create one with `featurestore init {root}`."
+            f"{root} is not a feature store: {CONFIG_FILE} not found. Create one with `featurestore init {root}`."
         )
     fname = str(path)
     try:
@@ -141,8 +140,12 @@ def load_config(root: Path) -> StoreConfig:
 
     check_settings(doc, _TOP_KEYS, "")
     sections: dict[str, YMap] = {}
-    for name, allowed in (("offline", _OFFLINE_KEYS), ("online", _ONLINE_KEYS), ("keys", _KEYS_KEYS),
-                          ("governance", _GOVERNANCE_KEYS)):
+    for name, allowed in (
+        ("offline", _OFFLINE_KEYS),
+        ("online", _ONLINE_KEYS),
+        ("keys", _KEYS_KEYS),
+        ("governance", _GOVERNANCE_KEYS),
+    ):
         section = doc.get(name) or YMap()
         if not isinstance(section, YMap):
             line, col = doc.value_pos(name)
@@ -153,8 +156,10 @@ def load_config(root: Path) -> StoreConfig:
     project = doc.get("project")
     if project is not None and not (isinstance(project, str) and re.fullmatch(PROJECT_RE, project)):
         line, col = doc.value_pos("project")
-        problems.append(f"{fname}:{line}:{col}: 'project' must be lower-case letters, digits and _, starting with a letter "
-                        "(at most 40), e.g. fraud_team")
+        problems.append(
+            f"{fname}:{line}:{col}: 'project' must be lower-case letters, digits and _, starting with a letter "
+            "(at most 40), e.g. fraud_team"
+        )
         project = None
     registry = doc.get("registry", "sqlite:///registry.db")
     if not isinstance(registry, str) or "://" not in registry:
@@ -176,30 +181,41 @@ def load_config(root: Path) -> StoreConfig:
     lake: str | None = None
     if kind not in ("duckdb", "delta"):
         line, col = sections["offline"].value_pos("type")
-        problems.append(f"{fname}:{line}:{col}: 'offline.type' must be duckdb (one embedded file) or delta (a Delta Lake "
-                        "directory or URI in offline.path)")
+        problems.append(
+            f"{fname}:{line}:{col}: 'offline.type' must be duckdb (one embedded file) or delta (a Delta Lake "
+            "directory or URI in offline.path)"
+        )
     elif kind == "delta":
         where = sections["offline"].get("path")
         if not isinstance(where, str) or not where:
-            problems.append(f"{fname}: offline.type is delta but offline.path is missing: give the lake's directory or "
-                            "URI, e.g. path: lake  or  path: s3://bucket/features")
+            problems.append(
+                f"{fname}: offline.type is delta but offline.path is missing: give the lake's directory or "
+                "URI, e.g. path: lake  or  path: s3://bucket/features"
+            )
         else:
             lake = where if "://" in where else str(root / where)
     options = sections["offline"].get("storage_options") or {}
     if not isinstance(options, dict):
         line, col = sections["offline"].value_pos("storage_options")
-        problems.append(f"{fname}:{line}:{col}: 'offline.storage_options' must be a mapping of delta-rs storage options")
+        problems.append(
+            f"{fname}:{line}:{col}: 'offline.storage_options' must be a mapping of delta-rs storage options"
+        )
         options = {}
     if problems:
         raise ConfigError("\n".join(problems))
-    offline_path = root / str(sections["offline"].get("bookkeeping", "offline.duckdb") if lake is not None
-                              else sections["offline"].get("path", "offline.duckdb"))
+    offline_path = root / str(
+        sections["offline"].get("bookkeeping", "offline.duckdb")
+        if lake is not None
+        else sections["offline"].get("path", "offline.duckdb")
+    )
     return StoreConfig(
         root=root,
         registry_url=normalize_registry_url(str(registry), root),
         offline_path=offline_path,
         lock_timeout=float(timeout),
-        force_compression=str(sections["offline"]["force_compression"]) if sections["offline"].get("force_compression") else None,
+        force_compression=str(sections["offline"]["force_compression"])
+        if sections["offline"].get("force_compression")
+        else None,
         online=dict(sections["online"]),
         keys=dict(sections["keys"]),
         require_policy=bool(require_policy),

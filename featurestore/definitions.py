@@ -159,7 +159,10 @@ class FeatureView:
     def stored_columns(self, join_keys: Mapping[str, str]) -> dict[str, str]:
         """Every column a version's table holds, in order, with its type: the join keys, the event
         time, the created time (if any) and the features."""
-        times = {self.timestamp_field: "timestamp", **({self.created_timestamp_field: "timestamp"} if self.created_timestamp_field else {})}
+        times = {
+            self.timestamp_field: "timestamp",
+            **({self.created_timestamp_field: "timestamp"} if self.created_timestamp_field else {}),
+        }
         return {**join_keys, **times, **{f.name: f.dtype for f in self.features}}
 
     @property
@@ -178,8 +181,7 @@ class FeatureView:
             if f.name == name:
                 return f
         raise UnknownFeatureError(
-            f"feature view '{self.name}' has no feature '{name}'."
-            + did_you_mean(name, self.feature_names)
+            f"feature view '{self.name}' has no feature '{name}'." + did_you_mean(name, self.feature_names)
         )
 
     def schema_hash(self, join_keys: Mapping[str, str]) -> str:
@@ -206,10 +208,7 @@ class FeatureView:
             "owner": self.owner,
             "tags": dict(self.tags),
             "description": self.description,
-            "features": [
-                {"name": f.name, "type": f.dtype, "description": f.description}
-                for f in self.features
-            ],
+            "features": [{"name": f.name, "type": f.dtype, "description": f.description} for f in self.features],
             **({"created_timestamp_field": self.created_timestamp_field} if self.created_timestamp_field else {}),
         }
 
@@ -233,7 +232,9 @@ def entity_problems(name: str, join_keys: Mapping[str, str]) -> list[tuple[str, 
     """Problems with an entity's fields, as (field, message) pairs."""
     problems: list[tuple[str, str]] = []
     if not isinstance(name, str) or not NAME_RE.match(name):
-        problems.append(("name", f"invalid name {name!r}: use letters, digits and _, starting with a letter (at most 100)"))
+        problems.append(
+            ("name", f"invalid name {name!r}: use letters, digits and _, starting with a letter (at most 100)")
+        )
     if not join_keys:
         problems.append(("join_keys", "an entity needs at least one join key, e.g. {customer_id: string}"))
     for key, dtype in join_keys.items():
@@ -261,9 +262,13 @@ def view_problems(
         elif created == timestamp_field:
             problems.append(("created_timestamp_field", f"'{created}' is the event time column; name another column"))
         elif created in {f.name for f in features}:
-            problems.append(("created_timestamp_field", f"'{created}' is a feature; the created time is a column of its own"))
+            problems.append(
+                ("created_timestamp_field", f"'{created}' is a feature; the created time is a column of its own")
+            )
     if not isinstance(name, str) or not NAME_RE.match(name):
-        problems.append(("name", f"invalid name {name!r}: use letters, digits and _, starting with a letter (at most 100)"))
+        problems.append(
+            ("name", f"invalid name {name!r}: use letters, digits and _, starting with a letter (at most 100)")
+        )
     if not isinstance(timestamp_field, str) or not NAME_RE.match(timestamp_field):
         problems.append(("timestamp_field", f"invalid timestamp column name {timestamp_field!r}"))
     if not features:
@@ -272,7 +277,9 @@ def view_problems(
     for f in features:
         where = f"features.{f.name}"
         if not isinstance(f.name, str) or not NAME_RE.match(f.name):
-            problems.append((where, f"invalid feature name {f.name!r}: use letters, digits and _, starting with a letter"))
+            problems.append(
+                (where, f"invalid feature name {f.name!r}: use letters, digits and _, starting with a letter")
+            )
         elif f.name in seen:
             problems.append((where, f"feature '{f.name}' is defined twice"))
         elif f.name == timestamp_field:
@@ -327,7 +334,17 @@ def parse_view_ref(text: str) -> tuple[str, int | None]:
 # --- YAML -------------------------------------------------------------------------------
 
 _ENTITY_KEYS = ("name", "join_keys", "description")
-_VIEW_KEYS = ("name", "entity", "features", "timestamp_field", "created_timestamp_field", "ttl", "owner", "tags", "description")
+_VIEW_KEYS = (
+    "name",
+    "entity",
+    "features",
+    "timestamp_field",
+    "created_timestamp_field",
+    "ttl",
+    "owner",
+    "tags",
+    "description",
+)
 _FEATURE_KEYS = ("type", "description")
 
 
@@ -381,15 +398,20 @@ def _load_file(path: Path, defs: Definitions, problems: list[Problem]) -> None:
     if doc is None:
         return
     if not isinstance(doc, YMap):
-        problems.append(Problem("expected a mapping with 'entities:', 'feature_views:' and/or 'feature_services:'", fname, 1, 1))
+        problems.append(
+            Problem("expected a mapping with 'entities:', 'feature_views:' and/or 'feature_services:'", fname, 1, 1)
+        )
         return
 
     def at(pos: tuple[int, int], message: str) -> None:
         problems.append(Problem(message, fname, pos[0], pos[1]))
 
     check_keys(doc, ("entities", "feature_views", "feature_services"), lambda k: f"unknown section '{k}'.", at)
-    for section, loader in (("entities", _entity_from_yaml), ("feature_views", _view_from_yaml),
-                            ("feature_services", lambda item, d, at_, _f: service_from_yaml(item, d.services, at_))):
+    for section, loader in (
+        ("entities", _entity_from_yaml),
+        ("feature_views", _view_from_yaml),
+        ("feature_services", lambda item, d, at_, _f: service_from_yaml(item, d.services, at_)),
+    ):
         items = doc.get(section)
         if items is None:
             continue
@@ -424,8 +446,10 @@ def _entity_from_yaml(item: YMap, defs: Definitions, at: Any, fname: str) -> Non
     _unknown_keys(item, _ENTITY_KEYS, what, at)
     keys = item.get("join_keys")
     if not isinstance(keys, YMap):
-        at(item.value_pos("join_keys") if "join_keys" in item else item.pos,
-           f"{what} needs 'join_keys', a mapping of key name to type, e.g. 'customer_id: string'")
+        at(
+            item.value_pos("join_keys") if "join_keys" in item else item.pos,
+            f"{what} needs 'join_keys', a mapping of key name to type, e.g. 'customer_id: string'",
+        )
         return
     if name is None:
         return
@@ -452,8 +476,10 @@ def _view_from_yaml(item: YMap, defs: Definitions, at: Any, fname: str) -> None:
         defs.unchecked_entities[name] = (entity, defs.entity_positions[name])
     raw_features = item.get("features")
     if not isinstance(raw_features, YMap):
-        at(item.value_pos("features") if "features" in item else item.pos,
-           f"{what} needs 'features', a mapping of feature name to type, e.g. 'amount: float64'")
+        at(
+            item.value_pos("features") if "features" in item else item.pos,
+            f"{what} needs 'features', a mapping of feature name to type, e.g. 'amount: float64'",
+        )
         return
     features: list[Feature] = []
     feature_pos: dict[str, tuple[int, int]] = {}
@@ -504,8 +530,11 @@ def _view_from_yaml(item: YMap, defs: Definitions, at: Any, fname: str) -> None:
 
 
 def _check_names_unique(defs: Definitions, problems: list[Problem]) -> None:
-    for kind, names in (("entity", [e.name for e in defs.entities]), ("feature view", [v.name for v in defs.views]),
-                        ("feature service", [s.name for s in defs.services])):
+    for kind, names in (
+        ("entity", [e.name for e in defs.entities]),
+        ("feature view", [v.name for v in defs.views]),
+        ("feature service", [s.name for s in defs.services]),
+    ):
         dupes = sorted({n for n in names if names.count(n) > 1})
         for n in dupes:
             problems.append(Problem(f"{kind} '{n}' is defined more than once"))

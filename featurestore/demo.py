@@ -69,16 +69,19 @@ feature_views:
 
 # v2 of customer_profile adds the customer's tenure (its history is carried forward); a feature
 # service names what the fraud model reads, for training and serving alike.
-DEFINITIONS_V2 = DEFINITIONS_V1.replace(
-    "      signup_date: date\n",
-    "      signup_date: date\n      tenure_days: {type: int64, description: \"days since signup\"}\n",
-) + """
+DEFINITIONS_V2 = (
+    DEFINITIONS_V1.replace(
+        "      signup_date: date\n",
+        '      signup_date: date\n      tenure_days: {type: int64, description: "days since signup"}\n',
+    )
+    + """
 feature_services:
   - name: fraud_model_v1
     owner: risk-features@example.com
     description: What the big-spender model reads.
     features: [customer_profile:segment, customer_profile:tenure_days, customer_spend_daily:spend_total, customer_spend_daily:txn_count]
 """
+)
 
 COUNTRIES = ["DE", "FR", "NL", "ES", "IT", "PL", "SE", "IE"]
 SEGMENTS = ["retail", "retail", "retail", "premium", "business"]
@@ -121,23 +124,27 @@ def make_data(n_customers: int, *, seed: int = 7, end: datetime | None = None) -
             t_amounts.append(round(rng.lognormvariate(0, 0.8) * scale, 2))
             t_merchants.append(rng.choice(["grocery", "travel", "fuel", "online", "restaurant"]))
     ts = pa.timestamp("us", tz="UTC")
-    customers = pa.table({
-        "customer_id": ids,
-        "email": emails,
-        "birth_date": pa.array(births, pa.date32()),
-        "postcode": postcodes,
-        "phone": [f"+49 151 {rng.randrange(10**7, 10**8)}" for _ in ids],
-        "country": countries,
-        "segment": segments,
-        "signup_date": pa.array(signups, pa.date32()),
-        "event_timestamp": pa.array(profile_ts, ts),
-    })
-    transactions = pa.table({
-        "customer_id": t_ids,
-        "txn_timestamp": pa.array(t_ts, ts),
-        "amount": t_amounts,
-        "merchant_category": t_merchants,
-    })
+    customers = pa.table(
+        {
+            "customer_id": ids,
+            "email": emails,
+            "birth_date": pa.array(births, pa.date32()),
+            "postcode": postcodes,
+            "phone": [f"+49 151 {rng.randrange(10**7, 10**8)}" for _ in ids],
+            "country": countries,
+            "segment": segments,
+            "signup_date": pa.array(signups, pa.date32()),
+            "event_timestamp": pa.array(profile_ts, ts),
+        }
+    )
+    transactions = pa.table(
+        {
+            "customer_id": t_ids,
+            "txn_timestamp": pa.array(t_ts, ts),
+            "amount": t_amounts,
+            "merchant_category": t_merchants,
+        }
+    )
     return DemoData(customers, transactions)
 
 
@@ -167,11 +174,13 @@ def training_spine(transactions: pa.Table, *, rows: int, seed: int = 11) -> pa.T
     picked = pa.array(sorted(rng.sample(range(transactions.num_rows), rows)), pa.int64())
     sample = transactions.take(picked)
     amounts = sample.column("amount").to_pylist()
-    return pa.table({
-        "customer_id": sample.column("customer_id"),
-        "event_timestamp": sample.column("txn_timestamp"),
-        "amount_over_150": pa.array([a > 150 for a in amounts]),
-    })
+    return pa.table(
+        {
+            "customer_id": sample.column("customer_id"),
+            "event_timestamp": sample.column("txn_timestamp"),
+            "amount_over_150": pa.array([a > 150 for a in amounts]),
+        }
+    )
 
 
 def example_policy() -> str:
@@ -193,10 +202,15 @@ def _approver_key(private_file: Path) -> Path:
     key = Ed25519PrivateKey.generate()
     fd = os.open(private_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     public = private_file.with_suffix(".pub.pem")
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return public
 
 
@@ -232,16 +246,21 @@ def run_demo(
     with os.fdopen(fd, "w") as handle:
         handle.write(generate_master_key() + "\n")
     config = root / CONFIG_FILE
-    config.write_text(config.read_text(encoding="utf-8").replace(
-        "master_key_file: null", f"master_key_file: {key_file.resolve()}").replace(
-        "require_policy: false", "require_policy: true").replace(
-        "signed_approvals: false", "signed_approvals: true"), encoding="utf-8")
+    config.write_text(
+        config.read_text(encoding="utf-8")
+        .replace("master_key_file: null", f"master_key_file: {key_file.resolve()}")
+        .replace("require_policy: false", "require_policy: true")
+        .replace("signed_approvals: false", "signed_approvals: true"),
+        encoding="utf-8",
+    )
     store = FeatureStore(root, clock=clock, actor="demo-engineer")
     say(f"   {CONFIG_FILE}, features/, policies/, registry.db (SQLite, migrated), offline.duckdb")
     say(f"   master key in {key_file} (mode 600, outside the store); data keys are stored wrapped under it")
     say("   closed mode is on (governance.require_policy: true): every feature view needs an approved policy")
-    say("   signed approvals are on (governance.signed_approvals: true): an approval counts only when signed by a "
-        "registered approver's Ed25519 key")
+    say(
+        "   signed approvals are on (governance.signed_approvals: true): an approval counts only when signed by a "
+        "registered approver's Ed25519 key"
+    )
 
     say("[bold]2. Write definitions[/bold] to features/customers.yaml and the example policy to policies/")
     (root / "features" / "customers.yaml").write_text(DEFINITIONS_V1, encoding="utf-8")
@@ -259,11 +278,15 @@ def run_demo(
     public_key = _approver_key(approver_key)
     printed = store.add_approver("A. Counsel", "legal", public_key)
     public_key.unlink()
-    say(f"   A. Counsel is registered as legal with key {printed} (featurestore approvers add); her private key "
-        f"is {approver_key}, outside the store")
+    say(
+        f"   A. Counsel is registered as legal with key {printed} (featurestore approvers add); her private key "
+        f"is {approver_key}, outside the store"
+    )
     store.approve_policy(policy_file, by="A. Counsel", role="legal", ticket="LEGAL-412", key=approver_key)
-    say("   approved and signed by A. Counsel (legal): the registry keeps the exact text, its SHA-256 and her signature, "
-        "checked every time the policy in force is loaded")
+    say(
+        "   approved and signed by A. Counsel (legal): the registry keeps the exact text, its SHA-256 and her signature, "
+        "checked every time the policy in force is loaded"
+    )
     for line in str(store.plan()).splitlines():
         say(f"   {line}")
     store.apply()
@@ -280,11 +303,17 @@ def run_demo(
     profile = data.customers.drop_columns(["phone"])
     r = store.ingest("customer_profile", profile)
     say(f"   customer_profile@v{r.version}: {r.rows:,} rows from Arrow, batch {r.batch_id}")
-    stored = store.read("customer_profile", features=["email", "birth_date", "postcode"], purpose="fraud_detection").slice(0, 1)
+    stored = store.read(
+        "customer_profile", features=["email", "birth_date", "postcode"], purpose="fraud_detection"
+    ).slice(0, 1)
     raw = data.customers.slice(0, 1)
-    say(f"   raw  {raw.column('customer_id')[0]} | {raw.column('email')[0].as_py().strip()} | {raw.column('birth_date')[0]} | {raw.column('postcode')[0]}")
-    say(f"   disk {stored.column('customer_id')[0].as_py()[:22]}... | {stored.column('email')[0].as_py()[:22]}... | "
-        f"{stored.column('birth_date')[0]} | {stored.column('postcode')[0]}")
+    say(
+        f"   raw  {raw.column('customer_id')[0]} | {raw.column('email')[0].as_py().strip()} | {raw.column('birth_date')[0]} | {raw.column('postcode')[0]}"
+    )
+    say(
+        f"   disk {stored.column('customer_id')[0].as_py()[:22]}... | {stored.column('email')[0].as_py()[:22]}... | "
+        f"{stored.column('birth_date')[0]} | {stored.column('postcode')[0]}"
+    )
     daily = daily_spend(data.transactions)
     with tempfile.TemporaryDirectory() as tmp:
         parquet = Path(tmp) / "spend_daily.parquet"
@@ -301,15 +330,24 @@ def run_demo(
             say(f"   refused: {exc}")
     allowed = store.read("customer_spend_daily", purpose="fraud_detection")
     say(f"   allowed for fraud_detection: {allowed.num_rows:,} rows (and the read is in the audit log)")
-    say(f"   refusals are audited too: {len(store.audit_entries(action='refused'))} refused reads so far (who, purpose, view, why)")
+    say(
+        f"   refusals are audited too: {len(store.audit_entries(action='refused'))} refused reads so far (who, purpose, view, why)"
+    )
 
     say("[bold]5b. Only approved content is enforced[/bold]: an edit is a draft until legal approves it")
     approved_text = policy_file.read_text(encoding="utf-8")
-    policy_file.write_text(approved_text.replace("feature_views: [customer_profile, customer_spend_daily]",
-                                                 "feature_views: [customer_spend_daily]") + "# edited, not approved\n", encoding="utf-8")
+    policy_file.write_text(
+        approved_text.replace(
+            "feature_views: [customer_profile, customer_spend_daily]", "feature_views: [customer_spend_daily]"
+        )
+        + "# edited, not approved\n",
+        encoding="utf-8",
+    )
     store.ingest("customer_profile", profile.slice(0, 3))
     email = store.read("customer_profile", features=["email"], purpose="fraud_detection").column("email")[-1].as_py()
-    say(f"   an unapproved edit drops customer_profile from the scope; new rows are still hashed: email {email[:22]}...")
+    say(
+        f"   an unapproved edit drops customer_profile from the scope; new rows are still hashed: email {email[:22]}..."
+    )
     for st in store.policy_status():
         for file, lines in st.drafts:
             say(f"   policy status: draft {Path(file).name} pending; approving it would say: {lines[-1]}")
@@ -323,19 +361,25 @@ def run_demo(
     except IngestionError as exc:
         say(f"   {exc}")
 
-    say("[bold]7. A schema change makes a new version that keeps the history[/bold]: customer_profile gains tenure_days, "
-        "and a feature service names what the fraud model reads")
+    say(
+        "[bold]7. A schema change makes a new version that keeps the history[/bold]: customer_profile gains tenure_days, "
+        "and a feature service names what the fraud model reads"
+    )
     (root / "features" / "customers.yaml").write_text(DEFINITIONS_V2, encoding="utf-8")
     for line in str(store.apply()).splitlines():
         say(f"   {line}")
     today = datetime.now(UTC).date()
     tenure = [(today - d).days for d in profile.column("signup_date").to_pylist()]
     r = store.ingest("customer_profile", profile.append_column("tenure_days", pa.array(tenure, pa.int64())))
-    say(f"   customer_profile@v{r.version}: {r.rows:,} new rows with tenure_days, batch {r.batch_id}; it holds "
-        f"{store.read('customer_profile', features=['segment'], purpose='fraud_detection').num_rows:,} rows, v1's included")
+    say(
+        f"   customer_profile@v{r.version}: {r.rows:,} new rows with tenure_days, batch {r.batch_id}; it holds "
+        f"{store.read('customer_profile', features=['segment'], purpose='fraud_detection').num_rows:,} rows, v1's included"
+    )
     v1 = store.read("customer_profile@v1", features=["country"], purpose="fraud_detection")
-    say(f"   the pinned ref customer_profile@v1 still reads {v1.num_rows:,} rows with features "
-        f"{', '.join(store.get_view('customer_profile@v1').view.feature_names)}")
+    say(
+        f"   the pinned ref customer_profile@v1 still reads {v1.num_rows:,} rows with features "
+        f"{', '.join(store.get_view('customer_profile@v1').view.feature_names)}"
+    )
 
     say("[bold]8. Time travel on ingestion time[/bold]")
     extra = daily.slice(0, 100)
@@ -347,109 +391,189 @@ def run_demo(
         f"as of batch {first_spend.batch_id}'s ingestion time it had {then_rows:,}"
     )
 
-    say("[bold]9. A point-in-time training set[/bold]: one row per payment, raw customer ids in, features as known then")
+    say(
+        "[bold]9. A point-in-time training set[/bold]: one row per payment, raw customer ids in, features as known then"
+    )
     spine = training_spine(data.transactions, rows=min(5000, data.transactions.num_rows))
-    training = store.create_training_set("big_spender_v1", spine, "service:fraud_model_v1", purpose="fraud_detection",
-                                         description="demo: is the next payment over 150?")
+    training = store.create_training_set(
+        "big_spender_v1",
+        spine,
+        "service:fraud_model_v1",
+        purpose="fraud_detection",
+        description="demo: is the next payment over 150?",
+    )
     table = store.load_training_set("big_spender_v1", purpose="fraud_detection")
     expired = table.column("spend_total").null_count
-    say(f"   {training.row_count:,} rows; the raw ids were hashed in-process to join; spend features are null for "
-        f"{expired:,} rows whose latest daily spend is older than the 30-day TTL or later than the payment")
-    say(f"   manifest: service {', '.join(training.services)} -> {', '.join(f['ref'] for f in training.features)}; "
-        f"as of {training.as_of.isoformat()}")
+    say(
+        f"   {training.row_count:,} rows; the raw ids were hashed in-process to join; spend features are null for "
+        f"{expired:,} rows whose latest daily spend is older than the 30-day TTL or later than the payment"
+    )
+    say(
+        f"   manifest: service {', '.join(training.services)} -> {', '.join(f['ref'] for f in training.features)}; "
+        f"as of {training.as_of.isoformat()}"
+    )
     for note in training.notes:
         say(f"   retention: {note['text']}")
-    say(f"   built under {', '.join(h.split('@')[0] + '@' + h.split('@')[1][:12] + '...' for h in training.policy_hashes)}; "
-        f"saved with customer ids as tokens; sha256 {training.content_hash[:16]}...")
+    say(
+        f"   built under {', '.join(h.split('@')[0] + '@' + h.split('@')[1][:12] + '...' for h in training.policy_hashes)}; "
+        f"saved with customer ids as tokens; sha256 {training.content_hash[:16]}..."
+    )
     correction = daily.slice(0, 50).set_column(3, "spend_total", pa.array([0.0] * 50))
     store.ingest("customer_spend_daily", correction)
     again = store.reproduce_training_set("big_spender_v1", purpose="fraud_detection")
-    say(f"   after a correcting batch, reproduce_training_set rebuilds it: hash {'matches' if again.matches else 'DIFFERS'}")
-    known = store.get_historical_features(spine, ["customer_spend_daily:spend_total"], known_at_prediction_time=True,
-                                          purpose="fraud_detection")
-    say(f"   known_at_prediction_time=True: {known.column('spend_total').null_count:,} null (every row here was "
-        "ingested after the payments it describes, so a model serving then could not have seen it)")
+    say(
+        f"   after a correcting batch, reproduce_training_set rebuilds it: hash {'matches' if again.matches else 'DIFFERS'}"
+    )
+    known = store.get_historical_features(
+        spine, ["customer_spend_daily:spend_total"], known_at_prediction_time=True, purpose="fraud_detection"
+    )
+    say(
+        f"   known_at_prediction_time=True: {known.column('spend_total').null_count:,} null (every row here was "
+        "ingested after the payments it describes, so a model serving then could not have seen it)"
+    )
     import importlib.util
 
     if importlib.util.find_spec("deltalake") is None:
-        say("[bold]9b. Beyond one machine: the lake store[/bold]: skipped, deltalake is not installed "
-            "(pip install 'featurestore\\[lake]')")
+        say(
+            "[bold]9b. Beyond one machine: the lake store[/bold]: skipped, deltalake is not installed "
+            "(pip install 'featurestore\\[lake]')"
+        )
     else:
         from .demo_lake import lake_step
 
         refs = ["customer_spend_daily:spend_total", "customer_spend_daily:txn_count"]
-        before_fix = store.get_historical_features(spine, refs, as_of=first_spend.ingested_at, purpose="fraud_detection")
+        before_fix = store.get_historical_features(
+            spine, refs, as_of=first_spend.ingested_at, purpose="fraud_detection"
+        )
         lake_step(root, key_file, DEFINITIONS_V1, example_policy(), daily, spine, before_fix, say, clock)
 
     say("[bold]10. Online serving[/bold]: materialize the latest values, look them up with raw ids")
     for m in store.materialize():
-        say(f"   {m.view}@v{m.version}: {m.entities:,} entities {'copied' if m.full else 'updated'} to the online store")
+        say(
+            f"   {m.view}@v{m.version}: {m.entities:,} entities {'copied' if m.full else 'updated'} to the online store"
+        )
     ids = [data.customers.column("customer_id")[i].as_py() for i in (0, 1)] + ["C999999"]
-    online = store.get_online_features([{"customer_id": c} for c in ids], "service:fraud_model_v1", purpose="fraud_detection")
+    online = store.get_online_features(
+        [{"customer_id": c} for c in ids], "service:fraud_model_v1", purpose="fraud_detection"
+    )
     for i, customer in enumerate(ids):
-        say(f"   {customer}: segment {online.values['segment'][i]!r} ({online.statuses['segment'][i]}), "
-            f"spend_total {online.values['spend_total'][i]!r} ({online.statuses['spend_total'][i]})")
-    say("   (values older than the 30-day TTL or the policy's 30-day online retention come back expired, never stale; "
-        "serve over HTTP with `featurestore serve`)")
+        say(
+            f"   {customer}: segment {online.values['segment'][i]!r} ({online.statuses['segment'][i]}), "
+            f"spend_total {online.values['spend_total'][i]!r} ({online.statuses['spend_total'][i]})"
+        )
+    say(
+        "   (values older than the 30-day TTL or the policy's 30-day online retention come back expired, never stale; "
+        "serve over HTTP with `featurestore serve`)"
+    )
     pushed_at = datetime.now(UTC) - timedelta(minutes=1)
     push_row = daily.slice(0, 1).set_column(1, "event_timestamp", pa.array([pushed_at], pa.timestamp("us", tz="UTC")))
     push_row = push_row.set_column(push_row.column_names.index("spend_total"), "spend_total", pa.array([999.0]))
     pushed = store.push("customer_spend_daily", push_row, to="both")
-    late = push_row.set_column(1, "event_timestamp", pa.array([pushed_at - timedelta(hours=1)], pa.timestamp("us", tz="UTC")))
-    store.push("customer_spend_daily", late.set_column(late.column_names.index("spend_total"), "spend_total", pa.array([1.0])))
+    late = push_row.set_column(
+        1, "event_timestamp", pa.array([pushed_at - timedelta(hours=1)], pa.timestamp("us", tz="UTC"))
+    )
+    store.push(
+        "customer_spend_daily", late.set_column(late.column_names.index("spend_total"), "spend_total", pa.array([1.0]))
+    )
     who = {"customer_id": push_row.column("customer_id")[0].as_py()}
-    served = store.get_online_features(who, ["customer_spend_daily:spend_total"], purpose="fraud_detection").values["spend_total"][0]
-    say(f"   push (to online and offline, batch {pushed.batch_id}): {who['customer_id']} serves spend_total {served!r} at once; "
-        "a late push of an older event did not overwrite it")
+    served = store.get_online_features(who, ["customer_spend_daily:spend_total"], purpose="fraud_detection").values[
+        "spend_total"
+    ][0]
+    say(
+        f"   push (to online and offline, batch {pushed.batch_id}): {who['customer_id']} serves spend_total {served!r} at once; "
+        "a late push of an older event did not overwrite it"
+    )
     report = store.check_consistency(sample=200, purpose="fraud_detection")
-    say("   consistency with the point-in-time answer for now: "
-        + ", ".join(f"{r.view} {r.checked} checked, {len(r.mismatches)} mismatches" for r in report))
+    say(
+        "   consistency with the point-in-time answer for now: "
+        + ", ".join(f"{r.view} {r.checked} checked, {len(r.mismatches)} mismatches" for r in report)
+    )
 
     say("[bold]11. Retention and the right to erasure[/bold] (featurestore retention run / erase / where)")
     dry = store.run_retention(dry_run=True)
     offline_expired = {place: rows for place, rows in dry.removed.items() if rows}
-    say("   retention dry run (policy: offline 400 days, online 30, training sets 180): "
-        + (", ".join(f"{place} {rows:,}" for place, rows in offline_expired.items()) or "no offline row is past retention yet"))
+    say(
+        "   retention dry run (policy: offline 400 days, online 30, training sets 180): "
+        + (
+            ", ".join(f"{place} {rows:,}" for place, rows in offline_expired.items())
+            or "no offline row is past retention yet"
+        )
+    )
     done = store.run_retention()
-    say("   retention run: " + ", ".join(f"{place} {rows:,} rows removed" for place, rows in done.removed.items() if rows)
-        + " (values reads were already hiding)")
+    say(
+        "   retention run: "
+        + ", ".join(f"{place} {rows:,} rows removed" for place, rows in done.removed.items() if rows)
+        + " (values reads were already hiding)"
+    )
     subject = spine.column("customer_id")[0].as_py()
     before = store.where("customer", subject)
     say(f"   where is customer {subject}? " + ", ".join(f"{place}: {rows}" for place, rows in before.items()))
     [erased] = store.erase("customer", [subject])
-    say(f"   erased: request {erased.request_id} {erased.status} (deadline {erased.deadline:%Y-%m-%d}), "
-        f"{sum(erased.removed.values()):,} rows removed from {sum(1 for n in erased.removed.values() if n)} places, then compacted")
+    say(
+        f"   erased: request {erased.request_id} {erased.status} (deadline {erased.deadline:%Y-%m-%d}), "
+        f"{sum(erased.removed.values()):,} rows removed from {sum(1 for n in erased.removed.values() if n)} places, then compacted"
+    )
     after = store.where("customer", subject)
     say(f"   where is customer {subject} now? {', '.join(after) or 'nowhere'}")
     proof = store.verify_erasure("customer", subject)
-    say(f"   proof: {len(proof.checks)} checks, every table queried and {sum(c.method == 'bytes' for c in proof.checks)} files "
-        f"scanned: {'clean' if proof.clean else 'FOUND'}; report {Path(proof.path).name if proof.path else '-'}")
-    back = store.ingest("customer_profile", profile.filter(pa.compute.equal(profile.column("customer_id"), subject)).append_column(
-        "tenure_days", pa.array([0], pa.int64())))
-    say(f"   a late batch with that customer's row: {back.dropped_erased} row dropped by the tombstone, {back.rows} stored")
+    say(
+        f"   proof: {len(proof.checks)} checks, every table queried and {sum(c.method == 'bytes' for c in proof.checks)} files "
+        f"scanned: {'clean' if proof.clean else 'FOUND'}; report {Path(proof.path).name if proof.path else '-'}"
+    )
+    back = store.ingest(
+        "customer_profile",
+        profile.filter(pa.compute.equal(profile.column("customer_id"), subject)).append_column(
+            "tenure_days", pa.array([0], pa.int64())
+        ),
+    )
+    say(
+        f"   a late batch with that customer's row: {back.dropped_erased} row dropped by the tombstone, {back.rows} stored"
+    )
 
-    say("[bold]12. Differentially private statistics[/bold] for research, without row access (featurestore dp query / budget)")
+    say(
+        "[bold]12. Differentially private statistics[/bold] for research, without row access (featurestore dp query / budget)"
+    )
     try:
         store.read("customer_profile", purpose="research_statistics")
     except PolicyViolation as exc:
         say(f"   rows are refused: {str(exc).split(' (it has')[0]}")
+
     def segments(dry_run: bool = False) -> DpRelease:
-        return store.dp_query("customer_profile", aggregates=["count"], group_by=["segment"], purpose="research_statistics",
-                              epsilon=0.5, dry_run=dry_run)
+        return store.dp_query(
+            "customer_profile",
+            aggregates=["count"],
+            group_by=["segment"],
+            purpose="research_statistics",
+            epsilon=0.5,
+            dry_run=dry_run,
+        )
 
     preview = segments(dry_run=True)
-    say("   dry run (free): " + "; ".join(f"{s.column} +/- {s.accuracy:,.0f} (95%, {s.distribution} noise)" for s in preview.statistics))
+    say(
+        "   dry run (free): "
+        + "; ".join(f"{s.column} +/- {s.accuracy:,.0f} (95%, {s.distribution} noise)" for s in preview.statistics)
+    )
     counted = segments()
-    say("   customers per segment: " + ", ".join(f"{r['segment']} about {r['count']:,}" for r in counted.table.to_pylist())
-        if counted.table is not None else "")
+    say(
+        "   customers per segment: "
+        + ", ".join(f"{r['segment']} about {r['count']:,}" for r in counted.table.to_pylist())
+        if counted.table is not None
+        else ""
+    )
     say(f"   the same question again: {'the stored release, no new cost' if segments().cached else 'charged again'}")
-    spend = store.dp_query("customer_spend_daily", aggregates=["mean:spend_total"], purpose="research_statistics", epsilon=0.5)
+    spend = store.dp_query(
+        "customer_spend_daily", aggregates=["mean:spend_total"], purpose="research_statistics", epsilon=0.5
+    )
     if spend.table is not None:
-        say(f"   mean daily card spend: about {spend.table.column('mean_spend_total')[0].as_py():,.2f} "
-            f"(true {pa.compute.mean(daily.column('spend_total')).as_py():,.2f}; at most 5 days per customer, drawn at random)")
+        say(
+            f"   mean daily card spend: about {spend.table.column('mean_spend_total')[0].as_py():,.2f} "
+            f"(true {pa.compute.mean(daily.column('spend_total')).as_py():,.2f}; at most 5 days per customer, drawn at random)"
+        )
     for budget in store.dp_budget(purpose="research_statistics"):
-        say(f"   budget {budget.purpose}: epsilon {budget.spent:g} spent, {budget.remaining:g} of {budget.budget:g} left "
-            f"this {budget.period_days:g}-day period")
+        say(
+            f"   budget {budget.purpose}: epsilon {budget.spent:g} spent, {budget.remaining:g} of {budget.budget:g} left "
+            f"this {budget.period_days:g}-day period"
+        )
 
     say("[bold]13. The registry's record[/bold]")
     for b in store.list_batches():

@@ -47,11 +47,15 @@ def _run(checks: list[Check], name: str, probe: Callable[[], str], fix: str = ""
         checks.append(Check(name, "problem", str(exc), fix))
         return False
     except Exception as exc:  # noqa: BLE001 - a server down, a driver error: reported, never a traceback
-        checks.append(Check(name, "problem", f"failed with {type(exc).__name__} (its text is not shown: it may quote data)", fix))
+        checks.append(
+            Check(name, "problem", f"failed with {type(exc).__name__} (its text is not shown: it may quote data)", fix)
+        )
         return False
 
 
-def diagnose(root: Path, open_store: Callable[[], tuple[FeatureStore, StoreContext, Callable[[], OnlineStore]]]) -> list[Check]:
+def diagnose(
+    root: Path, open_store: Callable[[], tuple[FeatureStore, StoreContext, Callable[[], OnlineStore]]]
+) -> list[Check]:
     """Every check on the store at `root`; `open_store` opens it without the agreement check and
     gives its context and its online store (opened when called)."""
     checks: list[Check] = []
@@ -71,8 +75,14 @@ def diagnose(root: Path, open_store: Callable[[], tuple[FeatureStore, StoreConte
     if offline is not None:
         leftover = Path(f"{offline}{COMPACT_SUFFIX}")
         if leftover.exists():
-            checks.append(Check("offline store", "warning", f"{leftover} is left from a compaction that did not finish",
-                                "run `featurestore compact` (it removes the file) or delete it"))
+            checks.append(
+                Check(
+                    "offline store",
+                    "warning",
+                    f"{leftover} is left from a compaction that did not finish",
+                    "run `featurestore compact` (it removes the file) or delete it",
+                )
+            )
     try:
         fs, ctx, online = open_store()
     except FeatureStoreError as exc:
@@ -83,16 +93,30 @@ def diagnose(root: Path, open_store: Callable[[], tuple[FeatureStore, StoreConte
 
         def agreement() -> str:
             batches.extend(fs.list_batches())  # reads every block of every table and compares the batch records
-            return (f"{offline or 'the in-memory offline store'}: every table readable; registry and offline store agree "
-                    f"on {len(batches)} batches")
+            return (
+                f"{offline or 'the in-memory offline store'}: every table readable; registry and offline store agree "
+                f"on {len(batches)} batches"
+            )
 
         _run(checks, "offline store", agreement)
-        _run(checks, "audit log", lambda: f"the hash chain verifies ({fs.verify_audit()[0]} entries)",
-             "restore the registry from a backup; `featurestore audit show` lists the entries")
-        _run(checks, "keys", lambda: _keys(ctx), "set the master key the store was made with (FEATURESTORE_MASTER_KEY or "
-             "keys.master_key_file)")
-        _run(checks, "online store", lambda: _online(fs, online()), "start the online store named in featurestore.yaml, or run "
-             "`featurestore materialize --full`")
+        _run(
+            checks,
+            "audit log",
+            lambda: f"the hash chain verifies ({fs.verify_audit()[0]} entries)",
+            "restore the registry from a backup; `featurestore audit show` lists the entries",
+        )
+        _run(
+            checks,
+            "keys",
+            lambda: _keys(ctx),
+            "set the master key the store was made with (FEATURESTORE_MASTER_KEY or keys.master_key_file)",
+        )
+        _run(
+            checks,
+            "online store",
+            lambda: _online(fs, online()),
+            "start the online store named in featurestore.yaml, or run `featurestore materialize --full`",
+        )
         _policies(checks, fs)
     return checks
 
@@ -107,9 +131,11 @@ def _registry(registry: Registry) -> str:
         with registry.engine.connect() as conn:
             result = [r[0] for r in conn.execute(text("PRAGMA integrity_check"))]
         if result != ["ok"]:
-            raise StoreDamaged(f"the registry {registry.engine.url.database} fails SQLite's integrity check "
-                               f"({len(result)} problems): restore it from a backup, or move it aside and run "
-                               "`featurestore db upgrade` then `featurestore db recover`")
+            raise StoreDamaged(
+                f"the registry {registry.engine.url.database} fails SQLite's integrity check "
+                f"({len(result)} problems): restore it from a backup, or move it aside and run "
+                "`featurestore db upgrade` then `featurestore db recover`"
+            )
     return f"{registry.safe_url()} is at the newest revision ({head}) and intact"
 
 
@@ -131,15 +157,32 @@ def _policies(checks: list[Check], fs: FeatureStore) -> None:
     statuses = fs.policy_status()
     for status in statuses:
         for problem in status.problems:
-            checks.append(Check(f"policy {status.policy_id}", "problem", problem,
-                                "fix the file (`featurestore policy lint FILE`) or remove it from policies/"))
+            checks.append(
+                Check(
+                    f"policy {status.policy_id}",
+                    "problem",
+                    problem,
+                    "fix the file (`featurestore policy lint FILE`) or remove it from policies/",
+                )
+            )
         for file, changes in status.drafts:
-            checks.append(Check(f"policy {status.policy_id}", "warning",
-                                f"{file} differs from the approved version and is not enforced: " + " ".join(changes),
-                                "approve it (`featurestore policy approve`) or restore the approved text"))
+            checks.append(
+                Check(
+                    f"policy {status.policy_id}",
+                    "warning",
+                    f"{file} differs from the approved version and is not enforced: " + " ".join(changes),
+                    "approve it (`featurestore policy approve`) or restore the approved text",
+                )
+            )
         if status.in_force is None:
-            checks.append(Check(f"policy {status.policy_id}", "warning", "was never approved, so it governs nothing",
-                                "approve it with `featurestore policy approve`"))
+            checks.append(
+                Check(
+                    f"policy {status.policy_id}",
+                    "warning",
+                    "was never approved, so it governs nothing",
+                    "approve it with `featurestore policy approve`",
+                )
+            )
     if not any(c.name.startswith("policy ") for c in checks):
         in_force = sum(1 for s in statuses if s.in_force is not None)
         checks.append(Check("policies", "ok", f"{in_force} policies in force, no drafts, every file readable"))

@@ -21,7 +21,9 @@ _SHORT_RE = re.compile(r"(?:\d+[wdhms])+")
 _SHORT_PART = re.compile(r"(\d+)([wdhms])")
 _SHORT_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _ISO_RE = re.compile(r"P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
-GRAMMAR = "a number and a unit like '30d', '12h', '90m' or '1d6h', or an ISO 8601 duration like 'P30D', 'P6M' or 'PT12H'"
+GRAMMAR = (
+    "a number and a unit like '30d', '12h', '90m' or '1d6h', or an ISO 8601 duration like 'P30D', 'P6M' or 'PT12H'"
+)
 """How to write a duration, for error messages."""
 
 

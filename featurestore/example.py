@@ -75,7 +75,9 @@ def data_csv(now: datetime, seed: int = 7) -> str:
     for hour in range(24, 0, -1):
         at = (end - timedelta(hours=hour - 1)).strftime("%Y-%m-%dT%H:%M:%SZ")
         for driver in DRIVERS:
-            lines.append(f"{driver},{at},{rng.uniform(0.1, 0.9):.3f},{rng.uniform(0.5, 1.0):.3f},{rng.randrange(100, 900)}")
+            lines.append(
+                f"{driver},{at},{rng.uniform(0.1, 0.9):.3f},{rng.uniform(0.5, 1.0):.3f},{rng.randrange(100, 900)}"
+            )
     return "\n".join(lines) + "\n"
 
 

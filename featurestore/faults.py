@@ -24,27 +24,57 @@ class Fault:
 
 
 OFFLINE_FAULTS = (
-    Fault("full", ("no space left on device", "disk quota exceeded", "file too large"), "is on a full disk",
-          "free space on that disk and try again; nothing of the failed operation was kept"),
-    Fault("read-only", ("read-only file system", "permission denied", "operation not permitted"), "cannot be written here",
-          "make the store directory and its files writable for this user (writes need the .lock, .turnstile and .wal "
-          "files beside it too)"),
-    Fault("damaged", ("checksum", "corrupt", "not a valid duckdb database", "invalid database", "file is not a valid",
-                      "unexpected end of file", "serialization error", "malformed", "failed to read database header",
-                      "could not read enough bytes"),
-          "is damaged (a failed disk, a truncated copy or an edit outside DuckDB)",
-          "restore it from a backup; `featurestore doctor` checks the whole store"),
+    Fault(
+        "full",
+        ("no space left on device", "disk quota exceeded", "file too large"),
+        "is on a full disk",
+        "free space on that disk and try again; nothing of the failed operation was kept",
+    ),
+    Fault(
+        "read-only",
+        ("read-only file system", "permission denied", "operation not permitted"),
+        "cannot be written here",
+        "make the store directory and its files writable for this user (writes need the .lock, .turnstile and .wal "
+        "files beside it too)",
+    ),
+    Fault(
+        "damaged",
+        (
+            "checksum",
+            "corrupt",
+            "not a valid duckdb database",
+            "invalid database",
+            "file is not a valid",
+            "unexpected end of file",
+            "serialization error",
+            "malformed",
+            "failed to read database header",
+            "could not read enough bytes",
+        ),
+        "is damaged (a failed disk, a truncated copy or an edit outside DuckDB)",
+        "restore it from a backup; `featurestore doctor` checks the whole store",
+    ),
 )
 REGISTRY_FAULTS = (
-    Fault("full", ("database or disk is full", "no space left on device"), "is on a full disk",
-          "free space on that disk and try again"),
-    Fault("read-only", ("readonly database", "read-only file system", "unable to open database file"),
-          "cannot be opened for writing", "make the store directory and registry.db writable for this user"),
-    Fault("damaged", ("database disk image is malformed", "malformed database schema", "file is not a database",
-                      "disk i/o error"),
-          "is damaged (a failed disk, a truncated copy or an edit outside the registry)",
-          "restore it from a backup, or move it aside and run `featurestore db upgrade` then `featurestore db recover` "
-          "to rebuild its views and batches from the offline store"),
+    Fault(
+        "full",
+        ("database or disk is full", "no space left on device"),
+        "is on a full disk",
+        "free space on that disk and try again",
+    ),
+    Fault(
+        "read-only",
+        ("readonly database", "read-only file system", "unable to open database file"),
+        "cannot be opened for writing",
+        "make the store directory and registry.db writable for this user",
+    ),
+    Fault(
+        "damaged",
+        ("database disk image is malformed", "malformed database schema", "file is not a database", "disk i/o error"),
+        "is damaged (a failed disk, a truncated copy or an edit outside the registry)",
+        "restore it from a backup, or move it aside and run `featurestore db upgrade` then `featurestore db recover` "
+        "to rebuild its views and batches from the offline store",
+    ),
 )
 
 

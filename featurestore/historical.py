@@ -49,7 +49,9 @@ class JoinPart:
         return self.grant.view
 
 
-def output_names(resolved: list[ResolvedFeature], entity_columns: list[str], full_names: bool) -> list[tuple[str, int, str, str]]:
+def output_names(
+    resolved: list[ResolvedFeature], entity_columns: list[str], full_names: bool
+) -> list[tuple[str, int, str, str]]:
     """(view, version, feature, output column) per resolved feature; two outputs of one name are an error."""
     outputs = [f"{r.view}__{r.feature}" if full_names else r.feature for r in resolved]
     seen: dict[str, str] = {}
@@ -71,9 +73,12 @@ class Historical:
 
     # --- requests and grants ------------------------------------------------------------------
 
-    def group(self, entries: list[tuple[str, int, str, str]],
-              ttls: dict[tuple[str, int], timedelta | None] | None = None,
-              views: dict[tuple[str, int], ViewVersion] | None = None) -> list[PartRequest]:
+    def group(
+        self,
+        entries: list[tuple[str, int, str, str]],
+        ttls: dict[tuple[str, int], timedelta | None] | None = None,
+        views: dict[tuple[str, int], ViewVersion] | None = None,
+    ) -> list[PartRequest]:
         """Group (view, version, feature, output) entries into one request per view version.
 
         Each version's TTL is the one registered now, unless `ttls` gives it (a training set's
@@ -95,15 +100,29 @@ class Historical:
         resolved = self.catalog.resolve_features(features, views)
         return self.group(output_names(resolved, entity_columns, full_names), views=views)
 
-    def grant_parts(self, snapshot: PolicySnapshot, requests: list[PartRequest], purpose: str | None,
-                    access: Sequence[str] = ("offline",)) -> list[JoinPart]:
+    def grant_parts(
+        self,
+        snapshot: PolicySnapshot,
+        requests: list[PartRequest],
+        purpose: str | None,
+        access: Sequence[str] = ("offline",),
+    ) -> list[JoinPart]:
         """Decide every view of a join under one snapshot; refused (and audited) if any is refused."""
-        return [JoinPart(self.ctx.access.grant(snapshot, r.vv, r.features, purpose, access), r.outputs, r.ttl) for r in requests]
+        return [
+            JoinPart(self.ctx.access.grant(snapshot, r.vv, r.features, purpose, access), r.outputs, r.ttl)
+            for r in requests
+        ]
 
     # --- verbs --------------------------------------------------------------------------------
 
-    def read(self, view: str, *, features: Sequence[str] | None = None, as_of: datetime | None = None,
-             purpose: str | None = None) -> pa.Table:
+    def read(
+        self,
+        view: str,
+        *,
+        features: Sequence[str] | None = None,
+        as_of: datetime | None = None,
+        purpose: str | None = None,
+    ) -> pa.Table:
         """Every stored row of a view version, for a purpose its policy allows offline access."""
         vv = self.catalog.get_view(view)
         names = list(features) if features is not None else vv.view.feature_names
@@ -112,28 +131,54 @@ class Historical:
             raise FeatureStoreError("as_of must be time-zone aware, e.g. datetime(2025, 1, 1, tzinfo=UTC)")
         grant = self.ctx.access.grant(self.ctx.access.snapshot(), vv, names, purpose, ("offline",))
         table = self.ctx.offline.scan(grant, as_of=as_of)
-        self.ctx.audit.append(self.ctx.actor, "read", vv.ref, purpose=purpose, details={"features": names, "rows": table.num_rows})
+        self.ctx.audit.append(
+            self.ctx.actor, "read", vv.ref, purpose=purpose, details={"features": names, "rows": table.num_rows}
+        )
         return table
 
-    def get_historical_features(self, entity_df: Any, features: Sequence[str] | str, *, as_of: datetime | None = None,
-                                known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
-                                full_feature_names: bool = False, purpose: str | None = None, engine: str = "duckdb") -> pa.Table:
+    def get_historical_features(
+        self,
+        entity_df: Any,
+        features: Sequence[str] | str,
+        *,
+        as_of: datetime | None = None,
+        known_at_prediction_time: bool = False,
+        timestamp_column: str = "event_timestamp",
+        full_feature_names: bool = False,
+        purpose: str | None = None,
+        engine: str = "duckdb",
+    ) -> pa.Table:
         """Point-in-time correct feature values for each row of `entity_df`, joined by `engine`."""
         entity = read_entity_frame(entity_df)
         if as_of is not None and as_of.tzinfo is None:
             raise RetrievalError("as_of must be time-zone aware, e.g. datetime(2025, 1, 1, tzinfo=UTC)")
         requests = self.requests(features, entity.column_names, full_feature_names)
         parts = self.grant_parts(self.ctx.access.snapshot(), requests, purpose)
-        table = self.point_in_time(entity, parts, timestamp_column, as_of=as_of, known=known_at_prediction_time, engine=engine)
-        self.ctx.audit.append(self.ctx.actor, "get_historical_features", ", ".join(p.vv.ref for p in parts), purpose=purpose,
-                              details={"features": [f"{p.vv.ref}:{f}" for p in parts for f in p.grant.features],
-                                       "rows": table.num_rows})
+        table = self.point_in_time(
+            entity, parts, timestamp_column, as_of=as_of, known=known_at_prediction_time, engine=engine
+        )
+        self.ctx.audit.append(
+            self.ctx.actor,
+            "get_historical_features",
+            ", ".join(p.vv.ref for p in parts),
+            purpose=purpose,
+            details={"features": [f"{p.vv.ref}:{f}" for p in parts for f in p.grant.features], "rows": table.num_rows},
+        )
         return table
 
     # --- the point-in-time runner ---------------------------------------------------------------
 
-    def point_in_time(self, entity: pa.Table, parts: Sequence[JoinPart], timestamp_column: str, *,
-                      as_of: datetime | None, known: bool, stored_keys: bool = False, engine: str = "duckdb") -> pa.Table:
+    def point_in_time(
+        self,
+        entity: pa.Table,
+        parts: Sequence[JoinPart],
+        timestamp_column: str,
+        *,
+        as_of: datetime | None,
+        known: bool,
+        stored_keys: bool = False,
+        engine: str = "duckdb",
+    ) -> pa.Table:
         """Run the join: every part needs an offline grant; raw keys of treated join keys are
         hashed or tokenized in-process under every key id to match the stored forms (unless
         `stored_keys`: the entity keys are already in their stored form). `engine` is ``duckdb``
@@ -160,14 +205,17 @@ class Historical:
 
         offline = self.ctx.offline
         if not isinstance(offline, LakeOfflineStore):
-            raise RetrievalError("engine='spark' reads the lake store: set `offline: {type: delta, path: ...}` in "
-                                 "featurestore.yaml (featurestore init --lake DIR_OR_URI), or leave engine at duckdb")
+            raise RetrievalError(
+                "engine='spark' reads the lake store: set `offline: {type: delta, path: ...}` in "
+                "featurestore.yaml (featurestore init --lake DIR_OR_URI), or leave engine at duckdb"
+            )
         with offline.connect(read_only=True) as con:  # the batches a reader may see: recorded ones
             committed = {b for b, _t, _n, _at in offline.batch_records_on(con)}
         return spark_join(spark_session(), offline.lake, frame, requests, as_of=as_of, known=known, committed=committed)
 
-    def join_requests(self, entity: pa.Table, parts: Sequence[JoinPart], timestamp_column: str, *,
-                      stored_keys: bool = False) -> tuple[pa.Table, list[ViewRequest]]:
+    def join_requests(
+        self, entity: pa.Table, parts: Sequence[JoinPart], timestamp_column: str, *, stored_keys: bool = False
+    ) -> tuple[pa.Table, list[ViewRequest]]:
         """What any engine joins: the entity frame (``_row``, keys in every stored form, entity
         times) and one request per part; every part needs an offline grant."""
         groups = []
@@ -175,14 +223,30 @@ class Historical:
             grant = part.grant.require("offline")
             keys = list(grant.view.join_keys)
             free = frozenset() if stored_keys else treated(grant.policy, keys)
-            forms = (lambda key, raw, p=grant.policy, v=grant.view.view.name: self.ctx.treatments.key_variants(p, v, key, raw)
-                     ) if free else None
+            forms = (
+                (
+                    lambda key, raw, p=grant.policy, v=grant.view.view.name: self.ctx.treatments.key_variants(
+                        p, v, key, raw
+                    )
+                )
+                if free
+                else None
+            )
             groups.append(KeyColumns(grant.view.ref, grant.view.join_keys, f"_k{i}_", forms, free))
         frame, prefixes = join_frame(entity, timestamp_column, groups)
         requests = [
-            ViewRequest(p.vv.table, list(p.vv.join_keys), pre, p.vv.view.timestamp_field, p.ttl, list(p.grant.features), p.outputs,
-                        not_before=p.grant.read_cutoff(), created_field=p.vv.view.created_timestamp_field,
-                        position=self.ctx.offline.position)
+            ViewRequest(
+                p.vv.table,
+                list(p.vv.join_keys),
+                pre,
+                p.vv.view.timestamp_field,
+                p.ttl,
+                list(p.grant.features),
+                p.outputs,
+                not_before=p.grant.read_cutoff(),
+                created_field=p.vv.view.created_timestamp_field,
+                position=self.ctx.offline.position,
+            )
             for p, pre in zip(parts, prefixes, strict=True)
         ]
         return frame, requests
@@ -196,4 +260,3 @@ def with_features(entity: pa.Table, joined: pa.Table, requests: Sequence[ViewReq
         for out in req.outputs:
             result = result.append_column(joined.schema.field(out), joined.column(out))
     return result
-

@@ -107,12 +107,15 @@ class Ingestion:
                 if erased:  # erased subjects never come back: their rows are dropped, and counted
                     table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
                     mask = self._erased_mask(policy, vv, table.column(subject_key(vv)), erased)
-                    if (hits := int(pc.sum(mask).as_py() or 0)):
+                    if hits := int(pc.sum(mask).as_py() or 0):
                         prepared.dropped_erased += hits
                         batch = table.filter(pc.invert(mask))
                 if policy is not None:  # treatments happen in memory, before anything is written
-                    batch = ctx.treatments.treat(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch, policy,
-                                                 vv.view.name)
+                    batch = ctx.treatments.treat(
+                        pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch,
+                        policy,
+                        vv.view.name,
+                    )
                 table = sources.validate_batch(batch, target, row_offset=offset)
                 offset += table.num_rows
                 for hook in prepared.on_table:
@@ -122,7 +125,9 @@ class Ingestion:
         prepared.tables = validated()
         return prepared
 
-    def ingest(self, view: str, data: Any, *, progress: Progress | None = None, prepared: Prepared | None = None) -> IngestResult:
+    def ingest(
+        self, view: str, data: Any, *, progress: Progress | None = None, prepared: Prepared | None = None
+    ) -> IngestResult:
         """Validate `data`, treat it as the policy in force says, and append it as one batch
         (`prepared`: data already opened by :meth:`prepare`)."""
         ctx = self.ctx
@@ -141,15 +146,25 @@ class Ingestion:
         with ctx.offline.connect(read_only=False) as con:
             self.reconcile_with(con)
             ingested_at = ctx.offline.next_ingestion_time(con, ctx.now())
-            batch_id = ctx.registry.start_batch(vv.view.name, vv.version, source=prepared.source, ingested_at=ingested_at)
+            batch_id = ctx.registry.start_batch(
+                vv.view.name, vv.version, source=prepared.source, ingested_at=ingested_at
+            )
             try:
                 rows = ctx.offline.append_on(
-                    con, grant, sources.prefetched(prepared.tables), batch_id=batch_id, ingested_at=ingested_at, on_rows=advance
+                    con,
+                    grant,
+                    sources.prefetched(prepared.tables),
+                    batch_id=batch_id,
+                    ingested_at=ingested_at,
+                    on_rows=advance,
                 )
             except BaseException as exc:
                 # A governed view's error may quote a raw value: the registry keeps only its kind.
-                reason = (f"{type(exc).__name__}: details withheld, the view is governed by policy '{policy.id}'"
-                          if policy is not None else str(exc) or type(exc).__name__)
+                reason = (
+                    f"{type(exc).__name__}: details withheld, the view is governed by policy '{policy.id}'"
+                    if policy is not None
+                    else str(exc) or type(exc).__name__
+                )
                 try:
                     ctx.registry.finish_batch(batch_id, status="aborted", finished_at=ctx.now(), error=reason)
                 except FeatureStoreError:
@@ -157,14 +172,25 @@ class Ingestion:
                 raise
             duplicates = ctx.offline.duplicates_on(con, vv.table, [*vv.join_keys, vv.view.timestamp_field], batch_id)
             # The batch's settling and its audit entry commit in one registry transaction.
-            ctx.audit.append(ctx.actor, "ingest", vv.ref, details={
-                "batch": batch_id, "rows": rows, "policy": policy.id if policy else None,
-                "policy_sha256": policy.sha256 if policy else None, "dropped_erased": prepared.dropped_erased,
-                "duplicates": duplicates,
-            }, change=ctx.registry.batch_finisher(batch_id, status="committed", finished_at=ctx.now(), row_count=rows))
+            ctx.audit.append(
+                ctx.actor,
+                "ingest",
+                vv.ref,
+                details={
+                    "batch": batch_id,
+                    "rows": rows,
+                    "policy": policy.id if policy else None,
+                    "policy_sha256": policy.sha256 if policy else None,
+                    "dropped_erased": prepared.dropped_erased,
+                    "duplicates": duplicates,
+                },
+                change=ctx.registry.batch_finisher(batch_id, status="committed", finished_at=ctx.now(), row_count=rows),
+            )
         return IngestResult(batch_id, vv.view.name, vv.version, rows, ingested_at, prepared.dropped_erased, duplicates)
 
-    def _erased_mask(self, policy: Policy | None, vv: ViewVersion, raw: pa.ChunkedArray, erased: set[str]) -> pa.ChunkedArray:
+    def _erased_mask(
+        self, policy: Policy | None, vv: ViewVersion, raw: pa.ChunkedArray, erased: set[str]
+    ) -> pa.ChunkedArray:
         """Which incoming rows (raw keys, before treatment) belong to erased subjects."""
         values = pa.array(sorted(erased), pa.string())
         mask = pa.chunked_array([pa.array([False] * len(raw), pa.bool_())])
@@ -194,7 +220,9 @@ class Ingestion:
 
 
 def _batch_info(row: IngestionBatchRow) -> BatchInfo:
-    return BatchInfo(row.id, row.view_name, row.version, row.status, row.row_count, row.source, row.ingested_at, row.error)
+    return BatchInfo(
+        row.id, row.view_name, row.version, row.status, row.row_count, row.source, row.ingested_at, row.error
+    )
 
 
 def _known_rows(data: Any) -> int | None:

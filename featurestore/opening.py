@@ -26,7 +26,9 @@ def registry_of(config: StoreConfig) -> Registry:
     return Registry(config.registry_url, config.registry_schema)
 
 
-def create_store_files(root: Path, registry_url: str | None, project: str | None = None, lake: str | None = None) -> None:
+def create_store_files(
+    root: Path, registry_url: str | None, project: str | None = None, lake: str | None = None
+) -> None:
     """Write the config, ``features/`` and ``policies/``, create the registry schema and the
     offline file (recording the project); ConfigError where a store already is. With `lake`
     (a directory, relative to the store, or a URI) the offline rows go to Delta tables there."""
@@ -42,9 +44,15 @@ def create_store_files(root: Path, registry_url: str | None, project: str | None
         text = text.replace("registry: sqlite:///registry.db", f"registry: {registry_url}")
     if lake is not None:
         quoted = json.dumps(lake)  # a YAML string: any path or URI
-        text = text.replace("offline:\n  path: offline.duckdb", f"offline:\n  type: delta\n  path: {quoted}\n  bookkeeping: offline.duckdb")
+        text = text.replace(
+            "offline:\n  path: offline.duckdb",
+            f"offline:\n  type: delta\n  path: {quoted}\n  bookkeeping: offline.duckdb",
+        )
     if project is not None:  # checked by load_config below
-        text = f"# The project this store belongs to: its registry rows are namespaced by it.\nproject: {project}\n\n" + text
+        text = (
+            f"# The project this store belongs to: its registry rows are namespaced by it.\nproject: {project}\n\n"
+            + text
+        )
     (root / CONFIG_FILE).write_text(text, encoding="utf-8")
     try:
         config = load_config(root.resolve())
@@ -87,8 +95,15 @@ def default_actor() -> str:
         return f"uid-{os.getuid()}"
 
 
-def open_context(config: StoreConfig, registry: Registry, *, clock: Callable[[], datetime], lock_timeout: float | None,
-                 key_provider: KeyProvider | None, actor: str) -> StoreContext:
+def open_context(
+    config: StoreConfig,
+    registry: Registry,
+    *,
+    clock: Callable[[], datetime],
+    lock_timeout: float | None,
+    key_provider: KeyProvider | None,
+    actor: str,
+) -> StoreContext:
     """The parts of an open store: registry, offline store, keys, audit log, policy access, treatments."""
     from .audit import AuditLog
     from .context import StoreContext
@@ -104,9 +119,17 @@ def open_context(config: StoreConfig, registry: Registry, *, clock: Callable[[],
     offline = open_offline_store(config, timeout)
     keys = KeyRing(registry, key_provider or config_key_provider(config), now)
     audit = AuditLog(registry, now, keys)
-    source = PolicySource(config.root / "policies" if config.root else None, registry, require_policy=config.require_policy,
-                          signed_approvals=config.signed_approvals)
-    made.append(StoreContext(config, registry, offline, keys, audit, Access(source, audit, actor, now), Treatments(keys), clock, actor))
+    source = PolicySource(
+        config.root / "policies" if config.root else None,
+        registry,
+        require_policy=config.require_policy,
+        signed_approvals=config.signed_approvals,
+    )
+    made.append(
+        StoreContext(
+            config, registry, offline, keys, audit, Access(source, audit, actor, now), Treatments(keys), clock, actor
+        )
+    )
     return made[0]
 
 
@@ -118,12 +141,15 @@ def open_offline_store(config: StoreConfig, lock_timeout: float) -> OfflineStore
     from .offline.lake_store import LakeOfflineStore
 
     assert config.offline_path is not None
-    return LakeOfflineStore(config.offline_path, DeltaTables(config.lake, config.lake_options or None), lock_timeout=lock_timeout)
+    return LakeOfflineStore(
+        config.offline_path, DeltaTables(config.lake, config.lake_options or None), lock_timeout=lock_timeout
+    )
 
 
 def config_key_provider(config: StoreConfig) -> ConfigKeyProvider:
     """The master key source the config names: ``keys.master_key_file`` or the environment variable."""
     return ConfigKeyProvider(
-        config.root, env_var=str(config.keys.get("master_key_env") or MASTER_KEY_ENV),
+        config.root,
+        env_var=str(config.keys.get("master_key_env") or MASTER_KEY_ENV),
         key_file=Path(config.keys["master_key_file"]) if config.keys.get("master_key_file") else None,
     )

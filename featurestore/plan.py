@@ -44,8 +44,13 @@ class Change:
     carry_from: int | None = None
 
     def __str__(self) -> str:
-        mark = {"create_entity": "+", "create_view": "+", "new_version": "+", "create_service": "+",
-                "new_service_version": "+"}.get(self.kind, "~")
+        mark = {
+            "create_entity": "+",
+            "create_view": "+",
+            "new_version": "+",
+            "create_service": "+",
+            "new_service_version": "+",
+        }.get(self.kind, "~")
         return f"{mark} {self.detail}"
 
 
@@ -66,7 +71,9 @@ def _keys_text(keys: Mapping[str, str]) -> str:
     return ", ".join(f"{k} {t}" for k, t in keys.items())
 
 
-def _schema_diff(old: FeatureView, old_keys: Mapping[str, str], new: FeatureView, new_keys: Mapping[str, str]) -> list[str]:
+def _schema_diff(
+    old: FeatureView, old_keys: Mapping[str, str], new: FeatureView, new_keys: Mapping[str, str]
+) -> list[str]:
     parts: list[str] = []
     old_f = {f.name: f.dtype for f in old.features}
     new_f = {f.name: f.dtype for f in new.features}
@@ -82,13 +89,17 @@ def _schema_diff(old: FeatureView, old_keys: Mapping[str, str], new: FeatureView
     if old.timestamp_field != new.timestamp_field:
         parts.append(f"event time column {old.timestamp_field} -> {new.timestamp_field}")
     if old.created_timestamp_field != new.created_timestamp_field:
-        parts.append(f"created time column {old.created_timestamp_field or 'none'} -> {new.created_timestamp_field or 'none'}")
+        parts.append(
+            f"created time column {old.created_timestamp_field or 'none'} -> {new.created_timestamp_field or 'none'}"
+        )
     if dict(old_keys) != dict(new_keys) or old.entity != new.entity:
         parts.append(f"entity {old.entity} ({_keys_text(old_keys)}) -> {new.entity} ({_keys_text(new_keys)})")
     return parts
 
 
-def carries_forward(old: FeatureView, old_keys: Mapping[str, str], new: FeatureView, new_keys: Mapping[str, str]) -> str | None:
+def carries_forward(
+    old: FeatureView, old_keys: Mapping[str, str], new: FeatureView, new_keys: Mapping[str, str]
+) -> str | None:
     """None if a schema change can carry the old version's rows forward (features only added or
     removed: the new columns are null for the old rows), else why it cannot.
 
@@ -112,7 +123,9 @@ def carries_forward(old: FeatureView, old_keys: Mapping[str, str], new: FeatureV
     return None
 
 
-def _new_version_detail(old: RegisteredView, view: FeatureView, keys: Mapping[str, str], version: int) -> tuple[str, bool]:
+def _new_version_detail(
+    old: RegisteredView, view: FeatureView, keys: Mapping[str, str], version: int
+) -> tuple[str, bool]:
     """The plan's line for a schema change, and whether it carries the old rows forward."""
     diff = "; ".join(_schema_diff(old.view, old.join_keys, view, keys))
     head = f"feature view '{view.name}': schema change ({diff}) makes v{version}"
@@ -126,15 +139,19 @@ def _new_version_detail(old: RegisteredView, view: FeatureView, keys: Mapping[st
         return f"{head}; v{version} starts with v{old.version}'s {old.rows:,} rows{nulls}; {pinned}", True
     if not old.rows:
         return f"{head}; {pinned}", False
-    return (f"{head}, which starts empty: {blocker} cannot carry v{old.version}'s {old.rows:,} rows forward. Backfill "
-            f"by ingesting the history again into v{version} (`featurestore ingest {view.name} FILE`, or "
-            f"store.ingest('{view.name}', ...)); {pinned}"), False
+    return (
+        f"{head}, which starts empty: {blocker} cannot carry v{old.version}'s {old.rows:,} rows forward. Backfill "
+        f"by ingesting the history again into v{version} (`featurestore ingest {view.name} FILE`, or "
+        f"store.ingest('{view.name}', ...)); {pinned}"
+    ), False
 
 
 def _metadata_diff(old: FeatureView, new: FeatureView) -> list[str]:
     parts: list[str] = []
     if old.ttl != new.ttl:
-        parts.append(f"ttl {format_duration(old.ttl) if old.ttl else 'none'} -> {format_duration(new.ttl) if new.ttl else 'none'}")
+        parts.append(
+            f"ttl {format_duration(old.ttl) if old.ttl else 'none'} -> {format_duration(new.ttl) if new.ttl else 'none'}"
+        )
     if old.owner != new.owner:
         parts.append(f"owner {old.owner or '-'} -> {new.owner or '-'}")
     if dict(old.tags) != dict(new.tags):
@@ -174,13 +191,21 @@ def compute_plan(
     for entity in entities:
         old = registered_entities.get(entity.name)
         if old is None:
-            plan.changes.append(Change("create_entity", entity.name, f"create entity '{entity.name}' (join keys: {_keys_text(entity.join_keys)})"))
+            plan.changes.append(
+                Change(
+                    "create_entity",
+                    entity.name,
+                    f"create entity '{entity.name}' (join keys: {_keys_text(entity.join_keys)})",
+                )
+            )
         elif dict(old.join_keys) != dict(entity.join_keys):
-            problems.append(Problem(
-                f"entity '{entity.name}' is registered with join keys ({_keys_text(old.join_keys)}); "
-                f"they cannot change to ({_keys_text(entity.join_keys)}). Define a new entity "
-                f"(e.g. '{entity.name}_v2') and point the views at it."
-            ))
+            problems.append(
+                Problem(
+                    f"entity '{entity.name}' is registered with join keys ({_keys_text(old.join_keys)}); "
+                    f"they cannot change to ({_keys_text(entity.join_keys)}). Define a new entity "
+                    f"(e.g. '{entity.name}_v2') and point the views at it."
+                )
+            )
         elif old.description != entity.description:
             plan.changes.append(Change("update_entity", entity.name, f"update entity '{entity.name}': description"))
         else:
@@ -190,31 +215,47 @@ def compute_plan(
         found = known.get(view.entity)
         if found is None:
             where = (entity_positions or {}).get(view.name)
-            message = f"feature view '{view.name}' names unknown entity '{view.entity}'." + did_you_mean(view.entity, known)
+            message = f"feature view '{view.name}' names unknown entity '{view.entity}'." + did_you_mean(
+                view.entity, known
+            )
             problems.append(Problem(message, where.file, where.line, where.column) if where else Problem(message))
             continue
         entity = found
-        clash = (set(view.feature_names) | {view.timestamp_field, view.created_timestamp_field or view.timestamp_field}) & set(entity.join_keys)
+        clash = (
+            set(view.feature_names) | {view.timestamp_field, view.created_timestamp_field or view.timestamp_field}
+        ) & set(entity.join_keys)
         if clash:
-            problems.append(Problem(
-                f"feature view '{view.name}': {', '.join(sorted(clash))} "
-                f"is a join key of entity '{entity.name}' and cannot also be a feature, the event time or the created time"
-            ))
+            problems.append(
+                Problem(
+                    f"feature view '{view.name}': {', '.join(sorted(clash))} "
+                    f"is a join key of entity '{entity.name}' and cannot also be a feature, the event time or the created time"
+                )
+            )
             continue
         new_hash = view.schema_hash(entity.join_keys)
         old_reg = registered_views.get(view.name)
         feats = ", ".join(f"{f.name} {f.dtype}" for f in view.features)
         if old_reg is None:
-            plan.changes.append(Change("create_view", view.name, f"create feature view '{view.name}' v1 (features: {feats})", 1))
+            plan.changes.append(
+                Change("create_view", view.name, f"create feature view '{view.name}' v1 (features: {feats})", 1)
+            )
         elif old_reg.schema_hash != new_hash:
             new_version = old_reg.version + 1
             detail, carry = _new_version_detail(old_reg, view, entity.join_keys, new_version)
-            plan.changes.append(Change("new_version", view.name, detail, new_version,
-                                       old_reg.version if carry else None))
+            plan.changes.append(
+                Change("new_version", view.name, detail, new_version, old_reg.version if carry else None)
+            )
         else:
             meta = _metadata_diff(old_reg.view, view)
             if meta:
-                plan.changes.append(Change("update_view", view.name, f"update feature view '{view.name}' v{old_reg.version}: {', '.join(meta)}", old_reg.version))
+                plan.changes.append(
+                    Change(
+                        "update_view",
+                        view.name,
+                        f"update feature view '{view.name}' v{old_reg.version}: {', '.join(meta)}",
+                        old_reg.version,
+                    )
+                )
             else:
                 plan.unchanged.append(f"feature view '{view.name}' v{old_reg.version}")
     latest = {name: (reg.version, reg.view.feature_names) for name, reg in registered_views.items()}
@@ -230,41 +271,77 @@ def compute_plan(
     return plan
 
 
-def _service_problems(service: FeatureService, latest: Mapping[str, tuple[int, Sequence[str]]],
-                      features: Mapping[tuple[str, int], Sequence[str]]) -> list[Problem]:
+def _service_problems(
+    service: FeatureService,
+    latest: Mapping[str, tuple[int, Sequence[str]]],
+    features: Mapping[tuple[str, int], Sequence[str]],
+) -> list[Problem]:
     problems: list[Problem] = []
     for text in service.features:
         ref = FeatureRef.parse(text)
         if ref.view not in latest:
-            problems.append(Problem(f"feature service '{service.name}': '{text}' names unknown feature view '{ref.view}'."
-                                    + did_you_mean(ref.view, latest)))
+            problems.append(
+                Problem(
+                    f"feature service '{service.name}': '{text}' names unknown feature view '{ref.view}'."
+                    + did_you_mean(ref.view, latest)
+                )
+            )
             continue
         version = latest[ref.view][0] if ref.version is None else ref.version
         names = features.get((ref.view, version))
         if names is None:
-            problems.append(Problem(f"feature service '{service.name}': '{text}': feature view '{ref.view}' has no version "
-                                    f"v{version}; it has v1 to v{latest[ref.view][0]}"))
+            problems.append(
+                Problem(
+                    f"feature service '{service.name}': '{text}': feature view '{ref.view}' has no version "
+                    f"v{version}; it has v1 to v{latest[ref.view][0]}"
+                )
+            )
         elif ref.feature != "*" and ref.feature not in names:
-            problems.append(Problem(f"feature service '{service.name}': '{text}': feature view '{ref.view}' v{version} has no "
-                                    f"feature '{ref.feature}'." + did_you_mean(ref.feature, names)))
+            problems.append(
+                Problem(
+                    f"feature service '{service.name}': '{text}': feature view '{ref.view}' v{version} has no "
+                    f"feature '{ref.feature}'." + did_you_mean(ref.feature, names)
+                )
+            )
     return problems
 
 
 def _plan_service(plan: Plan, service: FeatureService, registered: tuple[FeatureService, int] | None) -> None:
     refs = ", ".join(service.features)
     if registered is None:
-        plan.changes.append(Change("create_service", service.name, f"create feature service '{service.name}' v1 (features: {refs})", 1))
+        plan.changes.append(
+            Change("create_service", service.name, f"create feature service '{service.name}' v1 (features: {refs})", 1)
+        )
         return
     old, version = registered
     if old.features != service.features:
         added = [f for f in service.features if f not in old.features]
         removed = [f for f in old.features if f not in service.features]
-        what = "; ".join([*(["adds " + ", ".join(added)] if added else []), *(["removes " + ", ".join(removed)] if removed else [])])
-        plan.changes.append(Change("new_service_version", service.name,
-                                   f"feature service '{service.name}': features change ({what or 'order'}) makes v{version + 1}; "
-                                   f"v{version} stays usable as 'service:{service.name}@v{version}'", version + 1))
+        what = "; ".join(
+            [*(["adds " + ", ".join(added)] if added else []), *(["removes " + ", ".join(removed)] if removed else [])]
+        )
+        plan.changes.append(
+            Change(
+                "new_service_version",
+                service.name,
+                f"feature service '{service.name}': features change ({what or 'order'}) makes v{version + 1}; "
+                f"v{version} stays usable as 'service:{service.name}@v{version}'",
+                version + 1,
+            )
+        )
     elif (old.owner, old.description) != (service.owner, service.description):
-        changed = [n for n, a, b in (("owner", old.owner, service.owner), ("description", old.description, service.description)) if a != b]
-        plan.changes.append(Change("update_service", service.name, f"update feature service '{service.name}' v{version}: {', '.join(changed)}", version))
+        changed = [
+            n
+            for n, a, b in (("owner", old.owner, service.owner), ("description", old.description, service.description))
+            if a != b
+        ]
+        plan.changes.append(
+            Change(
+                "update_service",
+                service.name,
+                f"update feature service '{service.name}' v{version}: {', '.join(changed)}",
+                version,
+            )
+        )
     else:
         plan.unchanged.append(f"feature service '{service.name}' v{version}")

@@ -57,6 +57,16 @@ class Pusher:
             result = self.ingestion.ingest(view, data, prepared=prepared)
             batch_id, rows = result.batch_id, result.rows
         entities = self.online.push(vv, kept) if to != "offline" else 0
-        self.ctx.audit.append(self.ctx.actor, "push", vv.ref, details={
-            "to": to, "rows": rows, "batch": batch_id, "online_entities": entities, "dropped_erased": prepared.dropped_erased})
+        self.ctx.audit.append(
+            self.ctx.actor,
+            "push",
+            vv.ref,
+            details={
+                "to": to,
+                "rows": rows,
+                "batch": batch_id,
+                "online_entities": entities,
+                "dropped_erased": prepared.dropped_erased,
+            },
+        )
         return PushResult(vv.view.name, vv.version, rows, batch_id, entities, prepared.dropped_erased)

@@ -32,8 +32,11 @@ BOOKKEEPING = ("_ingested_at", "_batch_id")
 NOT_IN_THE_FILE = (
     "policy approvals (re-approve each policy: featurestore policy approve)",
     "wrapped data keys (restore the registry from a backup to keep pseudonyms joinable; new keys make new pseudonyms)",
-    "training-set manifests", "materialization state (run featurestore materialize --full)",
-    "erasure requests, tombstones and legal holds", "the DP budget ledger", "audit entries before the recovery",
+    "training-set manifests",
+    "materialization state (run featurestore materialize --full)",
+    "erasure requests, tombstones and legal holds",
+    "the DP budget ledger",
+    "audit entries before the recovery",
 )
 """What only the registry holds, so ``recover`` cannot rebuild it from the offline file."""
 _DTYPE_OF = {duckdb_type(name): name for name in TYPE_NAMES} | {"TIMESTAMP WITH TIME ZONE": "timestamp"}
@@ -62,17 +65,23 @@ def disagreements(registry: Sequence[Batch], offline: Sequence[Batch], *, limit:
     for batch_id, b in sorted(theirs.items()):
         r = mine.get(batch_id)
         if r is None:
-            found["unknown"].append(f"the offline store holds batch {batch_id} ({b.rows} rows of {b.table}), "
-                                    "of which the registry has no record")
+            found["unknown"].append(
+                f"the offline store holds batch {batch_id} ({b.rows} rows of {b.table}), "
+                "of which the registry has no record"
+            )
         elif r.status == "aborted":
             found["aborted"].append(f"batch {batch_id} is recorded as aborted, but its {b.rows} rows are in {b.table}")
         elif r.status == "committed" and (r.table, r.rows) != (b.table, b.rows):
-            found["differs"].append(f"batch {batch_id} is {r.rows} rows of {r.table} in the registry but {b.rows} rows of "
-                                    f"{b.table} in the offline store")
+            found["differs"].append(
+                f"batch {batch_id} is {r.rows} rows of {r.table} in the registry but {b.rows} rows of "
+                f"{b.table} in the offline store"
+            )
     for batch_id, r in sorted(mine.items()):
         if r.status == "committed" and batch_id not in theirs:
-            found["lost"].append(f"the registry records batch {batch_id} as committed ({r.rows} rows of {r.table}), "
-                                 "but the offline store has no record of it")
+            found["lost"].append(
+                f"the registry records batch {batch_id} as committed ({r.rows} rows of {r.table}), "
+                "but the offline store has no record of it"
+            )
     problems: list[str] = []
     for kind in ("unknown", "aborted", "differs", "lost"):
         items = found[kind]
@@ -95,7 +104,8 @@ def lost_registry(config: StoreConfig, exc: RegistryOutOfDate, where: str) -> St
         f"the registry ({where}) is empty, but the offline store "
         f"{config.offline_path} holds {count} committed batches ({rows:,} rows): the registry was lost or replaced. "
         "Run `featurestore db recover` to rebuild its views and batches from the offline store (definitions from "
-        "features/), or put back a backup of the registry (it also holds approvals and keys).")
+        "features/), or put back a backup of the registry (it also holds approvals and keys)."
+    )
 
 
 @dataclass
@@ -122,8 +132,10 @@ class Recovery:
 
     def _registry_batches(self) -> list[Batch]:
         tables = {(r.view_name, r.version): r.table_name for r in self.ctx.registry.view_versions()}
-        return [Batch(r.id, tables.get((r.view_name, r.version), f"fv_{r.view_name}_v{r.version}"), r.row_count, r.status)
-                for r in self.ctx.registry.batches()]
+        return [
+            Batch(r.id, tables.get((r.view_name, r.version), f"fv_{r.view_name}_v{r.version}"), r.row_count, r.status)
+            for r in self.ctx.registry.batches()
+        ]
 
     def check(self, *, read_tables: bool = False) -> None:
         """Raise StoreDamaged if the registry does not match the offline data (skipped when another
@@ -138,7 +150,8 @@ class Recovery:
                 raise StoreDamaged(
                     f"the offline store file {offline.path} does not exist, but the registry records {count} committed "
                     f"batches ({rows:,} rows): restore the file from a backup. featurestore does not create an empty "
-                    "file over lost data.")
+                    "file over lost data."
+                )
             return
         with offline.try_connect() as con:
             if con is None:
@@ -148,7 +161,8 @@ class Recovery:
                 raise StoreDamaged(
                     f"the offline store {offline.path} belongs to project '{recorded}', but featurestore.yaml says "
                     f"{repr(self.ctx.config.project) if self.ctx.config.project else 'no project'}: with another project the store "
-                    f"would read and write another store's registry rows. Set `project: {recorded}` in featurestore.yaml.")
+                    f"would read and write another store's registry rows. Set `project: {recorded}` in featurestore.yaml."
+                )
             if read_tables:
                 for table in offline.tables_on(con):
                     con.execute(f"SELECT bit_xor(hash(COLUMNS(*))) FROM {quote(table)}").fetchall()  # reads every block
@@ -159,13 +173,19 @@ class Recovery:
         if problems:
             raise StoreDamaged(
                 f"the registry ({self.ctx.registry.safe_url()}) does not match the offline store ({offline.path}): "
-                + "; ".join(problems) + ". The registry was probably lost, replaced or restored from an older backup"
-                + ("" if self.ctx.config.registry_url.startswith("sqlite") else
-                   ", or another store uses it: stores sharing one registry each need their own `project:` in "
-                   "featurestore.yaml (featurestore init --project NAME); check that first, since db recover would make "
-                   "the registry match this offline file") + ". "
+                + "; ".join(problems)
+                + ". The registry was probably lost, replaced or restored from an older backup"
+                + (
+                    ""
+                    if self.ctx.config.registry_url.startswith("sqlite")
+                    else ", or another store uses it: stores sharing one registry each need their own `project:` in "
+                    "featurestore.yaml (featurestore init --project NAME); check that first, since db recover would make "
+                    "the registry match this offline file"
+                )
+                + ". "
                 "Nothing was changed. Run `featurestore db recover` to rebuild its record of views and batches from the "
-                "offline store (definitions from features/), or put back the registry that belongs to this offline file.")
+                "offline store (definitions from features/), or put back the registry that belongs to this offline file."
+            )
 
     def recover(self, definitions: Definitions) -> RecoveryReport:
         """Register the view versions whose tables the offline file holds (definitions from
@@ -184,12 +204,18 @@ class Recovery:
         for view in definitions.views:
             entity = entities.get(view.entity)
             if entity is None and view.entity not in known_entities:
-                raise StoreDamaged(f"features/: view '{view.name}' names entity '{view.entity}', which is not defined: "
-                                   "define it and run db recover again")
+                raise StoreDamaged(
+                    f"features/: view '{view.name}' names entity '{view.entity}', which is not defined: "
+                    "define it and run db recover again"
+                )
             keys = dict(entity.join_keys) if entity is not None else dict(ctx.registry.entity(view.entity).join_keys)  # type: ignore[union-attr]
-            versions = sorted(int(t.rsplit("_v", 1)[1]) for t in tables
-                              if t.startswith(f"fv_{view.name}_v") and t.rsplit("_v", 1)[1].isdigit()
-                              and table_name(view.name, int(t.rsplit("_v", 1)[1])) == t)
+            versions = sorted(
+                int(t.rsplit("_v", 1)[1])
+                for t in tables
+                if t.startswith(f"fv_{view.name}_v")
+                and t.rsplit("_v", 1)[1].isdigit()
+                and table_name(view.name, int(t.rsplit("_v", 1)[1])) == t
+            )
             head = max(versions, default=0)
             for version in versions:
                 if (view.name, version) in registered:
@@ -206,19 +232,24 @@ class Recovery:
                 steps.append((changes, defined, keys, table))
                 report.views.append(f"{view.name}@v{version}")
         for changes, defined, keys, table in steps:
-            ctx.registry.apply_changes(changes, entities, {defined.name: defined}, {defined.name: keys},
-                                       {defined.name: table}, now)
+            ctx.registry.apply_changes(
+                changes, entities, {defined.name: defined}, {defined.name: keys}, {defined.name: table}, now
+            )
         for latest in self.catalog.list_views():  # a registered version with no table gets an empty one
             for vv in self.catalog.view_versions(latest.view.name):
                 if vv.table not in tables:
-                    ctx.offline.create_table(vv.table, vv.view.stored_columns(vv.join_keys), time_columns=vv.view.time_columns)
+                    ctx.offline.create_table(
+                        vv.table, vv.view.stored_columns(vv.join_keys), time_columns=vv.view.time_columns
+                    )
                     report.tables_created.append(vv.ref)
         versions_of = {r.table_name: (r.view_name, r.version) for r in ctx.registry.view_versions()}
         unknown = sorted({t for _b, t, _n, _at in records if t not in versions_of})
         if unknown:
-            raise StoreDamaged(f"features/ has no definition for the offline tables {', '.join(unknown)}, which hold "
-                               "committed batches: add their views to features/ and run db recover again (the views "
-                               "found so far are registered)")
+            raise StoreDamaged(
+                f"features/ has no definition for the offline tables {', '.join(unknown)}, which hold "
+                "committed batches: add their views to features/ and run db recover again (the views "
+                "found so far are registered)"
+            )
         mine = {b.batch_id: b for b in self._registry_batches()}
         theirs = {b: (versions_of[t], n, at) for b, t, n, at in records}
         upserts = {}
@@ -231,19 +262,40 @@ class Recovery:
         lost = [b for b, r in mine.items() if r.status == "committed" and b not in theirs]
         report.batches_lost = len(lost)
         ctx.registry.recover_batches(upserts, lost, now)
-        ctx.audit.append(ctx.actor, "db_recover", str(ctx.offline.path), details={
-            "views": report.views, "tables_created": report.tables_created, "batches_added": report.batches_added, "batches_corrected": report.batches_corrected,
-            "batches_lost": report.batches_lost})
+        ctx.audit.append(
+            ctx.actor,
+            "db_recover",
+            str(ctx.offline.path),
+            details={
+                "views": report.views,
+                "tables_created": report.tables_created,
+                "batches_added": report.batches_added,
+                "batches_corrected": report.batches_corrected,
+                "batches_lost": report.batches_lost,
+            },
+        )
         return report
 
     @staticmethod
-    def _definition_for(view: FeatureView, keys: dict[str, str], columns: dict[str, str], *, latest: bool) -> FeatureView:
+    def _definition_for(
+        view: FeatureView, keys: dict[str, str], columns: dict[str, str], *, latest: bool
+    ) -> FeatureView:
         """The definition of the version a table holds: the file's own if its columns match,
         else (an older version) one made from the table's columns."""
         created = view.created_timestamp_field if view.created_timestamp_field in columns else None
-        features = {c: _DTYPE_OF.get(t, "string") for c, t in columns.items()
-                    if c not in keys and c not in (view.timestamp_field, created) and c not in BOOKKEEPING}
+        features = {
+            c: _DTYPE_OF.get(t, "string")
+            for c, t in columns.items()
+            if c not in keys and c not in (view.timestamp_field, created) and c not in BOOKKEEPING
+        }
         if latest and {f.name: f.dtype for f in view.features} == features:
             return view
-        return FeatureView(name=view.name, entity=view.entity, features=features, timestamp_field=view.timestamp_field,
-                           ttl=view.ttl, description=view.description, created_timestamp_field=created)
+        return FeatureView(
+            name=view.name,
+            entity=view.entity,
+            features=features,
+            timestamp_field=view.timestamp_field,
+            ttl=view.ttl,
+            description=view.description,
+            created_timestamp_field=created,
+        )

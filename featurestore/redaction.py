@@ -16,12 +16,24 @@ import pyarrow.compute as pc
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"CSV parse error: (?:Row #\d+: )?Expected (\d+) columns, got (\d+)"), "expected {0} columns, got {1}"),
     (re.compile(r"CSV conversion error to ([\w\[\], =:/+-]+?): invalid value"), "a value is not a valid {0}"),
-    (re.compile(r"Failed to parse string: .* as a scalar of type ([\w\[\], =:/+-]+?)(?::|$)", re.S), "a value is not a valid {0}"),
+    (
+        re.compile(r"Failed to parse string: .* as a scalar of type ([\w\[\], =:/+-]+?)(?::|$)", re.S),
+        "a value is not a valid {0}",
+    ),
     (re.compile(r"expected a zone offset"), "a timestamp has no zone offset (add Z or +01:00, or declare the zone)"),
-    (re.compile(r"Float value .* was truncated converting to (\w+)"), "a fractional value would be truncated converting to {0}"),
+    (
+        re.compile(r"Float value .* was truncated converting to (\w+)"),
+        "a fractional value would be truncated converting to {0}",
+    ),
     (re.compile(r"Integer value .* not in range: (-?\d+) to (-?\d+)"), "a value is out of range ({0} to {1})"),
-    (re.compile(r"Could not convert .* with type (\w+): tried to convert to (\w+)", re.S), "a {0} value cannot be converted to {1}"),
-    (re.compile(r"Conversion failed for column (.+?) with type (\w+)"), "column '{0}' ({1}) holds values of mixed types"),
+    (
+        re.compile(r"Could not convert .* with type (\w+): tried to convert to (\w+)", re.S),
+        "a {0} value cannot be converted to {1}",
+    ),
+    (
+        re.compile(r"Conversion failed for column (.+?) with type (\w+)"),
+        "column '{0}' ({1}) holds values of mixed types",
+    ),
     (re.compile(r"CSV parse error: .*quote", re.S | re.I), "a quoted field is not closed"),
     (re.compile(r"(?:invalid|not valid) UTF-?8", re.I), "the data is not valid UTF-8 text"),
 )

@@ -70,8 +70,11 @@ def read_entity_frame(data: Any) -> pa.Table:
                         lines.append(int(row.number))
                     return "error"
 
-                return pcsv.read_csv(path, read_options=pcsv.ReadOptions(use_threads=False),  # so bad rows have numbers
-                                     parse_options=pcsv.ParseOptions(invalid_row_handler=invalid_row))
+                return pcsv.read_csv(
+                    path,
+                    read_options=pcsv.ReadOptions(use_threads=False),  # so bad rows have numbers
+                    parse_options=pcsv.ParseOptions(invalid_row_handler=invalid_row),
+                )
         except (pa.ArrowInvalid, OSError) as exc:  # the error may quote a raw key: never in the message
             where = f"line {lines[0]}: " if path.suffix.lower() == ".csv" and lines else ""
             raise RetrievalError(f"{path}: cannot read the entity file: {where}{describe(str(exc))}") from None
@@ -94,7 +97,8 @@ def entity_times(table: pa.Table, column: str) -> tuple[pa.ChunkedArray, pa.Chun
     """The entity timestamps as UTC microseconds, floored and ceiled (equal unless sub-microsecond)."""
     if column not in table.column_names:
         raise RetrievalError(
-            f"entity_df has no timestamp column '{column}'." + did_you_mean(column, table.column_names)
+            f"entity_df has no timestamp column '{column}'."
+            + did_you_mean(column, table.column_names)
             + " Name it with timestamp_column=..."
         )
     times = table.column(column)

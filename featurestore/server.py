@@ -44,12 +44,20 @@ from .store import FeatureStore
 class OnlineFeaturesRequest(BaseModel):
     """A lookup of some features for some entities, for a purpose."""
 
-    entities: list[dict[str, Any]] = Field(min_length=1, max_length=10_000, description="Join key values, raw, one object per entity.")
-    features: list[str] | None = Field(None, min_length=1, description="References: view:feature, view@v2:feature or view:*.")
-    feature_service: str | None = Field(None, min_length=1, max_length=120,
-                                        description="A feature service (name or name@v2), instead of features.")
-    purpose: str | None = Field(None, min_length=1, description="Why the features are read; checked against the view's "
-                                "policy (required for a governed view).")
+    entities: list[dict[str, Any]] = Field(
+        min_length=1, max_length=10_000, description="Join key values, raw, one object per entity."
+    )
+    features: list[str] | None = Field(
+        None, min_length=1, description="References: view:feature, view@v2:feature or view:*."
+    )
+    feature_service: str | None = Field(
+        None, min_length=1, max_length=120, description="A feature service (name or name@v2), instead of features."
+    )
+    purpose: str | None = Field(
+        None,
+        min_length=1,
+        description="Why the features are read; checked against the view's policy (required for a governed view).",
+    )
     full_feature_names: bool = Field(False, description="Name values view__feature instead of feature.")
 
     @model_validator(mode="after")
@@ -68,8 +76,11 @@ class PushRequest(BaseModel):
     """Rows to write straight to serving, validated and treated as ``ingest`` does."""
 
     view: str = Field(min_length=1, max_length=120, description="The feature view (name or name@v2).")
-    rows: list[dict[str, Any]] = Field(min_length=1, max_length=10_000, description="One object per row: join keys, "
-                                       "event time (ISO 8601 with a zone) and features.")
+    rows: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=10_000,
+        description="One object per row: join keys, event time (ISO 8601 with a zone) and features.",
+    )
     to: Literal["online", "offline", "both"] = Field("online", description="Where to write.")
 
 
@@ -86,7 +97,9 @@ class OnlineFeaturesResponse(BaseModel):
     """Values per feature, one per entity, and a status per value."""
 
     values: dict[str, list[Any]]
-    statuses: dict[str, list[str]] = Field(description="present, missing (never materialized) or expired (older than the TTL now).")
+    statuses: dict[str, list[str]] = Field(
+        description="present, missing (never materialized) or expired (older than the TTL now)."
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -148,14 +161,17 @@ class OnlineFeaturesFastPath:
             await self.app(scope, _replay(body, complete, receive), send)
             return
         try:
-            result = self.store.get_online_features(request.entities, request.refs, purpose=request.purpose,
-                                                    full_feature_names=request.full_feature_names)
+            result = self.store.get_online_features(
+                request.entities, request.refs, purpose=request.purpose, full_feature_names=request.full_feature_names
+            )
         except FeatureStoreError as exc:
             await _send_json(send, error_status(exc), to_json({"error": type(exc).__name__, "detail": str(exc)}))
             return
         # What the route's response model writes for dict[str, list[Any]]: values by their own
         # type, infinities and NaN as null (the model's default), checked by a differential test.
-        await _send_json(send, 200, to_json({"values": result.values, "statuses": result.statuses}, inf_nan_mode="null"))
+        await _send_json(
+            send, 200, to_json({"values": result.values, "statuses": result.statuses}, inf_nan_mode="null")
+        )
 
 
 class ServingApp(FastAPI):
@@ -217,21 +233,31 @@ def _replay(body: bytes, complete: bool, receive: Receive) -> Receive:
 
 
 async def _send_json(send: Send, status: int, payload: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
 def create_app(store: FeatureStore, *, fast_path: bool = True) -> FastAPI:
     """An ASGI app serving `store`'s online features (`fast_path`: answer valid online-feature
     requests in :class:`OnlineFeaturesFastPath`, in front of FastAPI's route for the same path)."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         store.close()  # records the pending online-read audit entries
 
-    app = ServingApp(title="featurestore online serving", version="1", lifespan=lifespan,
-                  description="Online feature lookups with a purpose, values and statuses per entity.")
+    app = ServingApp(
+        title="featurestore online serving",
+        version="1",
+        lifespan=lifespan,
+        description="Online feature lookups with a purpose, values and statuses per entity.",
+    )
 
     @app.exception_handler(FeatureStoreError)
     async def _store_error(_request: Any, exc: FeatureStoreError) -> JSONResponse:
@@ -240,13 +266,20 @@ def create_app(store: FeatureStore, *, fast_path: bool = True) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_request: Any, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default body echoes the input (raw keys): say where and what, never the value.
-        problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:10]]
-        return JSONResponse(status_code=422, content={"error": "InvalidRequest", "detail": "; ".join(problems) or "invalid request"})
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:10]
+        ]
+        return JSONResponse(
+            status_code=422, content={"error": "InvalidRequest", "detail": "; ".join(problems) or "invalid request"}
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Any, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"error": "HTTPError", "detail": str(exc.detail)},
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": "HTTPError", "detail": str(exc.detail)},
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -256,28 +289,41 @@ def create_app(store: FeatureStore, *, fast_path: bool = True) -> FastAPI:
     @app.post(
         ONLINE_FEATURES_PATH,
         response_model=OnlineFeaturesResponse,
-        responses={400: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-                   422: {"model": ErrorResponse}},
+        responses={
+            400: {"model": ErrorResponse},
+            403: {"model": ErrorResponse},
+            404: {"model": ErrorResponse},
+            422: {"model": ErrorResponse},
+        },
     )
     async def online_features(request: OnlineFeaturesRequest) -> OnlineFeaturesResponse:
         """Latest values of the features for each entity, as served to production models."""
-        result = store.get_online_features(request.entities, request.refs, purpose=request.purpose,
-                                           full_feature_names=request.full_feature_names)
+        result = store.get_online_features(
+            request.entities, request.refs, purpose=request.purpose, full_feature_names=request.full_feature_names
+        )
         return OnlineFeaturesResponse(values=result.values, statuses=result.statuses)
 
     @app.post(
         "/v1/push",
         response_model=PushResponse,
-        responses={400: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-                   422: {"model": ErrorResponse}},
+        responses={
+            400: {"model": ErrorResponse},
+            403: {"model": ErrorResponse},
+            404: {"model": ErrorResponse},
+            422: {"model": ErrorResponse},
+        },
     )
     async def push(request: PushRequest) -> PushResponse:
         """Write rows to the online store at once (and/or the offline store as a batch)."""
         vv = store.get_view(request.view)
         types = vv.view.stored_columns(vv.join_keys)
         result = store.push(request.view, rows_table(request.rows, types), to=request.to)
-        return PushResponse(view=f"{result.view}@v{result.version}", rows=result.rows, batch_id=result.batch_id,
-                            online_entities=result.online_entities)
+        return PushResponse(
+            view=f"{result.view}@v{result.version}",
+            rows=result.rows,
+            batch_id=result.batch_id,
+            online_entities=result.online_entities,
+        )
 
     if fast_path:
         app.fast_path = OnlineFeaturesFastPath(super(ServingApp, app).__call__, store)

@@ -31,7 +31,9 @@ def parse_service_ref(text: str) -> tuple[str, int | None] | None:
         return None
     match = _SERVICE_RE.match(text.strip())
     if not match:
-        raise UnknownFeatureError(f"invalid feature service reference {text!r}; write 'service:name' or 'service:name@v2'")
+        raise UnknownFeatureError(
+            f"invalid feature service reference {text!r}; write 'service:name' or 'service:name@v2'"
+        )
     return match.group(1), int(match.group(2)) if match.group(2) else None
 
 
@@ -41,9 +43,16 @@ def service_problems(name: Any, features: Any) -> list[tuple[str, str]]:
 
     problems: list[tuple[str, str]] = []
     if not isinstance(name, str) or not NAME_RE.match(name):
-        problems.append(("name", f"invalid name {str(name)[:40]!r}: use letters, digits and _, starting with a letter (at most 100)"))
+        problems.append(
+            (
+                "name",
+                f"invalid name {str(name)[:40]!r}: use letters, digits and _, starting with a letter (at most 100)",
+            )
+        )
     if not features:
-        problems.append(("features", "a feature service needs at least one feature reference, e.g. [driver_stats:trips]"))
+        problems.append(
+            ("features", "a feature service needs at least one feature reference, e.g. [driver_stats:trips]")
+        )
     seen: set[str] = set()
     for index, ref in enumerate(features or ()):
         where = f"features[{index}]"
@@ -84,7 +93,9 @@ class FeatureService:
         object.__setattr__(self, "features", tuple(self.features))
         problems = service_problems(self.name, self.features)
         if problems:
-            raise DefinitionError([Problem(f"feature service '{self.name}': {field}: {message}") for field, message in problems])
+            raise DefinitionError(
+                [Problem(f"feature service '{self.name}': {field}: {message}") for field, message in problems]
+            )
 
     @property
     def refs(self) -> tuple[str, ...]:
@@ -93,13 +104,22 @@ class FeatureService:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain-data form, as stored in the registry."""
-        return {"name": self.name, "features": list(self.features), "owner": self.owner, "description": self.description}
+        return {
+            "name": self.name,
+            "features": list(self.features),
+            "owner": self.owner,
+            "description": self.description,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureService:
         """Rebuild a service from :meth:`to_dict` output."""
-        return cls(name=data["name"], features=tuple(data["features"]), owner=data.get("owner", ""),
-                   description=data.get("description", ""))
+        return cls(
+            name=data["name"],
+            features=tuple(data["features"]),
+            owner=data.get("owner", ""),
+            description=data.get("description", ""),
+        )
 
 
 _SERVICE_KEYS = ("name", "features", "owner", "description")
@@ -116,18 +136,29 @@ def service_from_yaml(item: Any, services: list[FeatureService], at: Any) -> Non
         at(item.pos, "a feature service is missing 'name'")
         return
     if not isinstance(features, YList):
-        at(item.value_pos("features") if features is not None else item.pos,
-           f"feature service '{name}': 'features' must be a list of references, e.g. [driver_stats:trips, 'driver_profile@v1:*']")
+        at(
+            item.value_pos("features") if features is not None else item.pos,
+            f"feature service '{name}': 'features' must be a list of references, e.g. [driver_stats:trips, 'driver_profile@v1:*']",
+        )
         return
     problems = service_problems(name, list(features))
     for field, message in problems:
         index = int(field[9:-1]) if field.startswith("features[") else None
-        at(features.item_pos(index) if index is not None else item.value_pos(field), f"feature service '{name}': {message}")
+        at(
+            features.item_pos(index) if index is not None else item.value_pos(field),
+            f"feature service '{name}': {message}",
+        )
     if problems:
         return
     for key in ("owner", "description"):
         if item.get(key) is not None and not isinstance(item.get(key), str):
             at(item.value_pos(key), f"'{key}' of feature service '{name}' must be text")
             return
-    services.append(FeatureService(name=str(name), features=tuple(str(f) for f in features),
-                                   owner=str(item.get("owner") or ""), description=str(item.get("description") or "")))
+    services.append(
+        FeatureService(
+            name=str(name),
+            features=tuple(str(f) for f in features),
+            owner=str(item.get("owner") or ""),
+            description=str(item.get("description") or ""),
+        )
+    )

@@ -51,12 +51,30 @@ class Settler:
         registry = self.ctx.registry
         vref = f"{batch.view_name}@v{batch.version}"
         if committed_rows is not None:
-            self.ctx.audit.append(self.ctx.actor, "ingest", vref, details={
-                "batch": batch.id, "rows": committed_rows, "settled_after_crash": True,
-            }, change=registry.batch_finisher(batch.id, status="committed", finished_at=now, row_count=committed_rows))
+            self.ctx.audit.append(
+                self.ctx.actor,
+                "ingest",
+                vref,
+                details={
+                    "batch": batch.id,
+                    "rows": committed_rows,
+                    "settled_after_crash": True,
+                },
+                change=registry.batch_finisher(batch.id, status="committed", finished_at=now, row_count=committed_rows),
+            )
         else:
-            self.ctx.audit.append(self.ctx.actor, "ingest_aborted", vref, details={
-                "batch": batch.id, "settled_after_crash": True,
-            }, change=registry.batch_finisher(
-                batch.id, status="aborted", finished_at=now,
-                error="the ingesting process stopped before its transaction committed; no row of this batch was written"))
+            self.ctx.audit.append(
+                self.ctx.actor,
+                "ingest_aborted",
+                vref,
+                details={
+                    "batch": batch.id,
+                    "settled_after_crash": True,
+                },
+                change=registry.batch_finisher(
+                    batch.id,
+                    status="aborted",
+                    finished_at=now,
+                    error="the ingesting process stopped before its transaction committed; no row of this batch was written",
+                ),
+            )

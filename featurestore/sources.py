@@ -82,8 +82,10 @@ def open_source(data: Any, target: TargetSchema) -> Source:
         try:
             table = pa.Table.from_pandas(data, preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise IngestionError(f"cannot convert the pandas DataFrame for '{target.view}': {_pandas_problem(data, str(exc))}; "
-                                 "give the column one type (e.g. df[col].astype('int64'))") from None
+            raise IngestionError(
+                f"cannot convert the pandas DataFrame for '{target.view}': {_pandas_problem(data, str(exc))}; "
+                "give the column one type (e.g. df[col].astype('int64'))"
+            ) from None
         return dataclasses.replace(open_source(table, target), description=f"pandas DataFrame ({table.num_rows} rows)")
     if module == "polars" and hasattr(data, "to_arrow"):
         table = data.to_arrow()
@@ -106,8 +108,11 @@ def _open_file(path: Path, target: TargetSchema) -> Source:
         except (pa.ArrowInvalid, OSError) as exc:
             raise IngestionError(f"{path}: not a readable Parquet file ({describe(str(exc))})") from None
         batches = pfile.iter_batches(batch_size=STREAM_BATCH_ROWS)
-        return Source(_wrap_errors(batches, path, target), f"parquet file {path} ({pfile.metadata.num_rows} rows)",
-                      pfile.schema_arrow)
+        return Source(
+            _wrap_errors(batches, path, target),
+            f"parquet file {path} ({pfile.metadata.num_rows} rows)",
+            pfile.schema_arrow,
+        )
     if suffix == ".csv":
         import pyarrow.csv as pcsv
 
@@ -133,8 +138,13 @@ def _open_file(path: Path, target: TargetSchema) -> Source:
     raise IngestionError(f"{path}: unsupported file type '{suffix}'; use .parquet or .csv")
 
 
-def _wrap_errors(batches: Iterator[pa.RecordBatch], path: Path, target: TargetSchema,
-                 types: dict[str, pa.DataType] | None = None, bad_lines: list[int] | None = None) -> Iterator[pa.RecordBatch]:
+def _wrap_errors(
+    batches: Iterator[pa.RecordBatch],
+    path: Path,
+    target: TargetSchema,
+    types: dict[str, pa.DataType] | None = None,
+    bad_lines: list[int] | None = None,
+) -> Iterator[pa.RecordBatch]:
     try:
         yield from batches
     except (pa.ArrowInvalid, OSError) as exc:
@@ -167,8 +177,9 @@ def csv_error(path: Path, exc: BaseException, types: dict[str, pa.DataType], bad
         try:
             with open(path, newline="", encoding="utf-8", errors="replace") as handle:
                 name = next(csv.reader(handle))[index]
-            column = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(include_columns=[name],
-                                                                                 column_types={name: pa.string()})).column(name)
+            column = pcsv.read_csv(
+                path, convert_options=pcsv.ConvertOptions(include_columns=[name], column_types={name: pa.string()})
+            ).column(name)
             want = types.get(name)
             row = first_bad_row(column, want) if want is not None else None
         except (pa.ArrowInvalid, OSError, IndexError, StopIteration, csv.Error):
@@ -224,7 +235,8 @@ def check_schema(schema: pa.Schema, target: TargetSchema) -> None:
         problems.append(f"missing column '{col}'." + did_you_mean(col, unknown))
     for col in unknown:
         problems.append(
-            f"unknown column '{col}'." + did_you_mean(col, missing)
+            f"unknown column '{col}'."
+            + did_you_mean(col, missing)
             + " Drop it before ingesting, or add it to the view definition (a new version)."
         )
     for name, dtype in target.columns.items():
@@ -292,8 +304,9 @@ _ALLOWED = {
 }
 
 
-def convert_column(column: pa.ChunkedArray | pa.Array, name: str, dtype: str, target: TargetSchema,
-                   row_offset: int = 0) -> pa.ChunkedArray | pa.Array:
+def convert_column(
+    column: pa.ChunkedArray | pa.Array, name: str, dtype: str, target: TargetSchema, row_offset: int = 0
+) -> pa.ChunkedArray | pa.Array:
     """Convert one column to its declared type, or raise IngestionError saying why not."""
     want = arrow_type(dtype)
     have = column.type
@@ -316,7 +329,9 @@ def convert_column(column: pa.ChunkedArray | pa.Array, name: str, dtype: str, ta
             hint = " The store keeps microseconds: round first, e.g. df[col].dt.floor('us')."
         row = first_bad_row(column, want)
         at = f" (first at row {row_offset + row})" if row is not None else ""
-        raise IngestionError(f"{where} cannot be stored as {dtype} without loss: {describe(str(exc))}{at}.{hint}") from None
+        raise IngestionError(
+            f"{where} cannot be stored as {dtype} without loss: {describe(str(exc))}{at}.{hint}"
+        ) from None
     if family == "float" and dtype == "float32" and have != want:
         back = pc.cast(converted, have)
         same = pc.or_kleene(pc.equal(back, column), pc.and_(pc.is_nan(back), pc.is_nan(column)))
@@ -372,19 +387,25 @@ def rows_table(rows: list[dict[str, Any]], types: dict[str, str]) -> pa.Table:
                     else:
                         moment = datetime.fromisoformat(str(value))
                         if moment.tzinfo is None:
-                            raise IngestionError(f"row {index}, column '{name}': the timestamp has no time zone; write it "
-                                                 "with one, e.g. 2025-01-01T00:00:00Z")
+                            raise IngestionError(
+                                f"row {index}, column '{name}': the timestamp has no time zone; write it "
+                                "with one, e.g. 2025-01-01T00:00:00Z"
+                            )
                         parsed.append(moment)
                 except ValueError:
-                    raise IngestionError(f"row {index}, column '{name}': not an ISO 8601 {dtype} "
-                                         f"(e.g. {'2025-01-01' if dtype == 'date' else '2025-01-01T00:00:00Z'})") from None
+                    raise IngestionError(
+                        f"row {index}, column '{name}': not an ISO 8601 {dtype} "
+                        f"(e.g. {'2025-01-01' if dtype == 'date' else '2025-01-01T00:00:00Z'})"
+                    ) from None
             values = parsed
         try:
             columns[name] = pa.array(values, arrow_type(dtype)) if dtype is not None else pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             bad = next((i for i, v in enumerate(values) if not _fits(v, dtype)), None)
             where = f"row {bad}, " if bad is not None else ""
-            raise IngestionError(f"{where}column '{name}': a value is not {dtype or 'of one type with the others'}") from None
+            raise IngestionError(
+                f"{where}column '{name}': a value is not {dtype or 'of one type with the others'}"
+            ) from None
     return pa.table(columns)
 
 

@@ -64,16 +64,36 @@ class FeatureStore:
     `check_agreement=False` skips that comparison (for ``doctor`` and ``db recover`` only).
     """
 
-    def __init__(self, path: str | Path | None = None, *, memory: bool = False, clock: Clock | None = None,
-                 lock_timeout: float | None = None, key_provider: KeyProvider | None = None, actor: str | None = None,
-                 online_store: OnlineStore | None = None, registry: Registry | None = None, check_agreement: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        memory: bool = False,
+        clock: Clock | None = None,
+        lock_timeout: float | None = None,
+        key_provider: KeyProvider | None = None,
+        actor: str | None = None,
+        online_store: OnlineStore | None = None,
+        registry: Registry | None = None,
+        check_agreement: bool = True,
+    ) -> None:
         if memory == (path is not None):
             raise ConfigError("give either a store path, FeatureStore('dir'), or memory=True")
-        config = StoreConfig(root=None, registry_url="sqlite://", offline_path=None) if memory else load_config(Path(str(path)).resolve())
+        config = (
+            StoreConfig(root=None, registry_url="sqlite://", offline_path=None)
+            if memory
+            else load_config(Path(str(path)).resolve())
+        )
         self.config = config
         self.actor = actor or default_actor()
-        ctx = open_context(config, open_registry(config, registry, str(path)), clock=clock or system_clock,
-                           lock_timeout=lock_timeout, key_provider=key_provider, actor=self.actor)
+        ctx = open_context(
+            config,
+            open_registry(config, registry, str(path)),
+            clock=clock or system_clock,
+            lock_timeout=lock_timeout,
+            key_provider=key_provider,
+            actor=self.actor,
+        )
         self._ctx = ctx
         self._catalog = Catalog(ctx)
         self._caps = Capabilities(ctx, self._catalog, online_store)
@@ -89,8 +109,15 @@ class FeatureStore:
     # --- lifecycle --------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, path: str | Path, *, registry_url: str | None = None, project: str | None = None, lake: str | None = None,
-             **kwargs: Any) -> FeatureStore:
+    def init(
+        cls,
+        path: str | Path,
+        *,
+        registry_url: str | None = None,
+        project: str | None = None,
+        lake: str | None = None,
+        **kwargs: Any,
+    ) -> FeatureStore:
         """Create a store directory (config, ``features/``, ``policies/``, registry, offline file) where
         none is; `registry_url` names the registry database (default: SQLite ``registry.db`` inside),
         `project` the namespace of its rows there (needed for stores sharing a PostgreSQL registry),
@@ -122,9 +149,11 @@ class FeatureStore:
     @classmethod
     def doctor(cls, path: str | Path, **kwargs: Any) -> list[Check]:
         """Check the store end to end (``featurestore doctor``): what is wrong and how to fix it."""
+
         def open_store() -> tuple[FeatureStore, StoreContext, Callable[[], OnlineStore]]:
             fs = cls(path, check_agreement=False, **kwargs)
             return fs, fs._ctx, lambda: fs._caps.online.store
+
         from .doctor import diagnose
 
         return diagnose(Path(path), open_store)
@@ -225,8 +254,14 @@ class FeatureStore:
 
     # --- reads ------------------------------------------------------------------------------
 
-    def read(self, view: str, *, features: Sequence[str] | None = None, as_of: datetime | None = None,
-             purpose: str | None = None) -> pa.Table:
+    def read(
+        self,
+        view: str,
+        *,
+        features: Sequence[str] | None = None,
+        as_of: datetime | None = None,
+        purpose: str | None = None,
+    ) -> pa.Table:
         """Every stored row of a view version: keys, event time, features, ``_ingested_at``, ``_batch_id``.
 
         `view` is ``"name"`` or ``"name@v1"``; `features` default to all; `as_of` keeps rows ingested at
@@ -234,9 +269,18 @@ class FeatureStore:
         """
         return self._caps.historical.read(view, features=features, as_of=as_of, purpose=purpose)
 
-    def get_historical_features(self, entity_df: Any, features: Sequence[str] | str, *, as_of: datetime | None = None,
-                                known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
-                                full_feature_names: bool = False, purpose: str | None = None, engine: str = "duckdb") -> pa.Table:
+    def get_historical_features(
+        self,
+        entity_df: Any,
+        features: Sequence[str] | str,
+        *,
+        as_of: datetime | None = None,
+        known_at_prediction_time: bool = False,
+        timestamp_column: str = "event_timestamp",
+        full_feature_names: bool = False,
+        purpose: str | None = None,
+        engine: str = "duckdb",
+    ) -> pa.Table:
         """Point-in-time correct feature values for each row of `entity_df` (for training): every
         entity row once, in order, features appended; the rules are in :mod:`featurestore.offline.pit`.
 
@@ -253,21 +297,47 @@ class FeatureStore:
             engine: ``duckdb`` (default), or ``spark`` on the lake store (the active SparkSession, else a local one).
         """
         return self._caps.historical.get_historical_features(
-            entity_df, features, as_of=as_of, known_at_prediction_time=known_at_prediction_time,
-            timestamp_column=timestamp_column, full_feature_names=full_feature_names, purpose=purpose, engine=engine)
+            entity_df,
+            features,
+            as_of=as_of,
+            known_at_prediction_time=known_at_prediction_time,
+            timestamp_column=timestamp_column,
+            full_feature_names=full_feature_names,
+            purpose=purpose,
+            engine=engine,
+        )
 
     # --- training sets ------------------------------------------------------------------------
 
-    def create_training_set(self, name: str, entity_df: Any, features: Sequence[str] | str, *, as_of: datetime | None = None,
-                            known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
-                            full_feature_names: bool = False, description: str = "", purpose: str | None = None,
-                            engine: str = "duckdb") -> TrainingSet:
+    def create_training_set(
+        self,
+        name: str,
+        entity_df: Any,
+        features: Sequence[str] | str,
+        *,
+        as_of: datetime | None = None,
+        known_at_prediction_time: bool = False,
+        timestamp_column: str = "event_timestamp",
+        full_feature_names: bool = False,
+        description: str = "",
+        purpose: str | None = None,
+        engine: str = "duckdb",
+    ) -> TrainingSet:
         """Build a point-in-time training set (joined by `engine`, as in :meth:`get_historical_features`), save it and
         record its manifest: version-pinned features and TTLs, ``as_of`` (default: the last committed ingestion),
         row count, content hash, policy hashes."""
-        return self._caps.training.create(name, entity_df, features, as_of=as_of, known_at_prediction_time=known_at_prediction_time,
-                                     timestamp_column=timestamp_column, full_feature_names=full_feature_names,
-                                     description=description, purpose=purpose, engine=engine)
+        return self._caps.training.create(
+            name,
+            entity_df,
+            features,
+            as_of=as_of,
+            known_at_prediction_time=known_at_prediction_time,
+            timestamp_column=timestamp_column,
+            full_feature_names=full_feature_names,
+            description=description,
+            purpose=purpose,
+            engine=engine,
+        )
 
     def list_training_sets(self) -> list[TrainingSet]:
         """Every saved training set's manifest, by name."""
@@ -288,8 +358,14 @@ class FeatureStore:
 
     # --- online serving -----------------------------------------------------------------------
 
-    def materialize(self, views: Sequence[str] | None = None, *, end: datetime | None = None, full: bool = False,
-                    progress: Progress | None = None) -> list[MaterializeResult]:
+    def materialize(
+        self,
+        views: Sequence[str] | None = None,
+        *,
+        end: datetime | None = None,
+        full: bool = False,
+        progress: Progress | None = None,
+    ) -> list[MaterializeResult]:
         """Copy, per entity, the latest value as of `end` (default now) to the online store.
 
         Incremental by default (entities touched since a per-version watermark); ``full=True`` rebuilds.
@@ -300,9 +376,14 @@ class FeatureStore:
         """References (``name@vN``) of the view versions in the online store."""
         return self._caps.online.materialized_views()
 
-    def get_online_features(self, entity_rows: Mapping[str, Any] | Sequence[Mapping[str, Any]] | pa.Table,
-                            features: Sequence[str] | str, *, purpose: str | None = None,
-                            full_feature_names: bool = False) -> OnlineResponse:
+    def get_online_features(
+        self,
+        entity_rows: Mapping[str, Any] | Sequence[Mapping[str, Any]] | pa.Table,
+        features: Sequence[str] | str,
+        *,
+        purpose: str | None = None,
+        full_feature_names: bool = False,
+    ) -> OnlineResponse:
         """Latest feature values for entities, from the online store, with a status per value.
 
         A value is ``present``, ``missing`` (never materialized, or materialized ahead of now) or
@@ -312,10 +393,13 @@ class FeatureStore:
         `entity_rows`: one entity (``{"customer_id": "C1"}``), a list, or a table; `purpose` is checked
         for ``online`` access.
         """
-        return self._caps.online.get_online_features(entity_rows, features, purpose=purpose, full_feature_names=full_feature_names)
+        return self._caps.online.get_online_features(
+            entity_rows, features, purpose=purpose, full_feature_names=full_feature_names
+        )
 
-    def check_consistency(self, views: Sequence[str] | None = None, *, sample: int = 1000, purpose: str | None = None,
-                          seed: int = 0) -> list[ConsistencyReport]:
+    def check_consistency(
+        self, views: Sequence[str] | None = None, *, sample: int = 1000, purpose: str | None = None, seed: int = 0
+    ) -> list[ConsistencyReport]:
         """Compare online values with the point-in-time answer for the same instant.
 
         Up to `sample` entities per materialized view version; a governed view needs a purpose
@@ -334,11 +418,21 @@ class FeatureStore:
         """What approving a policy file would change against the version in force, in sentences."""
         return self._caps.policies.plan(path)
 
-    def approve_policy(self, path: str | Path, *, by: str, role: str, ticket: str | None = None,
-                       treat_existing: bool = False, key: str | Path | None = None) -> Policy:
+    def approve_policy(
+        self,
+        path: str | Path,
+        *,
+        by: str,
+        role: str,
+        ticket: str | None = None,
+        treat_existing: bool = False,
+        key: str | Path | None = None,
+    ) -> Policy:
         """Approve a policy file's exact content (bound to its SHA-256), signed with the approver's Ed25519
         `key` file; refused over rows stored untreated unless `treat_existing` rewrites them first."""
-        return self._caps.policies.approve(path, by=by, role=role, ticket=ticket, treat_existing=treat_existing, key=key)
+        return self._caps.policies.approve(
+            path, by=by, role=role, ticket=ticket, treat_existing=treat_existing, key=key
+        )
 
     def add_approver(self, name: str, role: str, public_key: str | Path) -> str:
         """Register an approver's Ed25519 public key file for a role (audited); returns its fingerprint."""
@@ -390,7 +484,9 @@ class FeatureStore:
         """Rewrite the offline file so deleted rows leave no bytes; completes pending deletion requests."""
         return self._caps.erasure.compact(on_step)
 
-    def add_hold(self, *, reason: str, entity: str | None = None, key: str | None = None, view: str | None = None) -> Hold:
+    def add_hold(
+        self, *, reason: str, entity: str | None = None, key: str | None = None, view: str | None = None
+    ) -> Hold:
         """A legal hold on a subject (`entity`, `key`) or a `view`: retention and erasure wait for it."""
         return self._caps.erasure.add_hold(reason=reason, entity=entity, key=key, view=view)
 
@@ -404,22 +500,59 @@ class FeatureStore:
 
     # --- differential privacy -------------------------------------------------------------------
 
-    def dp_query(self, view: str, *, aggregates: Sequence[str], group_by: Sequence[str] = (), purpose: str | None,
-                 epsilon: float | None = None, delta: float | None = None, dry_run: bool = False,
-                 consumer: str | None = None, fresh: bool = False) -> DpRelease:
+    def dp_query(
+        self,
+        view: str,
+        *,
+        aggregates: Sequence[str],
+        group_by: Sequence[str] = (),
+        purpose: str | None,
+        epsilon: float | None = None,
+        delta: float | None = None,
+        dry_run: bool = False,
+        consumer: str | None = None,
+        fresh: bool = False,
+    ) -> DpRelease:
         """A differentially private ``count`` / ``sum:col`` / ``mean:col`` over a view, optionally grouped, for a
         purpose with ``dp_aggregates`` access, charged to the policy's budget (``dry_run``: accuracy, no cost;
         the same query of the same data is served from the ledger at no cost unless `fresh`)."""
-        return self._caps.dp.query(view, aggregates=aggregates, group_by=group_by, purpose=purpose, epsilon=epsilon,
-                              delta=delta, dry_run=dry_run, consumer=consumer, fresh=fresh)
+        return self._caps.dp.query(
+            view,
+            aggregates=aggregates,
+            group_by=group_by,
+            purpose=purpose,
+            epsilon=epsilon,
+            delta=delta,
+            dry_run=dry_run,
+            consumer=consumer,
+            fresh=fresh,
+        )
 
-    def release_dp_view(self, target: str, *, source: str, aggregates: Sequence[str], group_by: str, purpose: str | None,
-                        window: tuple[datetime, datetime], epsilon: float | None = None,
-                        delta: float | None = None) -> tuple[DpRelease, IngestResult]:
+    def release_dp_view(
+        self,
+        target: str,
+        *,
+        source: str,
+        aggregates: Sequence[str],
+        group_by: str,
+        purpose: str | None,
+        window: tuple[datetime, datetime],
+        epsilon: float | None = None,
+        delta: float | None = None,
+    ) -> tuple[DpRelease, IngestResult]:
         """A DP aggregate feature view: one time window's DP release of `source` by `group_by`, ingested into
         `target` (keyed by the group, event time = the window's end) so it joins point-in-time by group."""
-        return self._caps.dp.release_view(target, source=source, aggregates=aggregates, group_by=group_by, purpose=purpose,
-                                     window=window, epsilon=epsilon, delta=delta, ingest=self.ingest)
+        return self._caps.dp.release_view(
+            target,
+            source=source,
+            aggregates=aggregates,
+            group_by=group_by,
+            purpose=purpose,
+            window=window,
+            epsilon=epsilon,
+            delta=delta,
+            ingest=self.ingest,
+        )
 
     def dp_budget(self, *, purpose: str | None = None) -> list[BudgetStatus]:
         """Privacy budgets: spent, reserved and remaining in the current period, and when they refresh."""
@@ -435,7 +568,9 @@ class FeatureStore:
 
     def list_keys(self) -> list[tuple[str, str, datetime]]:
         """(key id, kind, created) of every data key; secrets are never shown."""
-        return [(i, kind, at) for kind in ("hmac", "siv", "audit") for i, _w, at in self._ctx.registry.wrapped_keys(kind)]
+        return [
+            (i, kind, at) for kind in ("hmac", "siv", "audit") for i, _w, at in self._ctx.registry.wrapped_keys(kind)
+        ]
 
     def audit_entries(self, *, action: str | None = None, limit: int | None = None) -> list[AuditEntry]:
         """Audit log entries, oldest first (the newest `limit`)."""

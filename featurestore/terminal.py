@@ -24,7 +24,9 @@ def escape(text: str) -> str:
     >>> escape("two\\nlines\\tand a tab")
     'two\\nlines\\tand a tab'
     """
-    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+    return _UNSAFE.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text
+    )
 
 
 class SafeConsole(Console):

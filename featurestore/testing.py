@@ -19,7 +19,9 @@ TEST_KEY_PROVIDER = StaticKeyProvider(TEST_MASTER_KEY)
 class StepClock:
     """A clock that starts at `start` and moves `step` forward on every call."""
 
-    def __init__(self, start: datetime = datetime(2026, 1, 1, tzinfo=UTC), step: timedelta = timedelta(seconds=1)) -> None:
+    def __init__(
+        self, start: datetime = datetime(2026, 1, 1, tzinfo=UTC), step: timedelta = timedelta(seconds=1)
+    ) -> None:
         self.now = start
         self.step = step
 

@@ -82,20 +82,34 @@ class Reproduction:
 class TrainingSets:
     """Builds, saves, loads and reproduces training sets."""
 
-    def __init__(self, ctx: StoreContext, historical: Historical, last_ingestion: Callable[[], datetime | None]) -> None:
+    def __init__(
+        self, ctx: StoreContext, historical: Historical, last_ingestion: Callable[[], datetime | None]
+    ) -> None:
         self.ctx = ctx
         self.historical = historical
         self._last_ingestion = last_ingestion
         self._memory: dict[str, pa.Table] = {}
 
-    def create(self, name: str, entity_df: Any, features: Sequence[str] | str, *, as_of: datetime | None = None,
-               known_at_prediction_time: bool = False, timestamp_column: str = "event_timestamp",
-               full_feature_names: bool = False, description: str = "", purpose: str | None = None,
-               engine: str = "duckdb") -> TrainingSet:
+    def create(
+        self,
+        name: str,
+        entity_df: Any,
+        features: Sequence[str] | str,
+        *,
+        as_of: datetime | None = None,
+        known_at_prediction_time: bool = False,
+        timestamp_column: str = "event_timestamp",
+        full_feature_names: bool = False,
+        description: str = "",
+        purpose: str | None = None,
+        engine: str = "duckdb",
+    ) -> TrainingSet:
         """Build a point-in-time training set (joined by `engine`), save it in the store and record its manifest."""
         ctx = self.ctx
         if not NAME_RE.match(name):
-            raise RetrievalError(f"invalid training set name {name!r}: use letters, digits and _, starting with a letter")
+            raise RetrievalError(
+                f"invalid training set name {name!r}: use letters, digits and _, starting with a letter"
+            )
         if ctx.registry.training_set(name) is not None:
             raise RetrievalError(f"a training set named '{name}' exists already; choose another name")
         entity = read_entity_frame(entity_df)
@@ -111,13 +125,26 @@ class TrainingSets:
             )
         requests = self.historical.requests(features, entity.column_names, full_feature_names)
         parts = self.historical.grant_parts(ctx.access.snapshot(), requests, purpose)
-        table = self.historical.point_in_time(entity, parts, timestamp_column, as_of=as_of, known=known_at_prediction_time,
-                                              engine=engine)
-        service_of = {r.ref: r.service for r in self.historical.catalog.resolve_features(features) if r.service is not None}
+        table = self.historical.point_in_time(
+            entity, parts, timestamp_column, as_of=as_of, known=known_at_prediction_time, engine=engine
+        )
+        service_of = {
+            r.ref: r.service for r in self.historical.catalog.resolve_features(features) if r.service is not None
+        }
         manifest_features = [
-            {"ref": f"{p.vv.view.name}@v{p.vv.version}:{feature}", "view": p.vv.view.name, "version": p.vv.version,
-             "feature": feature, "output": out, "ttl_seconds": p.ttl.total_seconds() if p.ttl is not None else None,
-             **({"service": service} if (service := service_of.get(f"{p.vv.view.name}@v{p.vv.version}:{feature}")) else {})}
+            {
+                "ref": f"{p.vv.view.name}@v{p.vv.version}:{feature}",
+                "view": p.vv.view.name,
+                "version": p.vv.version,
+                "feature": feature,
+                "output": out,
+                "ttl_seconds": p.ttl.total_seconds() if p.ttl is not None else None,
+                **(
+                    {"service": service}
+                    if (service := service_of.get(f"{p.vv.view.name}@v{p.vv.version}:{feature}"))
+                    else {}
+                ),
+            }
             for p in parts
             for feature, out in zip(p.grant.features, p.outputs, strict=True)
         ]
@@ -126,23 +153,44 @@ class TrainingSets:
         cutoff = _strictest([p.grant.cutoff("training_sets") for p in parts])
         if cutoff is not None and timestamp_column in table.column_names:  # never saved past retention
             expired = _before(table.column(timestamp_column), cutoff)
-            if (left_out := pc.sum(expired).as_py() or 0):
+            if left_out := pc.sum(expired).as_py() or 0:
                 table = table.filter(pc.invert(expired))
-                notes.append({"at": now.isoformat(), "kind": "retention", "rows": left_out,
-                              "text": f"{left_out} entity rows older than the training-set retention ({cutoff.date()}) were not saved"})
+                notes.append(
+                    {
+                        "at": now.isoformat(),
+                        "kind": "retention",
+                        "rows": left_out,
+                        "text": f"{left_out} entity rows older than the training-set retention ({cutoff.date()}) were not saved",
+                    }
+                )
         saved_entity_columns = [c for c in entity.column_names if c in table.column_names]
         location = self._save(name, table)
         digest = content_hash(table)
         ctx.registry.add_training_set(
-            name=name, description=description, features=manifest_features,
-            entity_columns=saved_entity_columns, timestamp_column=timestamp_column, as_of=as_of,
-            known_at_prediction_time=known_at_prediction_time, full_feature_names=full_feature_names,
-            row_count=table.num_rows, content_hash=digest,
+            name=name,
+            description=description,
+            features=manifest_features,
+            entity_columns=saved_entity_columns,
+            timestamp_column=timestamp_column,
+            as_of=as_of,
+            known_at_prediction_time=known_at_prediction_time,
+            full_feature_names=full_feature_names,
+            row_count=table.num_rows,
+            content_hash=digest,
             policy_hashes=sorted({h for p in parts if (h := p.grant.policy_hash) is not None}),
-            purpose=purpose, protected_columns=protected, location=location, created_at=now, notes=notes,
+            purpose=purpose,
+            protected_columns=protected,
+            location=location,
+            created_at=now,
+            notes=notes,
         )
-        ctx.audit.append(ctx.actor, "create_training_set", name, purpose=purpose,
-                         details={"rows": table.num_rows, "features": [f["ref"] for f in manifest_features], "content_hash": digest})
+        ctx.audit.append(
+            ctx.actor,
+            "create_training_set",
+            name,
+            purpose=purpose,
+            details={"rows": table.num_rows, "features": [f["ref"] for f in manifest_features], "content_hash": digest},
+        )
         return self.get(name)
 
     def list_all(self) -> list[TrainingSet]:
@@ -157,14 +205,17 @@ class TrainingSets:
             raise NotFoundError(f"no training set named '{name}'." + did_you_mean(name, names))
         return _training_set(row)
 
-    def _grants(self, snapshot: PolicySnapshot, ts: TrainingSet, purpose: str | None,
-                access: Sequence[str] = ("offline",)) -> list[JoinPart]:
+    def _grants(
+        self, snapshot: PolicySnapshot, ts: TrainingSet, purpose: str | None, access: Sequence[str] = ("offline",)
+    ) -> list[JoinPart]:
         """Read grants for every view version of a training set, for `purpose`, decided now."""
         recorded = {
             (f["view"], f["version"]): timedelta(seconds=f["ttl_seconds"]) if f["ttl_seconds"] is not None else None
             for f in ts.features
         }
-        requests = self.historical.group([(f["view"], f["version"], f["feature"], f["output"]) for f in ts.features], recorded)
+        requests = self.historical.group(
+            [(f["view"], f["version"], f["feature"], f["output"]) for f in ts.features], recorded
+        )
         return self.historical.grant_parts(snapshot, requests, purpose, access)
 
     def load(self, name: str, *, purpose: str | None) -> pa.Table:
@@ -172,7 +223,9 @@ class TrainingSets:
         ts = self.get(name)
         parts = self._grants(self.ctx.access.snapshot(), ts, purpose)
         table = self._load(ts, parts)
-        self.ctx.audit.append(self.ctx.actor, "load_training_set", name, purpose=purpose, details={"rows": table.num_rows})
+        self.ctx.audit.append(
+            self.ctx.actor, "load_training_set", name, purpose=purpose, details={"rows": table.num_rows}
+        )
         return table
 
     def reproduce(self, name: str, *, purpose: str | None) -> Reproduction:
@@ -185,32 +238,45 @@ class TrainingSets:
         expected = ts.content_hash
         if saved.num_rows != ts.row_count:  # rows past the training-set retention are gone for readers
             expected = content_hash(saved)
-            notes.append(f"{ts.row_count - saved.num_rows} saved rows are now past the training-set retention and are "
-                         "left out; the rebuild is compared with the rows still kept")
+            notes.append(
+                f"{ts.row_count - saved.num_rows} saved rows are now past the training-set retention and are "
+                "left out; the rebuild is compared with the rows still kept"
+            )
         saved_entity = saved.select(ts.entity_columns)
         entity = saved_entity
         for column in ts.protected_columns:  # tokens of raw keys: decrypted in memory only
             tokens = saved_entity.column(column).to_pylist()
-            raw = [None if t is None else detokenize(t, self.ctx.keys.get(t.partition(":")[0]), context=f"training_set:{column}")
-                   for t in tokens]
+            raw = [
+                None
+                if t is None
+                else detokenize(t, self.ctx.keys.get(t.partition(":")[0]), context=f"training_set:{column}")
+                for t in tokens
+            ]
             entity = entity.set_column(entity.column_names.index(column), column, pa.array(raw, pa.string()))
-        table = self.historical.point_in_time(entity, parts, ts.timestamp_column, as_of=ts.as_of, known=ts.known_at_prediction_time)
+        table = self.historical.point_in_time(
+            entity, parts, ts.timestamp_column, as_of=ts.as_of, known=ts.known_at_prediction_time
+        )
         for column in ts.entity_columns:  # the saved entity columns, exactly as saved
             if column in table.column_names:
                 table = table.set_column(table.column_names.index(column), column, saved_entity.column(column))
-        self.ctx.audit.append(self.ctx.actor, "reproduce_training_set", name, purpose=purpose, details={"rows": table.num_rows})
+        self.ctx.audit.append(
+            self.ctx.actor, "reproduce_training_set", name, purpose=purpose, details={"rows": table.num_rows}
+        )
         digest = content_hash(table)
         if digest != expected:
             for part in parts:
                 if (cut := part.grant.cutoff("offline")) is not None:
-                    notes.append(f"rows of {part.vv.ref} with event times before {cut.isoformat()} are past the offline "
-                                 f"retention of policy '{part.grant.policy.id if part.grant.policy else ''}' and no longer exist")
+                    notes.append(
+                        f"rows of {part.vv.ref} with event times before {cut.isoformat()} are past the offline "
+                        f"retention of policy '{part.grant.policy.id if part.grant.policy else ''}' and no longer exist"
+                    )
         return Reproduction(name, expected, digest, digest == expected, table, notes)
 
     # --- storage ------------------------------------------------------------------------------
 
-    def _protect_entity_columns(self, table: pa.Table, parts: list[JoinPart], entity_columns: list[str],
-                                timestamp_column: str) -> tuple[pa.Table, list[str]]:
+    def _protect_entity_columns(
+        self, table: pa.Table, parts: list[JoinPart], entity_columns: list[str], timestamp_column: str
+    ) -> tuple[pa.Table, list[str]]:
         """Before a training set is saved: raw keys of pseudonymized join keys become AES-SIV
         tokens (the store can still rebuild the set; the file holds no raw key), and other
         entity columns a governing policy classifies get that policy's treatment."""
@@ -227,10 +293,18 @@ class TrainingSets:
                     tokens = tokenize(table.column(key), self.ctx.keys.current("siv"), context=f"training_set:{key}")
                     table = table.set_column(table.column_names.index(key), key, tokens)
         for policy in policies.values():
-            others = [c for c in entity_columns if c not in protected and c != timestamp_column
-                      and (r := policy.rule(c)) is not None and r.treatment != "keep"]
+            others = [
+                c
+                for c in entity_columns
+                if c not in protected
+                and c != timestamp_column
+                and (r := policy.rule(c)) is not None
+                and r.treatment != "keep"
+            ]
             if others:  # treated in place, so the column order (and so the hash) is stable
-                view = next(p.vv.view.name for p in parts if p.grant.policy is not None and p.grant.policy.id == policy.id)
+                view = next(
+                    p.vv.view.name for p in parts if p.grant.policy is not None and p.grant.policy.id == policy.id
+                )
                 result = self.ctx.treatments.treat(table.select(others), policy, view)
                 for column in others:
                     if column in result.column_names:
@@ -256,7 +330,11 @@ class TrainingSets:
 
     def _load(self, ts: TrainingSet, parts: list[JoinPart]) -> pa.Table:
         """The saved file; only with an offline grant for every view it holds."""
-        granted = {p.grant.view.view.name for p in parts if p.grant.require(MAINTAIN if MAINTAIN in p.grant.access else "offline")}
+        granted = {
+            p.grant.view.view.name
+            for p in parts
+            if p.grant.require(MAINTAIN if MAINTAIN in p.grant.access else "offline")
+        }
         missing = set(ts.views) - granted
         if missing:
             raise RetrievalError(f"training set '{ts.name}' holds {', '.join(sorted(missing))}, which no grant covers")
@@ -289,8 +367,15 @@ class TrainingSets:
         """Maintenance grants (erasure, retention) for every view of a training set."""
         return self._grants(self.ctx.access.snapshot(), ts, None, (MAINTAIN,))
 
-    def rewrite(self, name: str, remove: Callable[[pa.Table, list[JoinPart]], pa.ChunkedArray], *, kind: str,
-                text: str, dry_run: bool = False) -> int:
+    def rewrite(
+        self,
+        name: str,
+        remove: Callable[[pa.Table, list[JoinPart]], pa.ChunkedArray],
+        *,
+        kind: str,
+        text: str,
+        dry_run: bool = False,
+    ) -> int:
         """Rewrite a saved set without the rows `remove` marks (erasure, retention); the manifest
         gets the new row count, content hash and a note. Returns how many rows went."""
         ts = self.get(name)
@@ -304,10 +389,10 @@ class TrainingSets:
         kept = table.filter(pc.invert(mask))
         self._save(name, kept)
         note = {"at": self.ctx.now().isoformat(), "kind": kind, "rows": removed, "text": text.format(rows=removed)}
-        self.ctx.registry.update_training_set(name, row_count=kept.num_rows, content_hash=content_hash(kept),
-                                              notes=[*ts.notes, note])
+        self.ctx.registry.update_training_set(
+            name, row_count=kept.num_rows, content_hash=content_hash(kept), notes=[*ts.notes, note]
+        )
         return removed
-
 
     def treat(self, name: str, treat: Callable[[pa.Table], pa.Table], keys: Sequence[str], text: str) -> None:
         """Rewrite a saved set's feature columns through `treat` and protect its raw entity `keys`
@@ -323,15 +408,28 @@ class TrainingSets:
                 table = table.set_column(table.column_names.index(key), key, tokens)
         self._save(name, table)
         note = {"at": self.ctx.now().isoformat(), "kind": "treatment", "rows": table.num_rows, "text": text}
-        self.ctx.registry.update_training_set(name, content_hash=content_hash(table), protected_columns=protected,
-                                              notes=[*ts.notes, note])
+        self.ctx.registry.update_training_set(
+            name, content_hash=content_hash(table), protected_columns=protected, notes=[*ts.notes, note]
+        )
 
 
 def _training_set(row: TrainingSetRow) -> TrainingSet:
     return TrainingSet(
-        row.name, row.description, list(row.features), list(row.entity_columns), row.timestamp_column,
-        row.as_of, row.known_at_prediction_time, row.row_count, row.content_hash, list(row.policy_hashes),
-        row.purpose, list(row.protected_columns or []), row.location, row.created_at, list(row.notes or []),
+        row.name,
+        row.description,
+        list(row.features),
+        list(row.entity_columns),
+        row.timestamp_column,
+        row.as_of,
+        row.known_at_prediction_time,
+        row.row_count,
+        row.content_hash,
+        list(row.policy_hashes),
+        row.purpose,
+        list(row.protected_columns or []),
+        row.location,
+        row.created_at,
+        list(row.notes or []),
     )
 
 

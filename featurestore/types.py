@@ -17,8 +17,14 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 _DUCKDB: dict[str, str] = {
-    "bool": "BOOLEAN", "int32": "INTEGER", "int64": "BIGINT", "float32": "FLOAT", "float64": "DOUBLE",
-    "string": "VARCHAR", "date": "DATE", "timestamp": "TIMESTAMPTZ",
+    "bool": "BOOLEAN",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "float32": "FLOAT",
+    "float64": "DOUBLE",
+    "string": "VARCHAR",
+    "date": "DATE",
+    "timestamp": "TIMESTAMPTZ",
 }
 
 TYPE_NAMES: tuple[str, ...] = tuple(_DUCKDB)
@@ -34,8 +40,16 @@ def arrow_type(name: str) -> pa.DataType:
     CLI starts without it)."""
     import pyarrow as pa
 
-    types = {"bool": pa.bool_(), "int32": pa.int32(), "int64": pa.int64(), "float32": pa.float32(),
-             "float64": pa.float64(), "string": pa.string(), "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC")}
+    types = {
+        "bool": pa.bool_(),
+        "int32": pa.int32(),
+        "int64": pa.int64(),
+        "float32": pa.float32(),
+        "float64": pa.float64(),
+        "string": pa.string(),
+        "date": pa.date32(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+    }
     return types[name]
 
 

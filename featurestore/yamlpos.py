@@ -97,8 +97,15 @@ def _check_expansion(root: yaml.Node, filename: str) -> None:
 
     if size(root) > MAX_YAML_NODES:
         line, column = _pos(root.start_mark)
-        raise YamlSyntaxError(Problem(f"the document expands to more than {MAX_YAML_NODES:,} values (aliases such as "
-                                      "*name count each time they are used): write it out, or split it", filename, line, column))
+        raise YamlSyntaxError(
+            Problem(
+                f"the document expands to more than {MAX_YAML_NODES:,} values (aliases such as "
+                "*name count each time they are used): write it out, or split it",
+                filename,
+                line,
+                column,
+            )
+        )
 
 
 def read_yaml_text(path: Path) -> str:
@@ -125,7 +132,9 @@ def read_yaml_text(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise YamlSyntaxError(Problem(f"is not UTF-8 text (byte {exc.start} is not valid): save it as UTF-8", fname)) from None
+        raise YamlSyntaxError(
+            Problem(f"is not UTF-8 text (byte {exc.start} is not valid): save it as UTF-8", fname)
+        ) from None
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> YMap:
@@ -193,9 +202,7 @@ def load_yaml(text: str, filename: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, column = _pos(mark) if mark is not None else (None, None)
-        raise YamlSyntaxError(
-            Problem(f"invalid YAML: {exc.problem}", filename, line, column)
-        ) from exc
+        raise YamlSyntaxError(Problem(f"invalid YAML: {exc.problem}", filename, line, column)) from exc
     except yaml.YAMLError as exc:  # e.g. a recursive alias the constructor cannot build
         raise YamlSyntaxError(Problem(f"invalid YAML: {type(exc).__name__}", filename)) from None
     finally:

@@ -99,13 +99,15 @@ def ts(day: int, hour: int = 0) -> datetime:
 def profile_rows(n: int = 3, *, start: int = 0) -> pa.Table:
     """n valid rows for the profile view."""
     ids = [f"c{i}" for i in range(start, start + n)]
-    return pa.table({
-        "customer_id": ids,
-        "event_timestamp": pa.array([ts(1 + i % 28) for i in range(n)], TS),
-        "age": pa.array([20 + i for i in range(n)], pa.int64()),
-        "score": pa.array([0.5 * i for i in range(n)], pa.float64()),
-        "country": ["DE"] * n,
-    })
+    return pa.table(
+        {
+            "customer_id": ids,
+            "event_timestamp": pa.array([ts(1 + i % 28) for i in range(n)], TS),
+            "age": pa.array([20 + i for i in range(n)], pa.int64()),
+            "score": pa.array([0.5 * i for i in range(n)], pa.float64()),
+            "country": ["DE"] * n,
+        }
+    )
 
 
 JOIN_PLANS = ("asof", "key_filter", "grouped")
@@ -118,8 +120,12 @@ tables would pick only one. "grouped" differs from "asof" only in known-at joins
 def join_plan(plan: str) -> Iterator[None]:
     """Force one plan of the point-in-time join for the block."""
     assert plan in JOIN_PLANS
-    with mock.patch("featurestore.offline.pit.by_shape", lambda count, view, entities="_fs_entities": plan == "key_filter"), \
-            mock.patch("featurestore.offline.pit.grouped_by_shape", lambda count, view: plan == "grouped"):
+    with (
+        mock.patch(
+            "featurestore.offline.pit.by_shape", lambda count, view, entities="_fs_entities": plan == "key_filter"
+        ),
+        mock.patch("featurestore.offline.pit.grouped_by_shape", lambda count, view: plan == "grouped"),
+    ):
         yield
 
 

@@ -47,8 +47,10 @@ def rewrite(root: Path, edit: str, *, keyed: bool | None) -> None:
         for e in entries:
             key_id = e.key_id if keyed is None else None
             digest = entry_hash(e.id, e.at, e.actor, e.action, e.target, e.purpose, e.details, prev)
-            conn.execute(sa.text("UPDATE audit_log SET prev_hash = :p, hash = :h, key_id = :k WHERE id = :i"),
-                         {"p": prev, "h": digest, "k": key_id, "i": e.id})
+            conn.execute(
+                sa.text("UPDATE audit_log SET prev_hash = :p, hash = :h, key_id = :k WHERE id = :i"),
+                {"p": prev, "h": digest, "k": key_id, "i": e.id},
+            )
             prev = digest
     engine.dispose()
 
@@ -81,7 +83,9 @@ def test_removing_the_audit_key_and_the_hmacs_is_caught(tmp_path: Path) -> None:
             fs.verify_audit()
 
 
-def test_a_keyed_chain_needs_the_master_key_to_append_and_to_verify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_keyed_chain_needs_the_master_key_to_append_and_to_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = keyed_store(tmp_path)
     with FeatureStore(root, key_provider=StaticKeyProvider(bytes(32))) as fs:
         with pytest.raises(KeyManagementError, match="does not open data key"):

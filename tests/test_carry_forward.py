@@ -21,8 +21,9 @@ from .test_online import ITEM, REDIS_URL, SetClock, redis_store, stock  # noqa: 
 TS = pa.timestamp("us", tz="UTC")
 DRIVER = Entity(name="driver", join_keys={"driver_id": "int64"})
 STATS = FeatureView(name="stats", entity="driver", ttl="400d", features={"trips": "int64", "rating": "float64"})
-STATS_V2 = FeatureView(name="stats", entity="driver", ttl="400d",
-                       features={"trips": "int64", "rating": "float64", "tenure_days": "int64"})
+STATS_V2 = FeatureView(
+    name="stats", entity="driver", ttl="400d", features={"trips": "int64", "rating": "float64", "tenure_days": "int64"}
+)
 
 
 def day(n: int, hour: int = 0) -> datetime:
@@ -30,8 +31,14 @@ def day(n: int, hour: int = 0) -> datetime:
 
 
 def rows(ids: list[int], when: list[datetime], trips: list[int], rating: list[float]) -> pa.Table:
-    return pa.table({"driver_id": pa.array(ids, pa.int64()), "event_timestamp": pa.array(when, TS),
-                     "trips": pa.array(trips, pa.int64()), "rating": pa.array(rating, pa.float64())})
+    return pa.table(
+        {
+            "driver_id": pa.array(ids, pa.int64()),
+            "event_timestamp": pa.array(when, TS),
+            "trips": pa.array(trips, pa.int64()),
+            "rating": pa.array(rating, pa.float64()),
+        }
+    )
 
 
 def history(fs: FeatureStore) -> None:
@@ -42,30 +49,44 @@ def history(fs: FeatureStore) -> None:
     fs.ingest("stats", rows([3, 4], [day(9), day(9)], [35, 40], [3.8, 5.0]))
 
 
-SPINE = pa.table({"driver_id": pa.array([1, 1, 2, 3, 3, 4, 5], pa.int64()),
-                  "event_timestamp": pa.array([day(1), day(6), day(2), day(4), day(10), day(8), day(9)], TS)})
+SPINE = pa.table(
+    {
+        "driver_id": pa.array([1, 1, 2, 3, 3, 4, 5], pa.int64()),
+        "event_timestamp": pa.array([day(1), day(6), day(2), day(4), day(10), day(8), day(9)], TS),
+    }
+)
 
 
 @pytest.fixture
 def fs(tmp_path: Path) -> Iterator[FeatureStore]:
     root = tmp_path / "store"
     FeatureStore.init(root, key_provider=TEST_KEY_PROVIDER).close()
-    with FeatureStore(root, clock=StepClock(start=datetime(2025, 2, 1, tzinfo=UTC)), key_provider=TEST_KEY_PROVIDER) as store:
+    with FeatureStore(
+        root, clock=StepClock(start=datetime(2025, 2, 1, tzinfo=UTC)), key_provider=TEST_KEY_PROVIDER
+    ) as store:
         store.apply([DRIVER, STATS])
         history(store)
         yield store
 
 
 def bookkeeping(table: pa.Table) -> list[tuple[object, ...]]:
-    return list(zip(*(table.column(c).to_pylist() for c in ["driver_id", "event_timestamp", "trips", "rating",
-                                                              "_ingested_at", "_batch_id"]), strict=True))
+    return list(
+        zip(
+            *(
+                table.column(c).to_pylist()
+                for c in ["driver_id", "event_timestamp", "trips", "rating", "_ingested_at", "_batch_id"]
+            ),
+            strict=True,
+        )
+    )
 
 
 def test_adding_a_feature_carries_every_row_forward_with_its_batch_and_ingestion_time(fs: FeatureStore) -> None:
     plan = fs.plan([DRIVER, STATS_V2])
     assert str(plan) == (
         "+ feature view 'stats': schema change (adds tenure_days int64) makes v2; v2 starts with v1's 8 rows; "
-        "tenure_days is null for them; v1 and older stay readable by pinned refs like 'stats@v1:...'")
+        "tenure_days is null for them; v1 and older stay readable by pinned refs like 'stats@v1:...'"
+    )
     [change] = fs.apply([DRIVER, STATS_V2]).changes
     assert change.carry_from == 1 and change.version == 2
     v1, v2 = fs.read("stats@v1"), fs.read("stats")
@@ -73,7 +94,9 @@ def test_adding_a_feature_carries_every_row_forward_with_its_batch_and_ingestion
     batches = fs.list_batches("stats")
     assert len(batches) == 3, "carrying adds no batch: the rows keep the batches they came in"
     for batch in batches:  # time travel: as of each batch, v2 shows what v1 shows
-        assert bookkeeping(fs.read("stats", as_of=batch.ingested_at)) == bookkeeping(fs.read("stats@v1", as_of=batch.ingested_at))
+        assert bookkeeping(fs.read("stats", as_of=batch.ingested_at)) == bookkeeping(
+            fs.read("stats@v1", as_of=batch.ingested_at)
+        )
     entry = fs.audit_entries(action="apply")[-1]
     assert entry.details["carried_rows"] == {"stats@v1": 8}
 
@@ -83,12 +106,31 @@ def test_old_features_join_the_same_through_the_new_version_and_new_ones_fill_in
     fs.apply([DRIVER, STATS_V2])
     after = fs.get_historical_features(SPINE, ["stats:trips", "stats:rating"])  # now resolves to v2
     assert after.equals(before)
-    assert after.column("trips").to_pylist() == [11, 15, 21, 30, 35, None, None]  # in-batch tie: the later row; across batches: the later batch
+    assert after.column("trips").to_pylist() == [
+        11,
+        15,
+        21,
+        30,
+        35,
+        None,
+        None,
+    ]  # in-batch tie: the later row; across batches: the later batch
     as_of = fs.list_batches("stats")[0].ingested_at
     assert fs.get_historical_features(SPINE, ["stats:trips"], as_of=as_of).equals(
-        fs.get_historical_features(SPINE, ["stats@v1:trips"], as_of=as_of))
-    fs.ingest("stats", pa.table({"driver_id": pa.array([1], pa.int64()), "event_timestamp": pa.array([day(6)], TS),
-                                 "trips": [16], "rating": [4.3], "tenure_days": [120]}))
+        fs.get_historical_features(SPINE, ["stats@v1:trips"], as_of=as_of)
+    )
+    fs.ingest(
+        "stats",
+        pa.table(
+            {
+                "driver_id": pa.array([1], pa.int64()),
+                "event_timestamp": pa.array([day(6)], TS),
+                "trips": [16],
+                "rating": [4.3],
+                "tenure_days": [120],
+            }
+        ),
+    )
     joined = fs.get_historical_features(SPINE, ["stats:trips", "stats:tenure_days"])
     assert joined.column("trips").to_pylist() == [11, 16, 21, 30, 35, None, None]
     assert joined.column("tenure_days").to_pylist() == [None, 120, None, None, None, None, None]
@@ -120,8 +162,18 @@ def test_online_values_of_old_features_are_unchanged_after_the_change_and_after_
     [incremental] = fs.materialize(end=day(21))
     assert not incremental.full and incremental.entities == 0, "the watermark came along too: nothing to recompute"
     assert online_values(fs) == before
-    fs.ingest("stats", pa.table({"driver_id": pa.array([2], pa.int64()), "event_timestamp": pa.array([day(12)], TS),
-                                 "trips": [22], "rating": [4.7], "tenure_days": [30]}))
+    fs.ingest(
+        "stats",
+        pa.table(
+            {
+                "driver_id": pa.array([2], pa.int64()),
+                "event_timestamp": pa.array([day(12)], TS),
+                "trips": [22],
+                "rating": [4.7],
+                "tenure_days": [30],
+            }
+        ),
+    )
     [incremental] = fs.materialize(end=day(21))
     assert incremental.entities == 1
     assert online_values(fs)["trips"] == [15, 22, 35, 40, None]
@@ -142,8 +194,12 @@ def test_removing_a_feature_carries_the_others_and_a_retype_or_new_key_does_not(
         "feature view 'stats': schema change (retypes trips int64 -> float64) makes v3, which starts empty: a type change "
         "(trips int64 -> float64) cannot carry v2's 8 rows forward. Backfill by ingesting the history again into v3 "
         "(`featurestore ingest stats FILE`, or store.ingest('stats', ...)); v2 and older stay readable by pinned refs like "
-        "'stats@v2:...'")
-    fs.ingest("stats", pa.table({"driver_id": pa.array([1], pa.int64()), "event_timestamp": pa.array([day(1)], TS), "trips": [1.5]}))
+        "'stats@v2:...'"
+    )
+    fs.ingest(
+        "stats",
+        pa.table({"driver_id": pa.array([1], pa.int64()), "event_timestamp": pa.array([day(1)], TS), "trips": [1.5]}),
+    )
     moved = FeatureView(name="stats", entity="driver", ttl="400d", timestamp_field="at", features={"trips": "float64"})
     assert "a new event time column (event_timestamp -> at) cannot carry v3's 1 rows" in str(fs.plan([DRIVER, moved]))
     other = Entity(name="car", join_keys={"car_id": "string"})
@@ -158,15 +214,23 @@ def test_a_carried_version_reopens_cleanly_and_is_erased_everywhere(tmp_path: Pa
     assert root is not None
     fs.close()
     assert [c.name for c in FeatureStore.doctor(root, key_provider=TEST_KEY_PROVIDER) if c.status == "problem"] == []
-    with FeatureStore(root, key_provider=TEST_KEY_PROVIDER) as again:  # the registry/offline agreement check holds after a carry
+    with FeatureStore(
+        root, key_provider=TEST_KEY_PROVIDER
+    ) as again:  # the registry/offline agreement check holds after a carry
         assert again.read("stats").num_rows == 8
         [result] = again.erase("driver", ["1"])
-        assert result.removed == {"offline stats@v1": 3, "offline stats@v2": 3, "online ov_stats_v1": 1, "online ov_stats_v2": 1}
+        assert result.removed == {
+            "offline stats@v1": 3,
+            "offline stats@v2": 3,
+            "online ov_stats_v1": 1,
+            "online ov_stats_v2": 1,
+        }
         assert again.where("driver", "1") == {}
 
 
-def test_an_apply_that_dies_after_the_copy_leaves_an_orphan_the_next_apply_replaces(fs: FeatureStore,
-                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_apply_that_dies_after_the_copy_leaves_an_orphan_the_next_apply_replaces(
+    fs: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def crash(*_args: object, **_kwargs: object) -> None:
         raise KeyboardInterrupt("killed between the offline copy and the registry")
 
@@ -181,13 +245,24 @@ def test_an_apply_that_dies_after_the_copy_leaves_an_orphan_the_next_apply_repla
 
 def test_a_table_the_registry_lost_is_never_replaced_even_if_it_was_carried(fs: FeatureStore) -> None:
     fs.apply([DRIVER, STATS_V2])
-    fs.ingest("stats", pa.table({"driver_id": pa.array([9], pa.int64()), "event_timestamp": pa.array([day(6)], TS),
-                                 "trips": [1], "rating": [1.0], "tenure_days": [1]}))
+    fs.ingest(
+        "stats",
+        pa.table(
+            {
+                "driver_id": pa.array([9], pa.int64()),
+                "event_timestamp": pa.array([day(6)], TS),
+                "trips": [1],
+                "rating": [1.0],
+                "tenure_days": [1],
+            }
+        ),
+    )
     assert fs.config.root is not None
     with duckdb.connect(str(fs.config.root / "offline.duckdb"), read_only=True) as con:
         carried = con.execute("SELECT table_name, source_table, row_count FROM _fs_carried").fetchall()
     assert carried == [("fv_stats_v2", "fv_stats_v1", 8)]
     from featurestore.errors import StoreDamaged
+
     with pytest.raises(StoreDamaged, match="already holds 9 rows in 1 committed batches of fv_stats_v2"):
         fs._catalog.ctx.offline.create_table("fv_stats_v2", {"driver_id": "int64"})
 
@@ -199,27 +274,44 @@ def test_rows_past_retention_are_not_carried(tmp_path: Path) -> None:
     root = build(tmp_path, compression=None, policy=RETAINED)
     with open_store(root, clock_at(10)) as early:
         early.ingest("person", people(["late1", "late2"], day=9))
-    later = StepClock(start=datetime(2025, 7, 5, tzinfo=UTC), step=timedelta(milliseconds=1))  # 6-01 is past 30 days, 6-09 is not
+    later = StepClock(
+        start=datetime(2025, 7, 5, tzinfo=UTC), step=timedelta(milliseconds=1)
+    )  # 6-01 is past 30 days, 6-09 is not
     with FeatureStore(root, key_provider=TEST_KEY_PROVIDER, actor="dpo", clock=later) as fs:
         person = fs.get_view("person").view
-        fewer = FeatureView(name="person", entity=person.entity, ttl=person.ttl, timestamp_field=person.timestamp_field,
-                            features={f.name: f.dtype for f in person.features if f.name != "iban"})
+        fewer = FeatureView(
+            name="person",
+            entity=person.entity,
+            ttl=person.ttl,
+            timestamp_field=person.timestamp_field,
+            features={f.name: f.dtype for f in person.features if f.name != "iban"},
+        )
         [change] = fs.apply([fewer]).changes
         assert change.carry_from == 1
     with duckdb.connect(str(root / "offline.duckdb"), read_only=True) as con:
-        counts = dict(con.execute("SELECT 'v1', count(*) FROM fv_person_v1 UNION ALL SELECT 'v2', count(*) FROM fv_person_v2").fetchall())
+        counts = dict(
+            con.execute(
+                "SELECT 'v1', count(*) FROM fv_person_v1 UNION ALL SELECT 'v2', count(*) FROM fv_person_v2"
+            ).fetchall()
+        )
     assert counts == {"v1": 123, "v2": 2}, "v1's expired rows wait for the retention job; v2 never gets them"
 
 
 def test_redis_online_rows_carry_forward(redis_store: tuple[FeatureStore, str]) -> None:  # noqa: F811
     store, _prefix = redis_store
     stock_view = FeatureView(name="stock", entity="item", ttl="1d", features={"qty": "int64", "price": "float64"})
-    wider = FeatureView(name="stock", entity="item", ttl="1d", features={"price": "float64", "qty": "int64", "shelf": "string"})
+    wider = FeatureView(
+        name="stock", entity="item", ttl="1d", features={"price": "float64", "qty": "int64", "shelf": "string"}
+    )
     store.apply([ITEM, stock_view])
-    store.ingest("stock", stock([1, 2, 3], datetime(2025, 3, 1, tzinfo=UTC) - timedelta(hours=1), 6).drop_columns(["seen"]))
+    store.ingest(
+        "stock", stock([1, 2, 3], datetime(2025, 3, 1, tzinfo=UTC) - timedelta(hours=1), 6).drop_columns(["seen"])
+    )
     store.materialize()
     before = store.get_online_features([{"item_id": i} for i in (1, 2, 3, 4)], ["stock:qty", "stock:price"]).values
     store.apply([ITEM, wider])
-    after = store.get_online_features([{"item_id": i} for i in (1, 2, 3, 4)], ["stock:qty", "stock:price", "stock:shelf"]).values
+    after = store.get_online_features(
+        [{"item_id": i} for i in (1, 2, 3, 4)], ["stock:qty", "stock:price", "stock:shelf"]
+    ).values
     assert {k: after[k] for k in before} == before and after["shelf"] == [None] * 4
     assert store.get_view("stock").version == 2

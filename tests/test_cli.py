@@ -81,8 +81,9 @@ def test_init_example_is_a_small_working_store(tmp_path: Path) -> None:
     served = result.output
     assert "conv_rate" in served and "present" in served
     with FeatureStore(root) as fs:
-        assert fs.read("driver_hourly_stats", purpose="ranking").column("driver_id").to_pylist()[0].startswith("hmac-"), \
-            "the example's policy pseudonymizes the driver id"
+        assert (
+            fs.read("driver_hourly_stats", purpose="ranking").column("driver_id").to_pylist()[0].startswith("hmac-")
+        ), "the example's policy pseudonymizes the driver id"
     again = runner.invoke(app, ["init", str(root), "--example"])
     assert again.exit_code == 1 and "already holds a feature store" in again.output
     both = runner.invoke(app, ["init", str(tmp_path / "a"), "-s", str(tmp_path / "b")])
@@ -111,7 +112,9 @@ def test_init_apply_ingest_and_listings(tmp_path: Path) -> None:
     store = tmp_path / "s"
     assert f"Created a feature store in {store}" in run("init", str(store))
     (store / "features" / "defs.yaml").write_text(DEFS)
-    assert "+ create feature view 'profile' v1 (features: age int64, score float64, country string)" in run("plan", "-s", str(store))
+    assert "+ create feature view 'profile' v1 (features: age int64, score float64, country string)" in run(
+        "plan", "-s", str(store)
+    )
     assert "Applied 2 changes." in run("apply", "-s", str(store))
     assert "No changes: the registry matches the definitions." in run("apply", "-s", str(store))
     data = tmp_path / "rows.parquet"
@@ -161,17 +164,36 @@ def test_db_upgrade_brings_an_empty_registry_to_head(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_runs_and_reports(tmp_path: Path) -> None:
     out = run("demo", str(tmp_path / "demo"), "--customers", "50")
-    steps = ["1. Create a store", "2. Write definitions", "3. Legal reviews and approves the policy", "4. Ingest",
-             "5. Reads need an allowed purpose", "5b. Only approved content is enforced", "6. Bad input is refused whole", "7. A schema change makes a new version",
-             "8. Time travel on ingestion time", "9. A point-in-time training set", "9b. Beyond one machine: the lake store", "10. Online serving",
-             "11. Retention and the right to erasure", "12. Differentially private statistics", "13. The registry's record"]
+    steps = [
+        "1. Create a store",
+        "2. Write definitions",
+        "3. Legal reviews and approves the policy",
+        "4. Ingest",
+        "5. Reads need an allowed purpose",
+        "5b. Only approved content is enforced",
+        "6. Bad input is refused whole",
+        "7. A schema change makes a new version",
+        "8. Time travel on ingestion time",
+        "9. A point-in-time training set",
+        "9b. Beyond one machine: the lake store",
+        "10. Online serving",
+        "11. Retention and the right to erasure",
+        "12. Differentially private statistics",
+        "13. The registry's record",
+    ]
     assert [step in out for step in steps] == [True] * len(steps)
     assert "closed mode is on (governance.require_policy: true)" in out
-    assert "apply is refused until legal approves: feature view 'customer_profile' cannot be applied: policy 'customer-data'" in out
+    assert (
+        "apply is refused until legal approves: feature view 'customer_profile' cannot be applied: policy 'customer-data'"
+        in out
+    )
     assert "refusals are audited too: 2 refused reads so far" in out
     assert "an unapproved edit drops customer_profile from the scope; new rows are still hashed: email hmac-1:" in out
     assert "policy status: draft customer-data.yaml pending" in out
-    assert "refused: read of 'customer_spend_daily' refused: purpose 'marketing' is denied by policy 'customer-data'" in out
+    assert (
+        "refused: read of 'customer_spend_daily' refused: purpose 'marketing' is denied by policy 'customer-data'"
+        in out
+    )
     assert "time-zone-naive timestamps" in out
     assert "reproduce_training_set rebuilds it: hash matches" in out
     assert "rows, the same values as the embedded file's join" in out
@@ -181,7 +203,10 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     assert "customer_profile@v2 50 checked, 0 mismatches" in out
     assert "where is customer C000001 now? nowhere" in out and "scanned: clean; report customer-" in out
     assert "a late batch with that customer's row: 1 row dropped by the tombstone, 0 stored" in out
-    assert "rows are refused: read of 'customer_profile' refused: purpose 'research_statistics' may not have offline access" in out
+    assert (
+        "rows are refused: read of 'customer_profile' refused: purpose 'research_statistics' may not have offline access"
+        in out
+    )
     assert "the same question again: the stored release, no new cost" in out
     assert "budget research_statistics: epsilon 1 spent, 3 of 4 left this 30-day period" in out
     key_file = tmp_path / "demo.master.key"
@@ -190,7 +215,9 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
         assert [vv.ref for vv in fs.list_views()] == ["customer_profile@v2", "customer_spend_daily@v1"]
         assert fs.config.require_policy and fs.policy_snapshot().drafts() == []
         stored = fs.read("customer_profile@v1", features=["email", "postcode"], purpose="fraud_detection")
-        assert stored.num_rows == 51, "50 customers and 3 rows ingested under the unapproved draft, less the erased customer's 2"
+        assert stored.num_rows == 51, (
+            "50 customers and 3 rows ingested under the unapproved draft, less the erased customer's 2"
+        )
         assert all(e.startswith("hmac-1:") for e in stored.column("email").to_pylist())
         assert {len(p) for p in stored.column("postcode").to_pylist()} == {2}
     result = runner.invoke(app, ["demo", str(tmp_path / "demo"), "--customers", "50"])

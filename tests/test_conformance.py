@@ -45,23 +45,41 @@ def mirror(store: FeatureStore, lake: DeltaTables, refs: list[str], purpose: str
         batch_ids = rows.column("_batch_id").to_pylist()
         for batch_id in dict.fromkeys(batch_ids):  # in stored order: by ingestion time
             mask = pc.equal(rows.column("_batch_id"), batch_id)
-            lake.append(vv.table, [data.filter(mask)], batch_id=batch_id,
-                        ingested_at=rows.filter(mask).column("_ingested_at")[0].as_py())
+            lake.append(
+                vv.table,
+                [data.filter(mask)],
+                batch_id=batch_id,
+                ingested_at=rows.filter(mask).column("_ingested_at")[0].as_py(),
+            )
 
 
-def join_everywhere(store: FeatureStore, lake: DeltaTables, spark: Any, entity: pa.Table, refs: list[str], *,
-                    as_of: Any = None, known: bool = False, full_names: bool = False, purpose: str | None = None
-                    ) -> dict[str, pa.Table]:
+def join_everywhere(
+    store: FeatureStore,
+    lake: DeltaTables,
+    spark: Any,
+    entity: pa.Table,
+    refs: list[str],
+    *,
+    as_of: Any = None,
+    known: bool = False,
+    full_names: bool = False,
+    purpose: str | None = None,
+) -> dict[str, pa.Table]:
     """The same join on every engine."""
     mirror(store, lake, refs, purpose)
     hist = store._caps.historical
-    parts = hist.grant_parts(store._ctx.access.snapshot(), hist.requests(refs, entity.column_names, full_names), purpose)
+    parts = hist.grant_parts(
+        store._ctx.access.snapshot(), hist.requests(refs, entity.column_names, full_names), purpose
+    )
     frame, requests = hist.join_requests(entity, parts, "event_timestamp")
     return {
-        "duckdb-file": store.get_historical_features(entity, refs, as_of=as_of, known_at_prediction_time=known,
-                                                     full_feature_names=full_names, purpose=purpose),
+        "duckdb-file": store.get_historical_features(
+            entity, refs, as_of=as_of, known_at_prediction_time=known, full_feature_names=full_names, purpose=purpose
+        ),
         "duckdb-lake": with_features(entity, duckdb_join(lake, frame, requests, as_of=as_of, known=known), requests),
-        "spark-lake": with_features(entity, spark_join(spark, lake, frame, requests, as_of=as_of, known=known), requests),
+        "spark-lake": with_features(
+            entity, spark_join(spark, lake, frame, requests, as_of=as_of, known=known), requests
+        ),
     }
 
 
@@ -71,7 +89,9 @@ def test_golden_edge_cases_on_every_engine(loaded: Any, spark: Any, tmp_path: Pa
     results = join_everywhere(store, DeltaTables(tmp_path / "lake"), spark, entity, ["v:id", "v:x"], known=known)
     field = "expected_known" if known else "expected"
     for engine, result in results.items():
-        assert result.select(["case", "key", "event_timestamp"]).equals(entity), f"{engine}: entity columns untouched, in order"
+        assert result.select(["case", "key", "event_timestamp"]).equals(entity), (
+            f"{engine}: entity columns untouched, in order"
+        )
         got: dict[int, list[Any]] = defaultdict(list)
         for case, ident in zip(result.column("case").to_pylist(), result.column("id").to_pylist(), strict=True):
             got[case].append(ident)
@@ -82,7 +102,9 @@ def test_golden_edge_cases_on_every_engine(loaded: Any, spark: Any, tmp_path: Pa
 
 def test_as_of_on_every_engine(loaded: Any, spark: Any, tmp_path: Path) -> None:  # noqa: F811
     store, entity = loaded
-    results = join_everywhere(store, DeltaTables(tmp_path / "lake"), spark, entity, ["v:id"], as_of=T0 - timedelta(minutes=40))
+    results = join_everywhere(
+        store, DeltaTables(tmp_path / "lake"), spark, entity, ["v:id"], as_of=T0 - timedelta(minutes=40)
+    )
     for engine, result in results.items():
         by_case = dict(zip(result.column("case").to_pylist(), result.column("id").to_pylist(), strict=False))
         assert (by_case[6], by_case[7], by_case[9], by_case[5]) == (602, 701, None, 502), engine
@@ -99,15 +121,33 @@ def test_created_time_cases_on_every_engine(spark: Any, tmp_path: Path, known: b
         assert {c["id"]: got[c["id"]] for c in CREATED_CASES} == {c["id"]: c[field][0] for c in CREATED_CASES}, engine
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(**JOIN_CASES)
-def test_random_cases_agree_on_every_engine(spark: Any, tmp_path_factory: Any, ttls: Any, batches: Any, entities: Any,
-                                            as_of_s: int | None, known: bool, plan: str) -> None:
+def test_random_cases_agree_on_every_engine(
+    spark: Any,
+    tmp_path_factory: Any,
+    ttls: Any,
+    batches: Any,
+    entities: Any,
+    as_of_s: int | None,
+    known: bool,
+    plan: str,
+) -> None:
     case = build(ttls, batches, entities, as_of_s)
     with case.store, join_plan(plan):
         lake = DeltaTables(tmp_path_factory.mktemp("lake"))
-        results = join_everywhere(case.store, lake, spark, case.entity, ["va:value", "vb:value"], as_of=case.as_of, known=known,
-                                  full_names=True)
+        results = join_everywhere(
+            case.store,
+            lake,
+            spark,
+            case.entity,
+            ["va:value", "vb:value"],
+            as_of=case.as_of,
+            known=known,
+            full_names=True,
+        )
         expected = expected_values(case, ttls, known)
         for engine, result in results.items():
             assert result.num_rows == len(entities), engine
@@ -126,12 +166,21 @@ def test_hashed_keys_across_a_rotation_on_every_engine(approved: Path, spark: An
         fs.rotate_key("hmac")
         clock.now = datetime(2025, 6, 6, tzinfo=UTC)
         fs.ingest("person", people(["c2"], spend=2.0, day=5))
-        spine = pa.table({
-            "customer_id": [" C1 ", "c2", "c2", "c2", "c3"],
-            "event_timestamp": pa.array([datetime(2025, 7, 1, tzinfo=UTC), datetime(2025, 6, 3, tzinfo=UTC),
-                                         datetime(2025, 6, 5, 12, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC),
-                                         datetime(2025, 7, 1, tzinfo=UTC)], TS),
-        })
+        spine = pa.table(
+            {
+                "customer_id": [" C1 ", "c2", "c2", "c2", "c3"],
+                "event_timestamp": pa.array(
+                    [
+                        datetime(2025, 7, 1, tzinfo=UTC),
+                        datetime(2025, 6, 3, tzinfo=UTC),
+                        datetime(2025, 6, 5, 12, tzinfo=UTC),
+                        datetime(2025, 7, 1, tzinfo=UTC),
+                        datetime(2025, 7, 1, tzinfo=UTC),
+                    ],
+                    TS,
+                ),
+            }
+        )
         for known, expected in ((False, [1.0, 1.0, 2.0, 2.0, None]), (True, [1.0, 1.0, 1.0, 2.0, None])):
             results = join_everywhere(fs, lake, spark, spine, ["person:spend"], known=known, purpose="fraud_detection")
             for engine, result in results.items():
@@ -146,7 +195,6 @@ def test_hashed_keys_across_a_rotation_on_every_engine(approved: Path, spark: An
     assert stored and all(s.startswith("hmac-") for s in stored), "only pseudonyms in the data files"
 
 
-
 def test_composite_keys_never_collide_on_any_engine(spark: Any, tmp_path: Path) -> None:
     """Feast's Spark store builds a row id by concatenating keys without a separator, so the keys
     ("1", "23") and ("12", "3") collide there; here each part is matched on its own, everywhere.
@@ -155,14 +203,35 @@ def test_composite_keys_never_collide_on_any_engine(spark: Any, tmp_path: Path) 
 
     clock = StepClock(start=T0, step=timedelta(seconds=1))
     with FeatureStore(memory=True, clock=clock) as store:
-        store.apply([Entity(name="pair", join_keys={"a": "string", "b": "string"}),
-                     FeatureView(name="p", entity="pair", features={"v": "int64"}, ttl="1d")])
+        store.apply(
+            [
+                Entity(name="pair", join_keys={"a": "string", "b": "string"}),
+                FeatureView(name="p", entity="pair", features={"v": "int64"}, ttl="1d"),
+            ]
+        )
         at = T0 - timedelta(hours=1)
-        store.ingest("p", pa.table({"a": ["1", "12", "1", "1"], "b": ["23", "3", "23", "2"],
-                                    "event_timestamp": pa.array([at] * 4, TS), "v": pa.array([1, 2, 3, 4], pa.int64())}))
-        store.ingest("p", pa.table({"a": ["12"], "b": ["3"], "event_timestamp": pa.array([at], TS), "v": pa.array([5], pa.int64())}))
-        entity = pa.table({"a": ["1", "12", "1", "123", None, "1"], "b": ["23", "3", "2", "", "3", "23"],
-                           "event_timestamp": pa.array([T0, T0, T0, T0, T0, at - timedelta(microseconds=1)], TS)})
+        store.ingest(
+            "p",
+            pa.table(
+                {
+                    "a": ["1", "12", "1", "1"],
+                    "b": ["23", "3", "23", "2"],
+                    "event_timestamp": pa.array([at] * 4, TS),
+                    "v": pa.array([1, 2, 3, 4], pa.int64()),
+                }
+            ),
+        )
+        store.ingest(
+            "p",
+            pa.table({"a": ["12"], "b": ["3"], "event_timestamp": pa.array([at], TS), "v": pa.array([5], pa.int64())}),
+        )
+        entity = pa.table(
+            {
+                "a": ["1", "12", "1", "123", None, "1"],
+                "b": ["23", "3", "2", "", "3", "23"],
+                "event_timestamp": pa.array([T0, T0, T0, T0, T0, at - timedelta(microseconds=1)], TS),
+            }
+        )
         results = join_everywhere(store, DeltaTables(tmp_path / "lake"), spark, entity, ["p:v"])
         for engine, result in results.items():
             assert result.column("v").to_pylist() == [3, 5, 4, None, None, None], engine

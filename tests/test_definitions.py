@@ -95,7 +95,9 @@ def test_duplicate_keys_and_names_are_errors(tmp_path: Path) -> None:
 
 
 def test_python_constructors_validate() -> None:
-    with pytest.raises(DefinitionError, match=r"feature view 'v': feature 'x' has unknown type 'flaot64'.*Did you mean 'float64'\?"):
+    with pytest.raises(
+        DefinitionError, match=r"feature view 'v': feature 'x' has unknown type 'flaot64'.*Did you mean 'float64'\?"
+    ):
         FeatureView(name="v", entity="e", features={"x": "flaot64"})
     with pytest.raises(DefinitionError, match=r"a feature view needs at least one feature"):
         FeatureView(name="v", entity="e", features={})
@@ -111,10 +113,19 @@ def test_python_constructors_validate() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("90m", timedelta(minutes=90)),
-     ("45s", timedelta(seconds=45)), ("2w", timedelta(weeks=2)), ("P1DT2H", timedelta(days=1, hours=2)),
-     (3600, timedelta(hours=1)), (None, None), ("P3M", timedelta(days=90)), ("P1Y", timedelta(days=365)),
-     ("1d6h", timedelta(days=1, hours=6))],
+    [
+        ("30d", timedelta(days=30)),
+        ("12h", timedelta(hours=12)),
+        ("90m", timedelta(minutes=90)),
+        ("45s", timedelta(seconds=45)),
+        ("2w", timedelta(weeks=2)),
+        ("P1DT2H", timedelta(days=1, hours=2)),
+        (3600, timedelta(hours=1)),
+        (None, None),
+        ("P3M", timedelta(days=90)),
+        ("P1Y", timedelta(days=365)),
+        ("1d6h", timedelta(days=1, hours=6)),
+    ],
 )
 def test_ttl_forms(text: object, expected: timedelta | None) -> None:
     assert parse_ttl(text) == expected  # type: ignore[arg-type]
@@ -155,19 +166,43 @@ def test_one_duration_grammar_and_one_printer(tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             parse_ttl(text)
     assert [format_duration(parse_duration(t)) for t in ("2d", "P90D", "36h", "61s")] == [
-        "2 days", "90 days", "1 day 12 hours", "1 minute 1 second"]
+        "2 days",
+        "90 days",
+        "1 day 12 hours",
+        "1 minute 1 second",
+    ]
     root = tmp_path / "store"
     with FeatureStore.init(root) as fs:
-        fs.apply([Entity(name="e", join_keys={"id": "int64"}),
-                  FeatureView(name="v", entity="e", ttl="P3M", features={"x": "int64"})])
+        fs.apply(
+            [
+                Entity(name="e", join_keys={"id": "int64"}),
+                FeatureView(name="v", entity="e", ttl="P3M", features={"x": "int64"}),
+            ]
+        )
         from datetime import UTC, datetime
 
         import pyarrow as pa
 
-        fs.ingest("v", pa.table({"id": pa.array([1], pa.int64()), "event_timestamp": pa.array([datetime(2025, 1, 1, tzinfo=UTC)],
-                                                                                              pa.timestamp("us", tz="UTC")), "x": [1]}))
-        fs.create_training_set("t", pa.table({"id": pa.array([1], pa.int64()), "event_timestamp": pa.array(
-            [datetime(2025, 1, 2, tzinfo=UTC)], pa.timestamp("us", tz="UTC"))}), ["v:x"])
+        fs.ingest(
+            "v",
+            pa.table(
+                {
+                    "id": pa.array([1], pa.int64()),
+                    "event_timestamp": pa.array([datetime(2025, 1, 1, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+                    "x": [1],
+                }
+            ),
+        )
+        fs.create_training_set(
+            "t",
+            pa.table(
+                {
+                    "id": pa.array([1], pa.int64()),
+                    "event_timestamp": pa.array([datetime(2025, 1, 2, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+                }
+            ),
+            ["v:x"],
+        )
     runner = CliRunner()
     views = runner.invoke(app, ["views", "-s", str(root)], terminal_width=200).output
     shown = runner.invoke(app, ["training-set", "show", "t", "-s", str(root)], terminal_width=200).output

@@ -39,8 +39,14 @@ def copy(healthy: Path, tmp_path: Path) -> Path:
 def test_a_healthy_store_passes_every_check(healthy: Path, tmp_path: Path) -> None:
     checks = run_doctor(copy(healthy, tmp_path))
     assert [(c.name, c.status) for c in checks] == [
-        ("config", "ok"), ("registry", "ok"), ("offline store", "ok"), ("audit log", "ok"), ("keys", "ok"),
-        ("online store", "ok"), ("policies", "ok")]
+        ("config", "ok"),
+        ("registry", "ok"),
+        ("offline store", "ok"),
+        ("audit log", "ok"),
+        ("keys", "ok"),
+        ("online store", "ok"),
+        ("policies", "ok"),
+    ]
     details = {c.name: c.detail for c in checks}
     assert "registry and offline store agree on 2 batches" in details["offline store"]
     assert details["keys"] == "the master key opens all 3 data keys"  # hmac, siv and the audit chain's key
@@ -74,7 +80,9 @@ def break_policy(root: Path) -> None:
 
 def redis_down(root: Path) -> None:
     config = root / "featurestore.yaml"
-    config.write_text(config.read_text().replace("  type: embedded\n  path: online.db", "  type: redis\n  url: redis://127.0.0.1:1/0"))
+    config.write_text(
+        config.read_text().replace("  type: embedded\n  path: online.db", "  type: redis\n  url: redis://127.0.0.1:1/0")
+    )
 
 
 def lose_offline(root: Path) -> None:
@@ -87,7 +95,11 @@ FAULTS: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "edited audit entry": (edit_audit, "audit log", "audit entry 2"),
     "unreadable policy file": (break_policy, "policy (unreadable)", "people.yaml:3:1: invalid YAML"),
     "online store down": (redis_down, "online store", "cannot reach the Redis online store at redis://127.0.0.1:1/0"),
-    "deleted offline file": (lose_offline, "offline store", "offline.duckdb does not exist, but the registry records 2 committed"),
+    "deleted offline file": (
+        lose_offline,
+        "offline store",
+        "offline.duckdb does not exist, but the registry records 2 committed",
+    ),
 }
 
 
@@ -117,6 +129,9 @@ def test_the_cli_exits_1_with_the_fix_and_no_traceback(healthy: Path, tmp_path: 
     result = CliRunner().invoke(app, ["doctor", "-s", str(root)], env={"FEATURESTORE_MASTER_KEY": "x"})
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    assert "warning offline store:" in result.output and "offline.duckdb.compacting is left from a compaction" in result.output
+    assert (
+        "warning offline store:" in result.output
+        and "offline.duckdb.compacting is left from a compaction" in result.output
+    )
     assert "problem audit log:" in result.output and "problem keys:" in result.output
     assert result.output.rstrip().endswith("problems, 1 warnings.")

@@ -34,13 +34,30 @@ ENUM_POLICY = POLICY.replace(
     "    customer_support: {access: [reidentify]}\n",
     "    customer_support: {access: [reidentify]}\n    live_scoring: {access: [online], sensitive_attributes: true}\n"
     "    research: {access: [dp_aggregates]}\n    monitoring: {access: [offline, online], sensitive_attributes: true}\n",
-) + ("differential_privacy:\n  purposes: [research]\n  budget: {epsilon: 1000.0, delta: 1.0e-6}\n  per_release: {epsilon: 1.0}\n"
-     "  contribution_bounds: {max_rows_per_subject: 1, clamp: {spend: [0, 100]}}\n")
-PURPOSES = [None, "fraud_detection", "fairness_audit", "customer_support", "live_scoring", "research", "monitoring", "marketing",
-            "unknown"]
+) + (
+    "differential_privacy:\n  purposes: [research]\n  budget: {epsilon: 1000.0, delta: 1.0e-6}\n  per_release: {epsilon: 1.0}\n"
+    "  contribution_bounds: {max_rows_per_subject: 1, clamp: {spend: [0, 100]}}\n"
+)
+PURPOSES = [
+    None,
+    "fraud_detection",
+    "fairness_audit",
+    "customer_support",
+    "live_scoring",
+    "research",
+    "monitoring",
+    "marketing",
+    "unknown",
+]
 ACCESS = {  # what each purpose may do under ENUM_POLICY
-    None: set(), "fraud_detection": {"offline", "online"}, "fairness_audit": {"offline"}, "customer_support": {"reidentify"},
-    "live_scoring": {"online"}, "research": {"dp_aggregates"}, "monitoring": {"offline", "online"}, "marketing": set(),
+    None: set(),
+    "fraud_detection": {"offline", "online"},
+    "fairness_audit": {"offline"},
+    "customer_support": {"reidentify"},
+    "live_scoring": {"online"},
+    "research": {"dp_aggregates"},
+    "monitoring": {"offline", "online"},
+    "marketing": set(),
     "unknown": set(),
 }
 SENSITIVE = {"fairness_audit", "monitoring", "live_scoring"}
@@ -73,7 +90,9 @@ def make_store(tmp_path: Path, policy: str | None = ENUM_POLICY, *, approve: boo
 
 
 def spine(ids: list[str]) -> pa.Table:
-    return pa.table({"customer_id": ids, "event_timestamp": pa.array([datetime(2025, 6, 5, tzinfo=UTC)] * len(ids), TS)})
+    return pa.table(
+        {"customer_id": ids, "event_timestamp": pa.array([datetime(2025, 6, 5, tzinfo=UTC)] * len(ids), TS)}
+    )
 
 
 def marked_rows(ids: list[str]) -> pa.Table:
@@ -91,7 +110,7 @@ def assert_protected(root: Path, *, ids: list[str] | None = None) -> None:
         with pytest.raises(PolicyViolation, match="purpose 'marketing' is denied"):
             fs.read("person", purpose="marketing")
         stored = fs.read("person", features=["email"], purpose="fraud_detection").column("email").to_pylist()
-        assert stored[-len(ids):] == [hmac_of(fs, MARKER.lower())] * len(ids), "the email is hashed before storage"
+        assert stored[-len(ids) :] == [hmac_of(fs, MARKER.lower())] * len(ids), "the email is hashed before storage"
     assert MARKER.encode() not in (root / "offline.duckdb").read_bytes()
 
 
@@ -105,8 +124,10 @@ def test_hole_1_an_unapproved_scope_edit_does_not_lift_protection(tmp_path: Path
     assert_protected(root)
     with open_store(root) as fs:
         plan = fs.plan_policy(path)
-        assert ("Feature view person will be governed by no policy: its future data will be stored untreated (raw) and "
-                "read without a purpose; rows stored so far keep their treatment.") in plan
+        assert (
+            "Feature view person will be governed by no policy: its future data will be stored untreated (raw) and "
+            "read without a purpose; rows stored so far keep their treatment."
+        ) in plan
 
 
 def test_hole_2_consistency_needs_offline_and_online_access(tmp_path: Path) -> None:
@@ -114,8 +135,12 @@ def test_hole_2_consistency_needs_offline_and_online_access(tmp_path: Path) -> N
     with open_store(root) as fs:
         fs.ingest("person", people(["c1", "c2"]))
         fs.materialize()
-        assert fs.get_online_features({"customer_id": "c1"}, ["person:spend"], purpose="live_scoring").values["spend"] == [10.0]
-        with pytest.raises(PolicyViolation, match=r"read of 'person' refused: purpose 'live_scoring' may not have offline access"):
+        assert fs.get_online_features({"customer_id": "c1"}, ["person:spend"], purpose="live_scoring").values[
+            "spend"
+        ] == [10.0]
+        with pytest.raises(
+            PolicyViolation, match=r"read of 'person' refused: purpose 'live_scoring' may not have offline access"
+        ):
             fs.check_consistency(purpose="live_scoring")
         with pytest.raises(PolicyViolation, match=r"purpose 'fairness_audit' may not have online access"):
             fs.check_consistency(purpose="fairness_audit")
@@ -139,7 +164,11 @@ def test_hole_3_reproduction_checks_the_callers_purpose_now(tmp_path: Path) -> N
         assert fs.reproduce_training_set("t", purpose="fairness_audit").matches
     # A purpose revoked since the set was built cannot rebuild it.
     path = root / "policies" / "people.yaml"
-    path.write_text(ENUM_POLICY.replace("version: 1", "version: 2").replace("    fraud_detection: {access: [offline, online]}\n", ""))
+    path.write_text(
+        ENUM_POLICY.replace("version: 1", "version: 2").replace(
+            "    fraud_detection: {access: [offline, online]}\n", ""
+        )
+    )
     with open_store(root) as fs:
         fs.approve_policy(path, by="A. Counsel", role="legal")
         with pytest.raises(PolicyViolation, match="purpose 'fraud_detection' is not allowed by policy 'people'"):
@@ -170,7 +199,9 @@ def _broaden_purposes(path: Path) -> None:
 
 
 def _weaken_treatment(path: Path) -> None:
-    path.write_text(path.read_text().replace("  email: {kind: direct_identifier, normalize: email}", "  email: non_personal"))
+    path.write_text(
+        path.read_text().replace("  email: {kind: direct_identifier, normalize: email}", "  email: non_personal")
+    )
 
 
 def _garbage(path: Path) -> None:
@@ -191,13 +222,29 @@ def _directory(path: Path) -> None:
 
 
 def _alias_bomb(path: Path) -> None:
-    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
-                                                    for p, c in zip("abcdefgh", "bcdefghi", strict=True)]
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    ]
     path.write_text("\n".join(lines) + "\nid: people\nscope: {feature_views: [other]}\n")
 
 
-@pytest.mark.parametrize("change", [_delete, _rename, _rename_away, _comment_only, _broaden_purposes, _weaken_treatment,
-                                    _garbage, _binary, _empty, _directory, _alias_bomb])
+@pytest.mark.parametrize(
+    "change",
+    [
+        _delete,
+        _rename,
+        _rename_away,
+        _comment_only,
+        _broaden_purposes,
+        _weaken_treatment,
+        _garbage,
+        _binary,
+        _empty,
+        _directory,
+        _alias_bomb,
+    ],
+)
 def test_no_change_to_the_file_weakens_the_approved_policy(tmp_path: Path, change: Callable[[Path], None]) -> None:
     root = make_store(tmp_path)
     change(root / "policies" / "people.yaml")
@@ -207,7 +254,9 @@ def test_no_change_to_the_file_weakens_the_approved_policy(tmp_path: Path, chang
 def test_an_older_approved_version_put_back_changes_nothing(tmp_path: Path) -> None:
     root = make_store(tmp_path)
     path = root / "policies" / "people.yaml"
-    stricter = ENUM_POLICY.replace("version: 1", "version: 2").replace("    fairness_audit: {access: [offline], sensitive_attributes: true}\n", "")
+    stricter = ENUM_POLICY.replace("version: 1", "version: 2").replace(
+        "    fairness_audit: {access: [offline], sensitive_attributes: true}\n", ""
+    )
     path.write_text(stricter)
     with open_store(root) as fs:
         fs.approve_policy(path, by="A. Counsel", role="legal")
@@ -219,7 +268,11 @@ def test_an_older_approved_version_put_back_changes_nothing(tmp_path: Path) -> N
         with pytest.raises(PolicyViolation, match="it is an older version: a newer one is in force"):
             fs.approve_policy(path, by="Someone", role="legal")
         [status] = fs.policy_status()
-        assert status.in_force is not None and status.in_force.version == 2 and [f for f, _ in status.drafts] == [str(path)]
+        assert (
+            status.in_force is not None
+            and status.in_force.version == 2
+            and [f for f, _ in status.drafts] == [str(path)]
+        )
 
 
 def test_a_file_that_changes_its_id_blocks_rather_than_frees(tmp_path: Path) -> None:
@@ -227,32 +280,47 @@ def test_a_file_that_changes_its_id_blocks_rather_than_frees(tmp_path: Path) -> 
     path = root / "policies" / "people.yaml"
     path.write_text(ENUM_POLICY.replace("id: people", "id: people-relaxed"))
     with open_store(root) as fs:
-        with pytest.raises(PolicyViolation, match=r"feature view 'person' can be neither written nor read: it is governed by policy "
-                                                  r"'people' but .*people\.yaml \(policy 'people-relaxed'\) also names it"):
+        with pytest.raises(
+            PolicyViolation,
+            match=r"feature view 'person' can be neither written nor read: it is governed by policy "
+            r"'people' but .*people\.yaml \(policy 'people-relaxed'\) also names it",
+        ):
             fs.ingest("person", people(["c1"]))
         with pytest.raises(PolicyViolation, match="also names it"):
             fs.read("person", features=["spend"], purpose="fraud_detection")
 
 
-@pytest.mark.parametrize("second", [
-    ENUM_POLICY.replace("id: people", "id: lenient").replace("  denied: [marketing]\n", "    marketing: {access: [offline]}\n"),
-    "id: lenient\nscope: {feature_views: [person]}\nversion: -1\n",
-    "id: lenient\nscope: {feature_views: ['pers*']}\n",
-])
+@pytest.mark.parametrize(
+    "second",
+    [
+        ENUM_POLICY.replace("id: people", "id: lenient").replace(
+            "  denied: [marketing]\n", "    marketing: {access: [offline]}\n"
+        ),
+        "id: lenient\nscope: {feature_views: [person]}\nversion: -1\n",
+        "id: lenient\nscope: {feature_views: ['pers*']}\n",
+    ],
+)
 def test_a_second_file_claiming_the_view_blocks_it(tmp_path: Path, second: str) -> None:
     root = make_store(tmp_path)
     (root / "policies" / "zz-lenient.yaml").write_text(second)
     with open_store(root) as fs:
-        for call in (lambda: fs.ingest("person", people(["c1"])), lambda: fs.read("person", purpose="marketing"),
-                     lambda: fs.read("person", features=["spend"], purpose="fraud_detection")):
-            with pytest.raises(PolicyViolation, match=r"policy 'people' but .*zz-lenient\.yaml \(policy 'lenient'\) also names it"):
+        for call in (
+            lambda: fs.ingest("person", people(["c1"])),
+            lambda: fs.read("person", purpose="marketing"),
+            lambda: fs.read("person", features=["spend"], purpose="fraud_detection"),
+        ):
+            with pytest.raises(
+                PolicyViolation, match=r"policy 'people' but .*zz-lenient\.yaml \(policy 'lenient'\) also names it"
+            ):
                 call()
         assert fs.list_batches() == []
 
 
 def test_a_second_file_that_is_not_even_yaml_leaves_the_approved_policy_in_force(tmp_path: Path) -> None:
     root = make_store(tmp_path)
-    (root / "policies" / "zz-lenient.yaml").write_text("id: lenient\nscope: {feature_views: [person]}\nthis file: [is broken\n")
+    (root / "policies" / "zz-lenient.yaml").write_text(
+        "id: lenient\nscope: {feature_views: [person]}\nthis file: [is broken\n"
+    )
     assert_protected(root)
 
 
@@ -268,25 +336,40 @@ def test_never_approved_policies_block_the_views_they_name(tmp_path: Path) -> No
         assert fs.read("person", features=["spend"]).num_rows == 1
     (root / "policies" / "people.yaml").write_text(ENUM_POLICY)
     with open_store(root) as fs:
-        for call in (lambda: fs.read("person", features=["spend"]), lambda: fs.read("person", features=["spend"], purpose="fraud_detection"),
-                     lambda: fs.ingest("person", people(["c2"])), lambda: fs.materialize()):
+        for call in (
+            lambda: fs.read("person", features=["spend"]),
+            lambda: fs.read("person", features=["spend"], purpose="fraud_detection"),
+            lambda: fs.ingest("person", people(["c2"])),
+            lambda: fs.materialize(),
+        ):
             with pytest.raises(PolicyViolation, match="policy 'people' .* names it and is not approved"):
                 call()
     # A broken never-approved file that still names the view blocks it too.
     (root / "policies" / "people.yaml").write_text("id: people\nscope: {feature_views: [person]}\nversion: zero\n")
     with open_store(root) as fs:
-        with pytest.raises(PolicyViolation, match=r"names it and is not approved.*; the file also has problems: .*people\.yaml:1:1: missing 'owner' \(and 7 more\)"):
+        with pytest.raises(
+            PolicyViolation,
+            match=r"names it and is not approved.*; the file also has problems: .*people\.yaml:1:1: missing 'owner' \(and 7 more\)",
+        ):
             fs.read("person", features=["spend"])
 
 
 def test_an_unreadable_file_blocks_only_views_no_approved_policy_governs(tmp_path: Path) -> None:
     root = make_store(tmp_path)
     with open_store(root) as fs:
-        fs.apply([Entity(name="shop", join_keys={"shop_id": "int64"}), FeatureView(name="footfall", entity="shop", features={"visitors": "int64"})])
+        fs.apply(
+            [
+                Entity(name="shop", join_keys={"shop_id": "int64"}),
+                FeatureView(name="footfall", entity="shop", features={"visitors": "int64"}),
+            ]
+        )
         fs.ingest("footfall", pa.table({"shop_id": [1], "event_timestamp": pa.array([NOW], TS), "visitors": [3]}))
     (root / "policies" / "mystery.yaml").write_bytes(b"\xff\xfe\x00garbage")
     with open_store(root) as fs:
-        with pytest.raises(PolicyViolation, match=r"feature view 'footfall' can be neither written nor read: .*mystery\.yaml cannot be read \(it is not UTF-8 text\)"):
+        with pytest.raises(
+            PolicyViolation,
+            match=r"feature view 'footfall' can be neither written nor read: .*mystery\.yaml cannot be read \(it is not UTF-8 text\)",
+        ):
             fs.read("footfall")
     assert_protected(root)
     with open_store(root) as fs:
@@ -312,19 +395,64 @@ def test_releasing_a_view_takes_an_approved_version_and_plan_says_so(tmp_path: P
 # methods that return no governed value (definitions, manifests, batches, audit entries,
 # policies). A new public method fails the test until it is classified.
 METHODS: dict[str, tuple[str, ...] | None] = {
-    "read": ("offline",), "get_historical_features": ("offline",), "create_training_set": ("offline",),
-    "load_training_set": ("offline",), "reproduce_training_set": ("offline",), "get_online_features": ("online",),
-    "check_consistency": ("offline", "online"), "reidentify": ("reidentify",), "dp_query": ("dp_aggregates",),
-    "dp_budget": None, "release_dp_view": None,  # releases through dp_query (its refusals are the ones above)
-    "apply": None, "plan": None, "approve_policy": None, "audit_entries": None, "close": None, "get_training_set": None,
-    "get_view": None, "list_feature_services": None, "get_feature_service": None, "ingest": None, "push": None, "init": None, "lint_policy": None, "list_batches": None, "list_entities": None,
-    "list_keys": None, "list_training_sets": None, "list_views": None, "load_definitions": None, "lock_timeout": None,
-    "materialize": None, "materialized_views": None, "plan_policy": None, "policy_schema": None, "policy_snapshot": None,
-    "policy_status": None, "registry_revision": None, "resolve_features": None, "root": None, "rotate_key": None,
-    "show_policy": None, "upgrade_registry": None, "recover_registry": None, "doctor": None, "add_approver": None, "verify_audit": None, "view_versions": None,
+    "read": ("offline",),
+    "get_historical_features": ("offline",),
+    "create_training_set": ("offline",),
+    "load_training_set": ("offline",),
+    "reproduce_training_set": ("offline",),
+    "get_online_features": ("online",),
+    "check_consistency": ("offline", "online"),
+    "reidentify": ("reidentify",),
+    "dp_query": ("dp_aggregates",),
+    "dp_budget": None,
+    "release_dp_view": None,  # releases through dp_query (its refusals are the ones above)
+    "apply": None,
+    "plan": None,
+    "approve_policy": None,
+    "audit_entries": None,
+    "close": None,
+    "get_training_set": None,
+    "get_view": None,
+    "list_feature_services": None,
+    "get_feature_service": None,
+    "ingest": None,
+    "push": None,
+    "init": None,
+    "lint_policy": None,
+    "list_batches": None,
+    "list_entities": None,
+    "list_keys": None,
+    "list_training_sets": None,
+    "list_views": None,
+    "load_definitions": None,
+    "lock_timeout": None,
+    "materialize": None,
+    "materialized_views": None,
+    "plan_policy": None,
+    "policy_schema": None,
+    "policy_snapshot": None,
+    "policy_status": None,
+    "registry_revision": None,
+    "resolve_features": None,
+    "root": None,
+    "rotate_key": None,
+    "show_policy": None,
+    "upgrade_registry": None,
+    "recover_registry": None,
+    "doctor": None,
+    "add_approver": None,
+    "verify_audit": None,
+    "view_versions": None,
     # Erasure and retention return counts and reports, never values (admin verbs; audited).
-    "erase": None, "erasure_status": None, "verify_erasure": None, "where": None, "run_retention": None, "compact": None,
-    "add_hold": None, "remove_hold": None, "list_holds": None,
+    "erase": None,
+    "erasure_status": None,
+    "verify_erasure": None,
+    "where": None,
+    "run_retention": None,
+    "compact": None,
+    "add_hold": None,
+    "remove_hold": None,
+    "list_holds": None,
 }
 
 
@@ -332,14 +460,22 @@ def _calls(fs: FeatureStore, token: str) -> dict[str, Callable[[str | None], Any
     counter = iter(range(1000))
     return {
         "read": lambda p: fs.read("person", features=["spend"], purpose=p).num_rows,
-        "get_historical_features": lambda p: fs.get_historical_features(spine(["c1"]), ["person:spend"], purpose=p).column("spend").to_pylist(),
-        "create_training_set": lambda p: fs.create_training_set(f"t{next(counter)}", spine(["c1"]), ["person:spend"], purpose=p).row_count,
+        "get_historical_features": lambda p: (
+            fs.get_historical_features(spine(["c1"]), ["person:spend"], purpose=p).column("spend").to_pylist()
+        ),
+        "create_training_set": lambda p: (
+            fs.create_training_set(f"t{next(counter)}", spine(["c1"]), ["person:spend"], purpose=p).row_count
+        ),
         "load_training_set": lambda p: fs.load_training_set("base", purpose=p).num_rows,
         "reproduce_training_set": lambda p: fs.reproduce_training_set("base", purpose=p).table.num_rows,
-        "get_online_features": lambda p: fs.get_online_features({"customer_id": "c1"}, ["person:spend"], purpose=p).values["spend"],
+        "get_online_features": lambda p: fs.get_online_features(
+            {"customer_id": "c1"}, ["person:spend"], purpose=p
+        ).values["spend"],
         "check_consistency": lambda p: fs.check_consistency(purpose=p)[0].checked,
         "reidentify": lambda p: fs.reidentify("person", "iban", token, purpose=p),
-        "dp_query": lambda p: fs.dp_query("person", aggregates=["count", "mean:spend"], purpose=p, fresh=True).table.num_rows,
+        "dp_query": lambda p: (
+            fs.dp_query("person", aggregates=["count", "mean:spend"], purpose=p, fresh=True).table.num_rows
+        ),
     }
 
 
@@ -350,10 +486,19 @@ def _state(tmp_path: Path, state: str) -> Path:
     with open_store(root) as fs:
         fs.ingest("person", people(["c1", "c2"]) if governed else raw_people(["c1", "c2"]))
         fs.materialize()
-        fs.create_training_set("base", spine(["c1", "c2"]), ["person:spend"], purpose="fraud_detection" if state in ("approved", "draft") else None)
+        fs.create_training_set(
+            "base",
+            spine(["c1", "c2"]),
+            ["person:spend"],
+            purpose="fraud_detection" if state in ("approved", "draft") else None,
+        )
     path = root / "policies" / "people.yaml"
     if state == "draft":  # an edit that would free everything: no scope, every purpose allowed
-        path.write_text(ENUM_POLICY.replace("[person]", "[elsewhere]").replace("  denied: [marketing]\n", "    marketing: {access: [offline, online, reidentify]}\n"))
+        path.write_text(
+            ENUM_POLICY.replace("[person]", "[elsewhere]").replace(
+                "  denied: [marketing]\n", "    marketing: {access: [offline, online, reidentify]}\n"
+            )
+        )
     elif state == "never_approved":
         path.write_text(ENUM_POLICY)
     return root
@@ -365,7 +510,11 @@ def test_every_data_method_under_every_policy_state_and_purpose(tmp_path: Path, 
     assert public == set(METHODS), f"classify these public methods in METHODS: {sorted(public ^ set(METHODS))}"
     root = _state(tmp_path, state)
     with open_store(root) as fs:
-        token = fs.read("person", features=["iban"], purpose="fraud_detection").column("iban")[0].as_py() if state in ("approved", "draft") else "siv-1:AAAA"
+        token = (
+            fs.read("person", features=["iban"], purpose="fraud_detection").column("iban")[0].as_py()
+            if state in ("approved", "draft")
+            else "siv-1:AAAA"
+        )
         refusals_before = len(fs.audit_entries(action="refused"))
         calls = _calls(fs, token)
         assert set(calls) == {m for m, access in METHODS.items() if access is not None}
@@ -410,7 +559,9 @@ def test_a_grant_cannot_be_forged_or_spent_on_another_access(tmp_path: Path) -> 
             dataclasses.replace(online, access=("offline",), features=("ethnicity",))
         from featurestore.offline.duckdb_store import OfflineStore
 
-        with pytest.raises(PolicyViolation, match=r"a grant for online access to person@v1 cannot be used for offline access"):
+        with pytest.raises(
+            PolicyViolation, match=r"a grant for online access to person@v1 cannot be used for offline access"
+        ):
             OfflineStore(None).scan(online)
 
 
@@ -425,9 +576,14 @@ def test_refusals_are_audited_without_values(tmp_path: Path) -> None:
             fs.get_historical_features(spine(["zq-subject-7"]), ["person:email"], purpose="marketing")
         entries = fs.audit_entries(action="refused")
         assert [(e.actor, e.target, e.purpose) for e in entries] == [
-            ("tester", "person@v1", "marketing"), ("tester", "person@v1", None), ("tester", "person@v1", "live_scoring"),
-            ("tester", "person@v1", "marketing")]
-        assert entries[0].details["reason"] == "read of 'person' refused: purpose 'marketing' is denied by policy 'people'"
+            ("tester", "person@v1", "marketing"),
+            ("tester", "person@v1", None),
+            ("tester", "person@v1", "live_scoring"),
+            ("tester", "person@v1", "marketing"),
+        ]
+        assert (
+            entries[0].details["reason"] == "read of 'person' refused: purpose 'marketing' is denied by policy 'people'"
+        )
         assert entries[0].details["access"] == ["offline"] and entries[0].details["features"] == ["email"]
         text = json.dumps([e.details for e in fs.audit_entries()]).lower()
         assert "zq-subject-7" not in text and MARKER.lower() not in text
@@ -465,12 +621,16 @@ def test_closed_mode_needs_an_approved_policy_for_every_view(tmp_path: Path) -> 
         fs.ingest("footfall", pa.table({"shop_id": [1], "event_timestamp": pa.array([NOW], TS), "visitors": [3]}))
     _closed(root)
     with open_store(root) as fs:
-        with pytest.raises(PolicyViolation, match=r"governance\.require_policy.*write policies/footfall\.yaml naming it in its scope"):
+        with pytest.raises(
+            PolicyViolation, match=r"governance\.require_policy.*write policies/footfall\.yaml naming it in its scope"
+        ):
             fs.read("footfall")
         with pytest.raises(PolicyViolation, match="require_policy"):
             fs.ingest("footfall", pa.table({"shop_id": [2], "event_timestamp": pa.array([NOW], TS), "visitors": [4]}))
         other = FeatureView(name="basket", entity="shop", features={"items": "int64"})
-        with pytest.raises(DefinitionError, match=r"feature view 'basket' cannot be applied: .*write policies/basket\.yaml"):
+        with pytest.raises(
+            DefinitionError, match=r"feature view 'basket' cannot be applied: .*write policies/basket\.yaml"
+        ):
             fs.apply([SHOP, other])
         (root / "policies" / "shop.yaml").write_text(NON_PERSONAL)
         with pytest.raises(PolicyViolation, match="policy 'shop-stats' .* names it and is not approved"):
@@ -488,7 +648,9 @@ def test_closed_mode_config_is_checked(tmp_path: Path) -> None:
     root = make_store(tmp_path, policy=None)
     config = root / "featurestore.yaml"
     config.write_text(config.read_text().replace("require_policy: false", "require_policy: yes please"))
-    with pytest.raises(ConfigError, match=r"featurestore\.yaml:\d+:\d+: 'governance\.require_policy' must be true or false"):
+    with pytest.raises(
+        ConfigError, match=r"featurestore\.yaml:\d+:\d+: 'governance\.require_policy' must be true or false"
+    ):
         open_store(root)
 
 
@@ -502,7 +664,9 @@ def test_one_policy_snapshot_per_request(tmp_path: Path, monkeypatch: pytest.Mon
     with open_store(root) as fs:
         fs.apply([PERSON, VIEW, FeatureView(name="person_extra", entity="person_e", features={"spend": "float64"})])
         fs.ingest("person", people(["c1"]))
-    (root / "policies" / "people.yaml").write_text(ENUM_POLICY.replace("[person]", "[person, person_extra]").replace("version: 1", "version: 2"))
+    (root / "policies" / "people.yaml").write_text(
+        ENUM_POLICY.replace("[person]", "[person, person_extra]").replace("version: 1", "version: 2")
+    )
     reads: list[Path] = []
     original = policies.read_proposal
 
@@ -514,8 +678,12 @@ def test_one_policy_snapshot_per_request(tmp_path: Path, monkeypatch: pytest.Mon
     with open_store(root) as fs:
         fs.approve_policy(root / "policies" / "people.yaml", by="A. Counsel", role="legal")
         reads.clear()
-        fs.get_historical_features(spine(["c1"]), ["person:spend", "person_extra:spend", "person:email"], purpose="fraud_detection",
-                                   full_feature_names=True)
+        fs.get_historical_features(
+            spine(["c1"]),
+            ["person:spend", "person_extra:spend", "person:email"],
+            purpose="fraud_detection",
+            full_feature_names=True,
+        )
         assert len(reads) == 1, "three features of two views: the one policy file is read once, for one snapshot"
 
 
@@ -527,20 +695,33 @@ def test_retention_erasure_and_dp_sections_are_typed(tmp_path: Path) -> None:
 
     example = load_policy(Path(__file__).resolve().parents[1] / "policies" / "customer-data.yaml")
     assert example.retention.offline == timedelta(days=400) and example.retention.training_sets == timedelta(days=180)
-    assert example.erasure is not None and (example.erasure.subject_key, example.erasure.sla) == ("customer_id", timedelta(days=30))
+    assert example.erasure is not None and (example.erasure.subject_key, example.erasure.sla) == (
+        "customer_id",
+        timedelta(days=30),
+    )
     dp = example.differential_privacy
     assert dp is not None and dp.purposes == ("research_statistics",) and dp.min_group_size == 20
-    assert dp.budget is not None and (dp.budget.epsilon, dp.budget.delta, dp.budget.period) == (4.0, 1e-6, timedelta(days=30))
+    assert dp.budget is not None and (dp.budget.epsilon, dp.budget.delta, dp.budget.period) == (
+        4.0,
+        1e-6,
+        timedelta(days=30),
+    )
     assert dp.per_release is not None and dp.per_release.epsilon == 0.5
     assert dp.contribution_bounds.max_rows_per_subject == 5
-    assert dp.contribution_bounds.clamp_of("spend_total") == (0.0, 5000.0) and dp.groups_of("segment") == ("retail", "premium", "business")
+    assert dp.contribution_bounds.clamp_of("spend_total") == (0.0, 5000.0) and dp.groups_of("segment") == (
+        "retail",
+        "premium",
+        "business",
+    )
     assert dp.decimals == 2 and not dp.per_consumer
     bad = tmp_path / "bad.yaml"
     base = ENUM_POLICY.split("differential_privacy:")[0]
-    bad.write_text(base + "erasure: {subject_key: custmer_id, sla: soon}\n"
-                   "differential_privacy:\n  purposes: [research]\n  budget: {epsilon: 1.0}\n  per_release: {epsilon: 2.0}\n"
-                   "  contribution_bounds: {max_rows_per_subject: 0, clamp: {spend: [10, 1], shoe_size: [0, 50]}, "
-                   "max_groups_per_subject: 1.5}\n")
+    bad.write_text(
+        base + "erasure: {subject_key: custmer_id, sla: soon}\n"
+        "differential_privacy:\n  purposes: [research]\n  budget: {epsilon: 1.0}\n  per_release: {epsilon: 2.0}\n"
+        "  contribution_bounds: {max_rows_per_subject: 0, clamp: {spend: [10, 1], shoe_size: [0, 50]}, "
+        "max_groups_per_subject: 1.5}\n"
+    )
     with pytest.raises(PolicyError) as info:
         load_policy(bad)
     lines = base.count("\n")

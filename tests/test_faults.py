@@ -49,8 +49,10 @@ def replace_with_text(path: Path) -> None:
 
 
 DAMAGE: dict[str, Callable[[Path], None]] = {
-    "truncated to half": truncate_half, "truncated to its header": truncate_to_header,
-    "garbled in the middle": garble_middle, "replaced by text": replace_with_text,
+    "truncated to half": truncate_half,
+    "truncated to its header": truncate_to_header,
+    "garbled in the middle": garble_middle,
+    "replaced by text": replace_with_text,
 }
 
 
@@ -62,12 +64,16 @@ def test_a_damaged_offline_file_is_named_with_the_fix(built: Path, damage: str) 
     with pytest.raises(StoreDamaged) as info:
         with FeatureStore(built) as fs:
             fs.read("profile")
-    assert str(info.value) == (f"the offline store file {built.resolve() / 'offline.duckdb'} is damaged (a failed disk, a "
-                               "truncated copy or an edit outside DuckDB): restore it from a backup; `featurestore doctor` "
-                               "checks the whole store.")
+    assert str(info.value) == (
+        f"the offline store file {built.resolve() / 'offline.duckdb'} is damaged (a failed disk, a "
+        "truncated copy or an edit outside DuckDB): restore it from a backup; `featurestore doctor` "
+        "checks the whole store."
+    )
     result = CliRunner().invoke(app, ["batches", "-s", str(built)])
     assert result.exit_code == 1, result.output
-    assert "is damaged" in result.output and "Traceback" not in result.output, "batches never reports committed over a damaged file"
+    assert "is damaged" in result.output and "Traceback" not in result.output, (
+        "batches never reports committed over a damaged file"
+    )
     # An append does not read old blocks, so it may succeed over damage elsewhere; a read of the damage never does.
     CliRunner().invoke(app, ["ingest", "profile", str(rows), "-s", str(built)])
     result = CliRunner().invoke(app, ["batches", "-s", str(built)])
@@ -96,7 +102,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a small tmpfs for the full-disk and read-only cases needs root")
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -128,4 +136,6 @@ def test_a_full_disk_and_a_read_only_disk_are_named_with_the_fix(built: Path, sm
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     readonly = cli(root, "ingest", "profile", str(big))
     assert readonly.returncode == 1 and "Traceback" not in readonly.stderr + readonly.stdout
-    assert f"the registry {root / 'registry.db'} cannot be opened for writing: make the store directory" in readonly.stderr
+    assert (
+        f"the registry {root / 'registry.db'} cannot be opened for writing: make the store directory" in readonly.stderr
+    )

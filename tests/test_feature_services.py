@@ -31,11 +31,16 @@ def test_a_service_resolves_the_same_for_training_and_serving(fs: FeatureStore) 
     by_service = fs.get_historical_features(SPINE, "service:fraud_v1")
     by_refs = fs.get_historical_features(SPINE, ["stats:trips", "stats@v1:rating"])
     assert by_service.equals(by_refs)
-    assert fs.get_historical_features(SPINE, ["service:fraud_v1"]).equals(by_refs), "a list naming the service works too"
+    assert fs.get_historical_features(SPINE, ["service:fraud_v1"]).equals(by_refs), (
+        "a list naming the service works too"
+    )
     fs.materialize(end=day(20))
     online = fs.get_online_features([{"driver_id": 1}, {"driver_id": 9}], "service:fraud_v1")
     assert online.values == {"trips": [15, None], "rating": [4.2, None]}
-    assert fs.get_online_features([{"driver_id": 1}], ["service:fraud_v1@v1"]).values == {"trips": [15], "rating": [4.2]}
+    assert fs.get_online_features([{"driver_id": 1}], ["service:fraud_v1@v1"]).values == {
+        "trips": [15],
+        "rating": [4.2],
+    }
 
 
 def test_a_training_set_records_the_service_and_its_pins(fs: FeatureStore) -> None:
@@ -50,13 +55,20 @@ def test_a_training_set_records_the_service_and_its_pins(fs: FeatureStore) -> No
 def test_changing_the_list_makes_a_new_version_and_metadata_changes_in_place(fs: FeatureStore) -> None:
     narrower = FeatureService(name="fraud_v1", features=("stats:trips",), owner="risk@example.com")
     plan = fs.apply([DRIVER, STATS, narrower])
-    assert str(plan) == ("+ feature service 'fraud_v1': features change (removes stats@v1:rating) makes v2; "
-                         "v1 stays usable as 'service:fraud_v1@v1'")
+    assert str(plan) == (
+        "+ feature service 'fraud_v1': features change (removes stats@v1:rating) makes v2; "
+        "v1 stays usable as 'service:fraud_v1@v1'"
+    )
     assert [r.ref for r in fs.resolve_features("service:fraud_v1")] == ["stats@v1:trips"]
     assert [r.ref for r in fs.resolve_features("service:fraud_v1@v1")] == ["stats@v1:trips", "stats@v1:rating"]
-    moved = FeatureService(name="fraud_v1", features=("stats:trips",), owner="fraud@example.com", description="card fraud")
+    moved = FeatureService(
+        name="fraud_v1", features=("stats:trips",), owner="fraud@example.com", description="card fraud"
+    )
     assert str(fs.apply([DRIVER, STATS, moved])) == "~ update feature service 'fraud_v1' v2: owner, description"
-    assert fs.get_feature_service("fraud_v1").version == 2 and fs.get_feature_service("fraud_v1").service.owner == "fraud@example.com"
+    assert (
+        fs.get_feature_service("fraud_v1").version == 2
+        and fs.get_feature_service("fraud_v1").service.owner == "fraud@example.com"
+    )
     assert fs.plan([DRIVER, STATS, moved]).changes == []
     assert [s.ref for s in fs.list_feature_services()] == ["fraud_v1@v2"]
 
@@ -72,8 +84,12 @@ def test_every_bad_reference_of_a_service_is_reported_at_plan_time(fs: FeatureSt
     assert text.count("feature service 'bad'") == 3, "one problem per bad reference, all in one pass"
     later = FeatureService(name="later", features=("stats:tenure_days",))  # a feature the same apply adds is fine
     assert [c.kind for c in fs.plan([DRIVER, STATS_V2, later]).changes] == ["new_version", "create_service"]
-    for features, message in (((), "needs at least one feature reference"), (("service:fraud_v1",), "lists view features, not other services"),
-                              (("stats:trips", "stats:trips"), "is listed twice"), (("stats trips",), "invalid feature reference")):
+    for features, message in (
+        ((), "needs at least one feature reference"),
+        (("service:fraud_v1",), "lists view features, not other services"),
+        (("stats:trips", "stats:trips"), "is listed twice"),
+        (("stats trips",), "invalid feature reference"),
+    ):
         with pytest.raises(DefinitionError, match=message):
             FeatureService(name="x", features=features)
 
@@ -122,14 +138,25 @@ def test_services_in_definition_files_and_the_cli(tmp_path: Path) -> None:
     assert "stats@v1:trips," in listed.output and "stats@v1:rating" in listed.output, "what the service resolves to now"
     with FeatureStore(root) as fs:
         assert fs.get_feature_service("fraud_v1").service.description == "The card-fraud model's features."
-        fs.ingest("stats", pa.table({"driver_id": pa.array([1], pa.int64()), "event_timestamp": pa.array([day(1)], TS),
-                                     "trips": [3], "rating": [4.0]}))
+        fs.ingest(
+            "stats",
+            pa.table(
+                {
+                    "driver_id": pa.array([1], pa.int64()),
+                    "event_timestamp": pa.array([day(1)], TS),
+                    "trips": [3],
+                    "rating": [4.0],
+                }
+            ),
+        )
     spine = tmp_path / "spine.parquet"
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"driver_id": pa.array([1], pa.int64()), "event_timestamp": pa.array([day(2)], TS)}), spine)
     out = tmp_path / "out.parquet"
-    got = runner.invoke(app, ["get-historical", str(spine), "-f", "service:fraud_v1", "--out", str(out), "-s", str(root)])
+    got = runner.invoke(
+        app, ["get-historical", str(spine), "-f", "service:fraud_v1", "--out", str(out), "-s", str(root)]
+    )
     assert got.exit_code == 0, got.output
     assert pq.read_table(out).select(["trips", "rating"]).to_pylist() == [{"trips": 3, "rating": 4.0}]
 
@@ -148,7 +175,11 @@ def test_a_service_is_no_way_around_the_policy(tmp_path: Path) -> None:
         fs.ingest("person", people(["c1", "c2"]))
         fs.materialize()
         spine = pa.table({"customer_id": ["c1"], "event_timestamp": pa.array([datetime(2025, 6, 5, tzinfo=UTC)], TS)})
-        for purpose, message in ((None, "requires a purpose"), ("marketing", "denied"), ("fraud_detection", "sensitive attribute")):
+        for purpose, message in (
+            (None, "requires a purpose"),
+            ("marketing", "denied"),
+            ("fraud_detection", "sensitive attribute"),
+        ):
             with pytest.raises(PolicyViolation, match=message):
                 fs.get_historical_features(spine, "service:risk", purpose=purpose)
             with pytest.raises(PolicyViolation):

@@ -51,27 +51,38 @@ retention: {offline: P400D}
 
 PERSON = Entity(name="person_e", join_keys={"customer_id": "string"})
 VIEW = FeatureView(
-    name="person", entity="person_e", ttl="365d",
-    features={"email": "string", "phone": "string", "birth_date": "date", "postcode": "string", "iban": "string",
-              "ethnicity": "string", "spend": "float64"},
+    name="person",
+    entity="person_e",
+    ttl="365d",
+    features={
+        "email": "string",
+        "phone": "string",
+        "birth_date": "date",
+        "postcode": "string",
+        "iban": "string",
+        "ethnicity": "string",
+        "spend": "float64",
+    },
 )
 TS = pa.timestamp("us", tz="UTC")
 
 
 def people(ids: list[str], *, spend: float = 10.0, day: int = 1) -> pa.Table:
     n = len(ids)
-    return pa.table({
-        "customer_id": ids,
-        "event_timestamp": pa.array([datetime(2025, 6, day, tzinfo=UTC)] * n, TS),
-        "email": [f"  Person.{i}@Example.COM " for i in ids],
-        "phone": [f"020 7946 {1000 + k:04d}" for k in range(n)],
-        "birth_date": pa.array([date(1980, 5, 17)] * n),
-        "postcode": ["SW1A 1AA"] * n,
-        "iban": [f"GB29NWBK6016133192{k:04d}" for k in range(n)],
-        "ethnicity": ["group-a"] * n,
-        "spend": [spend] * n,
-        "notes": [f"called about {i}" for i in ids],
-    })
+    return pa.table(
+        {
+            "customer_id": ids,
+            "event_timestamp": pa.array([datetime(2025, 6, day, tzinfo=UTC)] * n, TS),
+            "email": [f"  Person.{i}@Example.COM " for i in ids],
+            "phone": [f"020 7946 {1000 + k:04d}" for k in range(n)],
+            "birth_date": pa.array([date(1980, 5, 17)] * n),
+            "postcode": ["SW1A 1AA"] * n,
+            "iban": [f"GB29NWBK6016133192{k:04d}" for k in range(n)],
+            "ethnicity": ["group-a"] * n,
+            "spend": [spend] * n,
+            "notes": [f"called about {i}" for i in ids],
+        }
+    )
 
 
 @pytest.fixture
@@ -106,7 +117,10 @@ def hmac_of(fs: FeatureStore, value: str, key_id: str = "hmac-1") -> str:
 
 def test_unapproved_policy_refuses_writes_and_reads(root: Path) -> None:
     with open_store(root) as fs:
-        with pytest.raises(PolicyViolation, match=r"feature view 'person' can be neither written nor read: policy 'people' \(.*people\.yaml\) names it and is not approved; review it \(`featurestore policy plan .*people\.yaml`\) and approve it \(`featurestore policy approve .*people\.yaml --by NAME --role ROLE`\)$"):
+        with pytest.raises(
+            PolicyViolation,
+            match=r"feature view 'person' can be neither written nor read: policy 'people' \(.*people\.yaml\) names it and is not approved; review it \(`featurestore policy plan .*people\.yaml`\) and approve it \(`featurestore policy approve .*people\.yaml --by NAME --role ROLE`\)$",
+        ):
             fs.ingest("person", people(["c1"]))
         with pytest.raises(PolicyViolation, match="names it and is not approved"):
             fs.read("person", purpose="fraud_detection")
@@ -123,10 +137,15 @@ def test_an_edit_changes_nothing_until_it_is_approved(approved: Path) -> None:
         assert status.in_force is not None and status.in_force.sha256 == hashlib.sha256(POLICY.encode()).hexdigest()
         [(file, lines)] = status.drafts
         assert file == str(path)
-        assert lines == ["Warning: the version stays 1 although the content changed; raise it to 2.",
-                         "The offline retention is shortened to 200 days (was 400 days): 0 stored rows are older than that "
-                         "and fall out of retention."]
-        with pytest.raises(PolicyViolation, match=r"policy 'people' v1 is in force; the content changed, so raise 'version' to 2 \(it is 1\) and approve again"):
+        assert lines == [
+            "Warning: the version stays 1 although the content changed; raise it to 2.",
+            "The offline retention is shortened to 200 days (was 400 days): 0 stored rows are older than that "
+            "and fall out of retention.",
+        ]
+        with pytest.raises(
+            PolicyViolation,
+            match=r"policy 'people' v1 is in force; the content changed, so raise 'version' to 2 \(it is 1\) and approve again",
+        ):
             fs.approve_policy(path, by="A. Counsel", role="legal")
         path.write_text(POLICY.replace("P400D", "P200D").replace("version: 1", "version: 2"))
         fs.approve_policy(path, by="A. Counsel", role="legal")
@@ -137,32 +156,57 @@ def test_an_edit_changes_nothing_until_it_is_approved(approved: Path) -> None:
 def test_reads_need_an_allowed_purpose(approved: Path) -> None:
     with open_store(approved) as fs:
         fs.ingest("person", people(["c1"]))
-        with pytest.raises(PolicyViolation, match=r"read of 'person' refused: policy 'people' requires a purpose for every read; pass purpose=\.\.\. \(CLI: --purpose\)"):
+        with pytest.raises(
+            PolicyViolation,
+            match=r"read of 'person' refused: policy 'people' requires a purpose for every read; pass purpose=\.\.\. \(CLI: --purpose\)",
+        ):
             fs.read("person", features=["spend"])
         with pytest.raises(PolicyViolation, match=r"purpose 'marketing' is denied by policy 'people'"):
             fs.read("person", features=["spend"], purpose="marketing")
-        with pytest.raises(PolicyViolation, match=r"purpose 'fraud_detecton' is not allowed by policy 'people' \(allowed: customer_support, fairness_audit, fraud_detection\)\. Did you mean 'fraud_detection'\?"):
+        with pytest.raises(
+            PolicyViolation,
+            match=r"purpose 'fraud_detecton' is not allowed by policy 'people' \(allowed: customer_support, fairness_audit, fraud_detection\)\. Did you mean 'fraud_detection'\?",
+        ):
             fs.read("person", features=["spend"], purpose="fraud_detecton")
-        with pytest.raises(PolicyViolation, match=r"purpose 'customer_support' may not have offline access under policy 'people' \(it has: reidentify\)"):
+        with pytest.raises(
+            PolicyViolation,
+            match=r"purpose 'customer_support' may not have offline access under policy 'people' \(it has: reidentify\)",
+        ):
             fs.read("person", features=["spend"], purpose="customer_support")
-        with pytest.raises(PolicyViolation, match=r"ethnicity is a sensitive attribute that policy 'people' releases only for fairness_audit, not for 'fraud_detection'"):
+        with pytest.raises(
+            PolicyViolation,
+            match=r"ethnicity is a sensitive attribute that policy 'people' releases only for fairness_audit, not for 'fraud_detection'",
+        ):
             fs.read("person", features=["ethnicity"], purpose="fraud_detection")
         spine = pa.table({"customer_id": ["c1"], "event_timestamp": pa.array([datetime(2025, 7, 1, tzinfo=UTC)], TS)})
         with pytest.raises(PolicyViolation, match="requires a purpose"):
             fs.get_historical_features(spine, ["person:spend"])
-        assert fs.read("person", features=["ethnicity"], purpose="fairness_audit").column("ethnicity").to_pylist() == ["group-a"]
+        assert fs.read("person", features=["ethnicity"], purpose="fairness_audit").column("ethnicity").to_pylist() == [
+            "group-a"
+        ]
 
 
 def test_unclassified_column_fails_apply(approved: Path) -> None:
     with open_store(approved) as fs:
-        extra = FeatureView(name="person", entity="person_e", features={**{f.name: f.dtype for f in VIEW.features}, "income": "float64"})
-        with pytest.raises(DefinitionError, match=r"column 'income' of feature view 'person' is not classified in policy 'people' \(.*people\.yaml\); add it under 'classification' \(default deny\)"):
+        extra = FeatureView(
+            name="person", entity="person_e", features={**{f.name: f.dtype for f in VIEW.features}, "income": "float64"}
+        )
+        with pytest.raises(
+            DefinitionError,
+            match=r"column 'income' of feature view 'person' is not classified in policy 'people' \(.*people\.yaml\); add it under 'classification' \(default deny\)",
+        ):
             fs.apply([PERSON, extra])
         hashed_int = FeatureView(name="person", entity="person_e", features={"email": "int64", "spend": "float64"})
-        with pytest.raises(DefinitionError, match=r"column 'email' of feature view 'person' is stored as a keyed hash under policy 'people', so declare it 'string' \(it is int64\)"):
+        with pytest.raises(
+            DefinitionError,
+            match=r"column 'email' of feature view 'person' is stored as a keyed hash under policy 'people', so declare it 'string' \(it is int64\)",
+        ):
             fs.apply([PERSON, hashed_int])
         dropped = FeatureView(name="person", entity="person_e", features={"notes": "string", "spend": "float64"})
-        with pytest.raises(DefinitionError, match=r"column 'notes' of feature view 'person' is dropped by policy 'people'; remove it from the view"):
+        with pytest.raises(
+            DefinitionError,
+            match=r"column 'notes' of feature view 'person' is dropped by policy 'people'; remove it from the view",
+        ):
             fs.apply([PERSON, dropped])
 
 
@@ -175,14 +219,20 @@ def test_treatments_are_applied_before_storage(approved: Path) -> None:
         stored = fs.read("person", purpose="fairness_audit")
         assert "notes" not in stored.column_names
         assert stored.column("customer_id").to_pylist() == [hmac_of(fs, "c1"), hmac_of(fs, "c2")]  # normalized: text
-        assert stored.column("email").to_pylist() == [hmac_of(fs, "person.c1@example.com"), hmac_of(fs, "person.c2@example.com")]
+        assert stored.column("email").to_pylist() == [
+            hmac_of(fs, "person.c1@example.com"),
+            hmac_of(fs, "person.c2@example.com"),
+        ]
         assert stored.column("phone").to_pylist() == [hmac_of(fs, "+442079461000"), hmac_of(fs, "+442079461001")]
         assert stored.column("birth_date").to_pylist() == [date(1980, 1, 1)] * 2
         assert stored.column("postcode").to_pylist() == ["SW1"] * 2
         token = stored.column("iban")[0].as_py()
         assert token.startswith("siv-1:") and "GB29" not in token
         assert stored.column("spend").to_pylist() == [10.0, 10.0]
-        with pytest.raises(PolicyViolation, match=r"re-identification refused: purpose 'fraud_detection' may not have reidentify access"):
+        with pytest.raises(
+            PolicyViolation,
+            match=r"re-identification refused: purpose 'fraud_detection' may not have reidentify access",
+        ):
             fs.reidentify("person", "iban", token, purpose="fraud_detection")
         assert fs.reidentify("person", "iban", token, purpose="customer_support") == "GB29NWBK60161331920000"
         with pytest.raises(PolicyViolation, match="column 'email' of 'person' is not tokenized"):
@@ -194,11 +244,15 @@ def test_a_token_opens_only_through_the_view_it_was_made_for(tmp_path: Path) -> 
     one view's column does not open through the other, nor through a renamed copy of the view."""
     root = tmp_path / "store"
     FeatureStore.init(root, key_provider=TEST_KEY_PROVIDER).close()
-    other_view = FeatureView(name="person_copy", entity="person_e", ttl="365d", features={
-        f.name: f.dtype for f in VIEW.features})
+    other_view = FeatureView(
+        name="person_copy", entity="person_e", ttl="365d", features={f.name: f.dtype for f in VIEW.features}
+    )
     (root / "policies" / "people.yaml").write_text(POLICY)
-    (root / "policies" / "copy.yaml").write_text(POLICY.replace("id: people", "id: people_copy")
-                                                 .replace("scope: {feature_views: [person]}", "scope: {feature_views: [person_copy]}"))
+    (root / "policies" / "copy.yaml").write_text(
+        POLICY.replace("id: people", "id: people_copy").replace(
+            "scope: {feature_views: [person]}", "scope: {feature_views: [person_copy]}"
+        )
+    )
     with open_store(root) as fs:
         fs.apply([PERSON, VIEW, other_view])
         for name in ("people.yaml", "copy.yaml"):
@@ -241,17 +295,30 @@ def test_raw_keys_join_hashed_keys_across_a_rotation(approved: Path, plan: str) 
         fs.ingest("person", people(["c2"], spend=2.0, day=5))  # c2 again, under the new key, ingested 06-06
         stored = fs.read("person", features=["spend"], purpose="fraud_detection")
         assert [k.split(":")[0] for k in stored.column("customer_id").to_pylist()] == ["hmac-1", "hmac-1", "hmac-2"]
-        spine = pa.table({
-            "customer_id": [" C1 ", "c2", "c2", "c2", "c3"],
-            "event_timestamp": pa.array([datetime(2025, 7, 1, tzinfo=UTC), datetime(2025, 6, 3, tzinfo=UTC),
-                                         datetime(2025, 6, 5, 12, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC),
-                                         datetime(2025, 7, 1, tzinfo=UTC)], TS),
-            "label": [1, 0, 1, 1, 0],
-        })
+        spine = pa.table(
+            {
+                "customer_id": [" C1 ", "c2", "c2", "c2", "c3"],
+                "event_timestamp": pa.array(
+                    [
+                        datetime(2025, 7, 1, tzinfo=UTC),
+                        datetime(2025, 6, 3, tzinfo=UTC),
+                        datetime(2025, 6, 5, 12, tzinfo=UTC),
+                        datetime(2025, 7, 1, tzinfo=UTC),
+                        datetime(2025, 7, 1, tzinfo=UTC),
+                    ],
+                    TS,
+                ),
+                "label": [1, 0, 1, 1, 0],
+            }
+        )
         for known, expected in ((False, [1.0, 1.0, 2.0, 2.0, None]), (True, [1.0, 1.0, 1.0, 2.0, None])):
-            result = fs.get_historical_features(spine, ["person:spend"], purpose="fraud_detection", known_at_prediction_time=known)
+            result = fs.get_historical_features(
+                spine, ["person:spend"], purpose="fraud_detection", known_at_prediction_time=known
+            )
             assert result.column("spend").to_pylist() == expected, f"known_at_prediction_time={known}"
-            assert result.column("customer_id").to_pylist() == [" C1 ", "c2", "c2", "c2", "c3"], "raw keys come back as given"
+            assert result.column("customer_id").to_pylist() == [" C1 ", "c2", "c2", "c2", "c3"], (
+                "raw keys come back as given"
+            )
         saved = fs.create_training_set("fraud", spine, ["person:spend"], purpose="fraud_detection")
         policy_hash = hashlib.sha256((approved / "policies" / "people.yaml").read_bytes()).hexdigest()
         assert saved.policy_hashes == [f"people@{policy_hash}"] and saved.purpose == "fraud_detection"
@@ -271,7 +338,9 @@ def test_wrong_or_missing_master_key_is_a_clear_error(approved: Path) -> None:
         import os
 
         if "FEATURESTORE_MASTER_KEY" not in os.environ:
-            with pytest.raises(KeyManagementError, match="no master key: set the environment variable FEATURESTORE_MASTER_KEY"):
+            with pytest.raises(
+                KeyManagementError, match="no master key: set the environment variable FEATURESTORE_MASTER_KEY"
+            ):
                 fs.ingest("person", people(["c2"]))
 
 
@@ -290,7 +359,11 @@ def test_audit_log_records_and_detects_tampering(approved: Path) -> None:
         approval = fs.audit_entries(action="approve_policy")[0]
         assert approval.actor == "A. Counsel" and approval.details["ticket"] == "LEGAL-1"
         read = fs.audit_entries(action="read")[0]
-        assert (read.actor, read.purpose, read.details) == ("tester", "fraud_detection", {"features": ["spend"], "rows": 1})
+        assert (read.actor, read.purpose, read.details) == (
+            "tester",
+            "fraud_detection",
+            {"features": ["spend"], "rows": 1},
+        )
         everything = json.dumps([e.__dict__ for e in fs.audit_entries()], default=str)
         for raw in ["zq-person-1", "person.zq-person-1@example.com", "GB29NWBK", "7946", "SW1A"]:
             assert raw.lower() not in everything.lower(), f"raw identifier {raw!r} in the audit log"
@@ -324,10 +397,23 @@ def test_audit_reorder_and_truncation_are_detected(approved: Path) -> None:
             conn.execute(sa.text("UPDATE audit_log SET prev_hash = 'x' || id WHERE id IN (2, 3)"))
             for target, source in ((2, 3), (3, 2)):
                 r = rows[source]
-                conn.execute(sa.text("UPDATE audit_log SET at=:at, actor=:actor, action=:action, target=:target, purpose=:purpose, "
-                                     "details=:details, prev_hash=:prev, hash=:hash WHERE id=:id"),
-                             {"at": r.at, "actor": r.actor, "action": r.action, "target": r.target, "purpose": r.purpose,
-                              "details": r.details, "prev": r.prev_hash, "hash": r.hash, "id": target})
+                conn.execute(
+                    sa.text(
+                        "UPDATE audit_log SET at=:at, actor=:actor, action=:action, target=:target, purpose=:purpose, "
+                        "details=:details, prev_hash=:prev, hash=:hash WHERE id=:id"
+                    ),
+                    {
+                        "at": r.at,
+                        "actor": r.actor,
+                        "action": r.action,
+                        "target": r.target,
+                        "purpose": r.purpose,
+                        "details": r.details,
+                        "prev": r.prev_hash,
+                        "hash": r.hash,
+                        "id": target,
+                    },
+                )
         with pytest.raises(AuditChainBroken, match="does not follow entry"):
             fs.verify_audit()
         with engine.begin() as conn:
@@ -344,7 +430,11 @@ def test_no_raw_identifier_or_master_key_bytes_anywhere_in_the_store(tmp_path: P
     root = tmp_path / "store"
     with FeatureStore.init(root, key_provider=TEST_KEY_PROVIDER) as fs:
         config = root / "featurestore.yaml"
-        config.write_text(config.read_text().replace("lock_timeout_seconds: 10", "lock_timeout_seconds: 10\n  force_compression: uncompressed"))
+        config.write_text(
+            config.read_text().replace(
+                "lock_timeout_seconds: 10", "lock_timeout_seconds: 10\n  force_compression: uncompressed"
+            )
+        )
     with open_store(root) as fs:
         assert fs.config.force_compression == "uncompressed"
         (root / "policies" / "people.yaml").write_text(POLICY)
@@ -355,10 +445,14 @@ def test_no_raw_identifier_or_master_key_bytes_anywhere_in_the_store(tmp_path: P
         data = data.set_column(2, "email", pa.array([f"marker.{i}@rare-domain-zzq.example" for i in ids]))
         data = data.set_column(3, "phone", pa.array([f"+44 7400 1{n:05d}" for n in range(300)]))
         fs.ingest("person", data)
-        spine = pa.table({"customer_id": ids[:10], "event_timestamp": pa.array([datetime(2025, 7, 1, tzinfo=UTC)] * 10, TS)})
+        spine = pa.table(
+            {"customer_id": ids[:10], "event_timestamp": pa.array([datetime(2025, 7, 1, tzinfo=UTC)] * 10, TS)}
+        )
         saved = fs.create_training_set("t", spine, ["person:spend", "person:email"], purpose="fraud_detection")
         assert saved.row_count == 10
-        assert fs.load_training_set("t", purpose="fraud_detection").column("email").null_count == 0, "the saved set holds pseudonyms"
+        assert fs.load_training_set("t", purpose="fraud_detection").column("email").null_count == 0, (
+            "the saved set holds pseudonyms"
+        )
         with pytest.raises(PolicyViolation, match=r"read of 'person' refused: purpose 'marketing' is denied"):
             fs.load_training_set("t", purpose="marketing")
         assert fs.read("person", features=["spend"], purpose="fraud_detection").num_rows == 300
@@ -386,13 +480,15 @@ def test_no_raw_identifier_or_master_key_bytes_anywhere_in_the_store(tmp_path: P
 def test_saved_training_sets_never_hold_raw_identifiers_from_the_entity_frame(approved: Path) -> None:
     with open_store(approved) as fs:
         fs.ingest("person", people(["zq-a", "zq-b"]))
-        spine = pa.table({
-            "customer_id": ["zq-a", "zq-b"],
-            "event_timestamp": pa.array([datetime(2025, 7, 1, tzinfo=UTC)] * 2, TS),
-            "email": ["Zq.A@example.com", "zq.b@example.com"],   # passed along, classified direct_identifier
-            "notes": ["call back", "vip"],                        # classified: dropped
-            "label": [1, 0],
-        })
+        spine = pa.table(
+            {
+                "customer_id": ["zq-a", "zq-b"],
+                "event_timestamp": pa.array([datetime(2025, 7, 1, tzinfo=UTC)] * 2, TS),
+                "email": ["Zq.A@example.com", "zq.b@example.com"],  # passed along, classified direct_identifier
+                "notes": ["call back", "vip"],  # classified: dropped
+                "label": [1, 0],
+            }
+        )
         saved = fs.create_training_set("t", spine, ["person:spend"], purpose="fraud_detection")
         assert saved.protected_columns == ["customer_id"]
         table = fs.load_training_set("t", purpose="fraud_detection")

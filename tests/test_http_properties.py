@@ -20,11 +20,18 @@ from featurestore.server import create_app
 from .test_erasure import OTHERS, build, open_store
 
 MARK = "zq-sent-"  # every generated string carries it, so an echo is easy to find
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-                         st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8).map(lambda t: MARK + t))
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                                   st.dictionaries(st.text(max_size=5), inner, max_size=3)),
-                           max_leaves=8)
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8).map(lambda t: MARK + t),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+    max_leaves=8,
+)
 key_values = st.one_of(st.sampled_from(OTHERS[:3]).map(lambda k: k), json_scalars)
 entity = st.dictionaries(st.sampled_from(["customer_id", "email", "other"]), key_values, max_size=2)
 features = st.lists(st.sampled_from(["person:spend", "person:email", "person:*", "nope:x", "person", ":"]), max_size=3)
@@ -32,12 +39,18 @@ features = st.lists(st.sampled_from(["person:spend", "person:email", "person:*",
 # allowed"); values sent as entity keys never are. So only those carry the mark.
 plain_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8))
 bodies = st.one_of(
-    st.fixed_dictionaries({"entities": st.one_of(st.lists(entity, max_size=4), json_values), "features": features},
-                          optional={"purpose": st.one_of(st.sampled_from(["fraud_detection", "marketing", ""]), plain_scalars),
-                                    "full_feature_names": st.one_of(st.booleans(), plain_scalars)}),
+    st.fixed_dictionaries(
+        {"entities": st.one_of(st.lists(entity, max_size=4), json_values), "features": features},
+        optional={
+            "purpose": st.one_of(st.sampled_from(["fraud_detection", "marketing", ""]), plain_scalars),
+            "full_feature_names": st.one_of(st.booleans(), plain_scalars),
+        },
+    ),
     json_values,
 )
-raw_bodies = st.one_of(st.binary(max_size=40).map(lambda b: MARK.encode() + b), st.text(max_size=40).map(lambda t: (MARK + t).encode()))
+raw_bodies = st.one_of(
+    st.binary(max_size=40).map(lambda b: MARK.encode() + b), st.text(max_size=40).map(lambda t: (MARK + t).encode())
+)
 
 
 class Both:
@@ -74,13 +87,20 @@ def conforms(response: Any) -> None:
         assert MARK not in response.text, f"the response echoes the request: {response.text}"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(body=bodies)
 def test_generated_json_bodies(client: Any, body: Any) -> None:
     conforms(client.post("/v1/online-features", content=json.dumps(body), headers={"content-type": "application/json"}))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(raw=raw_bodies, content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]))
+@given(
+    raw=raw_bodies,
+    content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
+)
 def test_generated_raw_bodies(client: Any, raw: bytes, content_type: str) -> None:
-    conforms(client.post("/v1/online-features", content=raw, headers={"content-type": content_type} if content_type else {}))
+    conforms(
+        client.post("/v1/online-features", content=raw, headers={"content-type": content_type} if content_type else {})
+    )

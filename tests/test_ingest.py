@@ -50,7 +50,9 @@ def test_pandas_timestamps_in_another_zone_are_stored_as_the_same_instant(store:
     assert stored == datetime(2025, 1, 1, 0, 0, tzinfo=UTC)
 
 
-def test_parquet_file_streams_in_batches_as_one_atomic_batch(store: FeatureStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parquet_file_streams_in_batches_as_one_atomic_batch(
+    store: FeatureStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "rows.parquet"
     pq.write_table(profile_rows(250), path, row_group_size=50)
     monkeypatch.setattr("featurestore.sources.STREAM_BATCH_ROWS", 60)
@@ -115,7 +117,10 @@ def test_missing_and_unknown_columns_are_listed_together_with_suggestions(store:
 def test_naive_timestamps_are_rejected_with_how_to_declare_a_zone(store: FeatureStore) -> None:
     df = profile_rows(2).to_pandas()
     df["event_timestamp"] = df["event_timestamp"].dt.tz_localize(None)
-    with pytest.raises(IngestionError, match=r"column 'event_timestamp' has time-zone-naive timestamps; declare their zone, e\.g\. in pandas df\['event_timestamp'\] = df\['event_timestamp'\]\.dt\.tz_localize\('UTC'\)"):
+    with pytest.raises(
+        IngestionError,
+        match=r"column 'event_timestamp' has time-zone-naive timestamps; declare their zone, e\.g\. in pandas df\['event_timestamp'\] = df\['event_timestamp'\]\.dt\.tz_localize\('UTC'\)",
+    ):
         store.ingest("profile", df)
     _assert_nothing_written(store)
 
@@ -130,10 +135,15 @@ def test_naive_timestamps_in_csv_are_rejected(store: FeatureStore, tmp_path: Pat
 def test_null_keys_and_null_event_times_name_the_first_row(store: FeatureStore) -> None:
     bad = profile_rows(4)
     bad = bad.set_column(0, "customer_id", pa.array(["c0", "c1", None, None]))
-    with pytest.raises(IngestionError, match=r"column 'customer_id' of 'profile@v1' has 2 null entity keys \(first at row 2\); every row needs its key and event time"):
+    with pytest.raises(
+        IngestionError,
+        match=r"column 'customer_id' of 'profile@v1' has 2 null entity keys \(first at row 2\); every row needs its key and event time",
+    ):
         store.ingest("profile", bad)
     bad = profile_rows(3).set_column(1, "event_timestamp", pa.array([ts(1), None, ts(2)], TS))
-    with pytest.raises(IngestionError, match=r"column 'event_timestamp' of 'profile@v1' has 1 null event timestamp \(first at row 1\)"):
+    with pytest.raises(
+        IngestionError, match=r"column 'event_timestamp' of 'profile@v1' has 1 null event timestamp \(first at row 1\)"
+    ):
         store.ingest("profile", bad)
     _assert_nothing_written(store)
 
@@ -142,13 +152,22 @@ def test_lossy_casts_are_rejected(store: FeatureStore) -> None:
     fractional = profile_rows(2).set_column(2, "age", pa.array([20.0, 20.5]))
     with pytest.raises(IngestionError) as info:
         store.ingest("profile", fractional)
-    assert str(info.value) == ("column 'age' of 'profile@v1' cannot be stored as int64 without loss: a fractional value "
-                               "would be truncated converting to int64 (first at row 1).")
+    assert str(info.value) == (
+        "column 'age' of 'profile@v1' cannot be stored as int64 without loss: a fractional value "
+        "would be truncated converting to int64 (first at row 1)."
+    )
     wrong_family = profile_rows(2).set_column(2, "age", pa.array(["20", "21"]))
-    with pytest.raises(IngestionError, match=r"column 'age' is string in the data but int64 in the definition; convert it before ingesting"):
+    with pytest.raises(
+        IngestionError,
+        match=r"column 'age' is string in the data but int64 in the definition; convert it before ingesting",
+    ):
         store.ingest("profile", wrong_family)
-    nanos = profile_rows(1).set_column(1, "event_timestamp", pa.array([1_000_000_000_000_000_001], pa.timestamp("ns", tz="UTC")))
-    with pytest.raises(IngestionError, match=r"cannot be stored as timestamp without loss.*The store keeps microseconds"):
+    nanos = profile_rows(1).set_column(
+        1, "event_timestamp", pa.array([1_000_000_000_000_000_001], pa.timestamp("ns", tz="UTC"))
+    )
+    with pytest.raises(
+        IngestionError, match=r"cannot be stored as timestamp without loss.*The store keeps microseconds"
+    ):
         store.ingest("profile", nanos)
     _assert_nothing_written(store)
 
@@ -158,7 +177,9 @@ def test_lossless_casts_are_accepted(store: FeatureStore) -> None:
     data = data.set_column(2, "age", pa.array([20, 21], pa.int8()))
     data = data.set_column(3, "score", pa.array([1, 2], pa.int32()))
     data = data.set_column(4, "country", pa.array(["DE", "FR"]).dictionary_encode())
-    data = data.set_column(1, "event_timestamp", pa.array([1_735_689_600_000_000_000] * 2, pa.timestamp("ns", tz="Asia/Tokyo")))
+    data = data.set_column(
+        1, "event_timestamp", pa.array([1_735_689_600_000_000_000] * 2, pa.timestamp("ns", tz="Asia/Tokyo"))
+    )
     store.ingest("profile", data)
     table = store.read("profile")
     assert table.column("score").to_pylist() == [1.0, 2.0]
@@ -170,9 +191,13 @@ def test_float32_feature_rejects_values_that_need_float64(clock: object) -> None
     from featurestore import Entity, FeatureView
 
     with FeatureStore(memory=True) as fs:
-        fs.apply([Entity(name="e", join_keys={"id": "int64"}), FeatureView(name="v", entity="e", features={"x": "float32"})])
+        fs.apply(
+            [Entity(name="e", join_keys={"id": "int64"}), FeatureView(name="v", entity="e", features={"x": "float32"})]
+        )
         rows = pa.table({"id": [1, 2], "event_timestamp": pa.array([ts(1)] * 2, TS), "x": [0.5, 0.1]})
-        with pytest.raises(IngestionError, match="cannot be stored as float32 without loss: some values need float64 precision"):
+        with pytest.raises(
+            IngestionError, match="cannot be stored as float32 without loss: some values need float64 precision"
+        ):
             fs.ingest("v", rows)
         fs.ingest("v", rows.set_column(2, "x", pa.array([0.5, 2.0])))
         assert fs.read("v").column("x").to_pylist() == [0.5, 2.0]
@@ -233,12 +258,19 @@ def test_duplicate_key_and_event_time_pairs_in_a_batch_are_counted(tmp_path: Pat
     with FeatureStore.init(root) as fs:
         fs.apply([CUSTOMER, PROFILE])
         data = profile_rows(3)
-        data = pa.concat_tables([data, data.slice(0, 1), data.slice(1, 1), data.slice(1, 1)])  # c0 twice, c1 three times
+        data = pa.concat_tables(
+            [data, data.slice(0, 1), data.slice(1, 1), data.slice(1, 1)]
+        )  # c0 twice, c1 three times
         result = fs.ingest("profile", data)
         assert result.duplicates == 3
         assert fs.audit_entries(action="ingest")[-1].details["duplicates"] == 3
-        assert fs.ingest("profile", profile_rows(3)).duplicates == 0, "the same pairs in another batch are not duplicates in it"
+        assert fs.ingest("profile", profile_rows(3)).duplicates == 0, (
+            "the same pairs in another batch are not duplicates in it"
+        )
     path = tmp_path / "dups.parquet"
     pq.write_table(pa.concat_tables([profile_rows(2), profile_rows(2)]), path)
     result = CliRunner().invoke(app, ["ingest", "profile", str(path), "-s", str(root)])
-    assert result.exit_code == 0 and "2 rows share their key and event time with a later row of this batch" in result.output
+    assert (
+        result.exit_code == 0
+        and "2 rows share their key and event time with a later row of this batch" in result.output
+    )

@@ -26,8 +26,10 @@ T = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 def rows(emails: list[str], spend: float = 1.0) -> pa.Table:
-    return pa.table({"email": emails, "event_timestamp": pa.array([T] * len(emails), TS), "spend": [spend] * len(emails)},
-                    schema=SCHEMA)
+    return pa.table(
+        {"email": emails, "event_timestamp": pa.array([T] * len(emails), TS), "spend": [spend] * len(emails)},
+        schema=SCHEMA,
+    )
 
 
 @pytest.fixture
@@ -53,8 +55,12 @@ def test_a_batch_is_one_commit_with_its_stamps_and_row_ids(lake: DeltaTables) ->
 def test_statistics_hold_times_and_stamps_only(lake: DeltaTables) -> None:
     lake.append("fv_p_v1", [rows(["alice@example.com"])], batch_id=1, ingested_at=T)
     log = Path(lake.uri("fv_p_v1")) / "_delta_log"
-    stats = [json.loads(json.loads(line)["add"]["stats"]) for f in sorted(log.glob("*.json"))
-             for line in f.read_text().splitlines() if '"add"' in line]
+    stats = [
+        json.loads(json.loads(line)["add"]["stats"])
+        for f in sorted(log.glob("*.json"))
+        for line in f.read_text().splitlines()
+        if '"add"' in line
+    ]
     assert stats, "the add action carries statistics"
     for stat in stats:
         assert set(stat["minValues"]) <= {"event_timestamp", "_ingested_at", "_batch_id", "_fs_row"}, stat
@@ -96,8 +102,9 @@ def test_kill_9_during_a_lake_ingest_leaves_no_partial_batch(lake: DeltaTables) 
         print("committed", flush=True)
     """)
     before = {p for p in local_files(lake.root) if p.suffix == ".parquet"}
-    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "streaming"
     time.sleep(0.5)

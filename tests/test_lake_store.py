@@ -27,13 +27,22 @@ ROOT = Path(__file__).resolve().parents[1]
 TS = pa.timestamp("us", tz="UTC")
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 ITEM = Entity(name="item", join_keys={"item_id": "int64"})
-STOCK = FeatureView(name="stock", entity="item", ttl="2d", features={"qty": "int64", "price": "float64", "seen": "timestamp"})
+STOCK = FeatureView(
+    name="stock", entity="item", ttl="2d", features={"qty": "int64", "price": "float64", "seen": "timestamp"}
+)
 
 
 def stock(ids: list[int], at: datetime, qty: int) -> pa.Table:
     n = len(ids)
-    return pa.table({"item_id": pa.array(ids, pa.int64()), "event_timestamp": pa.array([at] * n, TS),
-                     "qty": pa.array([qty] * n, pa.int64()), "price": [qty * 1.5] * n, "seen": pa.array([at] * n, TS)})
+    return pa.table(
+        {
+            "item_id": pa.array(ids, pa.int64()),
+            "event_timestamp": pa.array([at] * n, TS),
+            "qty": pa.array([qty] * n, pa.int64()),
+            "price": [qty * 1.5] * n,
+            "seen": pa.array([at] * n, TS),
+        }
+    )
 
 
 def fill(fs: FeatureStore, clock: StepClock) -> None:
@@ -62,18 +71,24 @@ def test_a_lake_store_answers_every_read_like_the_file(pair: Any, spark: Any) ->
     lake, file = pair
     assert isinstance(lake._ctx.offline, LakeOfflineStore) and not isinstance(file._ctx.offline, LakeOfflineStore)
     assert lake.read("stock").equals(file.read("stock"))
-    entity = pa.table({"item_id": pa.array([1, 2, 3, 4, 5, None], pa.int64()),
-                       "event_timestamp": pa.array([T0, T0, T0 - timedelta(days=3), T0, T0, T0], TS)})
+    entity = pa.table(
+        {
+            "item_id": pa.array([1, 2, 3, 4, 5, None], pa.int64()),
+            "event_timestamp": pa.array([T0, T0, T0 - timedelta(days=3), T0, T0, T0], TS),
+        }
+    )
     expected = file.get_historical_features(entity, ["stock:*"])
     assert expected.column("qty").to_pylist() == [5, 7, None, 7, None, None]
     assert lake.get_historical_features(entity, ["stock:*"]).equals(expected)
     assert lake.get_historical_features(entity, ["stock:*"], engine="spark").equals(expected)
     as_of = T0 - timedelta(hours=3)
     assert lake.get_historical_features(entity, ["stock:qty"], as_of=as_of).equals(
-        file.get_historical_features(entity, ["stock:qty"], as_of=as_of))
+        file.get_historical_features(entity, ["stock:qty"], as_of=as_of)
+    )
     for engine in ("duckdb", "spark"):
         assert lake.get_historical_features(entity, ["stock:*"], known_at_prediction_time=True, engine=engine).equals(
-            file.get_historical_features(entity, ["stock:*"], known_at_prediction_time=True)), engine
+            file.get_historical_features(entity, ["stock:*"], known_at_prediction_time=True)
+        ), engine
     one = lake.create_training_set("by_duckdb", entity, ["stock:*"])
     two = lake.create_training_set("by_spark", entity, ["stock:*"], engine="spark")
     three = file.create_training_set("on_file", entity, ["stock:*"])
@@ -83,8 +98,10 @@ def test_a_lake_store_answers_every_read_like_the_file(pair: Any, spark: Any) ->
         fs.materialize(end=T0)
         assert fs.check_consistency()[0].mismatches == []
     refs = ["stock:qty", "stock:seen"]
-    assert lake.get_online_features([{"item_id": i} for i in (1, 2, 4, 9)], refs).values == \
-        file.get_online_features([{"item_id": i} for i in (1, 2, 4, 9)], refs).values
+    assert (
+        lake.get_online_features([{"item_id": i} for i in (1, 2, 4, 9)], refs).values
+        == file.get_online_features([{"item_id": i} for i in (1, 2, 4, 9)], refs).values
+    )
 
 
 def test_a_lake_store_reopens_and_agrees_with_its_registry(pair: Any) -> None:
@@ -124,8 +141,12 @@ def test_spark_needs_the_lake_and_engines_are_named(pair: Any) -> None:
 
 def test_a_new_version_carries_its_history_on_the_lake(pair: Any) -> None:
     lake, file = pair
-    wider = FeatureView(name="stock", entity="item", ttl="2d",
-                        features={"qty": "int64", "price": "float64", "seen": "timestamp", "bin": "string"})
+    wider = FeatureView(
+        name="stock",
+        entity="item",
+        ttl="2d",
+        features={"qty": "int64", "price": "float64", "seen": "timestamp", "bin": "string"},
+    )
     entity = pa.table({"item_id": pa.array([1, 2, 4], pa.int64()), "event_timestamp": pa.array([T0] * 3, TS)})
     for fs in (lake, file):
         fs.apply([ITEM, wider])
@@ -156,7 +177,9 @@ def test_erasure_on_the_lake_leaves_no_trace_in_any_file(tmp_path: Path) -> None
     pseudonym = hmac_of(fs, "cust-alpha-0001")
     files = local_files(lake_dir)
     assert any(pseudonym in strings_in(p) for p in files), "the subject is in the lake before erasure"
-    assert not any({"cust-alpha-0001", "cust-beta-0002", " Person.cust-alpha-0001@Example.COM "} & strings_in(p) for p in files), "raw identifiers never reach the lake"
+    assert not any(
+        {"cust-alpha-0001", "cust-beta-0002", " Person.cust-alpha-0001@Example.COM "} & strings_in(p) for p in files
+    ), "raw identifiers never reach the lake"
     [result] = fs.erase("person_e", ["cust-alpha-0001"])
     assert result.status == "done" and result.removed["offline person@v1"] == 2
     for path in local_files(lake_dir):  # data files, every log entry, checkpoints, statistics
@@ -211,8 +234,9 @@ def test_kill_9_during_a_lake_store_ingest_leaves_no_partial_batch(tmp_path: Pat
         fs.ingest("stock", pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=100_000)), progress=progress)
         print("committed", flush=True)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "writing"
     os.kill(proc.pid, signal.SIGKILL)
@@ -258,13 +282,36 @@ def test_the_cli_makes_a_lake_store_and_joins_on_spark(tmp_path: Path, spark: An
     outputs = {}
     for engine in ("duckdb", "spark"):
         out = tmp_path / f"{engine}.parquet"
-        run("get-historical", str(tmp_path / "spine.parquet"), "-f", "profile:age", "--out", str(out), "--engine", engine,
-            "-s", str(store))
+        run(
+            "get-historical",
+            str(tmp_path / "spine.parquet"),
+            "-f",
+            "profile:age",
+            "--out",
+            str(out),
+            "--engine",
+            engine,
+            "-s",
+            str(store),
+        )
         outputs[engine] = pq.read_table(out)
     assert outputs["duckdb"].equals(outputs["spark"])
     assert outputs["duckdb"].column("age").to_pylist() == rows.column("age").to_pylist()
-    result = runner.invoke(app, ["get-historical", str(tmp_path / "spine.parquet"), "-f", "profile:age", "--out",
-                                 str(tmp_path / "x.parquet"), "--engine", "flink", "-s", str(store)])
+    result = runner.invoke(
+        app,
+        [
+            "get-historical",
+            str(tmp_path / "spine.parquet"),
+            "-f",
+            "profile:age",
+            "--out",
+            str(tmp_path / "x.parquet"),
+            "--engine",
+            "flink",
+            "-s",
+            str(store),
+        ],
+    )
     assert result.exit_code == 1 and "unknown engine 'flink'" in result.output and "Traceback" not in result.output
 
 
@@ -282,7 +329,8 @@ def test_push_and_registry_recovery_on_the_lake(pair: Any) -> None:
     (root / "registry.db").unlink()  # the registry is lost; the lake and its bookkeeping remain
     (root / "features" / "stock.yaml").write_text(
         "entities:\n  - name: item\n    join_keys: {item_id: int64}\nfeature_views:\n  - name: stock\n    entity: item\n"
-        "    ttl: 2d\n    features: {qty: int64, price: float64, seen: timestamp}\n")
+        "    ttl: 2d\n    features: {qty: int64, price: float64, seen: timestamp}\n"
+    )
     report = FeatureStore.recover_registry(root, key_provider=TEST_KEY_PROVIDER)
     assert report.views == ["stock@v1"] and report.batches_added == 3
     with FeatureStore(root, key_provider=TEST_KEY_PROVIDER) as again:

@@ -91,7 +91,9 @@ def test_store_with_a_postgres_registry(tmp_path: Path, postgres_url: str) -> No
 
     engine = sa.create_engine(postgres_url)
     with engine.connect() as conn:  # the batch is recorded on the PostgreSQL server
-        assert conn.execute(sa.text("SELECT id, status, row_count FROM ingestion_batches")).all() == [(result.batch_id, "committed", 4)]
+        assert conn.execute(sa.text("SELECT id, status, row_count FROM ingestion_batches")).all() == [
+            (result.batch_id, "committed", 4)
+        ]
     engine.dispose()
     with FeatureStore(tmp_path / "s") as fs:
         [batch] = fs.list_batches()
@@ -109,7 +111,9 @@ def test_the_head_revision_constant_is_alembics_head(tmp_path: Path) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
-    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION, "update HEAD_REVISION with a new migration"
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION, (
+        "update HEAD_REVISION with a new migration"
+    )
     registry = Registry(f"sqlite:///{tmp_path / 'r.db'}")
     assert registry.current_revision() is None
     registry.upgrade()

@@ -47,8 +47,13 @@ def test_good_names_at_the_limits_are_accepted() -> None:
 
 def test_stored_text_is_printed_escaped(tmp_path: Path) -> None:
     root = tmp_path / "store"
-    evil = FeatureView(name="profile", entity="customer", features={"age": "int64"},
-                       owner="team\x1b[2J\x1b[1;1Hall clear", description="right\u202etfel")
+    evil = FeatureView(
+        name="profile",
+        entity="customer",
+        features={"age": "int64"},
+        owner="team\x1b[2J\x1b[1;1Hall clear",
+        description="right\u202etfel",
+    )
     with FeatureStore.init(root, actor="mallory\x1b[8m") as fs:
         fs.apply([CUSTOMER, evil])
     for args in (["views"], ["audit", "show"]):

@@ -28,7 +28,9 @@ from .test_governance import PERSON, POLICY, VIEW, people
 TS = pa.timestamp("us", tz="UTC")
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 ITEM = Entity(name="item", join_keys={"item_id": "int64"})
-STOCK = FeatureView(name="stock", entity="item", ttl="1d", features={"qty": "int64", "price": "float64", "seen": "timestamp"})
+STOCK = FeatureView(
+    name="stock", entity="item", ttl="1d", features={"qty": "int64", "price": "float64", "seen": "timestamp"}
+)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,13 +43,15 @@ class SetClock:
 
 
 def stock(ids: list[int], at: datetime, qty: int) -> pa.Table:
-    return pa.table({
-        "item_id": pa.array(ids, pa.int64()),
-        "event_timestamp": pa.array([at] * len(ids), TS),
-        "qty": pa.array([qty] * len(ids), pa.int64()),
-        "price": [qty * 1.5] * len(ids),
-        "seen": pa.array([at] * len(ids), TS),
-    })
+    return pa.table(
+        {
+            "item_id": pa.array(ids, pa.int64()),
+            "event_timestamp": pa.array([at] * len(ids), TS),
+            "qty": pa.array([qty] * len(ids), pa.int64()),
+            "price": [qty * 1.5] * len(ids),
+            "seen": pa.array([at] * len(ids), TS),
+        }
+    )
 
 
 @pytest.fixture
@@ -72,10 +76,18 @@ def test_materialize_and_read_with_statuses(store: FeatureStore, clock: SetClock
     assert response.values == {"qty": [7, 5, None], "seen": [T0 - timedelta(hours=1), T0 - timedelta(hours=2), None]}
     assert response.statuses["qty"] == ["present", "present", "missing"]
     single = store.get_online_features({"item_id": 1}, ["stock:*"])
-    assert single.to_dict() == {"qty": [7], "price": [10.5], "seen": [T0 - timedelta(hours=1)],
-                                "qty__status": ["present"], "price__status": ["present"], "seen__status": ["present"]}
+    assert single.to_dict() == {
+        "qty": [7],
+        "price": [10.5],
+        "seen": [T0 - timedelta(hours=1)],
+        "qty__status": ["present"],
+        "price__status": ["present"],
+        "seen__status": ["present"],
+    }
     with pytest.raises(NotFoundError, match=r"stock@v2 is not materialized: run `featurestore materialize stock@v2`"):
-        store.apply([ITEM, FeatureView(name="stock", entity="item", ttl="1d", features={"qty": "float64"})])  # not carried
+        store.apply(
+            [ITEM, FeatureView(name="stock", entity="item", ttl="1d", features={"qty": "float64"})]
+        )  # not carried
         store.get_online_features({"item_id": 1}, ["stock:qty"])
 
 
@@ -122,11 +134,17 @@ def test_consistency_check_finds_a_planted_mismatch(clock: SetClock) -> None:
     store.materialize()
     [clean] = store.check_consistency(sample=20)
     assert (clean.checked, clean.mismatches) == (20, [])
-    online.write("ov_stock_v1", [("7", (T0 - timedelta(hours=1) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1), 3, 99.0, 0)], 1)
+    online.write(
+        "ov_stock_v1",
+        [("7", (T0 - timedelta(hours=1) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1), 3, 99.0, 0)],
+        1,
+    )
     [report] = store.check_consistency(sample=1000)
     assert report.checked == 50
     assert [(m.key, m.feature, m.online, m.offline) for m in report.mismatches] == [
-        ("7", "price", 99.0, 4.5), ("7", "seen", datetime(1970, 1, 1, tzinfo=UTC), T0 - timedelta(hours=1))]
+        ("7", "price", 99.0, 4.5),
+        ("7", "seen", datetime(1970, 1, 1, tzinfo=UTC), T0 - timedelta(hours=1)),
+    ]
     store.ingest("stock", stock([8], T0 - timedelta(minutes=30), 5))  # ingested, not materialized yet
     assert {m.key for m in store.check_consistency()[0].mismatches} == {"7", "8"}
     store.materialize(full=True)
@@ -148,8 +166,11 @@ def test_raw_keys_and_purposes_online(tmp_path: Path) -> None:
             fs.get_online_features({"customer_id": "c1"}, ["person:spend"], purpose="credit_scoring")
         with pytest.raises(PolicyViolation, match=r"may not have online access"):
             fs.get_online_features({"customer_id": "c1"}, ["person:spend"], purpose="fairness_audit")
-        got = fs.get_online_features([{"customer_id": " C1 "}, {"customer_id": "c3"}, {"customer_id": "c9"}],
-                                     ["person:spend"], purpose="fraud_detection")
+        got = fs.get_online_features(
+            [{"customer_id": " C1 "}, {"customer_id": "c3"}, {"customer_id": "c9"}],
+            ["person:spend"],
+            purpose="fraud_detection",
+        )
         assert got.values["spend"] == [3.0, 4.0, None] and got.statuses["spend"][2] == "missing"
         for _ in range(3):
             fs.get_online_features({"customer_id": "c2"}, ["person:spend"], purpose="fraud_detection")
@@ -160,8 +181,22 @@ def test_raw_keys_and_purposes_online(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind,cc", [("none", None), ("text", None), ("email", None), ("phone", "GB"), ("phone", None)])
 def test_single_key_normalization_equals_the_column_one(kind: str, cc: str | None) -> None:
-    samples = [" Ann@Example.COM ", "\u2003X\u00a0", "\x1cA\x1d", "0044 20 7946-0958", "+1 (212) 555.0100", "020 7946 0958",
-               "ΣΊΣΥΦΟΣ", "İstanbul", "00", "+0 123 456 789", "12", "abc", "+44 20 7946 0958 ext 3", ""]
+    samples = [
+        " Ann@Example.COM ",
+        "\u2003X\u00a0",
+        "\x1cA\x1d",
+        "0044 20 7946-0958",
+        "+1 (212) 555.0100",
+        "020 7946 0958",
+        "ΣΊΣΥΦΟΣ",
+        "İstanbul",
+        "00",
+        "+0 123 456 789",
+        "12",
+        "abc",
+        "+44 20 7946 0958 ext 3",
+        "",
+    ]
     for value in samples:
         try:
             expected = normalize(pa.array([value]), kind, region=cc).to_pylist()[0]
@@ -197,8 +232,14 @@ def test_a_process_reads_while_another_materializes(tmp_path: Path) -> None:
         fs.apply([ITEM, STOCK])
         fs.ingest("stock", stock(list(range(2000)), clock.now - timedelta(hours=1), 1))
         fs.materialize()
-        reader = subprocess.Popen([sys.executable, "-c", READER, str(root), "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+        reader = subprocess.Popen(
+            [sys.executable, "-c", READER, str(root), "6"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+        )
         assert reader.stdout is not None and reader.stdout.readline().strip() == "READY"
         runs = 0
         started = time.monotonic()
@@ -228,8 +269,11 @@ def redis_store(tmp_path: Path) -> Iterator[tuple[FeatureStore, str]]:
     root = tmp_path / "store"
     FeatureStore.init(root).close()
     config = root / "featurestore.yaml"
-    config.write_text(config.read_text().replace("  type: embedded\n  path: online.db",
-                                                 f"  type: redis\n  url: {REDIS_URL}\n  prefix: {prefix}"))
+    config.write_text(
+        config.read_text().replace(
+            "  type: embedded\n  path: online.db", f"  type: redis\n  url: {REDIS_URL}\n  prefix: {prefix}"
+        )
+    )
     try:
         yield FeatureStore(root, clock=SetClock(T0), key_provider=TEST_KEY_PROVIDER), prefix
     finally:
@@ -270,8 +314,11 @@ from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=300, deadline=None)
-@given(value=st.text(alphabet=st.sampled_from(list("0123456789+-.()/ abcAB\t\u00a0\u2003\x1c\x1fΣİ@")), max_size=20),
-       kind=st.sampled_from(["none", "text", "email", "phone"]), cc=st.sampled_from([None, "GB", "US"]))
+@given(
+    value=st.text(alphabet=st.sampled_from(list("0123456789+-.()/ abcAB\t\u00a0\u2003\x1c\x1fΣİ@")), max_size=20),
+    kind=st.sampled_from(["none", "text", "email", "phone"]),
+    cc=st.sampled_from([None, "GB", "US"]),
+)
 def test_single_key_normalization_equals_the_column_one_on_random_text(value: str, kind: str, cc: str | None) -> None:
     try:
         expected = normalize(pa.array([value]), kind, region=cc).to_pylist()[0]
@@ -302,17 +349,26 @@ def test_online_reads_reach_the_audit_log_within_a_second_even_under_kill_9(tmp_
         fs.ingest("stock", stock([1, 2], T0 - timedelta(hours=1), 5))
         fs.materialize()
     for lookups in (37, 2_345):
-        child = subprocess.Popen([sys.executable, "-c", SERVE_THEN_HANG, str(root), str(lookups)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        child = subprocess.Popen(
+            [sys.executable, "-c", SERVE_THEN_HANG, str(root), str(lookups)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         try:
-            assert child.stdout is not None and child.stdout.readline().strip() == "SERVED", child.stderr.read() if child.stderr else ""
+            assert child.stdout is not None and child.stdout.readline().strip() == "SERVED", (
+                child.stderr.read() if child.stderr else ""
+            )
             time.sleep(1.5)  # the README states about 1 s; half a second of slack for a loaded CI machine
         finally:
             child.kill()  # SIGKILL: no clean shutdown, no atexit, no flush
             child.wait(timeout=10)
         with FeatureStore(root) as fs:
             served = sum(e.details["entities"] for e in fs.audit_entries(action="online_reads"))
-        assert served == (37 if lookups == 37 else 37 + 2_345), "every lookup served before the kill is in the audit log"
+        assert served == (37 if lookups == 37 else 37 + 2_345), (
+            "every lookup served before the kill is in the audit log"
+        )
 
 
 def test_online_reads_are_written_at_once_every_thousand_lookups(store: FeatureStore) -> None:
@@ -326,7 +382,9 @@ def test_online_reads_are_written_at_once_every_thousand_lookups(store: FeatureS
     assert entry.details == {"features": ["stock@v1:qty"], "entities": 1_001}
 
 
-def test_online_reads_and_the_consistency_check_agree_on_a_value_ahead_of_now(store: FeatureStore, clock: SetClock) -> None:
+def test_online_reads_and_the_consistency_check_agree_on_a_value_ahead_of_now(
+    store: FeatureStore, clock: SetClock
+) -> None:
     store.ingest("stock", stock([1], T0 - timedelta(hours=1), 3))
     store.ingest("stock", stock([1], T0 + timedelta(hours=2), 4))  # an event after now
     store.materialize(end=T0 + timedelta(hours=3))  # materialized ahead of now: online holds the later row
@@ -365,9 +423,19 @@ def _single_equals_batch(fs: FeatureStore, clock: SetClock | None = None) -> Non
         one = fs.get_online_features({"item_id": item}, refs)
         assert {k: v[n] for k, v in batch.values.items()} == {k: v[0] for k, v in one.values.items()}, (n, item)
         assert {k: v[n] for k, v in batch.statuses.items()} == {k: v[0] for k, v in one.statuses.items()}, (n, item)
-    for bad in ("1", 1.0, True, 2**63, -(2**63) - 1, [1], {"x": 1}):  # the first bad row is named, in a batch with gaps too
+    for bad in (
+        "1",
+        1.0,
+        True,
+        2**63,
+        -(2**63) - 1,
+        [1],
+        {"x": 1},
+    ):  # the first bad row is named, in a batch with gaps too
         for around in ([1, 2, 4], [None, 2, None]):
-            with pytest.raises(RetrievalError, match=r"^entity row 3: join key 'item_id' of stock@v\d+ must be a whole number"):
+            with pytest.raises(
+                RetrievalError, match=r"^entity row 3: join key 'item_id' of stock@v\d+ must be a whole number"
+            ):
                 fs.get_online_features([{"item_id": k} for k in [*around, bad, 1]], refs)
     with pytest.raises(RetrievalError, match="^entity row 2 has no 'item_id'"):
         fs.get_online_features([{"item_id": 1}, {"item_id": 2}, {"sku": 1}], refs)
@@ -375,8 +443,12 @@ def _single_equals_batch(fs: FeatureStore, clock: SetClock | None = None) -> Non
     assert empty.values == {k.split(":")[1]: [] for k in refs} and empty.statuses == empty.values
 
 
-FLAGGED = FeatureView(name="stock", entity="item", ttl="1d",
-                      features={"qty": "int64", "price": "float64", "seen": "timestamp", "flag": "bool"})
+FLAGGED = FeatureView(
+    name="stock",
+    entity="item",
+    ttl="1d",
+    features={"qty": "int64", "price": "float64", "seen": "timestamp", "flag": "bool"},
+)
 
 
 def _flagged(ids: list[int], at: datetime, qty: int) -> pa.Table:
@@ -477,15 +549,29 @@ def test_sqlite_writes_never_put_an_older_event_over_a_newer_one(tmp_path: Path,
     online.ensure_table("t", ["v"])
 
     def stored() -> dict[str, tuple[int, int, float]]:
-        return {row[0]: (row[1], row[2], row[3]) for row in online.read("t", [f"k{i}" for i in range(10)]) if row is not None}
+        return {
+            row[0]: (row[1], row[2], row[3])
+            for row in online.read("t", [f"k{i}" for i in range(10)])
+            if row is not None
+        }
 
     assert online.write("t", [("k3", 50, 3.0), ("k5", 50, 5.0)], 1, newer_only=True) == 2  # empty: plain insert
     online.write("t", [("k1", 10, 1.0), ("k2", 10, 2.0)], 2, newer_only=True)  # below every stored key: plain insert
     online.write("t", [("k4", 10, 4.0), ("k5", 10, -5.0), ("k6", 60, 6.0)], 2, newer_only=True)  # k5 stored newer: kept
     online.write("t", [("k3", 70, 30.0)], 3, newer_only=True)  # a newer event replaces
-    online.write("t", [("k8", 20, 8.0), ("k8", 10, -8.0), ("k9", 5, 9.0)], 4, newer_only=True)  # a repeated key: the newer wins
-    assert stored() == {"k1": (10, 2, 1.0), "k2": (10, 2, 2.0), "k3": (70, 3, 30.0), "k4": (10, 2, 4.0), "k5": (50, 2, 5.0),
-                        "k6": (60, 2, 6.0), "k8": (20, 4, 8.0), "k9": (5, 4, 9.0)}
+    online.write(
+        "t", [("k8", 20, 8.0), ("k8", 10, -8.0), ("k9", 5, 9.0)], 4, newer_only=True
+    )  # a repeated key: the newer wins
+    assert stored() == {
+        "k1": (10, 2, 1.0),
+        "k2": (10, 2, 2.0),
+        "k3": (70, 3, 30.0),
+        "k4": (10, 2, 4.0),
+        "k5": (50, 2, 5.0),
+        "k6": (60, 2, 6.0),
+        "k8": (20, 4, 8.0),
+        "k9": (5, 4, 9.0),
+    }
     online.write("t", [("k1", 1, -1.0), ("k9", 99, 99.0)], 5)  # not newer_only (a rewind): written as given
     assert stored()["k1"] == (1, 5, -1.0) and stored()["k9"] == (99, 5, 99.0)
     online.close()

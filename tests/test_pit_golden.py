@@ -53,10 +53,12 @@ CASES: list[dict[str, Any]] = yaml.safe_load(FIXTURE.read_text())["cases"]
 def loaded() -> Any:
     clock = SetClock()
     store = FeatureStore(memory=True, clock=clock)
-    store.apply([
-        Entity(name="thing", join_keys={"key": "string"}),
-        FeatureView(name="v", entity="thing", features={"id": "int64", "x": "float64"}, ttl="1d"),
-    ])
+    store.apply(
+        [
+            Entity(name="thing", join_keys={"key": "string"}),
+            FeatureView(name="v", entity="thing", features={"id": "int64", "x": "float64"}, ttl="1d"),
+        ]
+    )
     batches: dict[datetime, list[list[Any]]] = defaultdict(list)
     for case in CASES:
         for key, event, ingested, ident, x in case["features"]:
@@ -64,20 +66,27 @@ def loaded() -> Any:
     for ingested in sorted(batches):
         rows = batches[ingested]
         clock.now = ingested
-        store.ingest("v", pa.table({
-            "key": [r[0] for r in rows],
-            "event_timestamp": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC")),
-            "id": pa.array([r[2] for r in rows], pa.int64()),
-            "x": pa.array([r[3] for r in rows], pa.float64()),
-        }))
+        store.ingest(
+            "v",
+            pa.table(
+                {
+                    "key": [r[0] for r in rows],
+                    "event_timestamp": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC")),
+                    "id": pa.array([r[2] for r in rows], pa.int64()),
+                    "x": pa.array([r[3] for r in rows], pa.float64()),
+                }
+            ),
+        )
     entity_rows = [(case["id"], key, t) for case in CASES for key, t in case["entity"]]
-    entity = pa.table({
-        "case": [c for c, _, _ in entity_rows],
-        "key": [k for _, k, _ in entity_rows],
-        "event_timestamp": pa.array(
-            [None if t is None else T0_NS + offset_ns(t) for _, _, t in entity_rows], pa.timestamp("ns", tz="UTC")
-        ),
-    })
+    entity = pa.table(
+        {
+            "case": [c for c, _, _ in entity_rows],
+            "key": [k for _, k, _ in entity_rows],
+            "event_timestamp": pa.array(
+                [None if t is None else T0_NS + offset_ns(t) for _, _, t in entity_rows], pa.timestamp("ns", tz="UTC")
+            ),
+        }
+    )
     return store, entity
 
 
@@ -88,10 +97,14 @@ def test_golden_edge_cases(loaded: Any, known: bool, plan: str) -> None:
     with join_plan(plan):
         result = store.get_historical_features(entity, ["v:id", "v:x"], known_at_prediction_time=known)
     assert result.num_rows == entity.num_rows
-    assert result.select(["case", "key", "event_timestamp"]).equals(entity), "entity columns come back untouched, in order"
+    assert result.select(["case", "key", "event_timestamp"]).equals(entity), (
+        "entity columns come back untouched, in order"
+    )
     got: dict[int, list[Any]] = defaultdict(list)
     got_x: dict[int, list[Any]] = defaultdict(list)
-    for case, ident, x in zip(result.column("case").to_pylist(), result.column("id").to_pylist(), result.column("x").to_pylist(), strict=True):
+    for case, ident, x in zip(
+        result.column("case").to_pylist(), result.column("id").to_pylist(), result.column("x").to_pylist(), strict=True
+    ):
         got[case].append(ident)
         got_x[case].append(x)
     field = "expected_known" if known else "expected"
@@ -114,14 +127,25 @@ def test_as_of_ignores_rows_ingested_later(loaded: Any) -> None:
 
 def test_no_ttl_view_has_no_lower_bound() -> None:
     with FeatureStore(memory=True) as store:
-        store.apply([Entity(name="e", join_keys={"id": "int64"}), FeatureView(name="w", entity="e", features={"y": "int64"})])
-        store.ingest("w", pa.table({"id": [1], "event_timestamp": pa.array([datetime(2000, 1, 1, tzinfo=UTC)]), "y": [7]}))
-        entity = pa.table({"id": [1, 1], "event_timestamp": pa.array([datetime(1999, 12, 31, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)])})
+        store.apply(
+            [Entity(name="e", join_keys={"id": "int64"}), FeatureView(name="w", entity="e", features={"y": "int64"})]
+        )
+        store.ingest(
+            "w", pa.table({"id": [1], "event_timestamp": pa.array([datetime(2000, 1, 1, tzinfo=UTC)]), "y": [7]})
+        )
+        entity = pa.table(
+            {
+                "id": [1, 1],
+                "event_timestamp": pa.array([datetime(1999, 12, 31, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)]),
+            }
+        )
         assert store.get_historical_features(entity, ["w:y"]).column("y").to_pylist() == [None, 7]
 
 
 CREATED_CASES: list[dict[str, Any]] = yaml.safe_load(FIXTURE.read_text())["created_cases"]
-CREATED_VIEW = FeatureView(name="vc", entity="thing", features={"id": "int64"}, ttl="1d", created_timestamp_field="created")
+CREATED_VIEW = FeatureView(
+    name="vc", entity="thing", features={"id": "int64"}, ttl="1d", created_timestamp_field="created"
+)
 
 
 def created_store(order: int = 1) -> tuple[FeatureStore, pa.Table]:
@@ -137,14 +161,28 @@ def created_store(order: int = 1) -> tuple[FeatureStore, pa.Table]:
     for ingested in sorted(batches):
         clock.now = ingested
         rows = batches[ingested][::order]
-        store.ingest("vc", pa.table({
-            "key": [r[0] for r in rows], "event_timestamp": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC")),
-            "created": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")), "id": pa.array([r[3] for r in rows], pa.int64()),
-        }))
+        store.ingest(
+            "vc",
+            pa.table(
+                {
+                    "key": [r[0] for r in rows],
+                    "event_timestamp": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC")),
+                    "created": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
+                    "id": pa.array([r[3] for r in rows], pa.int64()),
+                }
+            ),
+        )
     entity_rows = [(case["id"], key, t) for case in CREATED_CASES for key, t in case["entity"]]
-    entity = pa.table({"case": [c for c, _, _ in entity_rows], "key": [k for _, k, _ in entity_rows],
-                       "event_timestamp": pa.array([T0 + timedelta(microseconds=offset_ns(t) // 1000) for _, _, t in entity_rows],
-                                                   pa.timestamp("us", tz="UTC"))})
+    entity = pa.table(
+        {
+            "case": [c for c, _, _ in entity_rows],
+            "key": [k for _, k, _ in entity_rows],
+            "event_timestamp": pa.array(
+                [T0 + timedelta(microseconds=offset_ns(t) // 1000) for _, _, t in entity_rows],
+                pa.timestamp("us", tz="UTC"),
+            ),
+        }
+    )
     return store, entity
 
 
@@ -184,27 +222,55 @@ def test_a_created_column_is_part_of_the_schema_and_checked() -> None:
     from featurestore import DefinitionError, IngestionError
 
     plain = FeatureView(name="vc", entity="thing", features={"id": "int64"})
-    old_payload = {"join_keys": [("key", "string")], "timestamp_field": "event_timestamp", "features": [("id", "int64")]}
-    assert plain.schema_hash({"key": "string"}) == hashlib.sha256(json.dumps(old_payload, sort_keys=True).encode()).hexdigest(), \
-        "views without a created column keep their schema hash (no surprise new versions)"
+    old_payload = {
+        "join_keys": [("key", "string")],
+        "timestamp_field": "event_timestamp",
+        "features": [("id", "int64")],
+    }
+    assert (
+        plain.schema_hash({"key": "string"})
+        == hashlib.sha256(json.dumps(old_payload, sort_keys=True).encode()).hexdigest()
+    ), "views without a created column keep their schema hash (no surprise new versions)"
     assert CREATED_VIEW.schema_hash({"key": "string"}) != plain.schema_hash({"key": "string"})
     assert list(CREATED_VIEW.stored_columns({"key": "string"})) == ["key", "event_timestamp", "created", "id"]
     assert FeatureView.from_dict(CREATED_VIEW.to_dict()) == CREATED_VIEW
-    for created, message in (("event_timestamp", "is the event time column"), ("id", "is a feature"), ("2x", "invalid created")):
+    for created, message in (
+        ("event_timestamp", "is the event time column"),
+        ("id", "is a feature"),
+        ("2x", "invalid created"),
+    ):
         with pytest.raises(DefinitionError, match=message):
             FeatureView(name="vc", entity="thing", features={"id": "int64"}, created_timestamp_field=created)
     store = FeatureStore(memory=True)
     thing = Entity(name="thing", join_keys={"key": "string"})
-    with pytest.raises(DefinitionError, match="key is a join key of entity 'thing' and cannot also be a feature, the event time or the created time"):
-        store.plan([thing, FeatureView(name="vc", entity="thing", features={"id": "int64"}, created_timestamp_field="key")])
+    with pytest.raises(
+        DefinitionError,
+        match="key is a join key of entity 'thing' and cannot also be a feature, the event time or the created time",
+    ):
+        store.plan(
+            [thing, FeatureView(name="vc", entity="thing", features={"id": "int64"}, created_timestamp_field="key")]
+        )
     store.apply([thing, plain])
-    store.ingest("vc", pa.table({"key": ["a"], "event_timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")), "id": [1]}))
+    store.ingest(
+        "vc", pa.table({"key": ["a"], "event_timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")), "id": [1]})
+    )
     [change] = store.apply([thing, CREATED_VIEW]).changes
-    assert change.carry_from is None and "a new created time column (none -> created) cannot carry v1's 1 rows forward" in change.detail
+    assert (
+        change.carry_from is None
+        and "a new created time column (none -> created) cannot carry v1's 1 rows forward" in change.detail
+    )
     with pytest.raises(IngestionError, match="created"):
-        store.ingest("vc", pa.table({"key": ["a"], "event_timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")), "id": [1]}))
-    naive = pa.table({"key": ["a"], "event_timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")),
-                      "created": pa.array([datetime(2025, 1, 1)], pa.timestamp("us")), "id": [1]})
+        store.ingest(
+            "vc", pa.table({"key": ["a"], "event_timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")), "id": [1]})
+        )
+    naive = pa.table(
+        {
+            "key": ["a"],
+            "event_timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")),
+            "created": pa.array([datetime(2025, 1, 1)], pa.timestamp("us")),
+            "id": [1],
+        }
+    )
     with pytest.raises(IngestionError, match="created"):
         store.ingest("vc", naive)
 
@@ -213,9 +279,11 @@ def test_a_created_column_in_a_definition_file(tmp_path: Path) -> None:
     from featurestore.definitions import load_definitions
 
     path = tmp_path / "v.yaml"
-    path.write_text("entities:\n  - {name: thing, join_keys: {key: string}}\nfeature_views:\n"
-                    "  - name: vc\n    entity: thing\n    created_timestamp_field: created\n    features: {id: int64}\n"
-                    "  - name: bad\n    entity: thing\n    created_timestamp_field: id\n    features: {id: int64}\n")
+    path.write_text(
+        "entities:\n  - {name: thing, join_keys: {key: string}}\nfeature_views:\n"
+        "  - name: vc\n    entity: thing\n    created_timestamp_field: created\n    features: {id: int64}\n"
+        "  - name: bad\n    entity: thing\n    created_timestamp_field: id\n    features: {id: int64}\n"
+    )
     from featurestore import DefinitionError
 
     with pytest.raises(DefinitionError, match=r"v\.yaml:10:30: feature view 'bad': 'id' is a feature"):

@@ -42,8 +42,12 @@ class SetClock:
         return self.now
 
 
-feature_row = st.tuples(st.integers(0, 2), st.integers(0, 10), st.one_of(st.none(), st.integers(-5, 5)),
-                        st.one_of(st.none(), st.integers(0, 3)))  # created time (seconds; None: null) for views that have one
+feature_row = st.tuples(
+    st.integers(0, 2),
+    st.integers(0, 10),
+    st.one_of(st.none(), st.integers(-5, 5)),
+    st.one_of(st.none(), st.integers(0, 3)),
+)  # created time (seconds; None: null) for views that have one
 batch = st.tuples(st.integers(0, 12), st.lists(feature_row, min_size=1, max_size=5))
 entity_row = st.tuples(
     st.one_of(st.none(), st.integers(0, 3)),  # index into KEYS (3 = a key with no rows)
@@ -52,13 +56,16 @@ entity_row = st.tuples(
 )
 
 
-def reference(rows: list[dict[str, Any]], key: Any, t_ns: int | None, ttl_s: int | None, as_of_ns: int | None, known: bool) -> Any:
+def reference(
+    rows: list[dict[str, Any]], key: Any, t_ns: int | None, ttl_s: int | None, as_of_ns: int | None, known: bool
+) -> Any:
     """The rules, read literally: filter candidates, then take the greatest (event, created with
     null lowest, ingestion, position); views without a created column have created None everywhere."""
     if key is None or t_ns is None:
         return None
     candidates = [
-        r for r in rows
+        r
+        for r in rows
         if r["key"] == key
         and r["e_ns"] <= t_ns
         and (ttl_s is None or r["e_ns"] >= t_ns - ttl_s * SECOND_NS)
@@ -68,7 +75,9 @@ def reference(rows: list[dict[str, Any]], key: Any, t_ns: int | None, ttl_s: int
     if not candidates:
         return None
     lowest = -(2**63)
-    return max(candidates, key=lambda r: (r["e_ns"], lowest if r["c_ns"] is None else r["c_ns"], r["ing_ns"], r["pos"]))["value"]
+    return max(
+        candidates, key=lambda r: (r["e_ns"], lowest if r["c_ns"] is None else r["c_ns"], r["ing_ns"], r["pos"])
+    )["value"]
 
 
 def to_ns(ts: datetime) -> int:
@@ -98,51 +107,89 @@ class Case:
     entity_ns: list[int | None]
 
 
-def build(ttls: tuple[int | None, int | None], batches: tuple[list[Any], list[Any]], entities: list[Any],
-          as_of_s: int | None) -> Case:
+def build(
+    ttls: tuple[int | None, int | None], batches: tuple[list[Any], list[Any]], entities: list[Any], as_of_s: int | None
+) -> Case:
     """Ingest the generated batches of both views into a memory store and make the entity table."""
     clock = SetClock()
     store = FeatureStore(memory=True, clock=clock)
     defs: list[Any] = []
     for spec, ttl in zip(VIEWS, ttls, strict=True):
         defs.append(Entity(name=spec.entity, join_keys={spec.key: spec.key_type}))
-        defs.append(FeatureView(name=spec.name, entity=spec.entity, features={"value": "int64"}, ttl=ttl,
-                                created_timestamp_field="created" if spec.created else None))
+        defs.append(
+            FeatureView(
+                name=spec.name,
+                entity=spec.entity,
+                features={"value": "int64"},
+                ttl=ttl,
+                created_timestamp_field="created" if spec.created else None,
+            )
+        )
     store.apply(defs)
     # Batches of both views, in ingestion-time order (equal times are bumped by 1 us).
     plan = sorted(
-        [(t, i, spec, rows) for i, (spec, view_batches) in enumerate(zip(VIEWS, batches, strict=True)) for t, rows in view_batches],
+        [
+            (t, i, spec, rows)
+            for i, (spec, view_batches) in enumerate(zip(VIEWS, batches, strict=True))
+            for t, rows in view_batches
+        ],
         key=lambda item: (item[0], item[1]),
     )
     for t, _, spec, rows in plan:
         clock.now = BASE + timedelta(seconds=t)
         columns = {
-            spec.key: pa.array([KEYS[spec.key][k] for k, _, _, _ in rows], spec.key_type if spec.key_type == "string" else pa.int64()),
-            "event_timestamp": pa.array([BASE + timedelta(seconds=e) for _, e, _, _ in rows], pa.timestamp("us", tz="UTC")),
+            spec.key: pa.array(
+                [KEYS[spec.key][k] for k, _, _, _ in rows], spec.key_type if spec.key_type == "string" else pa.int64()
+            ),
+            "event_timestamp": pa.array(
+                [BASE + timedelta(seconds=e) for _, e, _, _ in rows], pa.timestamp("us", tz="UTC")
+            ),
             "value": pa.array([v for _, _, v, _ in rows], pa.int64()),
         }
         if spec.created:
-            columns["created"] = pa.array([None if c is None else BASE + timedelta(seconds=c) for _, _, _, c in rows],
-                                          pa.timestamp("us", tz="UTC"))
+            columns["created"] = pa.array(
+                [None if c is None else BASE + timedelta(seconds=c) for _, _, _, c in rows],
+                pa.timestamp("us", tz="UTC"),
+            )
         store.ingest(spec.name, pa.table(columns))
     stored: dict[str, list[dict[str, Any]]] = {}
     for spec in VIEWS:
         table = store.read(spec.name)  # ordered by ingestion, batch, position in batch
         created = table.column("created").to_pylist() if spec.created else [None] * table.num_rows
         stored[spec.name] = [
-            {"key": k, "e_ns": to_ns(e), "c_ns": None if c is None else to_ns(c), "ing_ns": to_ns(i), "pos": pos, "value": v}
-            for pos, (k, e, c, i, v) in enumerate(zip(
-                table.column(spec.key).to_pylist(), table.column("event_timestamp").to_pylist(), created,
-                table.column("_ingested_at").to_pylist(), table.column("value").to_pylist(), strict=True,
-            ))
+            {
+                "key": k,
+                "e_ns": to_ns(e),
+                "c_ns": None if c is None else to_ns(c),
+                "ing_ns": to_ns(i),
+                "pos": pos,
+                "value": v,
+            }
+            for pos, (k, e, c, i, v) in enumerate(
+                zip(
+                    table.column(spec.key).to_pylist(),
+                    table.column("event_timestamp").to_pylist(),
+                    created,
+                    table.column("_ingested_at").to_pylist(),
+                    table.column("value").to_pylist(),
+                    strict=True,
+                )
+            )
         ]
     entity_ns = [None if s is None else BASE_NS + s * SECOND_NS + off for _, s, off in entities]
-    entity = pa.table({
-        "ka": pa.array([None if k is None or k == 3 else KEYS["ka"][k] for k, _, _ in entities] if entities else [], pa.string()),
-        "kb": pa.array([None if k is None else (KEYS["kb"][k] if k < 3 else 99) for k, _, _ in entities], pa.int64()),
-        "event_timestamp": pa.array(entity_ns, pa.timestamp("ns", tz="UTC")),
-        "label": pa.array(list(range(len(entities))), pa.int64()),
-    })
+    entity = pa.table(
+        {
+            "ka": pa.array(
+                [None if k is None or k == 3 else KEYS["ka"][k] for k, _, _ in entities] if entities else [],
+                pa.string(),
+            ),
+            "kb": pa.array(
+                [None if k is None else (KEYS["kb"][k] if k < 3 else 99) for k, _, _ in entities], pa.int64()
+            ),
+            "event_timestamp": pa.array(entity_ns, pa.timestamp("ns", tz="UTC")),
+            "label": pa.array(list(range(len(entities))), pa.int64()),
+        }
+    )
     as_of = None if as_of_s is None else BASE + timedelta(seconds=as_of_s)
     return Case(store, clock, entity, as_of, stored, entity_ns)
 
@@ -151,8 +198,10 @@ def expected_values(case: Case, ttls: tuple[int | None, int | None], known: bool
     """The reference's answer per view, for every entity row."""
     as_of_ns = None if case.as_of is None else to_ns(case.as_of)
     return {
-        spec.name: [reference(case.stored[spec.name], key, t, ttl, as_of_ns, known)
-                    for key, t in zip(case.entity.column(spec.key).to_pylist(), case.entity_ns, strict=True)]
+        spec.name: [
+            reference(case.stored[spec.name], key, t, ttl, as_of_ns, known)
+            for key, t in zip(case.entity.column(spec.key).to_pylist(), case.entity_ns, strict=True)
+        ]
         for spec, ttl in zip(VIEWS, ttls, strict=True)
     }
 
@@ -185,20 +234,31 @@ def test_join_matches_the_naive_reference(
         for spec, ttl in zip(VIEWS, ttls, strict=True):
             keys = KEYS[spec.key]
             online = store.get_online_features([{spec.key: k} for k in keys], [f"{spec.name}:value"]).values["value"]
-            assert online == [reference(case.stored[spec.name], k, now_ns, ttl, None, False) for k in keys], f"online {spec.name}"
+            assert online == [reference(case.stored[spec.name], k, now_ns, ttl, None, False) for k in keys], (
+                f"online {spec.name}"
+            )
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(**{**JOIN_CASES, "known": st.just(True), "plan": st.just("grouped")})
 def test_known_at_joins_grouped_by_availability_match_the_naive_reference(
-    ttls: tuple[int | None, int | None], batches: tuple[list[Any], list[Any]], entities: list[Any], as_of_s: int | None,
-    known: bool, plan: str,
+    ttls: tuple[int | None, int | None],
+    batches: tuple[list[Any], list[Any]],
+    entities: list[Any],
+    as_of_s: int | None,
+    known: bool,
+    plan: str,
 ) -> None:
     """The known-at plan that first takes the best row per (key, availability time), drawn more
     often than the shared cases draw it."""
     case = build(ttls, batches, entities, as_of_s)
     with case.store, join_plan(plan):
-        result = case.store.get_historical_features(case.entity, ["va:value", "vb:value"], as_of=case.as_of,
-                                                    known_at_prediction_time=known, full_feature_names=True)
+        result = case.store.get_historical_features(
+            case.entity,
+            ["va:value", "vb:value"],
+            as_of=case.as_of,
+            known_at_prediction_time=known,
+            full_feature_names=True,
+        )
         for name, expected in expected_values(case, ttls, known).items():
             assert result.column(f"{name}__value").to_pylist() == expected, name

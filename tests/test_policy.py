@@ -66,42 +66,89 @@ def test_review_workflow_through_the_cli(tmp_path: Path) -> None:
     assert "policy 'people' v1 is valid" in run("policy", "lint", str(policy_file))
     plan = run("policy", "plan", str(policy_file))
     assert "- Policy 'people' v1 has no approved version yet: approving it puts all of it in force." in plan
-    assert "- Column email (direct identifier) will be replaced by a keyed hash (after email normalization) before it is stored." in plan
+    assert (
+        "- Column email (direct identifier) will be replaced by a keyed hash (after email normalization) before it is stored."
+        in plan
+    )
     shown = run("policy", "show", str(policy_file))
     assert "**Not approved**" in shown and "| birth_date | quasi identifier | generalized to its year |" in shown
-    assert "Approved policy 'people' v1" in run("policy", "approve", str(policy_file), "--by", "A. Counsel", "--role", "legal", "--ticket", "LEGAL-9")
-    assert "already approved with this exact content" in run("policy", "approve", str(policy_file), "--by", "B", "--role", "dpo", code=1)
+    assert "Approved policy 'people' v1" in run(
+        "policy", "approve", str(policy_file), "--by", "A. Counsel", "--role", "legal", "--ticket", "LEGAL-9"
+    )
+    assert "already approved with this exact content" in run(
+        "policy", "approve", str(policy_file), "--by", "B", "--role", "dpo", code=1
+    )
     assert "Approved by A. Counsel (legal) on" in run("policy", "show", str(policy_file))
 
     with FeatureStore(root, key_provider=TEST_KEY_PROVIDER) as fs:
         old_rows = people(["a1", "a2", "a3"], day=1)  # event time 2025-06-01
         fs.ingest("person", old_rows)
-    changed = (POLICY.replace("version: 1", "version: 2").replace("P400D", "P30D")
-               .replace("    customer_support: {access: [reidentify]}\n", "")
-               .replace("  spend: non_personal", "  spend: {kind: quasi_identifier, generalize: {width: 5}}"))
+    changed = (
+        POLICY.replace("version: 1", "version: 2")
+        .replace("P400D", "P30D")
+        .replace("    customer_support: {access: [reidentify]}\n", "")
+        .replace("  spend: non_personal", "  spend: {kind: quasi_identifier, generalize: {width: 5}}")
+    )
     policy_file.write_text(changed)
     plan = run("policy", "plan", str(policy_file))
     assert "- Policy 'people' goes from v1 to v2." in plan
-    assert "- Column spend: was non personal, kept as is; now quasi identifier, generalized to steps of 5 (data ingested from now on; rows stored before need --treat-existing)." in plan
-    assert "Stored rows this policy would treat are untreated: person@v1 holds 3 rows whose spend (generalize) were stored untreated." in plan
+    assert (
+        "- Column spend: was non personal, kept as is; now quasi identifier, generalized to steps of 5 (data ingested from now on; rows stored before need --treat-existing)."
+        in plan
+    )
+    assert (
+        "Stored rows this policy would treat are untreated: person@v1 holds 3 rows whose spend (generalize) were stored untreated."
+        in plan
+    )
     assert "- Purpose customer_support is revoked: reads for it will be refused." in plan
-    assert "- The offline retention is shortened to 30 days (was 400 days): 3 stored rows are older than that and fall out of retention (3 in person)." in plan
+    assert (
+        "- The offline retention is shortened to 30 days (was 400 days): 3 stored rows are older than that and fall out of retention (3 in person)."
+        in plan
+    )
     spine = tmp_path / "spine.parquet"
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"customer_id": ["a1"], "event_timestamp": pa.array([old_rows.column("event_timestamp")[0].as_py()])}), spine)
+    pq.write_table(
+        pa.table({"customer_id": ["a1"], "event_timestamp": pa.array([old_rows.column("event_timestamp")[0].as_py()])}),
+        spine,
+    )
     # The draft changes nothing until approved: v1 stays in force, and `policy status` lists the draft.
-    ok = run("get-historical", str(spine), "-f", "person:spend", "--out", str(tmp_path / "o.parquet"), "--purpose", "customer_support",
-             code=1)
+    ok = run(
+        "get-historical",
+        str(spine),
+        "-f",
+        "person:spend",
+        "--out",
+        str(tmp_path / "o.parquet"),
+        "--purpose",
+        "customer_support",
+        code=1,
+    )
     assert "purpose 'customer_support' may not have offline access under policy 'people'" in ok
     status = run("policy", "status")
-    assert f"people: v1 in force (approved by A. Counsel; SHA-256 {__import__('hashlib').sha256(POLICY.encode()).hexdigest()[:12]}...), governing person" in status
-    assert f"draft pending approval: {policy_file}" in status and "- Purpose customer_support is revoked: reads for it will be refused." in status
-    assert "would leave stored values readable untreated" in run("policy", "approve", str(policy_file), "--by", "A. Counsel",
-                                                                "--role", "legal", code=1)
+    assert (
+        f"people: v1 in force (approved by A. Counsel; SHA-256 {__import__('hashlib').sha256(POLICY.encode()).hexdigest()[:12]}...), governing person"
+        in status
+    )
+    assert (
+        f"draft pending approval: {policy_file}" in status
+        and "- Purpose customer_support is revoked: reads for it will be refused." in status
+    )
+    assert "would leave stored values readable untreated" in run(
+        "policy", "approve", str(policy_file), "--by", "A. Counsel", "--role", "legal", code=1
+    )
     run("policy", "approve", str(policy_file), "--by", "A. Counsel", "--role", "legal", "--treat-existing")
-    ok = run("get-historical", str(spine), "-f", "person:spend", "--out", str(tmp_path / "o.parquet"), "--purpose", "fraud_detection")
+    ok = run(
+        "get-historical",
+        str(spine),
+        "-f",
+        "person:spend",
+        "--out",
+        str(tmp_path / "o.parquet"),
+        "--purpose",
+        "fraud_detection",
+    )
     assert "Wrote 1 rows" in ok
     assert "no draft pending: the files match the version in force" in run("policy", "status")
     verified = run("audit", "verify")

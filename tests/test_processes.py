@@ -76,7 +76,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def spawn(script: str, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
 
 
@@ -88,7 +93,9 @@ def wait_for(proc: subprocess.Popen[str], line: str, timeout: float = 60) -> Non
         if got.strip() == line:
             return
         if got == "" and proc.poll() is not None:
-            raise AssertionError(f"child exited ({proc.returncode}) before {line!r}: {proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(
+                f"child exited ({proc.returncode}) before {line!r}: {proc.stderr.read() if proc.stderr else ''}"
+            )
     raise AssertionError(f"child did not print {line!r} within {timeout} s")
 
 
@@ -109,7 +116,10 @@ def test_kill_9_during_a_large_ingest_leaves_no_partial_batch(store_dir: Path) -
         assert table.num_rows == 5, "only the batch committed before the crash is visible"
         assert set(table.column("_batch_id").to_pylist()) == {kept.batch_id}
         batches = fs.list_batches()
-        assert [(b.batch_id, b.status) for b in batches] == [(kept.batch_id, "committed"), (kept.batch_id + 1, "aborted")]
+        assert [(b.batch_id, b.status) for b in batches] == [
+            (kept.batch_id, "committed"),
+            (kept.batch_id + 1, "aborted"),
+        ]
         assert batches[1].rows is None
         assert "stopped before its transaction committed" in (batches[1].error or "")
         # The store is fully usable again.
@@ -218,8 +228,9 @@ def test_a_waiting_writer_goes_before_new_readers(store_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_a_timed_out_reader_hears_who_writes(store_dir: Path) -> None:
-    holder = spawn(textwrap.dedent(
-        """
+    holder = spawn(
+        textwrap.dedent(
+            """
         import sys, time
         from pathlib import Path
         from featurestore.offline.duckdb_store import OfflineStore
@@ -227,7 +238,10 @@ def test_a_timed_out_reader_hears_who_writes(store_dir: Path) -> None:
         with OfflineStore(Path(sys.argv[1])).connect(read_only=False):
             print("WRITING", flush=True)
             time.sleep(30)
-        """), str(store_dir / "offline.duckdb"))
+        """
+        ),
+        str(store_dir / "offline.duckdb"),
+    )
     try:
         wait_for(holder, "WRITING")
         with FeatureStore(store_dir, lock_timeout=0.3) as fs:

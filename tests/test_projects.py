@@ -23,8 +23,13 @@ PROFILE = FeatureView(name="driver_profile", entity="driver", features={"rating"
 
 
 def rows(ids: list[int], rating: float) -> pa.Table:
-    return pa.table({"driver_id": pa.array(ids, pa.int64()), "event_timestamp": pa.array([datetime(2025, 1, 1, tzinfo=UTC)] * len(ids), TS),
-                     "rating": [rating] * len(ids)})
+    return pa.table(
+        {
+            "driver_id": pa.array(ids, pa.int64()),
+            "event_timestamp": pa.array([datetime(2025, 1, 1, tzinfo=UTC)] * len(ids), TS),
+            "rating": [rating] * len(ids),
+        }
+    )
 
 
 @pytest.fixture
@@ -42,7 +47,9 @@ def projects(postgres_url: str) -> Iterator[tuple[str, str]]:
 
 
 @pytest.mark.postgres
-def test_two_projects_on_one_postgresql_registry_are_isolated(tmp_path: Path, postgres_url: str, projects: tuple[str, str]) -> None:
+def test_two_projects_on_one_postgresql_registry_are_isolated(
+    tmp_path: Path, postgres_url: str, projects: tuple[str, str]
+) -> None:
     a, b = projects
     first = FeatureStore.init(tmp_path / "a", registry_url=postgres_url, project=a)
     second = FeatureStore.init(tmp_path / "b", registry_url=postgres_url, project=b)
@@ -70,7 +77,10 @@ def test_a_second_store_without_a_project_is_refused_with_the_fix(tmp_path: Path
     with pytest.raises(StoreDamaged) as info:
         FeatureStore.init(tmp_path / "b", registry_url=postgres_url)
     message = str(info.value)
-    assert "the registry records batch 1 as committed (1 rows of fv_driver_profile_v1), but the offline store has no record" in message
+    assert (
+        "the registry records batch 1 as committed (1 rows of fv_driver_profile_v1), but the offline store has no record"
+        in message
+    )
     assert "another store uses it: stores sharing one registry each need their own `project:`" in message
     assert "check that first, since db recover would make the registry match this offline file" in message
     result = CliRunner().invoke(app, ["views", "-s", str(tmp_path / "b")])
@@ -78,13 +88,17 @@ def test_a_second_store_without_a_project_is_refused_with_the_fix(tmp_path: Path
 
 
 @pytest.mark.postgres
-def test_an_offline_file_of_another_project_is_refused(tmp_path: Path, postgres_url: str, projects: tuple[str, str]) -> None:
+def test_an_offline_file_of_another_project_is_refused(
+    tmp_path: Path, postgres_url: str, projects: tuple[str, str]
+) -> None:
     a, b = projects
     FeatureStore.init(tmp_path / "a", registry_url=postgres_url, project=a).close()
     FeatureStore.init(tmp_path / "b", registry_url=postgres_url, project=b).close()
     config = tmp_path / "b" / "featurestore.yaml"
     config.write_text(config.read_text().replace(f"project: {b}", f"project: {a}"))
-    with pytest.raises(StoreDamaged, match=rf"belongs to project '{b}', but featurestore.yaml says '{a}'.*Set `project: {b}`"):
+    with pytest.raises(
+        StoreDamaged, match=rf"belongs to project '{b}', but featurestore.yaml says '{a}'.*Set `project: {b}`"
+    ):
         FeatureStore(tmp_path / "b")
 
 

@@ -24,7 +24,12 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 RFC4231 = [
     ("1", "\x0b" * 20, "Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
     ("2", "Jefe", "what do ya want for nothing?", "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
-    ("5-untruncated", "\x0c" * 20, "Test With Truncation", "a3b6167473100ee06e0c796c2955552bfa6f7c0a6a8aef8b93f860aab0cd20c5"),
+    (
+        "5-untruncated",
+        "\x0c" * 20,
+        "Test With Truncation",
+        "a3b6167473100ee06e0c796c2955552bfa6f7c0a6a8aef8b93f860aab0cd20c5",
+    ),
 ]
 
 
@@ -39,7 +44,10 @@ def test_rfc4231_vectors(case: str, key: str, message: str, expected: str) -> No
 def test_native_hmac_equals_the_standard_library(values: list[str | None]) -> None:
     key = DataKey("hmac-3", "hmac", os.urandom(32), NOW)
     got = keyed_hash(pa.array(values, pa.string()), key).to_pylist()
-    want = [None if v is None else "hmac-3:" + hmac.new(key.hmac_text.encode(), v.encode(), hashlib.sha256).hexdigest()[:32] for v in values]
+    want = [
+        None if v is None else "hmac-3:" + hmac.new(key.hmac_text.encode(), v.encode(), hashlib.sha256).hexdigest()[:32]
+        for v in values
+    ]
     assert hmac_hex(pa.array(values, pa.string()), key.hmac_text).to_pylist() == [
         None if v is None else hmac.new(key.hmac_text.encode(), v.encode(), hashlib.sha256).hexdigest() for v in values
     ]
@@ -63,7 +71,10 @@ def test_email_and_phone_normalization() -> None:
     assert normalize(phones, "phone", region="GB").to_pylist() == ["+442079460958"] * 3 + ["+12125550100"]
     with pytest.raises(PolicyViolation, match=r"row 1: not a valid phone number; set region \(e\.g\. region: GB\)"):
         normalize(pa.array(["+44 20 7946 0958", "020 7946 0958"]), "phone")
-    with pytest.raises(PolicyViolation, match=r"row 0: not a valid phone number \(numbers without a country code are read in region GB\)") as info:
+    with pytest.raises(
+        PolicyViolation,
+        match=r"row 0: not a valid phone number \(numbers without a country code are read in region GB\)",
+    ) as info:
         normalize(pa.array(["12"]), "phone", region="GB")
     assert "12" not in str(info.value).replace("row 0", ""), "the message never carries the value"
     assert normalize(pa.array([12, 7]), "none").to_pylist() == ["12", "7"]
@@ -71,10 +82,14 @@ def test_email_and_phone_normalization() -> None:
 
 def test_tokens_are_deterministic_and_reversible_only_with_key_and_column() -> None:
     key = DataKey("siv-1", "siv", os.urandom(64), NOW)
-    tokens = tokenize(pa.array(["DE89 3704 0044 0532 0130 00", "DE89 3704 0044 0532 0130 00", None]), key, context="iban")
+    tokens = tokenize(
+        pa.array(["DE89 3704 0044 0532 0130 00", "DE89 3704 0044 0532 0130 00", None]), key, context="iban"
+    )
     assert tokens[0] == tokens[1] and tokens[0].as_py().startswith("siv-1:") and tokens[2].as_py() is None
     assert detokenize(tokens[0].as_py(), key, context="iban") == "DE89 3704 0044 0532 0130 00"
-    with pytest.raises(PolicyViolation, match="not a token of email made with key 'siv-1': a token only opens through the view"):
+    with pytest.raises(
+        PolicyViolation, match="not a token of email made with key 'siv-1': a token only opens through the view"
+    ):
         detokenize(tokens[0].as_py(), key, context="email")
     other = DataKey("siv-1", "siv", os.urandom(64), NOW)
     with pytest.raises(PolicyViolation):
@@ -105,7 +120,9 @@ def test_master_key_sources(tmp_path: Path) -> None:
     store.mkdir()
     key = generate_master_key()
     assert len(ConfigKeyProvider(store, environ={"FEATURESTORE_MASTER_KEY": key}).master_key()) == 32
-    with pytest.raises(KeyManagementError, match=r"no master key: set the environment variable FEATURESTORE_MASTER_KEY"):
+    with pytest.raises(
+        KeyManagementError, match=r"no master key: set the environment variable FEATURESTORE_MASTER_KEY"
+    ):
         ConfigKeyProvider(store, environ={}).master_key()
     with pytest.raises(KeyManagementError, match=r"is not 32 bytes of base64"):
         ConfigKeyProvider(store, environ={"FEATURESTORE_MASTER_KEY": "c2hvcnQ="}).master_key()
@@ -177,8 +194,12 @@ def test_repeated_identifiers_are_hashed_once_with_the_same_result() -> None:
     key = DataKey("hmac-1", "hmac", os.urandom(32), NOW)
     repeated = pa.array([f" Id{i % 100}@X.com " if i % 7 else None for i in range(30_000)])
     fast = keyed_hash(repeated, key, normalize="email").to_pylist()  # dictionary path (100 distinct values)
-    slow = [None if v is None else "hmac-1:" + hmac.new(key.hmac_text.encode(), v.strip().lower().encode(), hashlib.sha256).hexdigest()[:32]
-            for v in repeated.to_pylist()]
+    slow = [
+        None
+        if v is None
+        else "hmac-1:" + hmac.new(key.hmac_text.encode(), v.strip().lower().encode(), hashlib.sha256).hexdigest()[:32]
+        for v in repeated.to_pylist()
+    ]
     assert fast == slow
     phones = pa.array(["+44 20 7946 0958"] * 20_000 + ["bad"] + ["+44 20 7946 0958"] * 5)
     with pytest.raises(PolicyViolation, match="row 20000: not a valid phone number"):
@@ -203,11 +224,15 @@ def test_every_spelling_of_one_number_gets_one_pseudonym_at_ingestion_and_lookup
     key = DataKey("hmac-1", "hmac", os.urandom(32), NOW)
     stored = set(keyed_hash(pa.array(spellings), key, normalize="phone", region=region).to_pylist())
     assert len(stored) == 1, "one person, one pseudonym, however the number was written"
-    form = KeyForm("phone", "keyed_hash", normalize="phone", region=region, hmac_keys=(("hmac-1", key.hmac_text.encode()),))
+    form = KeyForm(
+        "phone", "keyed_hash", normalize="phone", region=region, hmac_keys=(("hmac-1", key.hmac_text.encode()),)
+    )
     assert {form.forms(s)[0] for s in spellings} == stored, "an online lookup computes the pseudonym ingestion stored"
 
 
-@pytest.mark.parametrize("value", ["555-0001", "+1 415 555 000", "+999 1234567", "tel: nope", "+44 20 7946 09581234", "0"])
+@pytest.mark.parametrize(
+    "value", ["555-0001", "+1 415 555 000", "+999 1234567", "tel: nope", "+44 20 7946 09581234", "0"]
+)
 def test_a_number_libphonenumber_does_not_call_valid_is_refused_by_row_never_quoted(value: str) -> None:
     from featurestore.online.serving import normalize_one
 
@@ -219,11 +244,15 @@ def test_a_number_libphonenumber_does_not_call_valid_is_refused_by_row_never_quo
 
 def test_the_international_prefix_is_the_one_of_the_region() -> None:
     assert normalize(pa.array(["0044 20 7946 0958", "00 1 415 555 0001"]), "phone", region="GB").to_pylist() == [
-        "+442079460958", "+14155550001"]
+        "+442079460958",
+        "+14155550001",
+    ]
     with pytest.raises(PolicyViolation, match="row 0: not a valid phone number"):  # from the US, 00 dials nowhere
         normalize(pa.array(["0044 20 7946 0958"]), "phone", region="US")
 
 
 def test_an_extension_stays_part_of_the_number() -> None:
-    got = normalize(pa.array(["+1 415 555 0001 ext. 12", "+1 415 555 0001 x12", "+1 415 555 0001 ext 13"]), "phone").to_pylist()
+    got = normalize(
+        pa.array(["+1 415 555 0001 ext. 12", "+1 415 555 0001 x12", "+1 415 555 0001 ext 13"]), "phone"
+    ).to_pylist()
     assert got == ["+14155550001;ext=12", "+14155550001;ext=12", "+14155550001;ext=13"]

@@ -32,7 +32,9 @@ def test_error_tree() -> None:
             assert name in errors.__doc__, f"{name} missing from the drawn tree"
 
 
-MODULES = sorted(m.name for m in pkgutil.walk_packages(featurestore.__path__, "featurestore.") if "migrations" not in m.name)
+MODULES = sorted(
+    m.name for m in pkgutil.walk_packages(featurestore.__path__, "featurestore.") if "migrations" not in m.name
+)
 
 
 @pytest.mark.parametrize("module", MODULES)

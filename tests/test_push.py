@@ -40,7 +40,9 @@ def check_newer_wins(fs: FeatureStore) -> None:
     assert qty(fs, 1) == [5], "an older event never overwrites a newer one"
     fs.push("stock", stock([1], T0 - timedelta(minutes=10), 6))  # the same event time again: the later push wins
     assert qty(fs, 1) == [6]
-    fs.push("stock", pa.concat_tables([stock([2], T0 - timedelta(minutes=1), 8), stock([2], T0 - timedelta(minutes=1), 9)]))
+    fs.push(
+        "stock", pa.concat_tables([stock([2], T0 - timedelta(minutes=1), 8), stock([2], T0 - timedelta(minutes=1), 9)])
+    )
     assert qty(fs, 2) == [9], "within one push, the later of two tied rows wins"
 
 
@@ -68,7 +70,9 @@ def test_materialize_never_overwrites_a_newer_pushed_value_and_a_rewind_does(fs:
     fs.ingest("stock", stock([1, 2], T0 - timedelta(hours=2), 3))
     fs.materialize()
     fs.push("stock", stock([1], T0 - timedelta(minutes=5), 7))
-    fs.ingest("stock", stock([1], T0 - timedelta(hours=1), 4))  # newer than the materialized row, older than the pushed one
+    fs.ingest(
+        "stock", stock([1], T0 - timedelta(hours=1), 4)
+    )  # newer than the materialized row, older than the pushed one
     fs.materialize()
     assert qty(fs, 1, 2) == [7, 3]
     fs.materialize(full=True)
@@ -115,8 +119,12 @@ def test_a_governed_push_treats_keys_and_drops_erased_subjects(tmp_path: Path) -
         fs.erase("person_e", ["gone"])
         result = fs.push("person", people(["c1", "gone"], day=9))
         assert (result.rows, result.dropped_erased, result.online_entities) == (2 - 1, 1, 1)
-        got = fs.get_online_features([{"customer_id": "c1"}, {"customer_id": "gone"}], ["person:spend"], purpose="fraud_detection")
-        assert got.statuses["spend"] == ["present", "missing"], "a raw key finds its pseudonymized row; the erased one is not back"
+        got = fs.get_online_features(
+            [{"customer_id": "c1"}, {"customer_id": "gone"}], ["person:spend"], purpose="fraud_detection"
+        )
+        assert got.statuses["spend"] == ["present", "missing"], (
+            "a raw key finds its pseudonymized row; the erased one is not back"
+        )
         assert fs.where("person_e", "gone") == {}
         assert fs.where("person_e", "c1") == {"online ov_person_v1": 1}, "stored under the pseudonym, nothing offline"
 
@@ -128,21 +136,54 @@ def test_http_push(fs: FeatureStore) -> None:
 
     client = TestClient(create_app(fs))
     at = (T0 - timedelta(minutes=2)).isoformat()
-    ok = client.post("/v1/push", json={"view": "stock", "rows": [
-        {"item_id": 1, "event_timestamp": at, "qty": 4, "price": 1.5, "seen": at}]})
-    assert ok.status_code == 200 and ok.json() == {"view": "stock@v1", "rows": 1, "batch_id": None, "online_entities": 1}
+    ok = client.post(
+        "/v1/push",
+        json={"view": "stock", "rows": [{"item_id": 1, "event_timestamp": at, "qty": 4, "price": 1.5, "seen": at}]},
+    )
+    assert ok.status_code == 200 and ok.json() == {
+        "view": "stock@v1",
+        "rows": 1,
+        "batch_id": None,
+        "online_entities": 1,
+    }
     served = client.post("/v1/online-features", json={"entities": [{"item_id": 1}], "features": ["stock:qty"]})
     assert served.json()["values"] == {"qty": [4]}
-    both = client.post("/v1/push", json={"view": "stock", "to": "both", "rows": [
-        {"item_id": 2, "event_timestamp": at, "qty": 1, "price": 1.0, "seen": at}]})
+    both = client.post(
+        "/v1/push",
+        json={
+            "view": "stock",
+            "to": "both",
+            "rows": [{"item_id": 2, "event_timestamp": at, "qty": 1, "price": 1.0, "seen": at}],
+        },
+    )
     assert both.status_code == 200 and both.json()["batch_id"] is not None
-    naive = client.post("/v1/push", json={"view": "stock", "rows": [{"item_id": 3, "event_timestamp": "2025-03-01T00:00:00", "qty": 1}]})
-    assert naive.status_code == 400 and naive.json()["detail"].startswith("row 0, column 'event_timestamp': the timestamp has no time zone")
-    garbage = client.post("/v1/push", json={"view": "stock", "rows": [{"item_id": 3, "event_timestamp": "soon-ish", "qty": 1}]})
-    assert garbage.status_code == 400 and "soon-ish" not in garbage.text and "row 0, column 'event_timestamp'" in garbage.text
-    wrong_type = client.post("/v1/push", json={"view": "stock", "rows": [
-        {"item_id": 3, "event_timestamp": at, "qty": 1, "price": 1.0, "seen": at}, {"item_id": "x93k", "event_timestamp": at, "qty": 1}]})
-    assert wrong_type.status_code == 400 and "row 1, column 'item_id'" in wrong_type.text and "x93k" not in wrong_type.text
+    naive = client.post(
+        "/v1/push", json={"view": "stock", "rows": [{"item_id": 3, "event_timestamp": "2025-03-01T00:00:00", "qty": 1}]}
+    )
+    assert naive.status_code == 400 and naive.json()["detail"].startswith(
+        "row 0, column 'event_timestamp': the timestamp has no time zone"
+    )
+    garbage = client.post(
+        "/v1/push", json={"view": "stock", "rows": [{"item_id": 3, "event_timestamp": "soon-ish", "qty": 1}]}
+    )
+    assert (
+        garbage.status_code == 400
+        and "soon-ish" not in garbage.text
+        and "row 0, column 'event_timestamp'" in garbage.text
+    )
+    wrong_type = client.post(
+        "/v1/push",
+        json={
+            "view": "stock",
+            "rows": [
+                {"item_id": 3, "event_timestamp": at, "qty": 1, "price": 1.0, "seen": at},
+                {"item_id": "x93k", "event_timestamp": at, "qty": 1},
+            ],
+        },
+    )
+    assert (
+        wrong_type.status_code == 400 and "row 1, column 'item_id'" in wrong_type.text and "x93k" not in wrong_type.text
+    )
     assert client.post("/v1/push", json={"view": "stock", "rows": [], "to": "online"}).status_code == 422
     assert client.post("/v1/push", json={"view": "stock", "rows": [{"item_id": 1}], "to": "disk"}).status_code == 422
     assert client.post("/v1/push", json={"view": "stok", "rows": [{"item_id": 1}]}).status_code == 404

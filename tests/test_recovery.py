@@ -27,8 +27,12 @@ feature_views:
     ttl: 30d
     features: {age: int64, score: float64, country: string, tier: string}
 """
-PROFILE_V2 = FeatureView(name="profile", entity="customer", ttl="30d",
-                         features={"age": "int64", "score": "float64", "country": "string", "tier": "string"})
+PROFILE_V2 = FeatureView(
+    name="profile",
+    entity="customer",
+    ttl="30d",
+    features={"age": "int64", "score": "float64", "country": "string", "tier": "string"},
+)
 
 
 def v2_rows(n: int, start: int = 0) -> pa.Table:
@@ -57,8 +61,11 @@ def test_a_lost_registry_is_refused_and_recovered_with_every_row(tmp_path: Path)
     root = tmp_path / "store"
     expected = build(root)
     (root / "registry.db").unlink()
-    with pytest.raises(StoreDamaged, match=r"is empty, but the offline store .* holds 3 committed batches \(9 rows\): the "
-                       r"registry was lost or replaced. Run `featurestore db recover`"):
+    with pytest.raises(
+        StoreDamaged,
+        match=r"is empty, but the offline store .* holds 3 committed batches \(9 rows\): the "
+        r"registry was lost or replaced. Run `featurestore db recover`",
+    ):
         FeatureStore(root)
     FeatureStore.upgrade_registry(root)  # what a user might do instead: the store still refuses
     with pytest.raises(StoreDamaged) as info:
@@ -78,7 +85,10 @@ def test_a_lost_registry_is_refused_and_recovered_with_every_row(tmp_path: Path)
     with FeatureStore(root) as fs:
         assert counts(fs) == expected
         assert [(b.batch_id, b.status, b.rows) for b in fs.list_batches()] == [
-            (1, "committed", 3), (2, "committed", 2), (3, "committed", 4)]
+            (1, "committed", 3),
+            (2, "committed", 2),
+            (3, "committed", 4),
+        ]
         assert [f.name for f in fs.get_view("profile@v1").view.features] == ["age", "score", "country"]
         assert fs.get_view("profile").version == 2
         assert fs.ingest("profile", v2_rows(1, start=9)).batch_id == 4, "no batch id is handed out twice"
@@ -96,7 +106,9 @@ def test_an_older_registry_backup_is_refused_and_reconciled(tmp_path: Path) -> N
     with FeatureStore(root) as fs:
         fs.ingest("profile", profile_rows(200, start=3))
     shutil.copy(tmp_path / "backup.db", root / "registry.db")  # the old registry comes back
-    with pytest.raises(StoreDamaged, match=r"holds batch 2 \(200 rows of fv_profile_v1\), of which the registry has no record"):
+    with pytest.raises(
+        StoreDamaged, match=r"holds batch 2 \(200 rows of fv_profile_v1\), of which the registry has no record"
+    ):
         FeatureStore(root)
     FeatureStore.recover_registry(root)
     with FeatureStore(root) as fs:
@@ -117,14 +129,20 @@ def test_a_registry_that_misrecords_a_batch_is_refused(tmp_path: Path, status: s
         elif status == "row-count":
             conn.execute(sa.text("UPDATE ingestion_batches SET row_count = 150"))
         else:  # the registry says committed, the offline file has no record (an older offline file)
-            conn.execute(sa.text("INSERT INTO ingestion_batches (id, view_name, version, status, row_count, source, ingested_at, "
-                                 "started_at) SELECT 9, view_name, version, 'committed', 5, '', ingested_at, started_at "
-                                 "FROM ingestion_batches WHERE id = 1"))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO ingestion_batches (id, view_name, version, status, row_count, source, ingested_at, "
+                    "started_at) SELECT 9, view_name, version, 'committed', 5, '', ingested_at, started_at "
+                    "FROM ingestion_batches WHERE id = 1"
+                )
+            )
     engine.dispose()
-    expected = {"aborted": "batch 1 is recorded as aborted, but its 200 rows are in fv_profile_v1",
-                "row-count": "batch 1 is 150 rows of fv_profile_v1 in the registry but 200 rows of fv_profile_v1 in the offline store",
-                "pending-then-lost": "the registry records batch 9 as committed (5 rows of fv_profile_v1), but the offline store "
-                                     "has no record of it"}[status]
+    expected = {
+        "aborted": "batch 1 is recorded as aborted, but its 200 rows are in fv_profile_v1",
+        "row-count": "batch 1 is 150 rows of fv_profile_v1 in the registry but 200 rows of fv_profile_v1 in the offline store",
+        "pending-then-lost": "the registry records batch 9 as committed (5 rows of fv_profile_v1), but the offline store "
+        "has no record of it",
+    }[status]
     with pytest.raises(StoreDamaged) as info:
         FeatureStore(root)
     assert expected in str(info.value)
@@ -184,4 +202,6 @@ def test_disagreements_name_each_kind_and_cap_the_list() -> None:
     offline = [Batch(i, "fv_a_v1", 1) for i in range(1, 9)]
     problems = disagreements([], offline, limit=3)
     assert len(problems) == 4 and problems[-1] == "... and 5 more like it"
-    assert disagreements([Batch(1, "fv_a_v1", None, "pending")], [Batch(1, "fv_a_v1", 1)]) == [], "pending is crash recovery's job"
+    assert disagreements([Batch(1, "fv_a_v1", None, "pending")], [Batch(1, "fv_a_v1", 1)]) == [], (
+        "pending is crash recovery's job"
+    )

@@ -43,9 +43,14 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
         fs.ingest("stock", stock([3], now - timedelta(days=3), 9))  # older than the 1-day TTL
         fs.materialize()
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "featurestore.cli", "serve", "--port", str(port), "-s", str(root)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "featurestore.cli", "serve", "--port", str(port), "-s", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -69,27 +74,53 @@ def test_http_lookups_on_the_running_server(served: tuple[str, Path, subprocess.
     url, root, server = served
     with httpx.Client(base_url=url, timeout=10) as client:
         assert client.get("/health").json() == {"status": "ok", "materialized": ["stock@v1"]}
-        ok = client.post("/v1/online-features", json={
-            "entities": [{"item_id": 1}, {"item_id": 3}, {"item_id": 7}], "features": ["stock:qty", "stock:price"], "purpose": "pricing"})
+        ok = client.post(
+            "/v1/online-features",
+            json={
+                "entities": [{"item_id": 1}, {"item_id": 3}, {"item_id": 7}],
+                "features": ["stock:qty", "stock:price"],
+                "purpose": "pricing",
+            },
+        )
         assert ok.status_code == 200
-        assert ok.json() == {"values": {"qty": [4, None, None], "price": [6.0, None, None]},
-                             "statuses": {"qty": ["present", "expired", "missing"], "price": ["present", "expired", "missing"]}}
+        assert ok.json() == {
+            "values": {"qty": [4, None, None], "price": [6.0, None, None]},
+            "statuses": {"qty": ["present", "expired", "missing"], "price": ["present", "expired", "missing"]},
+        }
         no_purpose = client.post("/v1/online-features", json={"entities": [{"item_id": 1}], "features": ["stock:qty"]})
         assert no_purpose.status_code == 200, "an ungoverned view needs no purpose"
-        by_service = client.post("/v1/online-features", json={"entities": [{"item_id": 1}], "feature_service": "pricing_v1",
-                                                              "purpose": "pricing"})
+        by_service = client.post(
+            "/v1/online-features",
+            json={"entities": [{"item_id": 1}], "feature_service": "pricing_v1", "purpose": "pricing"},
+        )
         assert by_service.status_code == 200 and by_service.json()["values"] == {"price": [6.0], "qty": [4]}
-        pinned = client.post("/v1/online-features", json={"entities": [{"item_id": 1}], "feature_service": "pricing_v1@v1"})
+        pinned = client.post(
+            "/v1/online-features", json={"entities": [{"item_id": 1}], "feature_service": "pricing_v1@v1"}
+        )
         assert pinned.json()["values"] == by_service.json()["values"]
-        for body in ({"entities": [{"item_id": 1}]}, {"entities": [{"item_id": 1}], "features": ["stock:qty"], "feature_service": "pricing_v1"}):
+        for body in (
+            {"entities": [{"item_id": 1}]},
+            {"entities": [{"item_id": 1}], "features": ["stock:qty"], "feature_service": "pricing_v1"},
+        ):
             both_or_neither = client.post("/v1/online-features", json=body)
-            assert both_or_neither.status_code == 422 and "give either features or feature_service" in both_or_neither.text
-        unknown_service = client.post("/v1/online-features", json={"entities": [{"item_id": 1}], "feature_service": "pricng_v1"})
+            assert (
+                both_or_neither.status_code == 422 and "give either features or feature_service" in both_or_neither.text
+            )
+        unknown_service = client.post(
+            "/v1/online-features", json={"entities": [{"item_id": 1}], "feature_service": "pricng_v1"}
+        )
         assert unknown_service.status_code == 404 and "Did you mean 'pricing_v1'?" in unknown_service.json()["detail"]
-        unknown = client.post("/v1/online-features", json={"entities": [{"item_id": 1}], "features": ["stok:qty"], "purpose": "p"})
+        unknown = client.post(
+            "/v1/online-features", json={"entities": [{"item_id": 1}], "features": ["stok:qty"], "purpose": "p"}
+        )
         assert unknown.status_code == 404 and "Did you mean 'stock'?" in unknown.json()["detail"]
-        missing_key = client.post("/v1/online-features", json={"entities": [{"sku": 1}], "features": ["stock:qty"], "purpose": "p"})
-        assert missing_key.status_code == 400 and "has no 'item_id', a join key of stock@v1" in missing_key.json()["detail"]
+        missing_key = client.post(
+            "/v1/online-features", json={"entities": [{"sku": 1}], "features": ["stock:qty"], "purpose": "p"}
+        )
+        assert (
+            missing_key.status_code == 400
+            and "has no 'item_id', a join key of stock@v1" in missing_key.json()["detail"]
+        )
         empty = client.post("/v1/online-features", json={"entities": [], "features": ["stock:qty"], "purpose": "p"})
         assert empty.status_code == 422
         spec = client.get("/openapi.json").json()
@@ -98,9 +129,14 @@ def test_http_lookups_on_the_running_server(served: tuple[str, Path, subprocess.
     server.terminate()  # a graceful stop records the pending online-read audit entry
     server.wait(timeout=30)
     with FeatureStore(root) as fs:
-        entries = {(e.purpose, tuple(e.details["features"])): e.details["entities"] for e in fs.audit_entries(action="online_reads")}
+        entries = {
+            (e.purpose, tuple(e.details["features"])): e.details["entities"]
+            for e in fs.audit_entries(action="online_reads")
+        }
         assert entries[("pricing", ("stock@v1:qty", "stock@v1:price"))] == 3
-        assert entries[("pricing", ("stock@v1:price", "stock@v1:qty"))] == 1, "a service lookup is audited with its resolved features"
+        assert entries[("pricing", ("stock@v1:price", "stock@v1:qty"))] == 1, (
+            "a service lookup is audited with its resolved features"
+        )
 
 
 def test_materialize_consistency_and_get_online_commands(tmp_path: Path) -> None:
@@ -138,9 +174,14 @@ def test_serve_with_two_workers_answers_fast_one_request_at_a_time(tmp_path: Pat
         fs.ingest("stock", stock([1, 2], now - timedelta(hours=1), 4))
         fs.materialize()
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "featurestore.cli", "serve", "--port", str(port), "--workers", "2",
-                               "-s", str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "featurestore.cli", "serve", "--port", str(port), "--workers", "2", "-s", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 30
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
@@ -150,7 +191,9 @@ def test_serve_with_two_workers_answers_fast_one_request_at_a_time(tmp_path: Pat
                         break
                 except httpx.HTTPError:
                     pass
-                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read() if server.stderr else ""
+                assert server.poll() is None and time.monotonic() < deadline, (
+                    server.stderr.read() if server.stderr else ""
+                )
                 time.sleep(0.1)
             body = {"entities": [{"item_id": 1}], "features": ["stock:qty"]}
             took = []
@@ -159,32 +202,54 @@ def test_serve_with_two_workers_answers_fast_one_request_at_a_time(tmp_path: Pat
                 answer = client.post("/v1/online-features", json=body)
                 took.append(time.perf_counter() - started)
                 assert answer.json()["values"] == {"qty": [4]}
-        assert sorted(took)[len(took) // 2] < 0.02, f"median {sorted(took)[len(took) // 2] * 1e3:.1f} ms at concurrency 1"
+        assert sorted(took)[len(took) // 2] < 0.02, (
+            f"median {sorted(took)[len(took) // 2] * 1e3:.1f} ms at concurrency 1"
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-TYPED = FeatureView(name="typed", entity="item", ttl="1d", features={
-    "b": "bool", "i32": "int32", "i64": "int64", "f32": "float32", "f64": "float64", "s": "string", "d": "date", "t": "timestamp"})
+TYPED = FeatureView(
+    name="typed",
+    entity="item",
+    ttl="1d",
+    features={
+        "b": "bool",
+        "i32": "int32",
+        "i64": "int64",
+        "f32": "float32",
+        "f64": "float64",
+        "s": "string",
+        "d": "date",
+        "t": "timestamp",
+    },
+)
 
 
 def typed_store() -> FeatureStore:
     now = datetime.now(UTC)
     fs = FeatureStore(memory=True)
     fs.apply([ITEM, STOCK, TYPED, FeatureService(name="mixed_v1", features=("typed:f64", "stock:qty"))])
-    fs.ingest("typed", pa.table({
-        "item_id": pa.array([1, 2, 3, 4], pa.int64()),
-        "event_timestamp": pa.array([now - timedelta(hours=1)] * 3 + [now - timedelta(days=3)], TS),
-        "b": pa.array([True, None, False, True]),
-        "i32": pa.array([-(2**31), None, 0, 1], pa.int32()),
-        "i64": pa.array([2**62, None, -1, 1], pa.int64()),
-        "f32": pa.array([1.5, None, float("-inf"), 1], pa.float32()),
-        "f64": pa.array([float("inf"), None, float("nan"), 1e300], pa.float64()),
-        "s": pa.array(["naïve ☃ \u2028 \"q\" \\", None, "", "x"]),
-        "d": pa.array([date(2025, 1, 2), None, date(1969, 12, 31), date(2025, 1, 2)], pa.date32()),
-        "t": pa.array([now - timedelta(days=400), None, datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), now], TS),
-    }))
+    fs.ingest(
+        "typed",
+        pa.table(
+            {
+                "item_id": pa.array([1, 2, 3, 4], pa.int64()),
+                "event_timestamp": pa.array([now - timedelta(hours=1)] * 3 + [now - timedelta(days=3)], TS),
+                "b": pa.array([True, None, False, True]),
+                "i32": pa.array([-(2**31), None, 0, 1], pa.int32()),
+                "i64": pa.array([2**62, None, -1, 1], pa.int64()),
+                "f32": pa.array([1.5, None, float("-inf"), 1], pa.float32()),
+                "f64": pa.array([float("inf"), None, float("nan"), 1e300], pa.float64()),
+                "s": pa.array(['naïve ☃ \u2028 "q" \\', None, "", "x"]),
+                "d": pa.array([date(2025, 1, 2), None, date(1969, 12, 31), date(2025, 1, 2)], pa.date32()),
+                "t": pa.array(
+                    [now - timedelta(days=400), None, datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), now], TS
+                ),
+            }
+        ),
+    )
     fs.ingest("stock", stock([1, 2], now - timedelta(hours=1), 4))
     fs.materialize()
     return fs
@@ -197,7 +262,12 @@ def test_the_fast_path_answers_as_the_fastapi_route_does(tmp_path: Path) -> None
     bodies: list[object] = [
         *({"entities": [{"item_id": i}], "features": ["typed:*"]} for i in (1, 2, 3, 4, 5)),
         {"entities": [{"item_id": i} for i in (1, 2, 3, 4, 5, 1)], "features": ["typed:*", "stock:qty"]},
-        {"entities": [{"item_id": 1}], "features": ["typed:f64", "stock:*"], "full_feature_names": True, "purpose": "any"},
+        {
+            "entities": [{"item_id": 1}],
+            "features": ["typed:f64", "stock:*"],
+            "full_feature_names": True,
+            "purpose": "any",
+        },
         {"entities": [{"item_id": 1}], "feature_service": "mixed_v1"},
         {"entities": [{"item_id": 1, "other": "x"}], "features": ["typed:s"]},
         {"entities": [{"item_id": None}], "features": ["typed:s"]},
@@ -217,15 +287,24 @@ def test_the_fast_path_answers_as_the_fastapi_route_does(tmp_path: Path) -> None
         [1, 2],
     ]
     raw: list[tuple[bytes, dict[str, str]]] = [
-        (b'{"entities": [{"item_id": 1}], "features": ["typed:s"], "features": ["typed:b"]}', {"content-type": "application/json"}),
+        (
+            b'{"entities": [{"item_id": 1}], "features": ["typed:s"], "features": ["typed:b"]}',
+            {"content-type": "application/json"},
+        ),
         (b'{"entities": [{"item_id": NaN}], "features": ["typed:s"]}', {"content-type": "application/json"}),
-        (b'{"entities": [{"item_id": 1}], "features": ["typed:s"]}', {"content-type": "application/json; charset=utf-8"}),
+        (
+            b'{"entities": [{"item_id": 1}], "features": ["typed:s"]}',
+            {"content-type": "application/json; charset=utf-8"},
+        ),
         (b'{"entities": [{"item_id": 1}], "features": ["typed:s"]}', {"content-type": "Application/JSON"}),
         (b'{"entities": [{"item_id": 1}], "features": ["typed:s"]}', {"content-type": "text/plain"}),
         (b'{"entities": [{"item_id": 1}], "features": ["typed:s"]}', {}),
         (b'{"entities": [{"item_id": 1}], "features": ["typed:s"]', {"content-type": "application/json"}),
         (b"", {"content-type": "application/json"}),
-        ('{"entities": [{"item_id": 1}], "features": ["typed:s"], "purpose": "\u00e9"}'.encode("latin-1"), {"content-type": "application/json"}),
+        (
+            '{"entities": [{"item_id": 1}], "features": ["typed:s"], "purpose": "\u00e9"}'.encode("latin-1"),
+            {"content-type": "application/json"},
+        ),
     ]
     with TestClient(create_app(fs)) as fast, TestClient(create_app(fs, fast_path=False)) as route:
         seen = set()
@@ -240,8 +319,10 @@ def test_the_fast_path_answers_as_the_fastapi_route_does(tmp_path: Path) -> None
             assert (answer.status_code, answer.json()) == (expected.status_code, expected.json()), content
         assert seen == {200, 400, 404, 422}
         present = fast.post("/v1/online-features", json=bodies[0]).json()
-        assert present["values"]["f64"] == [None] and present["values"]["s"] == ["naïve ☃ \u2028 \"q\" \\"], present
-        assert present["statuses"]["f64"] == ["present"], "an infinite value is served as JSON null, as FastAPI serializes it"
+        assert present["values"]["f64"] == [None] and present["values"]["s"] == ['naïve ☃ \u2028 "q" \\'], present
+        assert present["statuses"]["f64"] == ["present"], (
+            "an infinite value is served as JSON null, as FastAPI serializes it"
+        )
 
 
 def test_the_fast_path_answers_valid_bodies_itself_and_passes_on_everything_else() -> None:
@@ -264,13 +345,18 @@ def test_the_fast_path_answers_valid_bodies_itself_and_passes_on_everything_else
     fs = typed_store()
     client = TestClient(OnlineFeaturesFastPath(behind, fs))
     valid = {"entities": [{"item_id": 1}, {"item_id": 2}], "features": ["typed:s"]}
-    assert client.post("/v1/online-features", json=valid).json()["values"] == {"s": ["naïve ☃ \u2028 \"q\" \\", None]}
-    assert client.post("/v1/online-features", json={"entities": [{"sku": 1}], "features": ["typed:s"]}).status_code == 400
+    assert client.post("/v1/online-features", json=valid).json()["values"] == {"s": ['naïve ☃ \u2028 "q" \\', None]}
+    assert (
+        client.post("/v1/online-features", json={"entities": [{"sku": 1}], "features": ["typed:s"]}).status_code == 400
+    )
     assert passed == [], "a valid body (and a store error) is answered in front of FastAPI"
     big = b'{"entities": [' + b", ".join(b'{"item_id": %d}' % i for i in range(20_000)) + b'], "features": ["typed:s"]}'
-    for content, headers in [(b'{"entities": []}', {"content-type": "application/json"}), (b"{", {"content-type": "application/json"}),
-                             (b'{"entities": [{"item_id": 1}], "features": ["typed:s"]}', {"content-type": "text/plain"}),
-                             (big, {"content-type": "application/json"})]:
+    for content, headers in [
+        (b'{"entities": []}', {"content-type": "application/json"}),
+        (b"{", {"content-type": "application/json"}),
+        (b'{"entities": [{"item_id": 1}], "features": ["typed:s"]}', {"content-type": "text/plain"}),
+        (big, {"content-type": "application/json"}),
+    ]:
         assert client.post("/v1/online-features", content=content, headers=headers).status_code == 418
         assert passed[-1] == ("POST", "/v1/online-features", content)
     assert client.get("/v1/online-features").status_code == 418 and client.get("/health").status_code == 418

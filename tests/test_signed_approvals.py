@@ -23,9 +23,12 @@ from .test_governance import PERSON, POLICY, VIEW
 def key_pair(folder: Path, name: str) -> tuple[Path, Path]:
     key = Ed25519PrivateKey.generate()
     private, public = folder / f"{name}.pem", folder / f"{name}.pub.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return private, public
 
 
@@ -60,7 +63,9 @@ def test_only_an_approval_signed_by_the_registered_key_counts(signed_store: tupl
     root, legal, other = signed_store
     policy = root / "policies" / "people.yaml"
     with FeatureStore(root, key_provider=TEST_KEY_PROVIDER) as fs:
-        with pytest.raises(PolicyViolation, match="counts only signed approvals .* pass the approver's private key with --key"):
+        with pytest.raises(
+            PolicyViolation, match="counts only signed approvals .* pass the approver's private key with --key"
+        ):
             fs.approve_policy(policy, by="A. Counsel", role="legal")
         with pytest.raises(PolicyViolation, match="is not the one registered for 'A. Counsel' as legal"):
             fs.approve_policy(policy, by="A. Counsel", role="legal", key=other)
@@ -71,15 +76,40 @@ def test_only_an_approval_signed_by_the_registered_key_counts(signed_store: tupl
         with pytest.raises(KeyManagementError, match="not an unencrypted PEM private key"):
             fs.approve_policy(policy, by="A. Counsel", role="legal", key=policy)
     assert in_force(root) == []
-    result = CliRunner().invoke(app, ["policy", "approve", str(policy), "--by", "A. Counsel", "--role", "legal", "--key", str(legal),
-                                      "-s", str(root)], env={"FEATURESTORE_MASTER_KEY": base64.b64encode(bytes(range(32))).decode()})
+    result = CliRunner().invoke(
+        app,
+        [
+            "policy",
+            "approve",
+            str(policy),
+            "--by",
+            "A. Counsel",
+            "--role",
+            "legal",
+            "--key",
+            str(legal),
+            "-s",
+            str(root),
+        ],
+        env={"FEATURESTORE_MASTER_KEY": base64.b64encode(bytes(range(32))).decode()},
+    )
     assert result.exit_code == 0 and "signed" in result.output, result.output
     assert in_force(root) == ["people"]
 
 
-@pytest.mark.parametrize("tamper", ["drop the signature", "a random signature", "another approver's name",
-                                    "a forged row", "the approver's key swapped"])
-def test_a_tampered_or_forged_approval_is_not_in_force(signed_store: tuple[Path, Path, Path], tamper: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "drop the signature",
+        "a random signature",
+        "another approver's name",
+        "a forged row",
+        "the approver's key swapped",
+    ],
+)
+def test_a_tampered_or_forged_approval_is_not_in_force(
+    signed_store: tuple[Path, Path, Path], tamper: str, tmp_path: Path
+) -> None:
     root, legal, other = signed_store
     with FeatureStore(root, key_provider=TEST_KEY_PROVIDER) as fs:
         fs.approve_policy(root / "policies" / "people.yaml", by="A. Counsel", role="legal", key=legal)
@@ -95,10 +125,14 @@ def test_a_tampered_or_forged_approval_is_not_in_force(signed_store: tuple[Path,
             conn.execute(sa.text("UPDATE policy_approvals SET approved_by = 'B. Other'"))
         elif tamper == "a forged row":  # a newer version approved by nobody who holds the key
             conn.execute(sa.text("DELETE FROM policy_approvals"))
-            conn.execute(sa.text("INSERT INTO policy_approvals (policy_id, version, sha256, content, file_name, approved_by, role, "
-                                 "approved_at, signature) VALUES ('people', 1, :h, :c, 'people.yaml', 'A. Counsel', 'legal', "
-                                 "'2026-01-01 00:00:00', :s)"),
-                         {"h": __import__("hashlib").sha256(POLICY.encode()).hexdigest(), "c": POLICY, "s": fake})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO policy_approvals (policy_id, version, sha256, content, file_name, approved_by, role, "
+                    "approved_at, signature) VALUES ('people', 1, :h, :c, 'people.yaml', 'A. Counsel', 'legal', "
+                    "'2026-01-01 00:00:00', :s)"
+                ),
+                {"h": __import__("hashlib").sha256(POLICY.encode()).hexdigest(), "c": POLICY, "s": fake},
+            )
         else:
             _other_private, other_pub = key_pair(tmp_path, "swap")
             from featurestore.governance.signatures import public_key_text

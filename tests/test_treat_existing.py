@@ -52,8 +52,10 @@ def test_approving_over_raw_rows_is_refused_and_says_how_many(tmp_path: Path) ->
     root, fs = raw_store(tmp_path)
     with fs:
         plan = " ".join(fs.plan_policy(root / "policies" / "people.yaml"))
-        assert "person@v1 holds 3 rows whose customer_id (keyed_hash), email (keyed_hash), phone (keyed_hash), " \
-               "birth_date (generalize), postcode (generalize), iban (tokenize) were stored untreated" in plan
+        assert (
+            "person@v1 holds 3 rows whose customer_id (keyed_hash), email (keyed_hash), phone (keyed_hash), "
+            "birth_date (generalize), postcode (generalize), iban (tokenize) were stored untreated" in plan
+        )
         with pytest.raises(PolicyViolation) as info:
             fs.approve_policy(root / "policies" / "people.yaml", by="A. Counsel", role="legal")
         assert "would leave stored values readable untreated: person@v1 holds 3 rows" in str(info.value)
@@ -74,16 +76,20 @@ def test_treat_existing_rewrites_every_copy_and_leaves_no_raw_bytes(tmp_path: Pa
         assert rows.num_rows == 3
         assert not set(rows.column("customer_id").to_pylist()) & set(IDS), "keys are pseudonyms now"
         assert all(e.startswith("hmac-1:") for e in rows.column("email").to_pylist())
-        assert fs.get_online_features({"customer_id": IDS[0]}, ["person:spend"], purpose="fraud_detection").statuses["spend"] \
-            == ["missing"], "the raw online copy is gone until materialized again"
+        assert fs.get_online_features({"customer_id": IDS[0]}, ["person:spend"], purpose="fraud_detection").statuses[
+            "spend"
+        ] == ["missing"], "the raw online copy is gone until materialized again"
         fs.materialize(full=True)
-        assert fs.get_online_features({"customer_id": IDS[0]}, ["person:spend"], purpose="fraud_detection").values["spend"] \
-            == [10.0], "the raw key finds the treated row"
+        assert fs.get_online_features({"customer_id": IDS[0]}, ["person:spend"], purpose="fraud_detection").values[
+            "spend"
+        ] == [10.0], "the raw key finds the treated row"
         ts = fs.get_training_set("early")
         saved = pq.read_table(root / ts.location)
         assert all(e.startswith("hmac-1:") for e in saved.column("email").to_pylist())
         assert ts.notes[-1]["kind"] == "treatment"
         [entry] = fs.audit_entries(action="treat_existing")
         assert entry.details["rows"] == {"person@v1": 3}
-        assert not any("untreated" in line for line in fs.plan_policy(root / "policies" / "people.yaml")), "nothing is left"
+        assert not any("untreated" in line for line in fs.plan_policy(root / "policies" / "people.yaml")), (
+            "nothing is left"
+        )
     assert raw_bytes(root) == [], "no file holds a raw id or e-mail after the rewrite and compaction"

@@ -21,13 +21,15 @@ PROFILE_V2 = FeatureView(
 
 
 def v2_rows() -> pa.Table:
-    return pa.table({
-        "customer_id": ["c0"],
-        "event_timestamp": pa.array([ts(5)], TS),
-        "age": [41],
-        "score": pa.array([0.5], pa.float32()),
-        "tenure": [100],
-    })
+    return pa.table(
+        {
+            "customer_id": ["c0"],
+            "event_timestamp": pa.array([ts(5)], TS),
+            "age": [41],
+            "score": pa.array([0.5], pa.float32()),
+            "tenure": [100],
+        }
+    )
 
 
 def test_schema_change_makes_v2_and_v1_stays_readable(store: FeatureStore) -> None:
@@ -63,9 +65,15 @@ def test_schema_change_makes_v2_and_v1_stays_readable(store: FeatureStore) -> No
 
 def test_dropped_feature_never_breaks_silently(store: FeatureStore) -> None:
     store.apply([CUSTOMER, PROFILE_V2])
-    with pytest.raises(UnknownFeatureError, match=r"feature view 'profile' v2 \(latest\) has no feature 'country'\. It is in v1: pin it as 'profile@v1:country'\."):
+    with pytest.raises(
+        UnknownFeatureError,
+        match=r"feature view 'profile' v2 \(latest\) has no feature 'country'\. It is in v1: pin it as 'profile@v1:country'\.",
+    ):
         store.resolve_features(["profile:country"])
-    with pytest.raises(UnknownFeatureError, match=r"feature view 'profile' v2 \(latest\) has no feature 'tenur'\. Did you mean 'tenure'\?"):
+    with pytest.raises(
+        UnknownFeatureError,
+        match=r"feature view 'profile' v2 \(latest\) has no feature 'tenur'\. Did you mean 'tenure'\?",
+    ):
         store.resolve_features(["profile:tenur"])
     with pytest.raises(UnknownFeatureError, match=r"feature view 'profile' v1 has no feature 'tenure'\."):
         store.read("profile@v1", features=["tenure"])
@@ -74,8 +82,12 @@ def test_dropped_feature_never_breaks_silently(store: FeatureStore) -> None:
 
 def test_metadata_change_updates_in_place_without_new_version(store: FeatureStore) -> None:
     changed = FeatureView(
-        name="profile", entity="customer", features={"country": "string", "age": "int64", "score": "float64"},
-        ttl="7d", owner="new-owner@example.com", description="Profile facts.",
+        name="profile",
+        entity="customer",
+        features={"country": "string", "age": "int64", "score": "float64"},
+        ttl="7d",
+        owner="new-owner@example.com",
+        description="Profile facts.",
     )
     plan = store.apply([CUSTOMER, changed])
     assert [str(c) for c in plan.changes] == [
@@ -87,16 +99,24 @@ def test_metadata_change_updates_in_place_without_new_version(store: FeatureStor
 
 
 def test_entity_join_keys_cannot_change(store: FeatureStore) -> None:
-    with pytest.raises(DefinitionError, match=r"entity 'customer' is registered with join keys \(customer_id string\); they cannot change to \(customer_id int64\)\. Define a new entity"):
+    with pytest.raises(
+        DefinitionError,
+        match=r"entity 'customer' is registered with join keys \(customer_id string\); they cannot change to \(customer_id int64\)\. Define a new entity",
+    ):
         store.apply([Entity(name="customer", join_keys={"customer_id": "int64"})])
 
 
 def test_view_moving_to_an_entity_with_other_keys_makes_a_new_version(store: FeatureStore) -> None:
     account = Entity(name="account", join_keys={"account_id": "int64"})
-    moved = FeatureView(name="profile", entity="account", features={"age": "int64", "score": "float64", "country": "string"})
+    moved = FeatureView(
+        name="profile", entity="account", features={"age": "int64", "score": "float64", "country": "string"}
+    )
     [entity_change, view_change] = store.apply([account, moved]).changes
     assert entity_change.kind == "create_entity"
-    assert view_change.kind == "new_version" and "entity customer (customer_id string) -> account (account_id int64)" in view_change.detail
+    assert (
+        view_change.kind == "new_version"
+        and "entity customer (customer_id string) -> account (account_id int64)" in view_change.detail
+    )
     assert store.get_view("profile").join_keys == {"account_id": "int64"}
     assert store.get_view("profile@v1").join_keys == {"customer_id": "string"}
 
@@ -117,7 +137,9 @@ def test_unknown_entity_in_yaml_points_at_the_line(tmp_path: Path) -> None:
 
 def test_key_used_as_feature_is_refused(store: FeatureStore) -> None:
     clash = FeatureView(name="bad", entity="customer", features={"customer_id": "string"})
-    with pytest.raises(DefinitionError, match="customer_id is a join key of entity 'customer' and cannot also be a feature"):
+    with pytest.raises(
+        DefinitionError, match="customer_id is a join key of entity 'customer' and cannot also be a feature"
+    ):
         store.apply([clash])
 
 

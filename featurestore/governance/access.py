@@ -72,7 +72,9 @@ class Grant:
         """This grant, if it covers `access`; PolicyViolation otherwise (a grant for online
         lookups cannot be spent on an offline scan)."""
         if access not in self.access:
-            raise PolicyViolation(f"a grant for {', '.join(self.access)} access to {self.view.ref} cannot be used for {access} access")
+            raise PolicyViolation(
+                f"a grant for {', '.join(self.access)} access to {self.view.ref} cannot be used for {access} access"
+            )
         return self
 
     def cutoff(self, store: str) -> datetime | None:
@@ -97,8 +99,14 @@ class Grant:
         return f"{self.policy.id}@{self.policy.sha256}" if self.policy is not None else None
 
 
-def decide(snapshot: PolicySnapshot, view: ViewVersion, features: Sequence[str], purpose: str | None,
-           access: Sequence[str], clock: Callable[[], datetime]) -> Grant:
+def decide(
+    snapshot: PolicySnapshot,
+    view: ViewVersion,
+    features: Sequence[str],
+    purpose: str | None,
+    access: Sequence[str],
+    clock: Callable[[], datetime],
+) -> Grant:
     """Decide one request under `snapshot`; return its Grant or raise PolicyViolation (with why).
 
     Writes (``access=("write",)``) need the view not to be blocked. Reads need, for a governed
@@ -118,8 +126,16 @@ def decide(snapshot: PolicySnapshot, view: ViewVersion, features: Sequence[str],
         for kind in kinds:
             problem = policy.purpose_problem(purpose, kind)
             if problem:
-                raise PolicyViolation(f"re-identification refused: {problem}" if kind == "reidentify" else f"read of '{name}' refused: {problem}")
-        sensitive = [f for f in [*view.join_keys, *features] if (r := policy.rule(f)) is not None and r.kind == "sensitive_attribute"]
+                raise PolicyViolation(
+                    f"re-identification refused: {problem}"
+                    if kind == "reidentify"
+                    else f"read of '{name}' refused: {problem}"
+                )
+        sensitive = [
+            f
+            for f in [*view.join_keys, *features]
+            if (r := policy.rule(f)) is not None and r.kind == "sensitive_attribute"
+        ]
         assert purpose is not None  # purpose_problem refuses None
         # DP releases never show a row, so a purpose with only dp_aggregates access may group by a
         # sensitive attribute: the documented way to audit fairness without row access.
@@ -133,8 +149,15 @@ def decide(snapshot: PolicySnapshot, view: ViewVersion, features: Sequence[str],
     return _mint(view, features, purpose, kinds, policy, snapshot, now)
 
 
-def _mint(view: ViewVersion, features: Sequence[str], purpose: str | None, kinds: tuple[str, ...], policy: Policy | None,
-          snapshot: PolicySnapshot, now: datetime | None) -> Grant:
+def _mint(
+    view: ViewVersion,
+    features: Sequence[str],
+    purpose: str | None,
+    kinds: tuple[str, ...],
+    policy: Policy | None,
+    snapshot: PolicySnapshot,
+    now: datetime | None,
+) -> Grant:
     _MINTING.active = True
     try:
         return Grant(view, tuple(features), purpose, kinds, policy, snapshot, now)
@@ -142,7 +165,9 @@ def _mint(view: ViewVersion, features: Sequence[str], purpose: str | None, kinds
         _MINTING.active = False
 
 
-def check_definitions(snapshot: PolicySnapshot, views: Sequence[tuple[str, Mapping[str, str], Mapping[str, str]]]) -> None:
+def check_definitions(
+    snapshot: PolicySnapshot, views: Sequence[tuple[str, Mapping[str, str], Mapping[str, str]]]
+) -> None:
     """Raise DefinitionError for views that the policies in force or proposed would not accept:
     unclassified (default deny), dropped or mistyped columns; in closed mode, views that no
     approved policy governs. `views` are (name, join keys with types, features with types)."""
@@ -150,8 +175,11 @@ def check_definitions(snapshot: PolicySnapshot, views: Sequence[tuple[str, Mappi
     for name, keys, features in views:
         state = snapshot.state(name)
         candidates = [state.policy] if state.policy is not None else []
-        candidates += [p.policy for p in snapshot.proposals if p.policy is not None and p.policy.governs(name)
-                       and all(p.policy.sha256 != c.sha256 for c in candidates)]
+        candidates += [
+            p.policy
+            for p in snapshot.proposals
+            if p.policy is not None and p.policy.governs(name) and all(p.policy.sha256 != c.sha256 for c in candidates)
+        ]
         if snapshot.require_policy and state.policy is None:
             problems.append(Problem(f"feature view '{name}' cannot be applied: {state.blocked}"))
             continue
@@ -159,20 +187,26 @@ def check_definitions(snapshot: PolicySnapshot, views: Sequence[tuple[str, Mappi
             for column, dtype in {**keys, **features}.items():
                 rule = policy.rule(column)
                 if rule is None:
-                    problems.append(Problem(
-                        f"column '{column}' of feature view '{name}' is not classified in policy '{policy.id}' "
-                        f"({policy.file}); add it under 'classification' (default deny)"
-                    ))
+                    problems.append(
+                        Problem(
+                            f"column '{column}' of feature view '{name}' is not classified in policy '{policy.id}' "
+                            f"({policy.file}); add it under 'classification' (default deny)"
+                        )
+                    )
                 elif rule.treatment == "drop":
-                    problems.append(Problem(
-                        f"column '{column}' of feature view '{name}' is dropped by policy '{policy.id}'; remove it "
-                        "from the view (dropped columns may still arrive in ingested data and are discarded)"
-                    ))
+                    problems.append(
+                        Problem(
+                            f"column '{column}' of feature view '{name}' is dropped by policy '{policy.id}'; remove it "
+                            "from the view (dropped columns may still arrive in ingested data and are discarded)"
+                        )
+                    )
                 elif rule.treatment in TEXT_TREATMENTS and dtype != "string":
-                    problems.append(Problem(
-                        f"column '{column}' of feature view '{name}' is stored as a {rule.treatment.replace('_', ' ')} "
-                        f"under policy '{policy.id}', so declare it 'string' (it is {dtype})"
-                    ))
+                    problems.append(
+                        Problem(
+                            f"column '{column}' of feature view '{name}' is stored as a {rule.treatment.replace('_', ' ')} "
+                            f"under policy '{policy.id}', so declare it 'string' (it is {dtype})"
+                        )
+                    )
     if problems:
         raise DefinitionError(problems)
 
@@ -196,17 +230,35 @@ class Access:
         """The policy in force now; take one per request and decide every view under it."""
         return self.source.snapshot()
 
-    def grant(self, snapshot: PolicySnapshot, view: ViewVersion, features: Sequence[str], purpose: str | None,
-              access: Sequence[str]) -> Grant:
+    def grant(
+        self,
+        snapshot: PolicySnapshot,
+        view: ViewVersion,
+        features: Sequence[str],
+        purpose: str | None,
+        access: Sequence[str],
+    ) -> Grant:
         """:func:`decide`, with the refusal audited before it is raised."""
         try:
             return decide(snapshot, view, features, purpose, access, self.clock)
         except PolicyViolation as exc:
             self.refuse(snapshot, view, features, purpose, access, str(exc))
 
-    def refuse(self, snapshot: PolicySnapshot, view: ViewVersion, features: Sequence[str], purpose: str | None,
-               access: Sequence[str], reason: str) -> NoReturn:
+    def refuse(
+        self,
+        snapshot: PolicySnapshot,
+        view: ViewVersion,
+        features: Sequence[str],
+        purpose: str | None,
+        access: Sequence[str],
+        reason: str,
+    ) -> NoReturn:
         """Audit a refusal (who, purpose, view, access, why) and raise it as PolicyViolation."""
-        self.audit.append(self.actor, "refused", view.ref, purpose=purpose,
-                          details={"access": list(access), "features": list(features), "reason": reason, "snapshot": snapshot.id})
+        self.audit.append(
+            self.actor,
+            "refused",
+            view.ref,
+            purpose=purpose,
+            details={"access": list(access), "features": list(features), "reason": reason, "snapshot": snapshot.id},
+        )
         raise PolicyViolation(reason)

@@ -94,7 +94,9 @@ class PolicySource:
         require_policy: Closed mode: every view needs an approved policy.
     """
 
-    def __init__(self, folder: Path | None, registry: Registry, *, require_policy: bool, signed_approvals: bool = False) -> None:
+    def __init__(
+        self, folder: Path | None, registry: Registry, *, require_policy: bool, signed_approvals: bool = False
+    ) -> None:
         self.folder = folder
         self.registry = registry
         self.require_policy = require_policy
@@ -106,7 +108,9 @@ class PolicySource:
         result = []
         keys = {(a.name, a.role): a.public_key for a in self.registry.approvers()} if self.signed_approvals else {}
         for row in self.registry.approvals():
-            if self.signed_approvals and not verify(keys.get((row.approved_by, row.role), ""), row.sha256, row.signature):
+            if self.signed_approvals and not verify(
+                keys.get((row.approved_by, row.role), ""), row.sha256, row.signature
+            ):
                 continue  # unsigned, signed by another key, or by an approver not registered: not approved
             policy = parsed(row.content, row.file_name, row.sha256)
             result.append(Approval(row.id, policy, row.approved_by, row.role, row.approved_at))

@@ -36,7 +36,9 @@ TREATING = ("keyed_hash", "tokenize", "generalize")
 
 
 def _has_record(con: duckdb.DuckDBPyConnection) -> bool:
-    rows = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [TREATED_TABLE]).fetchall()
+    rows = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [TREATED_TABLE]
+    ).fetchall()
     return bool(rows[0][0])
 
 
@@ -55,7 +57,11 @@ class Untreated:
 
 def _same(a: ColumnRule | None, b: ColumnRule) -> bool:
     return a is not None and (a.treatment, a.normalize, a.region, a.generalize) == (
-        b.treatment, b.normalize, b.region, b.generalize)
+        b.treatment,
+        b.normalize,
+        b.region,
+        b.generalize,
+    )
 
 
 def untreated(ctx: StoreContext, catalog: Catalog, policy: Policy, snapshot: PolicySnapshot) -> list[Untreated]:
@@ -67,16 +73,28 @@ def untreated(ctx: StoreContext, catalog: Catalog, policy: Policy, snapshot: Pol
             continue
         current = snapshot.state(name).policy
         for vv in catalog.view_versions(name):
-            columns = [c for c in [*vv.join_keys, *vv.view.feature_names]
-                       if (rule := policy.rule(c)) is not None and rule.treatment in TREATING
-                       and not _same(current.rule(c) if current else None, rule)]
+            columns = [
+                c
+                for c in [*vv.join_keys, *vv.view.feature_names]
+                if (rule := policy.rule(c)) is not None
+                and rule.treatment in TREATING
+                and not _same(current.rule(c) if current else None, rule)
+            ]
             if not columns:
                 continue
             with ctx.offline.connect(read_only=True) as con:
                 [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(vv.table)}").fetchall()
-                done = {c for (c,) in con.execute(
-                    f"SELECT column_name FROM {TREATED_TABLE} WHERE table_name = ? AND policy_sha256 = ?",
-                    [vv.table, policy.sha256]).fetchall()} if _has_record(con) else set()
+                done = (
+                    {
+                        c
+                        for (c,) in con.execute(
+                            f"SELECT column_name FROM {TREATED_TABLE} WHERE table_name = ? AND policy_sha256 = ?",
+                            [vv.table, policy.sha256],
+                        ).fetchall()
+                    }
+                    if _has_record(con)
+                    else set()
+                )
             for column in [c for c in columns if c not in done]:
                 rule = policy.rule(column)
                 assert rule is not None
@@ -92,12 +110,23 @@ def describe(items: list[Untreated]) -> str:
     by_view: dict[str, list[Untreated]] = {}
     for item in items:
         by_view.setdefault(item.view, []).append(item)
-    return "; ".join(f"{view} holds {group[0].rows:,} rows whose " + ", ".join(f"{i.column} ({i.treatment})" for i in group)
-                     + " were stored untreated" for view, group in by_view.items())
+    return "; ".join(
+        f"{view} holds {group[0].rows:,} rows whose "
+        + ", ".join(f"{i.column} ({i.treatment})" for i in group)
+        + " were stored untreated"
+        for view, group in by_view.items()
+    )
 
 
-def treat_existing(ctx: StoreContext, catalog: Catalog, policy: Policy, items: list[Untreated], treatments: Treatments,
-                   online: OnlineStore, training_sets: TrainingSets) -> dict[str, int]:
+def treat_existing(
+    ctx: StoreContext,
+    catalog: Catalog,
+    policy: Policy,
+    items: list[Untreated],
+    treatments: Treatments,
+    online: OnlineStore,
+    training_sets: TrainingSets,
+) -> dict[str, int]:
     """Rewrite the untreated rows under `policy`, delete the online copies of their views, treat
     saved training sets' copies, then compact. Returns rows rewritten per view version."""
     import duckdb
@@ -107,7 +136,8 @@ def treat_existing(ctx: StoreContext, catalog: Catalog, policy: Policy, items: l
         raise PolicyViolation(
             "cannot treat stored values that are already treated another way: "
             + ", ".join(f"{i.view}.{i.column}" for i in stuck)
-            + "; ingest those views again from their sources under the new policy (a new view version)")
+            + "; ingest those views again from their sources under the new policy (a new view version)"
+        )
     done: dict[str, int] = {}
     by_table: dict[str, list[Untreated]] = {}
     for item in items:
@@ -117,20 +147,25 @@ def treat_existing(ctx: StoreContext, catalog: Catalog, policy: Policy, items: l
         with ctx.offline.connect(read_only=False) as con:
             data = con.sql(f"SELECT * FROM {quote(table)}").to_arrow_table()
             treated = treatments.treat_columns(data, policy, catalog.get_view(group[0].view).view.name, columns)
-            con.execute(f"CREATE TABLE IF NOT EXISTS {TREATED_TABLE} (table_name VARCHAR, column_name VARCHAR, "
-                        "policy_sha256 VARCHAR, treated_at TIMESTAMPTZ)")
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {TREATED_TABLE} (table_name VARCHAR, column_name VARCHAR, "
+                "policy_sha256 VARCHAR, treated_at TIMESTAMPTZ)"
+            )
             try:
 
                 def record(table: str = table, columns: list[str] = columns) -> None:
-                    con.executemany(f"INSERT INTO {TREATED_TABLE} VALUES (?, ?, ?, ?)",
-                                    [[table, c, policy.sha256, ctx.now()] for c in columns])
+                    con.executemany(
+                        f"INSERT INTO {TREATED_TABLE} VALUES (?, ?, ?, ?)",
+                        [[table, c, policy.sha256, ctx.now()] for c in columns],
+                    )
 
-                ctx.offline.rewrite_rows(con, table, treated, record,
-                    marker=f"{policy.sha256}:{','.join(columns)}")
+                ctx.offline.rewrite_rows(con, table, treated, record, marker=f"{policy.sha256}:{','.join(columns)}")
             except duckdb.Error:
-                raise PolicyViolation(f"{group[0].view}: the treated values of {', '.join(columns)} do not fit the stored "
-                                      "column types (a hash or token is text: declare those features as string); nothing "
-                                      "was changed") from None
+                raise PolicyViolation(
+                    f"{group[0].view}: the treated values of {', '.join(columns)} do not fit the stored "
+                    "column types (a hash or token is text: declare those features as string); nothing "
+                    "was changed"
+                ) from None
         done[group[0].view] = data.num_rows
     for view in {i.view for i in items}:
         vv = catalog.get_view(view)
@@ -140,9 +175,13 @@ def treat_existing(ctx: StoreContext, catalog: Catalog, policy: Policy, items: l
     for item in items:
         columns_of.setdefault(catalog.get_view(item.view).view.name, set()).add(item.column)
     for ts in training_sets.list_all():
-        per_view = {view: {f["output"]: f["feature"] for f in ts.features if f["view"] == view and f["feature"] in columns}
-                    for view, columns in columns_of.items()}
-        keys = sorted({c for view, columns in columns_of.items() if view in ts.views for c in columns if c in ts.entity_columns})
+        per_view = {
+            view: {f["output"]: f["feature"] for f in ts.features if f["view"] == view and f["feature"] in columns}
+            for view, columns in columns_of.items()
+        }
+        keys = sorted(
+            {c for view, columns in columns_of.items() if view in ts.views for c in columns if c in ts.entity_columns}
+        )
         if not keys and not any(per_view.values()):
             continue
 
@@ -153,7 +192,12 @@ def treat_existing(ctx: StoreContext, catalog: Catalog, policy: Policy, items: l
             return table
 
         touched = sorted(keys + [o for hit in per_view.values() for o in hit])
-        training_sets.treat(ts.name, treat, keys, f"columns {', '.join(touched)} treated when policy '{policy.id}' "
-                            f"v{policy.version} was approved over rows stored untreated")
+        training_sets.treat(
+            ts.name,
+            treat,
+            keys,
+            f"columns {', '.join(touched)} treated when policy '{policy.id}' "
+            f"v{policy.version} was approved over rows stored untreated",
+        )
     ctx.offline.compact()
     return done

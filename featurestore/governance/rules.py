@@ -112,14 +112,20 @@ class PolicySnapshot:
         governing = [a for a in self.in_force if a.policy.governs(view)]
         if len(governing) > 1:
             ids = ", ".join(a.policy.id for a in governing)
-            return ViewState(view, blocked=f"it is in the scope of approved policies {ids}; one view is governed by one "
-                                           "policy: approve a version of one of them that drops it")
+            return ViewState(
+                view,
+                blocked=f"it is in the scope of approved policies {ids}; one view is governed by one "
+                "policy: approve a version of one of them that drops it",
+            )
         mine = governing[0] if governing else None
         for proposal in self.proposals:
             if proposal.scope is None:
                 if mine is None:
-                    return ViewState(view, blocked=f"{proposal.file} cannot be read ({proposal.problem}), so it is unknown "
-                                                   "whether it governs this view; fix or remove the file")
+                    return ViewState(
+                        view,
+                        blocked=f"{proposal.file} cannot be read ({proposal.problem}), so it is unknown "
+                        "whether it governs this view; fix or remove the file",
+                    )
                 continue
             if not any(fnmatch.fnmatchcase(view, p) for p in proposal.scope):
                 continue
@@ -127,27 +133,39 @@ class PolicySnapshot:
                 continue  # a draft of the governing policy: the approved version decides
             name = f"policy '{proposal.policy_id}'" if proposal.policy_id is not None else "a policy without an id"
             if mine is not None:
-                return ViewState(view, blocked=(
-                    f"it is governed by policy '{mine.policy.id}' but {proposal.file} ({name}) also names it; "
-                    "one view is governed by one policy: remove it from one of them"))
+                return ViewState(
+                    view,
+                    blocked=(
+                        f"it is governed by policy '{mine.policy.id}' but {proposal.file} ({name}) also names it; "
+                        "one view is governed by one policy: remove it from one of them"
+                    ),
+                )
             approved_before = any(a.policy.id == proposal.policy_id for a in self.in_force)
             if approved_before:
-                reason = (f"a draft of policy '{proposal.policy_id}' ({proposal.file}) adds it to its scope and is not "
-                          f"approved yet; review it (`featurestore policy plan {proposal.file}`) and approve it")
+                reason = (
+                    f"a draft of policy '{proposal.policy_id}' ({proposal.file}) adds it to its scope and is not "
+                    f"approved yet; review it (`featurestore policy plan {proposal.file}`) and approve it"
+                )
             else:
-                reason = (f"{name} ({proposal.file}) names it and is not approved; review it "
-                          f"(`featurestore policy plan {proposal.file}`) and approve it "
-                          f"(`featurestore policy approve {proposal.file} --by NAME --role ROLE`)")
+                reason = (
+                    f"{name} ({proposal.file}) names it and is not approved; review it "
+                    f"(`featurestore policy plan {proposal.file}`) and approve it "
+                    f"(`featurestore policy approve {proposal.file} --by NAME --role ROLE`)"
+                )
             if proposal.problem is not None:
                 reason += f"; the file also has problems: {proposal.problem}"
             return ViewState(view, blocked=reason)
         if mine is not None:
             return ViewState(view, policy=mine.policy, approval=mine)
         if self.require_policy:
-            return ViewState(view, blocked=(
-                "the store requires an approved policy for every feature view (governance.require_policy), and none "
-                f"governs it; write policies/{view}.yaml naming it in its scope (classify columns without personal "
-                "data as non_personal) and approve it"))
+            return ViewState(
+                view,
+                blocked=(
+                    "the store requires an approved policy for every feature view (governance.require_policy), and none "
+                    f"governs it; write policies/{view}.yaml naming it in its scope (classify columns without personal "
+                    "data as non_personal) and approve it"
+                ),
+            )
         return ViewState(view)
 
     def drafts(self) -> list[Draft]:
@@ -165,7 +183,9 @@ class PolicySnapshot:
         return next((a.policy for a in self.in_force if a.policy.id == policy_id), None)
 
 
-def decide_snapshot(proposals: Sequence[Proposal], approvals: Sequence[Approval], *, require_policy: bool) -> PolicySnapshot:
+def decide_snapshot(
+    proposals: Sequence[Proposal], approvals: Sequence[Approval], *, require_policy: bool
+) -> PolicySnapshot:
     """The snapshot for these files and approvals: per policy id, its latest approval is in force."""
     latest: dict[str, Approval] = {}
     for approval in sorted(approvals, key=lambda a: a.id):
@@ -176,4 +196,6 @@ def decide_snapshot(proposals: Sequence[Proposal], approvals: Sequence[Approval]
     for proposal in proposals:
         digest.update(f"p:{proposal.file}:{proposal.sha256};".encode())
     digest.update(b"closed" if require_policy else b"open")
-    return PolicySnapshot(tuple(latest.values()), tuple(proposals), require_policy, digest.hexdigest()[:2 * SNAPSHOT_HASH_BYTES])
+    return PolicySnapshot(
+        tuple(latest.values()), tuple(proposals), require_policy, digest.hexdigest()[: 2 * SNAPSHOT_HASH_BYTES]
+    )

@@ -37,8 +37,10 @@ def public_key_text(path: Path) -> str:
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError:
-        raise KeyManagementError(f"{path}: not a PEM public key (make one with `openssl genpkey -algorithm ed25519` and "
-                                 "`openssl pkey -pubout`)") from None
+        raise KeyManagementError(
+            f"{path}: not a PEM public key (make one with `openssl genpkey -algorithm ed25519` and "
+            "`openssl pkey -pubout`)"
+        ) from None
     if not isinstance(key, Ed25519PublicKey):
         raise KeyManagementError(f"{path}: the public key is not an Ed25519 key")
     return base64.b64encode(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
@@ -69,7 +71,9 @@ def verify(public_key: str, sha256: str, signature: str | None) -> bool:
     if not signature:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key)).verify(base64.b64decode(signature), sha256.encode())
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key)).verify(
+            base64.b64decode(signature), sha256.encode()
+        )
         return True
     except (InvalidSignature, ValueError, binascii.Error):
         return False

@@ -44,8 +44,9 @@ class Treatments:
             table = table.drop_columns([name])
         return self.treat_columns(table, policy, view, table.column_names)
 
-    def treat_columns(self, table: pa.Table, policy: Policy, view: str, columns: Sequence[str],
-                      rule_of: dict[str, str] | None = None) -> pa.Table:
+    def treat_columns(
+        self, table: pa.Table, policy: Policy, view: str, columns: Sequence[str], rule_of: dict[str, str] | None = None
+    ) -> pa.Table:
         """Apply the policy's treatment to each of the table's `columns`; `rule_of` names the rule
         for a column stored under another name (a training set's ``view__feature``)."""
         from ..privacy.pseudonymize import generalize, keyed_hash_columns, normalize, token_context, tokenize
@@ -66,9 +67,11 @@ class Treatments:
                 assert rule.generalize is not None
                 result = generalize(column, rule.generalize)
             else:
-                result = tokenize(normalize(column, rule.normalize, region=rule.region, name=name),
-                                  self.keys.current("siv"),
-                                  context=token_context(policy.id, view, rule_of.get(name, name)))
+                result = tokenize(
+                    normalize(column, rule.normalize, region=rule.region, name=name),
+                    self.keys.current("siv"),
+                    context=token_context(policy.id, view, rule_of.get(name, name)),
+                )
             table = table.set_column(index, name, result)
         if to_hash:  # every hashed column in one native pass
             for name, hashed in keyed_hash_columns(to_hash, self.keys.current("hmac")).items():

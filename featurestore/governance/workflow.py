@@ -58,28 +58,46 @@ class PolicyWorkflow:
             for column in [*vv.join_keys, *vv.view.feature_names]:
                 if policy.rule(column) is None:
                     unclassified.add(column)
-                    problems.append(Problem(f"column '{column}' of feature view '{vv.view.name}' is not classified "
-                                            "(default deny: the view can be neither applied nor read)", policy.file))
+                    problems.append(
+                        Problem(
+                            f"column '{column}' of feature view '{vv.view.name}' is not classified "
+                            "(default deny: the view can be neither applied nor read)",
+                            policy.file,
+                        )
+                    )
         # A classified column no view has yet is fine (dropped columns never are in a view);
         # one that looks like a misspelt unclassified column is reported where it is written.
         for column, (line, col) in policy.positions.items():
             hint = did_you_mean(column, unclassified)
             if hint:
-                problems.append(Problem(f"classified column '{column}' is in none of the governed views.{hint}", policy.file, line, col))
+                problems.append(
+                    Problem(
+                        f"classified column '{column}' is in none of the governed views.{hint}", policy.file, line, col
+                    )
+                )
         others = {a.policy.id: a.policy for a in snapshot.in_force if a.policy.id != policy.id}
         for other in others.values():
             shared = [vv.view.name for vv in views if policy.governs(vv.view.name) and other.governs(vv.view.name)]
             if shared:
-                problems.append(Problem(f"feature views {', '.join(shared)} are also governed by policy '{other.id}'", policy.file))
+                problems.append(
+                    Problem(f"feature views {', '.join(shared)} are also governed by policy '{other.id}'", policy.file)
+                )
         for proposal in snapshot.proposals:
             if proposal.policy_id in (policy.id, *others) or proposal.scope is None:
                 continue
-            named = [vv.view.name for vv in views if policy.governs(vv.view.name)
-                     and any(fnmatch.fnmatchcase(vv.view.name, p) for p in proposal.scope)]
+            named = [
+                vv.view.name
+                for vv in views
+                if policy.governs(vv.view.name) and any(fnmatch.fnmatchcase(vv.view.name, p) for p in proposal.scope)
+            ]
             if named:
-                problems.append(Problem(f"feature views {', '.join(named)} are also named by {proposal.file} (policy "
-                                        f"'{proposal.policy_id}'), which keeps them blocked; remove them from one of the files",
-                                        policy.file))
+                problems.append(
+                    Problem(
+                        f"feature views {', '.join(named)} are also named by {proposal.file} (policy "
+                        f"'{proposal.policy_id}'), which keeps them blocked; remove them from one of the files",
+                        policy.file,
+                    )
+                )
         if problems:
             raise PolicyError(problems)
         return policy
@@ -99,15 +117,21 @@ class PolicyWorkflow:
                 if not fnmatch.fnmatchcase(vv.view.name, pattern) or policy.governs(vv.view.name):
                     continue
                 if snapshot.require_policy:
-                    lines.append(f"Feature view {vv.view.name} will be governed by no policy: in closed mode "
-                                 "(governance.require_policy) it can then be neither written nor read.")
+                    lines.append(
+                        f"Feature view {vv.view.name} will be governed by no policy: in closed mode "
+                        "(governance.require_policy) it can then be neither written nor read."
+                    )
                 else:
-                    lines.append(f"Feature view {vv.view.name} will be governed by no policy: its future data will be "
-                                 "stored untreated (raw) and read without a purpose; rows stored so far keep their treatment.")
+                    lines.append(
+                        f"Feature view {vv.view.name} will be governed by no policy: its future data will be "
+                        "stored untreated (raw) and read without a purpose; rows stored so far keep their treatment."
+                    )
         items = retreat.untreated(self.ctx, self.catalog, policy, snapshot)
         if items:
-            lines.append(f"Stored rows this policy would treat are untreated: {retreat.describe(items)}. Approving needs "
-                         "--treat-existing, which rewrites them under the policy and compacts the store.")
+            lines.append(
+                f"Stored rows this policy would treat are untreated: {retreat.describe(items)}. Approving needs "
+                "--treat-existing, which rewrites them under the policy and compacts the store."
+            )
         return lines
 
     def add_approver(self, name: str, role: str, public_key_file: str | Path) -> str:
@@ -115,13 +139,23 @@ class PolicyWorkflow:
         if not name.strip() or not role.strip():
             raise PolicyViolation("an approver needs a name and a role")
         public = signatures.public_key_text(Path(public_key_file))
-        self.ctx.registry.add_approver(name=name, role=role, public_key=public, added_at=self.ctx.now(), added_by=self.ctx.actor)
+        self.ctx.registry.add_approver(
+            name=name, role=role, public_key=public, added_at=self.ctx.now(), added_by=self.ctx.actor
+        )
         printed = signatures.fingerprint(public)
         self.ctx.audit.append(self.ctx.actor, "add_approver", name, details={"role": role, "public_key": printed})
         return printed
 
-    def approve(self, path: str | Path, *, by: str, role: str, ticket: str | None = None,
-                treat_existing: bool = False, key: str | Path | None = None) -> Policy:
+    def approve(
+        self,
+        path: str | Path,
+        *,
+        by: str,
+        role: str,
+        ticket: str | None = None,
+        treat_existing: bool = False,
+        key: str | Path | None = None,
+    ) -> Policy:
         """Approve a policy file's exact content (bound to its SHA-256); it is in force from now on.
         Refused while stored rows hold values the policy treats untreated, unless `treat_existing`:
         then those rows are rewritten under it first (see ``retreat``)."""
@@ -131,48 +165,94 @@ class PolicyWorkflow:
             raise PolicyViolation("an approval needs the approver's name (--by) and role (--role)")
         approvals = self.ctx.registry.approvals(policy.id)
         if any(a.sha256 == policy.sha256 for a in approvals):
-            raise PolicyViolation(f"policy '{policy.id}' is already approved with this exact content (SHA-256 {policy.sha256[:12]}...)"
-                                  + ("" if approvals[-1].sha256 == policy.sha256 else
-                                     "; it is an older version: a newer one is in force. To go back, raise its version "
-                                     f"above {approvals[-1].version} and approve that"))
+            raise PolicyViolation(
+                f"policy '{policy.id}' is already approved with this exact content (SHA-256 {policy.sha256[:12]}...)"
+                + (
+                    ""
+                    if approvals[-1].sha256 == policy.sha256
+                    else "; it is an older version: a newer one is in force. To go back, raise its version "
+                    f"above {approvals[-1].version} and approve that"
+                )
+            )
         current = snapshot.policy(policy.id)
         if current is not None and policy.version <= current.version:
-            raise PolicyViolation(f"policy '{policy.id}' v{current.version} is in force; the content changed, so raise "
-                                  f"'version' to {current.version + 1} (it is {policy.version}) and approve again")
+            raise PolicyViolation(
+                f"policy '{policy.id}' v{current.version} is in force; the content changed, so raise "
+                f"'version' to {current.version + 1} (it is {policy.version}) and approve again"
+            )
         signature = self._signature(policy, by, role, key)
         items = retreat.untreated(self.ctx, self.catalog, policy, snapshot)
         if items and not treat_existing:
             raise PolicyViolation(
                 f"approving policy '{policy.id}' would leave stored values readable untreated: {retreat.describe(items)}. "
                 "Approve with --treat-existing to rewrite those rows under the policy (and compact the store, so the raw "
-                "bytes go), or delete them first")
-        treated = retreat.treat_existing(self.ctx, self.catalog, policy, items, self.ctx.treatments, self.online.store,
-                                         self.training_sets) if items else {}
+                "bytes go), or delete them first"
+            )
+        treated = (
+            retreat.treat_existing(
+                self.ctx, self.catalog, policy, items, self.ctx.treatments, self.online.store, self.training_sets
+            )
+            if items
+            else {}
+        )
         if treated:
-            self.ctx.audit.append(self.ctx.actor, "treat_existing", policy.id, details={
-                "sha256": policy.sha256, "rows": treated, "columns": sorted({f"{i.view}:{i.column}" for i in items})})
-        self.ctx.registry.add_approval(policy_id=policy.id, version=policy.version, sha256=policy.sha256, content=policy.text,
-                                       file_name=Path(policy.file).name, approved_by=by, role=role, ticket=ticket,
-                                       approved_at=self.ctx.now(), signature=signature)
-        self.ctx.audit.append(by, "approve_policy", policy.id, details={
-            "version": policy.version, "sha256": policy.sha256, "role": role, "ticket": ticket, "recorded_by": self.ctx.actor})
+            self.ctx.audit.append(
+                self.ctx.actor,
+                "treat_existing",
+                policy.id,
+                details={
+                    "sha256": policy.sha256,
+                    "rows": treated,
+                    "columns": sorted({f"{i.view}:{i.column}" for i in items}),
+                },
+            )
+        self.ctx.registry.add_approval(
+            policy_id=policy.id,
+            version=policy.version,
+            sha256=policy.sha256,
+            content=policy.text,
+            file_name=Path(policy.file).name,
+            approved_by=by,
+            role=role,
+            ticket=ticket,
+            approved_at=self.ctx.now(),
+            signature=signature,
+        )
+        self.ctx.audit.append(
+            by,
+            "approve_policy",
+            policy.id,
+            details={
+                "version": policy.version,
+                "sha256": policy.sha256,
+                "role": role,
+                "ticket": ticket,
+                "recorded_by": self.ctx.actor,
+            },
+        )
         return policy
 
     def _signature(self, policy: Policy, by: str, role: str, key: str | Path | None) -> str | None:
         """The approver's signature of the policy's SHA-256, checked against their registered key."""
         if key is None:
             if self.ctx.config.signed_approvals:
-                raise PolicyViolation("this store counts only signed approvals (governance.signed_approvals): pass the "
-                                      "approver's private key with --key FILE")
+                raise PolicyViolation(
+                    "this store counts only signed approvals (governance.signed_approvals): pass the "
+                    "approver's private key with --key FILE"
+                )
             return None
         registered = {(a.name, a.role): a.public_key for a in self.ctx.registry.approvers()}
         if (by, role) not in registered:
-            raise PolicyViolation(f"'{by}' is not a registered approver in the role {role}: register their public key first "
-                                  "(featurestore approvers add NAME ROLE --public-key FILE)")
+            raise PolicyViolation(
+                f"'{by}' is not a registered approver in the role {role}: register their public key first "
+                "(featurestore approvers add NAME ROLE --public-key FILE)"
+            )
         signature, public = signatures.sign(Path(key), policy.sha256)
         if public != registered[(by, role)] or not signatures.verify(registered[(by, role)], policy.sha256, signature):
-            raise PolicyViolation(f"the key {key} is not the one registered for '{by}' as {role} "
-                                  f"({signatures.fingerprint(registered[(by, role)])})")
+            raise PolicyViolation(
+                f"the key {key} is not the one registered for '{by}' as {role} "
+                f"({signatures.fingerprint(registered[(by, role)])})"
+            )
         return signature
 
     def show(self, path: str | Path, *, format: str = "markdown") -> str:
@@ -182,8 +262,11 @@ class PolicyWorkflow:
         if format != "markdown":
             raise PolicyViolation(f"unknown format {format!r}; use markdown or plan")
         policy = load_policy(path)
-        approvals = [(a.approved_by, a.role, a.ticket, a.approved_at.strftime("%Y-%m-%d"))
-                     for a in self.ctx.registry.approvals(policy.id) if a.sha256 == policy.sha256]
+        approvals = [
+            (a.approved_by, a.role, a.ticket, a.approved_at.strftime("%Y-%m-%d"))
+            for a in self.ctx.registry.approvals(policy.id)
+            if a.sha256 == policy.sha256
+        ]
         return policy_markdown(policy, approvals=approvals)
 
     def status(self) -> list[PolicyStatus]:
@@ -208,8 +291,15 @@ class PolicyWorkflow:
                     drafts.append((proposal.file, self._plan(snapshot, proposal.policy)))
                 except PolicyError as exc:
                     drafts.append((proposal.file, [f"Cannot be approved as it is: {e}" for e in exc.errors]))
-            result.append(PolicyStatus(policy_id, in_force.policy if in_force else None,
-                                       in_force.approved_by if in_force else None, drafts, problems))
+            result.append(
+                PolicyStatus(
+                    policy_id,
+                    in_force.policy if in_force else None,
+                    in_force.approved_by if in_force else None,
+                    drafts,
+                    problems,
+                )
+            )
         unreadable = [f"{p.file}: {p.problem}" for p in snapshot.proposals if p.policy_id is None]
         if unreadable:
             result.append(PolicyStatus("(unreadable)", None, None, [], unreadable))

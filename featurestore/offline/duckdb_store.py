@@ -148,13 +148,17 @@ class OfflineStore:
         with self.connect(read_only=False, create=True) as con:
             self._create_batches_table(con)
             if project is not None:
-                con.execute(f"CREATE TABLE IF NOT EXISTS {STORE_TABLE} (setting VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+                con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {STORE_TABLE} (setting VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
+                )
                 con.execute(f"INSERT OR REPLACE INTO {STORE_TABLE} VALUES ('project', ?)", [project])
 
     @staticmethod
     def project_on(con: duckdb.DuckDBPyConnection) -> str | None:
         """The project the file was created for (None: not recorded, a store made without one)."""
-        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [STORE_TABLE]).fetchall()[0][0]:
+        if not con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [STORE_TABLE]
+        ).fetchall()[0][0]:
             return None
         rows = con.execute(f"SELECT value FROM {STORE_TABLE} WHERE setting = 'project'").fetchall()
         return str(rows[0][0]) if rows else None
@@ -174,7 +178,8 @@ class OfflineStore:
         if not create and not self.path.exists():
             raise StoreDamaged(
                 f"the offline store file {self.path} does not exist: restore it from a backup (featurestore does not "
-                "create an empty file over lost data), or create a new store with featurestore init.")
+                "create an empty file over lost data), or create a new store with featurestore init."
+            )
         try:
             with self._file_lock(exclusive=not read_only):
                 con = self._open_with_retry(read_only)
@@ -269,8 +274,9 @@ class OfflineStore:
 
     # --- schema -----------------------------------------------------------------------------
 
-    def create_table(self, table: str, columns: dict[str, str], carry: Carry | None = None,
-                     time_columns: Sequence[str] = ()) -> int:
+    def create_table(
+        self, table: str, columns: dict[str, str], carry: Carry | None = None, time_columns: Sequence[str] = ()
+    ) -> int:
         """Create a view version's table: its columns (definition types) plus bookkeeping, and
         with `carry` fill it with an older version's rows in the same transaction (returns how
         many). An orphan of an apply that did not finish (a table without committed batches,
@@ -279,10 +285,13 @@ class OfflineStore:
         cols = [f"{quote(n)} {duckdb_type(t)} " for n, t in columns.items()]
         cols += ["_ingested_at TIMESTAMPTZ NOT NULL", "_batch_id BIGINT NOT NULL"]
         with self.connect(read_only=False) as con:
-            con.execute(f"CREATE TABLE IF NOT EXISTS {CARRIED_TABLE} (table_name VARCHAR PRIMARY KEY, "
-                        "source_table VARCHAR NOT NULL, row_count BIGINT NOT NULL, carried_at TIMESTAMPTZ NOT NULL)")
-            exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
-                                 [table]).fetchall()[0][0]
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {CARRIED_TABLE} (table_name VARCHAR PRIMARY KEY, "
+                "source_table VARCHAR NOT NULL, row_count BIGINT NOT NULL, carried_at TIMESTAMPTZ NOT NULL)"
+            )
+            exists = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?", [table]
+            ).fetchall()[0][0]
             con.execute("BEGIN TRANSACTION")
             try:
                 if exists:
@@ -312,7 +321,8 @@ class OfflineStore:
                 f"{where} already holds {rows:,} rows in {batches} committed batches of {table}, a view version the "
                 "registry does not know: the registry was probably lost or restored from an older backup. Nothing was "
                 "changed. Run `featurestore db recover` to register it again from the offline store, or put back the "
-                "registry that belongs to this store.")
+                "registry that belongs to this store."
+            )
         con.execute(f"DELETE FROM {CARRIED_TABLE} WHERE table_name = ?", [table])
 
     @staticmethod
@@ -322,15 +332,22 @@ class OfflineStore:
         if carry.since is not None:
             where, params = f" WHERE {quote(carry.timestamp_field)} >= ?", [carry.since]
         # One scan in storage (row id) order, which the insert keeps: in-batch ties break the same way.
-        con.execute(f"INSERT INTO {quote(table)} SELECT {select}, _ingested_at, _batch_id FROM {quote(carry.source)}{where}",
-                    params)
+        con.execute(
+            f"INSERT INTO {quote(table)} SELECT {select}, _ingested_at, _batch_id FROM {quote(carry.source)}{where}",
+            params,
+        )
         [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(table)}").fetchall()
         con.execute(f"INSERT INTO {CARRIED_TABLE} VALUES (?, ?, ?, now())", [table, carry.source, int(rows)])
-        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [TREATED_TABLE]).fetchall()[0][0]:
+        if con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [TREATED_TABLE]
+        ).fetchall()[0][0]:
             kept = [c for c in carry.columns.values() if c is not None]
             if kept:
-                con.execute(f"INSERT INTO {TREATED_TABLE} SELECT ?, column_name, policy_sha256, treated_at FROM {TREATED_TABLE} "
-                            f"WHERE table_name = ? AND column_name IN ({', '.join('?' * len(kept))})", [table, carry.source, *kept])
+                con.execute(
+                    f"INSERT INTO {TREATED_TABLE} SELECT ?, column_name, policy_sha256, treated_at FROM {TREATED_TABLE} "
+                    f"WHERE table_name = ? AND column_name IN ({', '.join('?' * len(kept))})",
+                    [table, carry.source, *kept],
+                )
         return int(rows)
 
     @contextmanager
@@ -402,8 +419,7 @@ class OfflineStore:
                 con.register("_fs_incoming", data)
                 try:
                     con.execute(
-                        f"INSERT INTO {quote(table)} SELECT *, TIMESTAMPTZ '{stamp}', "
-                        f"{int(batch_id)} FROM _fs_incoming"
+                        f"INSERT INTO {quote(table)} SELECT *, TIMESTAMPTZ '{stamp}', {int(batch_id)} FROM _fs_incoming"
                     )
                 finally:
                     con.unregister("_fs_incoming")
@@ -426,18 +442,31 @@ class OfflineStore:
 
         con.register("_fs_delete_forms", pa.table({"f": pa.array([str(f) for f in forms], pa.string())}))
         try:
-            con.execute(f"DELETE FROM {quote(table)} WHERE CAST({quote(key)} AS VARCHAR) IN (SELECT f FROM _fs_delete_forms)")
+            con.execute(
+                f"DELETE FROM {quote(table)} WHERE CAST({quote(key)} AS VARCHAR) IN (SELECT f FROM _fs_delete_forms)"
+            )
         finally:
             con.unregister("_fs_delete_forms")
 
-    def delete_older(self, con: duckdb.DuckDBPyConnection, table: str, timestamp_field: str, cutoff: datetime,
-                     key: str | None, keep: Sequence[object]) -> None:
+    def delete_older(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        timestamp_field: str,
+        cutoff: datetime,
+        key: str | None,
+        keep: Sequence[object],
+    ) -> None:
         """Delete rows with an event time before `cutoff`, except keys in `keep` (retention)."""
         clause = f" AND {quote(key)} NOT IN ({', '.join('?' * len(keep))})" if keep and key is not None else ""
-        con.execute(f"DELETE FROM {quote(table)} WHERE {quote(timestamp_field)} < ?{clause}", [cutoff, *(keep if clause else [])])
+        con.execute(
+            f"DELETE FROM {quote(table)} WHERE {quote(timestamp_field)} < ?{clause}",
+            [cutoff, *(keep if clause else [])],
+        )
 
-    def rewrite_rows(self, con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, record: Callable[[], object],
-                     marker: str) -> None:
+    def rewrite_rows(
+        self, con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, record: Callable[[], object], marker: str
+    ) -> None:
         """Replace every row of a table by `data` and run `record` (bookkeeping) in one transaction
         (`marker` names the rewrite: what the lake store checks to never do one twice)."""
         con.execute("BEGIN TRANSACTION")
@@ -460,7 +489,9 @@ class OfflineStore:
         cols = ", ".join(quote(c) for c in columns)
         batch = f"FROM {quote(table)} WHERE _batch_id = {int(batch_id)}"
         # rows minus distinct pairs: about twice as fast as GROUP BY ... HAVING on 10M rows (0.5 s against 1.0 s)
-        [(count,)] = con.execute(f"SELECT count(*) - (SELECT count(*) FROM (SELECT DISTINCT {cols} {batch})) {batch}").fetchall()
+        [(count,)] = con.execute(
+            f"SELECT count(*) - (SELECT count(*) FROM (SELECT DISTINCT {cols} {batch})) {batch}"
+        ).fetchall()
         return int(count)
 
     # --- reads ------------------------------------------------------------------------------
@@ -480,14 +511,17 @@ class OfflineStore:
     @staticmethod
     def batch_records_on(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str, int, datetime]]:
         """Every committed batch the file records: (batch id, table, rows, ingestion time), by id."""
-        rows = con.execute(f"SELECT batch_id, table_name, row_count, ingested_at FROM {BATCHES_TABLE} ORDER BY batch_id").fetchall()
+        rows = con.execute(
+            f"SELECT batch_id, table_name, row_count, ingested_at FROM {BATCHES_TABLE} ORDER BY batch_id"
+        ).fetchall()
         return [(int(b), str(t), int(n), at) for b, t, n, at in rows]
 
     @staticmethod
     def batch_summary_on(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
         """(count, largest id, total rows) of the committed batches the file records."""
         [(count, last, rows)] = con.execute(
-            f"SELECT count(*), coalesce(max(batch_id), 0), coalesce(sum(row_count), 0) FROM {BATCHES_TABLE}").fetchall()
+            f"SELECT count(*), coalesce(max(batch_id), 0), coalesce(sum(row_count), 0) FROM {BATCHES_TABLE}"
+        ).fetchall()
         return int(count), int(last), int(rows)
 
     @staticmethod
@@ -495,8 +529,9 @@ class OfflineStore:
         """Every view-version table in the file with its columns and DuckDB types, in order."""
         tables: dict[str, dict[str, str]] = {}
         for table, column, dtype in con.execute(
-                "SELECT table_name, column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = 'main' AND table_name LIKE 'fv\\_%' ESCAPE '\\' ORDER BY table_name, ordinal_position").fetchall():
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'main' AND table_name LIKE 'fv\\_%' ESCAPE '\\' ORDER BY table_name, ordinal_position"
+        ).fetchall():
             tables.setdefault(str(table), {})[str(column)] = str(dtype)
         return tables
 
@@ -507,12 +542,17 @@ class OfflineStore:
             return {}
         with self.connect(read_only=True) as con:
             present = set(self.tables_on(con))
-            return {t: int(con.execute(f"SELECT count(*) FROM {quote(t)}").fetchall()[0][0]) if t in present else 0 for t in wanted}
+            return {
+                t: int(con.execute(f"SELECT count(*) FROM {quote(t)}").fetchall()[0][0]) if t in present else 0
+                for t in wanted
+            }
 
     def count_older(self, table: str, timestamp_field: str, cutoff: datetime) -> int:
         """How many rows of a table have an event time before `cutoff`."""
         with self.connect(read_only=True) as con:
-            [(count,)] = con.execute(f"SELECT count(*) FROM {quote(table)} WHERE {quote(timestamp_field)} < ?", [cutoff]).fetchall()
+            [(count,)] = con.execute(
+                f"SELECT count(*) FROM {quote(table)} WHERE {quote(timestamp_field)} < ?", [cutoff]
+            ).fetchall()
         return int(count)
 
     def scan(self, grant: Grant, *, as_of: datetime | None = None) -> pa.Table:

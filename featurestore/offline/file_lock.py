@@ -78,8 +78,12 @@ class ReadWriteLock:
         for name in names:
             try:
                 record = json.loads(name.read_text())
-                holder = Holder(int(record["pid"]), str(record["mode"]), datetime.fromisoformat(record["since"]),
-                                str(record["command"]))
+                holder = Holder(
+                    int(record["pid"]),
+                    str(record["mode"]),
+                    datetime.fromisoformat(record["since"]),
+                    str(record["command"]),
+                )
             except (OSError, ValueError, KeyError, TypeError):
                 continue
             if _alive(holder.pid):
@@ -134,8 +138,16 @@ class ReadWriteLock:
         try:
             self.holders_dir.mkdir(mode=0o700, exist_ok=True)
             record = self.holders_dir / f"{os.getpid()}-{time.monotonic_ns()}.json"
-            record.write_text(json.dumps({"pid": os.getpid(), "mode": "writing" if exclusive else "reading",
-                                          "since": datetime.now(UTC).isoformat(), "command": _command()}))
+            record.write_text(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "mode": "writing" if exclusive else "reading",
+                        "since": datetime.now(UTC).isoformat(),
+                        "command": _command(),
+                    }
+                )
+            )
             return record
         except OSError:
             return None
@@ -149,13 +161,18 @@ class ReadWriteLock:
             why = "it can be written only when no process reads or writes it"
         else:
             why = "it can be read only when no process writes it or waits to write it"
-        advice = ("wait for the writer to finish, or stop it if it is stuck" if writing else
-                  "wait for the readers to finish (a waiting writer goes before new readers)")
+        advice = (
+            "wait for the writer to finish, or stop it if it is stuck"
+            if writing
+            else "wait for the readers to finish (a waiting writer goes before new readers)"
+        )
         raise StoreLockedError(
             f"the offline store {self.path} is held by {who}; {why}, and this process waited {self.timeout:g} s"
             f"{' to ' + purpose if purpose else ''}. Try again later: {advice}; or raise offline.lock_timeout_seconds "
             "in featurestore.yaml to wait longer.",
-            path=str(self.path), pid=holders[0].pid if holders else None)
+            path=str(self.path),
+            pid=holders[0].pid if holders else None,
+        )
 
 
 _WORD = re.compile(r"[a-z][a-z-]{0,30}")

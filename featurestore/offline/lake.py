@@ -87,8 +87,9 @@ class DeltaTables:
             into as many files as it needs before its one commit.
     """
 
-    def __init__(self, root: str | Path, storage_options: dict[str, str] | None = None, *,
-                 target_file_size: int | None = None) -> None:
+    def __init__(
+        self, root: str | Path, storage_options: dict[str, str] | None = None, *, target_file_size: int | None = None
+    ) -> None:
         text = str(root).rstrip("/")
         self._local = "://" not in text or text.startswith("file://")
         self.root = text.removeprefix("file://") if self._local else text
@@ -119,16 +120,29 @@ class DeltaTables:
         features); the stamps are added. Statistics are kept for `time_columns` and the stamps only."""
         if self.exists(table):
             return
-        full = pa.schema([*schema, pa.field("_ingested_at", US_UTC), pa.field("_batch_id", pa.int64()),
-                          pa.field("_fs_row", pa.int64())])
+        full = pa.schema(
+            [
+                *schema,
+                pa.field("_ingested_at", US_UTC),
+                pa.field("_batch_id", pa.int64()),
+                pa.field("_fs_row", pa.int64()),
+            ]
+        )
         stats = ",".join(_stats_name(c) for c in [*time_columns, *STAMPS])
         if self._local:
             Path(self.uri(table)).mkdir(parents=True, exist_ok=True)
         _deltalake().DeltaTable.create(
-            self.uri(table), full, mode="ignore", storage_options=self.storage_options,
-            configuration={"delta.dataSkippingStatsColumns": stats, "delta.logRetentionDuration": "interval 0 seconds",
-                           "delta.deletedFileRetentionDuration": "interval 0 seconds",
-                           "delta.enableDeletionVectors": "false"})
+            self.uri(table),
+            full,
+            mode="ignore",
+            storage_options=self.storage_options,
+            configuration={
+                "delta.dataSkippingStatsColumns": stats,
+                "delta.logRetentionDuration": "interval 0 seconds",
+                "delta.deletedFileRetentionDuration": "interval 0 seconds",
+                "delta.enableDeletionVectors": "false",
+            },
+        )
 
     def append(self, table: str, batches: Iterable[pa.Table], *, batch_id: int, ingested_at: datetime) -> int:
         """Append a batch as one commit, stamped with its id, ingestion time and row ids; returns
@@ -144,17 +158,24 @@ class DeltaTables:
                 n = data.num_rows
                 if n == 0:
                     continue
-                full = data.append_column("_ingested_at", pa.array([ingested_at] * n, US_UTC)) \
-                    .append_column("_batch_id", pa.repeat(pa.scalar(batch_id, pa.int64()), n)) \
+                full = (
+                    data.append_column("_ingested_at", pa.array([ingested_at] * n, US_UTC))
+                    .append_column("_batch_id", pa.repeat(pa.scalar(batch_id, pa.int64()), n))
                     .append_column("_fs_row", row_ids(batch_id, count[0], n))
+                )
                 count[0] += n
                 yield from full.cast(target).to_batches()
 
         deltalake = _deltalake()
         reader = pa.RecordBatchReader.from_batches(target, stamped())
         deltalake.write_deltalake(
-            dt, reader, mode="append", storage_options=self.storage_options, target_file_size=self.target_file_size,
-            commit_properties=deltalake.CommitProperties(custom_metadata={BATCH_KEY: str(batch_id)}))
+            dt,
+            reader,
+            mode="append",
+            storage_options=self.storage_options,
+            target_file_size=self.target_file_size,
+            commit_properties=deltalake.CommitProperties(custom_metadata={BATCH_KEY: str(batch_id)}),
+        )
         return count[0]
 
     def write_rows(self, table: str, rows: pa.Table) -> None:
@@ -162,18 +183,28 @@ class DeltaTables:
         version's rows) as one commit."""
         dt = self._table(table)
         deltalake = _deltalake()
-        deltalake.write_deltalake(dt, rows.cast(pa.schema(dt.schema().to_arrow())), mode="append",
-                                  storage_options=self.storage_options, target_file_size=self.target_file_size,
-                                  commit_properties=deltalake.CommitProperties(custom_metadata={"featurestore.carry": table}))
+        deltalake.write_deltalake(
+            dt,
+            rows.cast(pa.schema(dt.schema().to_arrow())),
+            mode="append",
+            storage_options=self.storage_options,
+            target_file_size=self.target_file_size,
+            commit_properties=deltalake.CommitProperties(custom_metadata={"featurestore.carry": table}),
+        )
 
     def overwrite(self, table: str, rows: pa.Table, metadata: dict[str, str]) -> None:
         """Replace every row by `rows` (which carry their stamps) in one commit; the old files stay
         until :meth:`clean`."""
         dt = self._table(table)
         deltalake = _deltalake()
-        deltalake.write_deltalake(dt, rows.cast(pa.schema(dt.schema().to_arrow())), mode="overwrite",
-                                  storage_options=self.storage_options, target_file_size=self.target_file_size,
-                                  commit_properties=deltalake.CommitProperties(custom_metadata=metadata))
+        deltalake.write_deltalake(
+            dt,
+            rows.cast(pa.schema(dt.schema().to_arrow())),
+            mode="overwrite",
+            storage_options=self.storage_options,
+            target_file_size=self.target_file_size,
+            commit_properties=deltalake.CommitProperties(custom_metadata=metadata),
+        )
 
     def has_commit(self, table: str, key: str, value: str) -> bool:
         """Whether the table's log holds a commit whose custom metadata has `key` = `value`."""
@@ -264,7 +295,9 @@ class DeltaTables:
     def drop(self, table: str) -> None:
         """Remove a table and all its files (a local lake only)."""
         if not self._local:
-            raise ConfigError("dropping a table on an object store is not supported here: remove its prefix with the store's tools")
+            raise ConfigError(
+                "dropping a table on an object store is not supported here: remove its prefix with the store's tools"
+            )
         import shutil
 
         shutil.rmtree(self.uri(table), ignore_errors=True)
@@ -303,7 +336,9 @@ def strings_in(path: Path) -> set[str]:
 
         stack.append(pq.read_table(path).to_pylist())
     elif path.suffix == ".json":
-        stack.extend(json.loads(line) for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip())
+        stack.extend(
+            json.loads(line) for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
+        )
     else:
         return {path.read_text(encoding="utf-8", errors="replace")}
     while stack:

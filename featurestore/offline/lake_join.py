@@ -37,8 +37,9 @@ _US = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def duckdb_join(lake: DeltaTables, frame: pa.Table, requests: Sequence[ViewRequest], *, as_of: datetime | None,
-                known: bool) -> pa.Table:
+def duckdb_join(
+    lake: DeltaTables, frame: pa.Table, requests: Sequence[ViewRequest], *, as_of: datetime | None, known: bool
+) -> pa.Table:
     """The join by DuckDB over the lake's tables (their current versions)."""
     import duckdb
 
@@ -48,8 +49,11 @@ def duckdb_join(lake: DeltaTables, frame: pa.Table, requests: Sequence[ViewReque
         for table in {r.table for r in requests}:
             lake.register(con, table)
         con.register("_fs_entities", frame)
-        chosen = plan_by_shape(lambda sql: int(con.execute(sql).fetchall()[0][0]),
-                               [replace(r, position=LAKE_POSITION) for r in requests], known=known)
+        chosen = plan_by_shape(
+            lambda sql: int(con.execute(sql).fetchall()[0][0]),
+            [replace(r, position=LAKE_POSITION) for r in requests],
+            known=known,
+        )
         return utc_schema(con.sql(pit_sql(chosen, as_of=as_of, known_at_prediction_time=known)).to_arrow_table())
     finally:
         con.close()
@@ -73,18 +77,28 @@ def local_session(cores: int = 2, memory: str = "2g") -> SparkSession:
         raise ConfigError("the Spark engine needs pyspark: pip install 'featurestore[spark]' (and Java 17)") from None
     logging = Path(tempfile.gettempdir()) / "featurestore-spark-log4j2.properties"
     if not logging.exists():
-        logging.write_text("rootLogger.level = error\nrootLogger.appenderRef.stderr.ref = console\n"
-                           "appender.console.type = Console\nappender.console.name = console\n"
-                           "appender.console.target = SYSTEM_ERR\nappender.console.layout.type = PatternLayout\n"
-                           "appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n\n", encoding="utf-8")
+        logging.write_text(
+            "rootLogger.level = error\nrootLogger.appenderRef.stderr.ref = console\n"
+            "appender.console.type = Console\nappender.console.name = console\n"
+            "appender.console.target = SYSTEM_ERR\nappender.console.layout.type = PatternLayout\n"
+            "appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n\n",
+            encoding="utf-8",
+        )
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder: Any = SparkSession.builder
-    session: SparkSession = builder.master(f"local[{cores}]").appName("featurestore").config("spark.driver.memory", memory) \
-        .config("spark.sql.session.timeZone", "UTC").config("spark.sql.shuffle.partitions", str(2 * cores)) \
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true").config("spark.ui.enabled", "false") \
-        .config("spark.ui.showConsoleProgress", "false") \
-        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{logging}") \
-        .config("spark.sql.ansi.enabled", "true").getOrCreate()
+    session: SparkSession = (
+        builder.master(f"local[{cores}]")
+        .appName("featurestore")
+        .config("spark.driver.memory", memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(2 * cores))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{logging}")
+        .config("spark.sql.ansi.enabled", "true")
+        .getOrCreate()
+    )
     session.sparkContext.setLogLevel("ERROR")
     return session
 
@@ -99,8 +113,16 @@ def spark_session() -> SparkSession:
     return active if active is not None else local_session()
 
 
-def spark_join(spark: SparkSession, lake: DeltaTables, frame: pa.Table, requests: Sequence[ViewRequest], *,
-               as_of: datetime | None, known: bool, committed: set[int] | None = None) -> pa.Table:
+def spark_join(
+    spark: SparkSession,
+    lake: DeltaTables,
+    frame: pa.Table,
+    requests: Sequence[ViewRequest],
+    *,
+    as_of: datetime | None,
+    known: bool,
+    committed: set[int] | None = None,
+) -> pa.Table:
     """The join by Spark over the lake's tables (their current versions' Parquet files); with
     `committed`, only rows of those batches exist (the lake store's recorded batches)."""
     import warnings
@@ -112,8 +134,16 @@ def spark_join(spark: SparkSession, lake: DeltaTables, frame: pa.Table, requests
         return _spark_join(spark, lake, frame, requests, as_of=as_of, known=known, committed=committed)
 
 
-def _spark_join(spark: SparkSession, lake: DeltaTables, frame: pa.Table, requests: Sequence[ViewRequest], *,
-                as_of: datetime | None, known: bool, committed: set[int] | None) -> pa.Table:
+def _spark_join(
+    spark: SparkSession,
+    lake: DeltaTables,
+    frame: pa.Table,
+    requests: Sequence[ViewRequest],
+    *,
+    as_of: datetime | None,
+    known: bool,
+    committed: set[int] | None,
+) -> pa.Table:
     entities = spark.createDataFrame(frame)
     result = entities.select("_row")
     types: dict[str, pa.DataType] = {}
@@ -141,7 +171,9 @@ def _micros(column: Any) -> Any:
     return F.unix_micros(column)
 
 
-def _best(entities: DataFrame, stored: DataFrame, request: ViewRequest, *, as_of: datetime | None, known: bool) -> DataFrame:
+def _best(
+    entities: DataFrame, stored: DataFrame, request: ViewRequest, *, as_of: datetime | None, known: bool
+) -> DataFrame:
     """Per entity row (``_row``), the stored row a view's rules choose: its outputs, or no row."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -150,7 +182,9 @@ def _best(entities: DataFrame, stored: DataFrame, request: ViewRequest, *, as_of
     created = _micros(F.col(request.created_field)) if request.created_field else F.lit(None).cast("long")
     rows = stored.select(
         *(F.col(k).alias(alias) for k, alias in zip(request.join_keys, keys, strict=True)),
-        _micros(F.col(request.timestamp_field)).alias("_e"), created.alias("_c"), _micros(F.col("_ingested_at")).alias("_i"),
+        _micros(F.col(request.timestamp_field)).alias("_e"),
+        created.alias("_c"),
+        _micros(F.col("_ingested_at")).alias("_i"),
         F.col(LAKE_POSITION).alias("_r"),
         *(F.col(f).alias(f"_v{j}") for j, f in enumerate(request.features)),
     )
@@ -160,8 +194,12 @@ def _best(entities: DataFrame, stored: DataFrame, request: ViewRequest, *, as_of
         rows = rows.where(F.col("_e") >= _to_micros(request.not_before))
     forms = None
     for prefix in request.key_prefixes:  # every stored form of the keys: the best match over all wins
-        form = entities.select("_row", *(F.col(prefix + k).alias(alias) for k, alias in zip(request.join_keys, keys, strict=True)),
-                               _micros(F.col("_t_floor")).alias("_tf"), _micros(F.col("_t_ceil")).alias("_tc"))
+        form = entities.select(
+            "_row",
+            *(F.col(prefix + k).alias(alias) for k, alias in zip(request.join_keys, keys, strict=True)),
+            _micros(F.col("_t_floor")).alias("_tf"),
+            _micros(F.col("_t_ceil")).alias("_tc"),
+        )
         forms = form if forms is None else forms.unionByName(form)
     assert forms is not None
     e, f = forms.alias("e"), rows.alias("f")
@@ -172,10 +210,12 @@ def _best(entities: DataFrame, stored: DataFrame, request: ViewRequest, *, as_of
         condition = condition & (F.col("f._e") >= F.col("e._tc") - F.lit(request.ttl // _US))
     if known:
         condition = condition & (F.col("f._i") <= F.col("e._tf"))
-    candidates = e.join(f, condition, "inner").select("e._row", "f._e", "f._c", "f._i", "f._r",
-                                                      *(f"f._v{j}" for j in range(len(request.features))))
-    order = Window.partitionBy("_row").orderBy(F.col("_e").desc(), F.col("_c").desc_nulls_last(), F.col("_i").desc(),
-                                               F.col("_r").desc())
+    candidates = e.join(f, condition, "inner").select(
+        "e._row", "f._e", "f._c", "f._i", "f._r", *(f"f._v{j}" for j in range(len(request.features)))
+    )
+    order = Window.partitionBy("_row").orderBy(
+        F.col("_e").desc(), F.col("_c").desc_nulls_last(), F.col("_i").desc(), F.col("_r").desc()
+    )
     best = candidates.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1)
     return best.select("_row", *(F.col(f"_v{j}").alias(out) for j, out in enumerate(request.outputs)))
 

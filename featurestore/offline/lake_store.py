@@ -70,8 +70,10 @@ class LakeOfflineStore(OfflineStore):
     @staticmethod
     def _create_bookkeeping(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE TABLE IF NOT EXISTS {LAKE_TABLES} (table_name VARCHAR PRIMARY KEY)")
-        con.execute(f"CREATE TABLE IF NOT EXISTS {CARRIED_TABLE} (table_name VARCHAR PRIMARY KEY, "
-                    "source_table VARCHAR NOT NULL, row_count BIGINT NOT NULL, carried_at TIMESTAMPTZ NOT NULL)")
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {CARRIED_TABLE} (table_name VARCHAR PRIMARY KEY, "
+            "source_table VARCHAR NOT NULL, row_count BIGINT NOT NULL, carried_at TIMESTAMPTZ NOT NULL)"
+        )
 
     @contextmanager
     def connect(self, *, read_only: bool, create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -83,7 +85,9 @@ class LakeOfflineStore(OfflineStore):
             yield con
 
     def _tables(self, con: duckdb.DuckDBPyConnection) -> list[str]:
-        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [LAKE_TABLES]).fetchall()[0][0]:
+        if not con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [LAKE_TABLES]
+        ).fetchall()[0][0]:
             return []
         return [str(t) for (t,) in con.execute(f"SELECT table_name FROM {LAKE_TABLES} ORDER BY table_name").fetchall()]
 
@@ -95,15 +99,16 @@ class LakeOfflineStore(OfflineStore):
         """Every lake table with its columns and DuckDB types (the row id left out, as DuckDB's rowid is)."""
         tables: dict[str, dict[str, str]] = {}
         for table, column, dtype in con.execute(
-                "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'main' "
-                "AND table_catalog = 'temp' AND table_name LIKE 'fv\\_%' ESCAPE '\\' ORDER BY table_name, ordinal_position"
+            "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'main' "
+            "AND table_catalog = 'temp' AND table_name LIKE 'fv\\_%' ESCAPE '\\' ORDER BY table_name, ordinal_position"
         ).fetchall():
             if column != LAKE_POSITION:
                 tables.setdefault(str(table), {})[str(column)] = str(dtype)
         return tables
 
-    def create_table(self, table: str, columns: dict[str, str], carry: Carry | None = None,
-                     time_columns: Sequence[str] = ()) -> int:
+    def create_table(
+        self, table: str, columns: dict[str, str], carry: Carry | None = None, time_columns: Sequence[str] = ()
+    ) -> int:
         """Create a view version's Delta table (statistics for `time_columns` and the stamps only);
         with `carry`, fill it with an older version's rows in one commit, their stamps kept."""
         import pyarrow as pa
@@ -122,13 +127,19 @@ class LakeOfflineStore(OfflineStore):
             self._register(con, carry.source)
             # Recorded first: a kill after this leaves an orphan (a carried record, rows or not) that the next apply replaces.
             con.execute(f"INSERT OR REPLACE INTO {CARRIED_TABLE} VALUES (?, ?, 0, now())", [table, carry.source])
-            select = ", ".join(f"NULL::{duckdb_type(columns[name])} AS {quote(name)}" if source is None
-                               else f"{quote(source)} AS {quote(name)}" for name, source in carry.columns.items())
+            select = ", ".join(
+                f"NULL::{duckdb_type(columns[name])} AS {quote(name)}"
+                if source is None
+                else f"{quote(source)} AS {quote(name)}"
+                for name, source in carry.columns.items()
+            )
             where, params = "", []
             if carry.since is not None:
                 where, params = f" WHERE {quote(carry.timestamp_field)} >= ?", [carry.since]
-            rows: pa.Table = con.sql(f"SELECT {select}, {', '.join(STAMPS)} FROM {quote(carry.source)}{where} "
-                                     f"ORDER BY {LAKE_POSITION}", params=params).to_arrow_table()
+            rows: pa.Table = con.sql(
+                f"SELECT {select}, {', '.join(STAMPS)} FROM {quote(carry.source)}{where} ORDER BY {LAKE_POSITION}",
+                params=params,
+            ).to_arrow_table()
             self.lake.write_rows(table, rows)
             con.execute(f"UPDATE {CARRIED_TABLE} SET row_count = ? WHERE table_name = ?", [rows.num_rows, table])
             return int(rows.num_rows)
@@ -137,8 +148,16 @@ class LakeOfflineStore(OfflineStore):
         self._refuse_unknown_rows(con, table, self.lake.dataset(table).count_rows(), f"the lake {self.lake.root}")
         self.lake.drop(table)
 
-    def append_on(self, con: duckdb.DuckDBPyConnection, grant: Grant, batches: Iterable[pa.Table], *,
-                  batch_id: int, ingested_at: datetime, on_rows: Callable[[int], None] | None = None) -> int:
+    def append_on(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        grant: Grant,
+        batches: Iterable[pa.Table],
+        *,
+        batch_id: int,
+        ingested_at: datetime,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> int:
         """Append a batch as one Delta commit, then record it (the record makes it visible)."""
         table = grant.require("write").view.table
 
@@ -165,19 +184,29 @@ class LakeOfflineStore(OfflineStore):
         self.lake.delete(table, f"CAST({_lake_name(key)} AS VARCHAR) IN ({values})")
         self._register(con, table)
 
-    def delete_older(self, con: duckdb.DuckDBPyConnection, table: str, timestamp_field: str, cutoff: datetime,
-                     key: str | None, keep: Sequence[object]) -> None:
+    def delete_older(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        timestamp_field: str,
+        cutoff: datetime,
+        key: str | None,
+        keep: Sequence[object],
+    ) -> None:
         """Delete rows with an event time before `cutoff`, except keys in `keep` (retention)."""
         from datetime import UTC
 
         predicate = f"{_lake_name(timestamp_field)} < '{cutoff.astimezone(UTC).isoformat()}'"
         if keep and key is not None:
-            predicate += f" AND CAST({_lake_name(key)} AS VARCHAR) NOT IN ({', '.join(sql_literal(str(k)) for k in keep)})"
+            predicate += (
+                f" AND CAST({_lake_name(key)} AS VARCHAR) NOT IN ({', '.join(sql_literal(str(k)) for k in keep)})"
+            )
         self.lake.delete(table, predicate)
         self._register(con, table)
 
-    def rewrite_rows(self, con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, record: Callable[[], object],
-                     marker: str) -> None:
+    def rewrite_rows(
+        self, con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, record: Callable[[], object], marker: str
+    ) -> None:
         """Replace every row of a table by `data` (stamps kept) as one Delta commit, with `record`
         (bookkeeping) in the transaction that commits right after it; then clean the table, so the
         old values leave every file and the log. A rewrite whose commit landed but whose record
@@ -203,7 +232,9 @@ class LakeOfflineStore(OfflineStore):
         with super().connect(read_only=False) as con:
             recorded = {int(b) for (b,) in con.execute(f"SELECT batch_id FROM {BATCHES_TABLE}").fetchall()}
             for table in self._tables(con):
-                stored = set(pc.unique(self.lake.dataset(table).to_table(columns=["_batch_id"]).column("_batch_id")).to_pylist())
+                stored = set(
+                    pc.unique(self.lake.dataset(table).to_table(columns=["_batch_id"]).column("_batch_id")).to_pylist()
+                )
                 stray = sorted(int(b) for b in stored - recorded)
                 if stray:
                     self.lake.delete(table, f"_batch_id IN ({', '.join(map(str, stray))})")

@@ -119,8 +119,12 @@ def grouped_by_shape(count: Callable[[str], int], view: ViewRequest) -> bool:
     if view.key_filter:
         return False
     keys = ", ".join(f"{_lit(k)}: {quote(k)}" for k in view.join_keys)
-    return wants_grouped(count(f"SELECT count(*) FROM {quote(view.table)}"), lambda: count(
-        f"SELECT approx_count_distinct({{{keys}, '_a': {_avail_sql(quote(view.timestamp_field))}}}) FROM {quote(view.table)}"))
+    return wants_grouped(
+        count(f"SELECT count(*) FROM {quote(view.table)}"),
+        lambda: count(
+            f"SELECT approx_count_distinct({{{keys}, '_a': {_avail_sql(quote(view.timestamp_field))}}}) FROM {quote(view.table)}"
+        ),
+    )
 
 
 def _avail_sql(ts: str) -> str:
@@ -131,12 +135,16 @@ def _avail_sql(ts: str) -> str:
 def by_shape(count: Callable[[str], int], view: ViewRequest, entities: str = "_fs_entities") -> bool:
     """:func:`wants_key_filter` for a view, with `count` running a counting query on the
     connection that holds `entities` and the view's table (a few milliseconds)."""
-    return wants_key_filter(count(entity_keys_sql(view, entities)), count(f"SELECT count(*) FROM {quote(view.table)}"),
-                            lambda: count(stored_keys_sql(view)))
+    return wants_key_filter(
+        count(entity_keys_sql(view, entities)),
+        count(f"SELECT count(*) FROM {quote(view.table)}"),
+        lambda: count(stored_keys_sql(view)),
+    )
 
 
-def plan_by_shape(count: Callable[[str], int], views: Sequence[ViewRequest], *, known: bool,
-                  entities: str = "_fs_entities") -> list[ViewRequest]:
+def plan_by_shape(
+    count: Callable[[str], int], views: Sequence[ViewRequest], *, known: bool, entities: str = "_fs_entities"
+) -> list[ViewRequest]:
     """Each view's plan for this join, by shape: the key filter (:func:`by_shape`) and, for a
     known-at join, grouping by availability (:func:`grouped_by_shape`)."""
     chosen = [replace(v, key_filter=by_shape(count, v, entities)) for v in views]
@@ -149,8 +157,11 @@ def entity_keys_sql(view: ViewRequest, entities: str = "_fs_entities") -> str:
     >>> print(entity_keys_sql(ViewRequest("t", ["a", "b"], ["k0_"], "ts", None, [], [])))
     SELECT approx_count_distinct({'a': "k0_a", 'b': "k0_b"}) FROM _fs_entities
     """
-    return f"SELECT approx_count_distinct(_k) FROM ({_entity_key_union(view, entities, struct=True)})" if len(
-        view.key_prefixes) > 1 else f"SELECT approx_count_distinct({_key_struct(view, view.key_prefixes[0])}) FROM {entities}"
+    return (
+        f"SELECT approx_count_distinct(_k) FROM ({_entity_key_union(view, entities, struct=True)})"
+        if len(view.key_prefixes) > 1
+        else f"SELECT approx_count_distinct({_key_struct(view, view.key_prefixes[0])}) FROM {entities}"
+    )
 
 
 def stored_keys_sql(view: ViewRequest) -> str:
@@ -169,7 +180,8 @@ def _entity_key_union(view: ViewRequest, entities: str, *, struct: bool) -> str:
         return " UNION ALL ".join(f"SELECT {_key_struct(view, p)} AS _k FROM {entities}" for p in view.key_prefixes)
     return " UNION ALL ".join(
         "SELECT " + ", ".join(f"{quote(p + k)} AS {quote(k)}" for k in view.join_keys) + f" FROM {entities}"
-        for p in view.key_prefixes)
+        for p in view.key_prefixes
+    )
 
 
 def _key_filter_sql(view: ViewRequest, entities: str) -> str:
@@ -230,16 +242,22 @@ def pit_sql(
             # carrying every feature through the window (0.27 s against 0.51 s at 1M x 100k).
             cols = ", ".join(quote(f) for f in view.features)
             if view.grouped:  # the best per (key, availability) first: one row per group, so ROWS = RANGE
-                source = (f"{cte}_g AS (\n  SELECT {keys}, {avail} AS _avail, max({order}) AS _m\n"
-                          f"  FROM {quote(view.table)}{where}\n  GROUP BY {keys}, {avail}\n), ")
-                running = (f"{cte} AS (\n  SELECT {keys}, _avail,\n    max(_m) OVER (PARTITION BY {keys} ORDER BY _avail\n"
-                           f"      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _b\n  FROM {cte}_g\n)")
+                source = (
+                    f"{cte}_g AS (\n  SELECT {keys}, {avail} AS _avail, max({order}) AS _m\n"
+                    f"  FROM {quote(view.table)}{where}\n  GROUP BY {keys}, {avail}\n), "
+                )
+                running = (
+                    f"{cte} AS (\n  SELECT {keys}, _avail,\n    max(_m) OVER (PARTITION BY {keys} ORDER BY _avail\n"
+                    f"      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _b\n  FROM {cte}_g\n)"
+                )
             else:
                 source = ""
-                running = (f"{cte} AS (\n  SELECT {keys}, {avail} AS _avail,\n"
-                           f"    max({order}) OVER (PARTITION BY {keys} ORDER BY {avail}\n"
-                           f"      RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _b\n"
-                           f"  FROM {quote(view.table)}{where}\n)")
+                running = (
+                    f"{cte} AS (\n  SELECT {keys}, {avail} AS _avail,\n"
+                    f"    max({order}) OVER (PARTITION BY {keys} ORDER BY {avail}\n"
+                    f"      RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _b\n"
+                    f"  FROM {quote(view.table)}{where}\n)"
+                )
             ctes.append(
                 f"{source}{running}, {cte}_rows AS (\n  SELECT {view.position} AS _r, {ts} AS _e, {cols}\n"
                 f"  FROM {quote(view.table)}{' WHERE ' + _key_filter_sql(view, entities) if view.key_filter else ''}\n)"
@@ -247,8 +265,7 @@ def pit_sql(
         else:
             cols = ", ".join(quote(f) for f in view.features)
             ctes.append(
-                f"{cte} AS (\n  SELECT {keys}, {ts} AS _e, {order} AS _o, {cols}\n"
-                f"  FROM {quote(view.table)}{where}\n)"
+                f"{cte} AS (\n  SELECT {keys}, {ts} AS _e, {order} AS _o, {cols}\n  FROM {quote(view.table)}{where}\n)"
             )
         aliases = [f"{cte}_{j}" for j in range(len(view.key_prefixes))]
         for alias, prefix in zip(aliases, view.key_prefixes, strict=True):
@@ -271,7 +288,9 @@ def pit_sql(
             # The best row over every stored form of the key: structs compare by their first
             # field, the ordering key, and greatest() skips forms that matched nothing.
             fields = ", ".join(["'_e': {a}._e", *(f"{_lit(f)}: {{a}}.{quote(f)}" for f in view.features)])
-            forms = [f"CASE WHEN {a}._o IS NULL THEN NULL ELSE {{'_o': {a}._o, {fields.format(a=a)}}} END" for a in aliases]
+            forms = [
+                f"CASE WHEN {a}._o IS NULL THEN NULL ELSE {{'_o': {a}._o, {fields.format(a=a)}}} END" for a in aliases
+            ]
             source = f"greatest({', '.join(forms)})"
         chosen_e = f"{source}._e"  # the chosen row's columns are all read as {source}.<name>
         for feature, output in zip(view.features, view.outputs, strict=True):
@@ -279,7 +298,9 @@ def pit_sql(
             if view.ttl is None:
                 selects.append(f"{value} AS {quote(output)}")
             else:
-                selects.append(f"CASE WHEN {chosen_e} >= e._t_ceil - {_ttl_sql(view.ttl)} THEN {value} END AS {quote(output)}")
+                selects.append(
+                    f"CASE WHEN {chosen_e} >= e._t_ceil - {_ttl_sql(view.ttl)} THEN {value} END AS {quote(output)}"
+                )
     entity_select = ", ".join(["_row", *entity_cols, "_t_floor", "_t_ceil"])
     select_list = ",\n  ".join(selects)
     return (

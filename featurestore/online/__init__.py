@@ -37,7 +37,9 @@ class OnlineStore(Protocol):
     def read(self, table: str, keys: Sequence[str]) -> list[Row | None]:
         """The rows of these entity keys, in order (None where absent)."""
 
-    def point_reader(self, table: str, features: Sequence[str], positions: Sequence[int]) -> Callable[[str], Row | None]:
+    def point_reader(
+        self, table: str, features: Sequence[str], positions: Sequence[int]
+    ) -> Callable[[str], Row | None]:
         """A function reading one entity key of a table as ``(*values of features, event time)``
         (None where absent): the single-entity serving path, its query made once. `positions`
         are where those features sit in a row read back (from VALUES_AT on)."""

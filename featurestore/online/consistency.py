@@ -50,15 +50,18 @@ class Consistency:
         self.historical = historical
         self.online = online
 
-    def check(self, views: Sequence[str] | None = None, *, sample: int = 1000, purpose: str | None = None,
-              seed: int = 0) -> list[ConsistencyReport]:
+    def check(
+        self, views: Sequence[str] | None = None, *, sample: int = 1000, purpose: str | None = None, seed: int = 0
+    ) -> list[ConsistencyReport]:
         """Draw up to `sample` entities per materialized view version and report every value
         whose online answer differs from the offline one at t = now (TTL included)."""
         ctx = self.ctx
         targets = [self.catalog.get_view(v) for v in views] if views else self.catalog.list_views()
         targets = [vv for vv in targets if ctx.registry.materialization(vv.view.name, vv.version) is not None]
         snapshot = ctx.access.snapshot()
-        grants = [ctx.access.grant(snapshot, vv, vv.view.feature_names, purpose, ("offline", "online")) for vv in targets]
+        grants = [
+            ctx.access.grant(snapshot, vv, vv.view.feature_names, purpose, ("offline", "online")) for vv in targets
+        ]
         reports: list[ConsistencyReport] = []
         for grant in grants:
             vv = grant.require("online").view
@@ -70,11 +73,15 @@ class Consistency:
             now_us = to_us(now)
             stored = store.read(table, keys)
             parts_of = [k.split(KEY_SEPARATOR) for k in keys]
-            entity = pa.table({
-                **{key: pa.array([p[i] for p in parts_of], pa.string()).cast(arrow_type(t))
-                   for i, (key, t) in enumerate(vv.join_keys.items())},
-                "_fs_t": pa.array([now] * len(keys), pa.timestamp("us", tz="UTC")),
-            })
+            entity = pa.table(
+                {
+                    **{
+                        key: pa.array([p[i] for p in parts_of], pa.string()).cast(arrow_type(t))
+                        for i, (key, t) in enumerate(vv.join_keys.items())
+                    },
+                    "_fs_t": pa.array([now] * len(keys), pa.timestamp("us", tz="UTC")),
+                }
+            )
             # Stored keys are joined as they are (already in their stored form): no key forms.
             plain = JoinPart(grant, names, vv.view.ttl)
             offline = self.historical.point_in_time(entity, [plain], "_fs_t", as_of=None, known=False, stored_keys=True)
@@ -90,7 +97,12 @@ class Consistency:
                     offline_value = offline.column(name)[i].as_py()
                     if online_value != offline_value:
                         mismatches.append(Mismatch(key, name, online_value, offline_value, status))
-            ctx.audit.append(ctx.actor, "check_consistency", vv.ref, purpose=purpose,
-                             details={"checked": len(keys), "mismatches": len(mismatches)})
+            ctx.audit.append(
+                ctx.actor,
+                "check_consistency",
+                vv.ref,
+                purpose=purpose,
+                details={"checked": len(keys), "mismatches": len(mismatches)},
+            )
             reports.append(ConsistencyReport(vv.ref, len(keys), mismatches))
         return reports

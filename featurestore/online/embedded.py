@@ -71,7 +71,9 @@ class SQLiteOnlineStore:
         return cursor
 
     def ensure_table(self, table: str, features: Sequence[str]) -> None:
-        cols = ", ".join(["k TEXT PRIMARY KEY", "_e INTEGER NOT NULL", "_g INTEGER NOT NULL", *(_quote(f) for f in features)])
+        cols = ", ".join(
+            ["k TEXT PRIMARY KEY", "_e INTEGER NOT NULL", "_g INTEGER NOT NULL", *(_quote(f) for f in features)]
+        )
         self._con().execute(f"CREATE TABLE IF NOT EXISTS {_quote(table)} ({cols}) WITHOUT ROWID")
 
     def write(self, table: str, rows: Iterable[Row], generation: int, *, newer_only: bool = False) -> int:
@@ -119,9 +121,13 @@ class SQLiteOnlineStore:
         if sets is None:
             names = [str(c[1]) for c in con.execute(f"PRAGMA table_info({_quote(table)})")][3:]
             newer = "excluded._e >= _e"
-            sets = self._upserts[table] = ", ".join([
-                f"_e = CASE WHEN {newer} THEN excluded._e ELSE _e END", "_g = excluded._g",
-                *(f"{_quote(n)} = CASE WHEN {newer} THEN excluded.{_quote(n)} ELSE {_quote(n)} END" for n in names)])
+            sets = self._upserts[table] = ", ".join(
+                [
+                    f"_e = CASE WHEN {newer} THEN excluded._e ELSE _e END",
+                    "_g = excluded._g",
+                    *(f"{_quote(n)} = CASE WHEN {newer} THEN excluded.{_quote(n)} ELSE {_quote(n)} END" for n in names),
+                ]
+            )
         return sets
 
     def copy_table(self, source: str, target: str, columns: dict[str, str | None], generation: int) -> int:
@@ -130,7 +136,10 @@ class SQLiteOnlineStore:
         count = [0]
 
         def copy() -> None:
-            con.execute(f"INSERT OR REPLACE INTO {_quote(target)} SELECT k, _e, ?, {values} FROM {_quote(source)}", (generation,))
+            con.execute(
+                f"INSERT OR REPLACE INTO {_quote(target)} SELECT k, _e, ?, {values} FROM {_quote(source)}",
+                (generation,),
+            )
             count[0] = con.changes()
 
         self._transaction(con, copy)
@@ -141,13 +150,15 @@ class SQLiteOnlineStore:
         found: dict[str, Row] = {}
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), 900):  # bound parameters per statement, kept small
-            part = unique[start:start + 900]
+            part = unique[start : start + 900]
             query = f"SELECT * FROM {_quote(table)} WHERE k IN ({', '.join('?' * len(part))})"
             for row in con.execute(query, part):
                 found[row[0]] = row
         return [found.get(k) for k in keys]
 
-    def point_reader(self, table: str, features: Sequence[str], positions: Sequence[int]) -> Callable[[str], Row | None]:
+    def point_reader(
+        self, table: str, features: Sequence[str], positions: Sequence[int]
+    ) -> Callable[[str], Row | None]:
         if not features:
             raise ValueError("a point reader reads at least one feature")
         sql = f"SELECT {', '.join([*map(_quote, features), '_e'])} FROM {_quote(table)} WHERE k = ?"
@@ -177,7 +188,7 @@ class SQLiteOnlineStore:
         con = self._con()
         count = 0
         for start in range(0, len(keys), 900):
-            part = list(keys[start:start + 900])
+            part = list(keys[start : start + 900])
             con.execute(f"DELETE FROM {_quote(table)} WHERE k IN ({', '.join('?' * len(part))})", part)
             count += con.changes()
         self._truncate_wal(con)

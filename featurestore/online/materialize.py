@@ -74,7 +74,9 @@ def latest_rows_sql(
     # One aggregate per entity keeps only the best row so far (arg_max over the join's ranking),
     # instead of ranking every row with a window; rows come out in key order, which the online
     # store's B-tree takes about 4x faster than random order (200k rows: 0.31 s against 1.42 s).
-    best = ", ".join([f"'_e': epoch_us({ts})", *(f"'v{i}': {_value_sql(n, t)}" for i, (n, t) in enumerate(features.items()))])
+    best = ", ".join(
+        [f"'_e': epoch_us({ts})", *(f"'v{i}': {_value_sql(n, t)}" for i, (n, t) in enumerate(features.items()))]
+    )
     outputs = ", ".join(["_b._e AS _e", *(f"_b.v{i} AS {quote(n)}" for i, n in enumerate(features))])
     return (
         f"SELECT k, {outputs} FROM (SELECT {key_sql(join_keys)} AS k, arg_max({{{best}}}, {order_sql(ts, created_field, position)}) AS _b "
@@ -82,7 +84,9 @@ def latest_rows_sql(
     )
 
 
-def pushed_rows(con: duckdb.DuckDBPyConnection, tables: Sequence[pa.Table], vv: ViewVersion, end: datetime) -> list[Row]:
+def pushed_rows(
+    con: duckdb.DuckDBPyConnection, tables: Sequence[pa.Table], vv: ViewVersion, end: datetime
+) -> list[Row]:
     """The online rows of pushed data: per entity its latest row with event time <= `end` (ties:
     the later row), in the form materialization writes, computed by the same SQL on `con` (a
     cursor of an in-memory database: the rows go to a temporary table private to it)."""
@@ -96,8 +100,15 @@ def pushed_rows(con: duckdb.DuckDBPyConnection, tables: Sequence[pa.Table], vv: 
         verb = "CREATE OR REPLACE TEMP TABLE _fs_push AS" if i == 0 else "INSERT INTO _fs_push"
         con.execute(f"{verb} SELECT *, now() AS _ingested_at, 0 AS _batch_id FROM _fs_pushed")
         con.unregister("_fs_pushed")
-    sql = latest_rows_sql("_fs_push", list(vv.join_keys), vv.view.timestamp_field, features, since_batch=None,
-                          previous_end=None, created_field=vv.view.created_timestamp_field)
+    sql = latest_rows_sql(
+        "_fs_push",
+        list(vv.join_keys),
+        vv.view.timestamp_field,
+        features,
+        since_batch=None,
+        previous_end=None,
+        created_field=vv.view.created_timestamp_field,
+    )
     rows = [row for chunk in stream_rows(con, sql, end) for row in chunk]
     con.execute("DROP TABLE _fs_push")
     return rows
@@ -112,8 +123,15 @@ def stream_rows(con: duckdb.DuckDBPyConnection, sql: str, end: datetime) -> Iter
             yield list(zip(*(column.to_pylist() for column in batch.columns), strict=True))
 
 
-def copy_rows(chunks: Iterator[list[Row]], store: OnlineStore, table: str, generation: int,
-              on_rows: Callable[[int], None] | None, *, newer_only: bool = True) -> int:
+def copy_rows(
+    chunks: Iterator[list[Row]],
+    store: OnlineStore,
+    table: str,
+    generation: int,
+    on_rows: Callable[[int], None] | None,
+    *,
+    newer_only: bool = True,
+) -> int:
     """Write chunks to the online store, one transaction each; return the row count. With
     `newer_only` (all but a rewind to an earlier end) a newer stored row, e.g. pushed, is kept."""
     total = 0

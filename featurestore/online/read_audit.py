@@ -103,8 +103,13 @@ class ReadAudit:
         items = list(pending.items())
         for done, ((purpose, features), entities) in enumerate(items):
             try:
-                self._audit.append(self._actor, "online_reads", ", ".join(sorted({f.rsplit(":", 1)[0] for f in features})),
-                                   purpose=purpose, details={"features": list(features), "entities": entities})
+                self._audit.append(
+                    self._actor,
+                    "online_reads",
+                    ", ".join(sorted({f.rsplit(":", 1)[0] for f in features})),
+                    purpose=purpose,
+                    details={"features": list(features), "entities": entities},
+                )
             except BaseException:
                 with self._lock:
                     for key, count in items[done:]:

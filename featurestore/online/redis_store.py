@@ -73,11 +73,18 @@ class RedisOnlineStore:
         rows = list(rows)
         if newer_only and rows:  # compare-and-set per key, atomically on the server
             for start in range(0, len(rows), 5000):
-                part = rows[start:start + 5000]
+                part = rows[start : start + 5000]
                 keys = [self._key(table, row[0]) for row in part]
                 values = [json.dumps([row[1], generation, *row[2:]]) for row in part]
-                self._redis.eval(_SET_IF_NEWER, len(keys), *keys, f"{self.prefix}:{table}:__keys", str(generation),
-                                 *values, *(row[0] for row in part))
+                self._redis.eval(
+                    _SET_IF_NEWER,
+                    len(keys),
+                    *keys,
+                    f"{self.prefix}:{table}:__keys",
+                    str(generation),
+                    *values,
+                    *(row[0] for row in part),
+                )
             return len(rows)
         count = 0
         with self._redis.pipeline(transaction=True) as pipe:
@@ -98,9 +105,12 @@ class RedisOnlineStore:
         members = sorted(_text(m) for m in self._redis.smembers(f"{self.prefix}:{source}:__keys"))
         count = 0
         for start in range(0, len(members), 1000):
-            part = members[start:start + 1000]
-            rows = [(key, row[1], *(None if i is None else row[VALUES_AT + i] for i in at))
-                    for key, row in zip(part, self.read(source, part), strict=True) if row is not None]
+            part = members[start : start + 1000]
+            rows = [
+                (key, row[1], *(None if i is None else row[VALUES_AT + i] for i in at))
+                for key, row in zip(part, self.read(source, part), strict=True)
+                if row is not None
+            ]
             count += self.write(target, rows, generation)
         return count
 
@@ -113,7 +123,9 @@ class RedisOnlineStore:
         decoded: list[list[Any] | None] = json.loads(b"[" + b",".join(b"null" if v is None else v for v in raw) + b"]")
         return [None if row is None else (key, *row) for key, row in zip(keys, decoded, strict=True)]
 
-    def point_reader(self, table: str, features: Sequence[str], positions: Sequence[int]) -> Callable[[str], Row | None]:
+    def point_reader(
+        self, table: str, features: Sequence[str], positions: Sequence[int]
+    ) -> Callable[[str], Row | None]:
         get, key_of = self._redis.get, self._key
         at = [p - 1 for p in positions]  # a stored value is (event time, generation, *values): no key
 
@@ -134,14 +146,14 @@ class RedisOnlineStore:
         members = sorted(_text(m) for m in self._redis.smembers(f"{self.prefix}:{table}:__keys"))
         stale: list[str] = []
         for start in range(0, len(members), 1000):
-            part = members[start:start + 1000]
+            part = members[start : start + 1000]
             for key, row in zip(part, self.read(table, part), strict=True):
                 if row is None or row[2] < generation:
                     stale.append(key)
         with self._redis.pipeline(transaction=True) as pipe:
             for start in range(0, len(stale), 1000):
-                pipe.delete(*(self._key(table, k) for k in stale[start:start + 1000]))
-                pipe.srem(f"{self.prefix}:{table}:__keys", *stale[start:start + 1000])
+                pipe.delete(*(self._key(table, k) for k in stale[start : start + 1000]))
+                pipe.srem(f"{self.prefix}:{table}:__keys", *stale[start : start + 1000])
             pipe.execute()
         return len(stale)
 
@@ -159,10 +171,15 @@ class RedisOnlineStore:
         """Remove rows older than `before_us` but the kept keys."""
         members = sorted(_text(m) for m in self._redis.smembers(f"{self.prefix}:{table}:__keys"))
         kept = set(keep)
-        stale = [key for start in range(0, len(members), 1000)
-                 for key, row in zip(members[start:start + 1000], self.read(table, members[start:start + 1000]), strict=True)
-                 if row is not None and row[1] < before_us and key not in kept]
-        return sum(self.delete(table, stale[i:i + 1000]) for i in range(0, len(stale), 1000))
+        stale = [
+            key
+            for start in range(0, len(members), 1000)
+            for key, row in zip(
+                members[start : start + 1000], self.read(table, members[start : start + 1000]), strict=True
+            )
+            if row is not None and row[1] < before_us and key not in kept
+        ]
+        return sum(self.delete(table, stale[i : i + 1000]) for i in range(0, len(stale), 1000))
 
     def close(self) -> None:
         self._redis.close()

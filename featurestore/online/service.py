@@ -78,7 +78,9 @@ class OnlineService:
         online_store: The online store to use (default: the one the config names, opened on first use).
     """
 
-    def __init__(self, ctx: StoreContext, catalog: Catalog, historical: Historical, online_store: OnlineStore | None = None) -> None:
+    def __init__(
+        self, ctx: StoreContext, catalog: Catalog, historical: Historical, online_store: OnlineStore | None = None
+    ) -> None:
         self.ctx = ctx
         self.catalog = catalog
         self.historical = historical
@@ -88,8 +90,9 @@ class OnlineService:
         """The in-memory DuckDB database pushes rank their rows in (made on first push)."""
         self.reads = ReadAudit(ctx.audit, ctx.actor, background=ctx.config.root is not None)
         clock = ctx.clock
-        self._now_us: Callable[[], int] = ((lambda: time.time_ns() // 1000) if clock is system_clock
-                                           else (lambda: to_us(clock())))
+        self._now_us: Callable[[], int] = (
+            (lambda: time.time_ns() // 1000) if clock is system_clock else (lambda: to_us(clock()))
+        )
         """Now in microseconds: the store clock's, read as an integer when it is the wall clock."""
 
     @property
@@ -107,8 +110,14 @@ class OnlineService:
         if self._store is not None:
             self._store.close()
 
-    def materialize(self, views: Sequence[str] | None = None, *, end: datetime | None = None, full: bool = False,
-                    progress: Progress | None = None) -> list[MaterializeResult]:
+    def materialize(
+        self,
+        views: Sequence[str] | None = None,
+        *,
+        end: datetime | None = None,
+        full: bool = False,
+        progress: Progress | None = None,
+    ) -> list[MaterializeResult]:
         """Copy, per entity, the latest value as of `end` (default now) to the online store."""
         ctx = self.ctx
         end = end or ctx.now()
@@ -137,14 +146,21 @@ class OnlineService:
             # A version's table can hold rows carried from older versions, recorded under their tables.
             tables = [o.table for o in self.catalog.view_versions(vv.view.name) if o.version <= vv.version]
             with ctx.offline.connect(read_only=True) as con:  # writers wait: a consistent snapshot
-                [(last_batch,)] = con.execute(f"SELECT coalesce(max(batch_id), 0) FROM {BATCHES_TABLE} WHERE table_name IN "
-                                              f"({', '.join('?' * len(tables))})", tables).fetchall()
+                [(last_batch,)] = con.execute(
+                    f"SELECT coalesce(max(batch_id), 0) FROM {BATCHES_TABLE} WHERE table_name IN "
+                    f"({', '.join('?' * len(tables))})",
+                    tables,
+                ).fetchall()
                 generation = (state.generation if state is not None else 0) + 1
                 sql = latest_rows_sql(
-                    vv.table, list(vv.join_keys), vv.view.timestamp_field, features,
+                    vv.table,
+                    list(vv.join_keys),
+                    vv.view.timestamp_field,
+                    features,
                     since_batch=None if rebuild or state is None else state.last_batch_id,
                     previous_end=None if rebuild or state is None else state.end,
-                    created_field=vv.view.created_timestamp_field, position=ctx.offline.position,
+                    created_field=vv.view.created_timestamp_field,
+                    position=ctx.offline.position,
                 )
                 chunks = stream_rows(con, sql, end)
                 erased = ctx.registry.tombstones(vv.view.entity)
@@ -154,9 +170,18 @@ class OnlineService:
                 count = copy_rows(chunks, self.store, table, generation, advance, newer_only=not rewind)
             if rebuild:  # only now: readers saw old rows until each new one replaced it
                 self.store.prune(table, generation)
-            ctx.registry.set_materialization(vv.view.name, vv.version, last_batch_id=last_batch, end=end,
-                                             entities=count, generation=generation, updated_at=ctx.now())
-            ctx.audit.append(ctx.actor, "materialize", vv.ref, details={"entities": count, "full": rebuild, "end": end.isoformat()})
+            ctx.registry.set_materialization(
+                vv.view.name,
+                vv.version,
+                last_batch_id=last_batch,
+                end=end,
+                entities=count,
+                generation=generation,
+                updated_at=ctx.now(),
+            )
+            ctx.audit.append(
+                ctx.actor, "materialize", vv.ref, details={"entities": count, "full": rebuild, "end": end.isoformat()}
+            )
             self._plans.clear()
             results.append(MaterializeResult(vv.view.name, vv.version, count, rebuild, end, dropped[0]))
         return results
@@ -170,9 +195,12 @@ class OnlineService:
         self.store.ensure_table(table, vv.view.feature_names)
         state = ctx.registry.materialization(vv.view.name, vv.version)
         if state is None:  # the next materialize recomputes every entity from batch 0
-            ctx.registry.set_materialization(vv.view.name, vv.version, last_batch_id=0, end=EPOCH, entities=0,
-                                             generation=0, updated_at=ctx.now())
-        if self._scratch is None:  # an in-memory database for pushes, made once: a connection costs ~13 ms, a cursor ~0.07
+            ctx.registry.set_materialization(
+                vv.view.name, vv.version, last_batch_id=0, end=EPOCH, entities=0, generation=0, updated_at=ctx.now()
+            )
+        if (
+            self._scratch is None
+        ):  # an in-memory database for pushes, made once: a connection costs ~13 ms, a cursor ~0.07
             import duckdb
 
             self._scratch = duckdb.connect(":memory:")
@@ -202,12 +230,21 @@ class OnlineService:
             self.store.ensure_table(table, new.view.feature_names)
             columns = {f: f if f in old.view.feature_names else None for f in new.view.feature_names}
             count = self.store.copy_table(online_table(old), table, columns, 0)
-            ctx.registry.set_materialization(new.view.name, new.version, last_batch_id=state.last_batch_id, end=state.end,
-                                             entities=count, generation=0, updated_at=ctx.now())
+            ctx.registry.set_materialization(
+                new.view.name,
+                new.version,
+                last_batch_id=state.last_batch_id,
+                end=state.end,
+                entities=count,
+                generation=0,
+                updated_at=ctx.now(),
+            )
             ctx.audit.append(ctx.actor, "materialize", new.ref, details={"entities": count, "carried_from": old.ref})
             self._plans.clear()
 
-    def _without_erased(self, chunks: Iterator[list[Row]], grant: Grant, erased: set[str], dropped: list[int]) -> Iterator[list[Row]]:
+    def _without_erased(
+        self, chunks: Iterator[list[Row]], grant: Grant, erased: set[str], dropped: list[int]
+    ) -> Iterator[list[Row]]:
         subjects = Subjects(self.ctx.keys, self.ctx.treatments)
         for chunk in chunks:
             keys = pa.chunked_array([pa.array([row[0] for row in chunk], pa.string())])
@@ -219,11 +256,20 @@ class OnlineService:
 
     def materialized_views(self) -> list[str]:
         """References (``name@vN``) of the view versions in the online store."""
-        return [vv.ref for vv in self.catalog.list_views() if self.ctx.registry.materialization(vv.view.name, vv.version) is not None]
+        return [
+            vv.ref
+            for vv in self.catalog.list_views()
+            if self.ctx.registry.materialization(vv.view.name, vv.version) is not None
+        ]
 
-    def get_online_features(self, entity_rows: Mapping[str, Any] | Sequence[Mapping[str, Any]] | pa.Table,
-                            features: Sequence[str] | str, *, purpose: str | None = None,
-                            full_feature_names: bool = False) -> OnlineResponse:
+    def get_online_features(
+        self,
+        entity_rows: Mapping[str, Any] | Sequence[Mapping[str, Any]] | pa.Table,
+        features: Sequence[str] | str,
+        *,
+        purpose: str | None = None,
+        full_feature_names: bool = False,
+    ) -> OnlineResponse:
         """Latest feature values for entities, with a status per value (`features` may name a
         feature service: ``"service:fraud_v1"``)."""
         cache_key = ((features,) if type(features) is str else tuple(features), purpose, full_feature_names)
@@ -232,8 +278,15 @@ class OnlineService:
             plan = self._build_plan(cache_key)
         single = plan.single
         if single is not None:  # one entity row, as a row or a list of one (HTTP bodies)
-            one = entity_rows if type(entity_rows) is dict else (
-                entity_rows[0] if type(entity_rows) is list and len(entity_rows) == 1 and type(entity_rows[0]) is dict else None)
+            one = (
+                entity_rows
+                if type(entity_rows) is dict
+                else (
+                    entity_rows[0]
+                    if type(entity_rows) is list and len(entity_rows) == 1 and type(entity_rows[0]) is dict
+                    else None
+                )
+            )
             if one is not None:
                 response = single(one, self._now_us())
                 if response is not None:
@@ -259,30 +312,53 @@ class OnlineService:
             key_forms = []
             for key in vv.join_keys:
                 rule = policy.rule(key) if policy is not None else None
-                treatment = rule.treatment if rule is not None and rule.treatment in ("keyed_hash", "tokenize") else None
+                treatment = (
+                    rule.treatment if rule is not None and rule.treatment in ("keyed_hash", "tokenize") else None
+                )
                 hmac_keys: tuple[tuple[str, bytes], ...] = ()
                 tokenizers: tuple[Callable[[str], str], ...] = ()
                 keys = self.ctx.keys
                 if treatment == "keyed_hash":
-                    hmac_keys = tuple((k.id, k.hmac_text.encode()) for k in (keys.keys("hmac") or [keys.current("hmac")]))
+                    hmac_keys = tuple(
+                        (k.id, k.hmac_text.encode()) for k in (keys.keys("hmac") or [keys.current("hmac")])
+                    )
                 elif treatment == "tokenize":
                     assert policy is not None
                     context = token_context(policy.id, vv.view.name, key)
                     tokenizers = tuple(_tokenizer(k, context) for k in (keys.keys("siv") or [keys.current("siv")]))
-                key_forms.append(KeyForm(key, treatment, vv.join_keys[key], rule.normalize if rule else "none",
-                                         rule.region if rule else None, hmac_keys, tokenizers))
-            views.append(ViewServing(
-                grant=part.grant, ref=vv.ref, table=online_table(vv), keys=tuple(key_forms),
-                positions=tuple(VALUES_AT + stored.index(f) for f in part.grant.features), outputs=tuple(part.outputs),
-                converters=tuple(converter(vv.view.feature(f).dtype) for f in part.grant.features),
-                ttl_us=effective_ttl_us(part.ttl, part.grant.retention("online")),
-            ))
+                key_forms.append(
+                    KeyForm(
+                        key,
+                        treatment,
+                        vv.join_keys[key],
+                        rule.normalize if rule else "none",
+                        rule.region if rule else None,
+                        hmac_keys,
+                        tokenizers,
+                    )
+                )
+            views.append(
+                ViewServing(
+                    grant=part.grant,
+                    ref=vv.ref,
+                    table=online_table(vv),
+                    keys=tuple(key_forms),
+                    positions=tuple(VALUES_AT + stored.index(f) for f in part.grant.features),
+                    outputs=tuple(part.outputs),
+                    converters=tuple(converter(vv.view.feature(f).dtype) for f in part.grant.features),
+                    ttl_us=effective_ttl_us(part.ttl, part.grant.retention("online")),
+                )
+            )
         audit_key = tuple(f"{v.ref}:{f}" for v, p in zip(views, parts, strict=True) for f in p.grant.features)
-        plan = ServingPlan(views, [o for v in views for o in v.outputs], time.monotonic(), audit_key, (purpose, audit_key, 1))
+        plan = ServingPlan(
+            views, [o for v in views for o in v.outputs], time.monotonic(), audit_key, (purpose, audit_key, 1)
+        )
         if len(views) == 1 and len(views[0].keys) == 1 and views[0].keys[0].treatment is None and views[0].positions:
             view, stored = views[0], parts[0].vv.view.feature_names
-            plan.single = single_lookup(view, self.store.point_reader(
-                view.table, [stored[p - VALUES_AT] for p in view.positions], view.positions))
+            plan.single = single_lookup(
+                view,
+                self.store.point_reader(view.table, [stored[p - VALUES_AT] for p in view.positions], view.positions),
+            )
         self._plans[cache_key] = plan
         return plan
 

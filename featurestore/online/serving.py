@@ -83,8 +83,11 @@ def check_key(value: Any, form: KeyForm, row: int, view: str) -> Any:
         got, want = _kind(value), "a string"
     from ..errors import RetrievalError
 
-    hint = (" For several entities pass a list of rows or columns of equal length." if isinstance(value, (list, tuple))
-            else "")
+    hint = (
+        " For several entities pass a list of rows or columns of equal length."
+        if isinstance(value, (list, tuple))
+        else ""
+    )
     raise RetrievalError(f"entity row {row}: join key '{form.name}' of {view} must be {want}, not {got}.{hint}")
 
 
@@ -97,8 +100,15 @@ def missing_key(row: int, entity: Mapping[str, Any], name: str, view: str) -> Ex
 
 
 def _kind(value: Any) -> str:
-    kinds = {bool: "a boolean", float: "a fractional number", list: "a list", tuple: "a list", dict: "an object",
-             int: "a whole number", str: "a string"}
+    kinds = {
+        bool: "a boolean",
+        float: "a fractional number",
+        list: "a list",
+        tuple: "a list",
+        dict: "an object",
+        int: "a whole number",
+        str: "a string",
+    }
     return kinds.get(type(value), f"a {type(value).__name__}")
 
 
@@ -122,11 +132,15 @@ def entity_rows(data: Any) -> list[Mapping[str, Any]]:
         if not columns:
             return [data]
         if len(columns) != len(data):
-            raise RetrievalError(f"entity rows mix columns (lists: {', '.join(sorted(columns))}) and single values: give "
-                                 "every key as a list of equal length, or pass one row per entity")
+            raise RetrievalError(
+                f"entity rows mix columns (lists: {', '.join(sorted(columns))}) and single values: give "
+                "every key as a list of equal length, or pass one row per entity"
+            )
         lengths = {len(data[k]) for k in columns}
         if len(lengths) != 1:
-            raise RetrievalError(f"entity columns {', '.join(sorted(columns))} have different lengths ({sorted(lengths)})")
+            raise RetrievalError(
+                f"entity columns {', '.join(sorted(columns))} have different lengths ({sorted(lengths)})"
+            )
         return [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
     if isinstance(data, (list, tuple)):
         for row, entity in enumerate(data):
@@ -177,8 +191,10 @@ class KeyForm:
             return []
         if self.treatment == "keyed_hash":
             data = normalized.encode()
-            return [f"{kid}:" + hmac.new(secret, data, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_DIGITS]
-                    for kid, secret in self.hmac_keys]
+            return [
+                f"{kid}:" + hmac.new(secret, data, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_DIGITS]
+                for kid, secret in self.hmac_keys
+            ]
         return [tokenize(normalized) for tokenize in self.tokenizers]
 
 
@@ -239,8 +255,12 @@ def converter(dtype: str) -> Callable[[Any], Any] | None:
     return None
 
 
-def lookup(plan: ServingPlan, rows: Sequence[Mapping[str, Any]], read: Callable[[str, list[str]], list[Row | None]],
-           now_us: int) -> OnlineResponse:
+def lookup(
+    plan: ServingPlan,
+    rows: Sequence[Mapping[str, Any]],
+    read: Callable[[str, list[str]], list[Row | None]],
+    now_us: int,
+) -> OnlineResponse:
     """Answer a request with a plan: stored keys per row, one read per view, TTL against now."""
     values: dict[str, list[Any]] = {out: [] for out in plan.outputs}
     statuses: dict[str, list[str]] = {out: [] for out in plan.outputs}
@@ -279,8 +299,14 @@ def lookup(plan: ServingPlan, rows: Sequence[Mapping[str, Any]], read: Callable[
     return OnlineResponse(values, statuses)
 
 
-def _lookup_plain(view: ViewServing, rows: Sequence[Mapping[str, Any]], read: Callable[[str, list[str]], list[Row | None]],
-                  now_us: int, values: dict[str, list[Any]], statuses: dict[str, list[str]]) -> None:
+def _lookup_plain(
+    view: ViewServing,
+    rows: Sequence[Mapping[str, Any]],
+    read: Callable[[str, list[str]], list[Row | None]],
+    now_us: int,
+    values: dict[str, list[Any]],
+    statuses: dict[str, list[str]],
+) -> None:
     """:func:`lookup` for the common case, one join key stored as given: one key per row (a single
     entity row that holds only its key takes :func:`single_lookup` instead). The per-entity work
     runs in C where it can: the type check over the set of key types, keys made text by ``map``,
@@ -322,8 +348,9 @@ def _lookup_plain(view: ViewServing, rows: Sequence[Mapping[str, Any]], read: Ca
         statuses[out].extend(row_status)
 
 
-def single_lookup(view: ViewServing, read_one: Callable[[str], Row | None]
-                  ) -> Callable[[Mapping[str, Any], int], OnlineResponse | None]:
+def single_lookup(
+    view: ViewServing, read_one: Callable[[str], Row | None]
+) -> Callable[[Mapping[str, Any], int], OnlineResponse | None]:
     """:func:`lookup` of one view with one join key stored as given, for a request of one entity
     row that holds exactly that key: the serving hot path, with every step decided in advance.
     `read_one` gives ``(*requested values, event time)`` of a key (an OnlineStore's point_reader).

@@ -43,16 +43,49 @@ from .model import (
 
 POLICY_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,99}\Z")
 """Policy ids: the name pattern, with - allowed (``customer-data``)."""
-TOP_KEYS = ("api_version", "id", "version", "title", "owner", "legal_basis", "effective_from", "review_by",
-            "scope", "classification", "treatments", "purposes", "retention", "erasure", "differential_privacy")
-REQUIRED = ("id", "version", "owner", "legal_basis", "effective_from", "review_by", "scope", "classification",
-            "treatments", "purposes")
+TOP_KEYS = (
+    "api_version",
+    "id",
+    "version",
+    "title",
+    "owner",
+    "legal_basis",
+    "effective_from",
+    "review_by",
+    "scope",
+    "classification",
+    "treatments",
+    "purposes",
+    "retention",
+    "erasure",
+    "differential_privacy",
+)
+REQUIRED = (
+    "id",
+    "version",
+    "owner",
+    "legal_basis",
+    "effective_from",
+    "review_by",
+    "scope",
+    "classification",
+    "treatments",
+    "purposes",
+)
 COLUMN_KEYS = ("kind", "treatment", "normalize", "region", "country_code", "generalize", "category")
 PURPOSE_KEYS = ("access", "sensitive_attributes")
 RETENTION_KEYS = RETENTION_STORES
 ERASURE_KEYS = ("subject_key", "sla")
-DP_KEYS = ("purposes", "budget", "per_release", "contribution_bounds", "min_group_size", "public_groups", "per_consumer",
-           "decimals")
+DP_KEYS = (
+    "purposes",
+    "budget",
+    "per_release",
+    "contribution_bounds",
+    "min_group_size",
+    "public_groups",
+    "per_consumer",
+    "decimals",
+)
 API_VERSION = "featurestore.policy/v1"
 
 EXAMPLE_MINIMAL = """\
@@ -71,7 +104,6 @@ treatments: {direct_identifier: keyed_hash, non_personal: keep}
 purposes:
   allowed: {fraud_detection: {access: [offline]}}
 """
-
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -96,7 +128,9 @@ def load_policies(folder: Path) -> list[Policy]:
     seen: dict[str, str] = {}
     for p in policies:
         if p.id in seen:
-            problems.append(Problem(f"policy id '{p.id}' is also used by {seen[p.id]}; each policy needs its own id", p.file))
+            problems.append(
+                Problem(f"policy id '{p.id}' is also used by {seen[p.id]}; each policy needs its own id", p.file)
+            )
         seen[p.id] = p.file
     if problems:
         raise PolicyError(problems)
@@ -127,8 +161,11 @@ def parse_policy(text: str, file: str, sha256: str | None = None) -> Policy:
         at(doc.value_pos("version"), "version must be a whole number from 1 up; raise it with every change")
     legal_basis = doc.get("legal_basis", "")
     if "legal_basis" in doc and legal_basis not in LEGAL_BASES:
-        at(doc.value_pos("legal_basis"), f"unknown legal basis {legal_basis!r} (GDPR Art. 6: {', '.join(LEGAL_BASES)})."
-           + did_you_mean(str(legal_basis), LEGAL_BASES))
+        at(
+            doc.value_pos("legal_basis"),
+            f"unknown legal basis {legal_basis!r} (GDPR Art. 6: {', '.join(LEGAL_BASES)})."
+            + did_you_mean(str(legal_basis), LEGAL_BASES),
+        )
     dates: dict[str, date] = {}
     for key in ("effective_from", "review_by"):
         value = doc.get(key)
@@ -140,7 +177,10 @@ def parse_policy(text: str, file: str, sha256: str | None = None) -> Policy:
         at(doc.value_pos("review_by"), "'review_by' must come after 'effective_from'")
 
     if "id" in doc and not (isinstance(doc["id"], str) and POLICY_ID_RE.match(doc["id"])):
-        at(doc.value_pos("id"), f"invalid policy id {doc['id']!r}: use letters, digits, _ and -, starting with a letter (at most 100)")
+        at(
+            doc.value_pos("id"),
+            f"invalid policy id {doc['id']!r}: use letters, digits, _ and -, starting with a letter (at most 100)",
+        )
     views = _scope(doc, at)
     treatments = _treatments(doc, at)
     columns, positions = _classification(doc, treatments, at)
@@ -151,11 +191,24 @@ def parse_policy(text: str, file: str, sha256: str | None = None) -> Policy:
     if problems:
         raise PolicyError(problems)
     return Policy(
-        id=str(doc["id"]), version=int(version), title=str(doc.get("title") or ""), owner=str(doc["owner"]),
-        legal_basis=str(legal_basis), effective_from=dates["effective_from"], review_by=dates["review_by"],
-        feature_views=tuple(views), columns=columns, purposes=purposes, denied=tuple(denied),
-        retention=retention, erasure=erasure, differential_privacy=dp,
-        sha256=sha256 or hashlib.sha256(text.encode("utf-8")).hexdigest(), text=text, file=file, positions=positions,
+        id=str(doc["id"]),
+        version=int(version),
+        title=str(doc.get("title") or ""),
+        owner=str(doc["owner"]),
+        legal_basis=str(legal_basis),
+        effective_from=dates["effective_from"],
+        review_by=dates["review_by"],
+        feature_views=tuple(views),
+        columns=columns,
+        purposes=purposes,
+        denied=tuple(denied),
+        retention=retention,
+        erasure=erasure,
+        differential_privacy=dp,
+        sha256=sha256 or hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        text=text,
+        file=file,
+        positions=positions,
     )
 
 
@@ -180,7 +233,10 @@ def _scope(doc: YMap, at: Report) -> list[str]:
     _keys(scope, ("feature_views",), "scope entry", at)
     views = scope.get("feature_views")
     if not isinstance(views, YList) or not views or not all(isinstance(v, str) for v in views):
-        at(scope.value_pos("feature_views"), "'feature_views' must list the views this policy governs, e.g. [customer_profile]")
+        at(
+            scope.value_pos("feature_views"),
+            "'feature_views' must list the views this policy governs, e.g. [customer_profile]",
+        )
         return []
     return list(views)
 
@@ -202,7 +258,9 @@ def _treatments(doc: YMap, at: Report) -> dict[str, str]:
     return result
 
 
-def _classification(doc: YMap, treatments: dict[str, str], at: Report) -> tuple[dict[str, ColumnRule], dict[str, tuple[int, int]]]:
+def _classification(
+    doc: YMap, treatments: dict[str, str], at: Report
+) -> tuple[dict[str, ColumnRule], dict[str, tuple[int, int]]]:
     section = _section(doc, "classification", at)
     columns: dict[str, ColumnRule] = {}
     positions: dict[str, tuple[int, int]] = {}
@@ -224,48 +282,77 @@ def _classification(doc: YMap, treatments: dict[str, str], at: Report) -> tuple[
         kind = entry.get("kind")
         kind_pos = entry.value_pos("kind") if "kind" in entry and entry is spec else where
         if kind not in KINDS:
-            at(kind_pos, f"column '{name}' has unknown kind {kind!r}." + did_you_mean(str(kind), KINDS)
-               if kind is not None else f"column '{name}' needs a kind ({', '.join(KINDS)})")
+            at(
+                kind_pos,
+                f"column '{name}' has unknown kind {kind!r}." + did_you_mean(str(kind), KINDS)
+                if kind is not None
+                else f"column '{name}' needs a kind ({', '.join(KINDS)})",
+            )
             continue
         treatment = entry.get("treatment", treatments.get(str(kind)))
         if treatment is None:
             at(where, f"column '{name}' is classified {kind}, and 'treatments' says nothing for {kind}")
             continue
         if treatment not in TREATMENTS:
-            at(entry.value_pos("treatment"), f"unknown treatment '{treatment}'." + did_you_mean(str(treatment), TREATMENTS))
+            at(
+                entry.value_pos("treatment"),
+                f"unknown treatment '{treatment}'." + did_you_mean(str(treatment), TREATMENTS),
+            )
             continue
         if kind == "direct_identifier" and treatment == "keep":
             at(entry.value_pos("treatment"), f"column '{name}' is a direct identifier and cannot be kept in clear")
             continue
         normalize = entry.get("normalize", "none")
         if normalize not in NORMALIZERS:
-            at(entry.value_pos("normalize"), f"unknown normalization '{normalize}'." + did_you_mean(str(normalize), NORMALIZERS))
+            at(
+                entry.value_pos("normalize"),
+                f"unknown normalization '{normalize}'." + did_you_mean(str(normalize), NORMALIZERS),
+            )
         country = entry.get("country_code")
         region = entry.get("region")
-        if country is not None and not (re.fullmatch(r"[1-9][0-9]{0,2}", str(country)) and known_country_code(str(country))):
-            at(entry.value_pos("country_code"), f"country_code {str(country)[:8]!r} is not a calling code: write it without +, "
-               "e.g. \"49\" (or name the region instead: region: DE)")
+        if country is not None and not (
+            re.fullmatch(r"[1-9][0-9]{0,2}", str(country)) and known_country_code(str(country))
+        ):
+            at(
+                entry.value_pos("country_code"),
+                f"country_code {str(country)[:8]!r} is not a calling code: write it without +, "
+                'e.g. "49" (or name the region instead: region: DE)',
+            )
             country = None
-        if region is not None and not (isinstance(region, str) and re.fullmatch(r"[A-Za-z]{2}", region) and known_region(region)):
-            at(entry.value_pos("region"), f"region {str(region)[:8]!r} is not a region libphonenumber knows: use an ISO 3166 "
-               "code, e.g. GB, US or DE")
+        if region is not None and not (
+            isinstance(region, str) and re.fullmatch(r"[A-Za-z]{2}", region) and known_region(region)
+        ):
+            at(
+                entry.value_pos("region"),
+                f"region {str(region)[:8]!r} is not a region libphonenumber knows: use an ISO 3166 "
+                "code, e.g. GB, US or DE",
+            )
             region = None
         if (country is not None or region is not None) and normalize != "phone":
-            at(entry.value_pos("region" if region is not None else "country_code"),
-               f"column '{name}' names a phone region but its normalize is {normalize}: add normalize: phone or remove it")
+            at(
+                entry.value_pos("region" if region is not None else "country_code"),
+                f"column '{name}' names a phone region but its normalize is {normalize}: add normalize: phone or remove it",
+            )
         rule = entry.get("generalize")
         if treatment == "generalize":
             if not _valid_generalize(rule):
-                at(entry.value_pos("generalize") if "generalize" in entry else where,
-                   f"column '{name}' is generalized: say how, e.g. generalize: {{to: year}}, {{to: month}}, "
-                   "{width: 10} or {prefix: 3}")
+                at(
+                    entry.value_pos("generalize") if "generalize" in entry else where,
+                    f"column '{name}' is generalized: say how, e.g. generalize: {{to: year}}, {{to: month}}, "
+                    "{width: 10} or {prefix: 3}",
+                )
                 continue
         elif rule is not None:
             at(entry.value_pos("generalize"), f"column '{name}' has a generalize rule but its treatment is {treatment}")
         columns[name] = ColumnRule(
-            name=name, kind=str(kind), treatment=str(treatment), normalize=str(normalize),
+            name=name,
+            kind=str(kind),
+            treatment=str(treatment),
+            normalize=str(normalize),
             country_code=str(country) if country is not None else None,
-            region=region_of(str(region) if region is not None else None, str(country) if country is not None else None),
+            region=region_of(
+                str(region) if region is not None else None, str(country) if country is not None else None
+            ),
             generalize=dict(rule) if isinstance(rule, dict) else None,
             category=str(entry["category"]) if entry.get("category") else None,
         )
@@ -275,7 +362,7 @@ def _classification(doc: YMap, treatments: dict[str, str], at: Report) -> tuple[
 def _valid_generalize(rule: Any) -> bool:
     if not isinstance(rule, dict) or len(rule) != 1:
         return False
-    (key, value), = rule.items()
+    ((key, value),) = rule.items()
     if key == "to":
         return value in ("month", "year")
     if key in ("width", "prefix"):
@@ -291,7 +378,10 @@ def _purposes(doc: YMap, at: Report) -> tuple[dict[str, Purpose], list[str]]:
     purposes: dict[str, Purpose] = {}
     allowed = section.get("allowed") or YMap()
     if not isinstance(allowed, YMap):
-        at(section.value_pos("allowed"), "'allowed' maps each purpose to its access, e.g. fraud_detection: {access: [offline]}")
+        at(
+            section.value_pos("allowed"),
+            "'allowed' maps each purpose to its access, e.g. fraud_detection: {access: [offline]}",
+        )
         allowed = YMap()
     for name, spec in allowed.items():
         if not isinstance(spec, YMap):
@@ -316,7 +406,10 @@ def _purposes(doc: YMap, at: Report) -> tuple[dict[str, Purpose], list[str]]:
         denied = []
     for i, name in enumerate(denied):
         if name in allowed:
-            at(denied.item_pos(i) if isinstance(denied, YList) else section.pos, f"purpose '{name}' is both allowed and denied")
+            at(
+                denied.item_pos(i) if isinstance(denied, YList) else section.pos,
+                f"purpose '{name}' is both allowed and denied",
+            )
     return purposes, [str(d) for d in denied]
 
 
@@ -325,12 +418,17 @@ def _retention(doc: YMap, at: Report) -> Retention:
     if section is None:
         return Retention()
     _keys(section, (*RETENTION_KEYS, "expired_training_sets"), "retention entry", at)
-    limits = {str(name): value for name in section
-              if name in RETENTION_KEYS and (value := _duration(section, name, f"retention.{name}", at)) is not None}
+    limits = {
+        str(name): value
+        for name in section
+        if name in RETENTION_KEYS and (value := _duration(section, name, f"retention.{name}", at)) is not None
+    }
     action = section.get("expired_training_sets", "rewrite")
     if action not in ("rewrite", "delete"):
-        at(section.value_pos("expired_training_sets"), "retention.expired_training_sets is rewrite or delete."
-           + did_you_mean(str(action), ("rewrite", "delete")))
+        at(
+            section.value_pos("expired_training_sets"),
+            "retention.expired_training_sets is rewrite or delete." + did_you_mean(str(action), ("rewrite", "delete")),
+        )
         action = "rewrite"
     return Retention(**limits, expired_training_sets=str(action))
 
@@ -352,8 +450,11 @@ def _erasure(doc: YMap, columns: dict[str, ColumnRule], at: Report) -> Erasure |
     subject = section.get("subject_key")
     sla = _duration(section, "sla", "erasure.sla", at) if "sla" in section else None
     if subject is None or (columns and subject not in columns):
-        at(section.value_pos("subject_key") if subject is not None else section.pos,
-           "erasure.subject_key must name a classified column." + (did_you_mean(str(subject), columns) if subject else ""))
+        at(
+            section.value_pos("subject_key") if subject is not None else section.pos,
+            "erasure.subject_key must name a classified column."
+            + (did_you_mean(str(subject), columns) if subject else ""),
+        )
         return None
     return Erasure(subject_key=str(subject), sla=sla)
 
@@ -390,10 +491,20 @@ def _bounds(section: YMap, columns: dict[str, ColumnRule], at: Report) -> Contri
     _keys(bounds, ("max_rows_per_subject", "max_groups_per_subject", "clamp"), "contribution_bounds entry", at)
     rows = _positive_int(bounds, "max_rows_per_subject", at)
     groups = _positive_int(bounds, "max_groups_per_subject", at)
-    clamp = [(column, float(pair[0]), float(pair[1])) for column, pair in _column_entries(
-        bounds, "clamp", columns, at, "clamp maps columns to [lower, upper], e.g. clamp: {spend_total: [0, 5000]}",
-        lambda pair: isinstance(pair, list) and len(pair) == 2 and all(_number(v) for v in pair) and pair[0] < pair[1],
-        "clamp of '{column}' must be [lower, upper] with lower below upper, e.g. [0, 5000]")]
+    clamp = [
+        (column, float(pair[0]), float(pair[1]))
+        for column, pair in _column_entries(
+            bounds,
+            "clamp",
+            columns,
+            at,
+            "clamp maps columns to [lower, upper], e.g. clamp: {spend_total: [0, 5000]}",
+            lambda pair: (
+                isinstance(pair, list) and len(pair) == 2 and all(_number(v) for v in pair) and pair[0] < pair[1]
+            ),
+            "clamp of '{column}' must be [lower, upper] with lower below upper, e.g. [0, 5000]",
+        )
+    ]
     return ContributionBounds(rows, tuple(clamp), groups)
 
 
@@ -406,8 +517,15 @@ def _positive_int(section: YMap, key: str, at: Report) -> int | None:
     return value
 
 
-def _column_entries(section: YMap, key: str, columns: dict[str, ColumnRule], at: Report, shape: str,
-                    valid: Callable[[Any], bool], invalid: str) -> list[tuple[str, Any]]:
+def _column_entries(
+    section: YMap,
+    key: str,
+    columns: dict[str, ColumnRule],
+    at: Report,
+    shape: str,
+    valid: Callable[[Any], bool],
+    invalid: str,
+) -> list[tuple[str, Any]]:
     """The (column, value) entries of a mapping of classified columns (`section[key]`), each
     unknown column or invalid value reported where it is written."""
     spec = section.get(key)
@@ -419,7 +537,10 @@ def _column_entries(section: YMap, key: str, columns: dict[str, ColumnRule], at:
     entries = []
     for column, value in spec.items():
         if columns and column not in columns:
-            at(spec.key_pos(column), f"{key} names column '{column}', which is not classified." + did_you_mean(str(column), columns))
+            at(
+                spec.key_pos(column),
+                f"{key} names column '{column}', which is not classified." + did_you_mean(str(column), columns),
+            )
         elif not valid(value):
             at(spec.value_pos(column), invalid.format(column=column))
         else:
@@ -427,7 +548,9 @@ def _column_entries(section: YMap, key: str, columns: dict[str, ColumnRule], at:
     return entries
 
 
-def _dp(doc: YMap, purposes: dict[str, Purpose], columns: dict[str, ColumnRule], at: Report) -> DifferentialPrivacy | None:
+def _dp(
+    doc: YMap, purposes: dict[str, Purpose], columns: dict[str, ColumnRule], at: Report
+) -> DifferentialPrivacy | None:
     section = _section(doc, "differential_privacy", at)
     if section is None:
         return None
@@ -439,27 +562,45 @@ def _dp(doc: YMap, purposes: dict[str, Purpose], columns: dict[str, ColumnRule],
     for i, name in enumerate(listed):
         purpose = purposes.get(name)
         if purpose is None or "dp_aggregates" not in purpose.access:
-            at(listed.item_pos(i) if isinstance(listed, YList) else section.pos,
-               f"DP purpose '{name}' must be an allowed purpose with access [dp_aggregates]")
+            at(
+                listed.item_pos(i) if isinstance(listed, YList) else section.pos,
+                f"DP purpose '{name}' must be an allowed purpose with access [dp_aggregates]",
+            )
     budget = _budget(section, "budget", at)
     per_release = _budget(section, "per_release", at)
     if budget is not None and per_release is not None and per_release.epsilon > budget.epsilon:
         at(section.value_pos("per_release"), "per_release.epsilon cannot exceed budget.epsilon")
     size = _positive_int(section, "min_group_size", at)
-    groups = [(column, tuple(str(v) for v in values)) for column, values in _column_entries(
-        section, "public_groups", columns, at, "public_groups maps group columns to their public values, e.g. {segment: [retail, premium]}",
-        lambda values: isinstance(values, list) and bool(values),
-        "public_groups.{column} lists the column's public values, e.g. [retail, premium]")]
+    groups = [
+        (column, tuple(str(v) for v in values))
+        for column, values in _column_entries(
+            section,
+            "public_groups",
+            columns,
+            at,
+            "public_groups maps group columns to their public values, e.g. {segment: [retail, premium]}",
+            lambda values: isinstance(values, list) and bool(values),
+            "public_groups.{column} lists the column's public values, e.g. [retail, premium]",
+        )
+    ]
     per_consumer = section.get("per_consumer", False)
     if not isinstance(per_consumer, bool):
         at(section.value_pos("per_consumer"), "per_consumer is true or false")
         per_consumer = False
     decimals = section.get("decimals", 2)
     if not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 6:
-        at(section.value_pos("decimals"), "decimals is a whole number from 0 to 6 (the fixed-point precision of sums and means)")
+        at(
+            section.value_pos("decimals"),
+            "decimals is a whole number from 0 to 6 (the fixed-point precision of sums and means)",
+        )
         decimals = 2
     return DifferentialPrivacy(
-        purposes=tuple(str(p) for p in listed), budget=budget, per_release=per_release,
-        contribution_bounds=_bounds(section, columns, at), min_group_size=size, public_groups=tuple(groups),
-        per_consumer=per_consumer, decimals=decimals,
+        purposes=tuple(str(p) for p in listed),
+        budget=budget,
+        per_release=per_release,
+        contribution_bounds=_bounds(section, columns, at),
+        min_group_size=size,
+        public_groups=tuple(groups),
+        per_consumer=per_consumer,
+        decimals=decimals,
     )

@@ -16,6 +16,7 @@ NORMALIZERS = ("none", "text", "email", "phone")
 """How identifiers are normalized before hashing (see :func:`featurestore.privacy.pseudonymize.normalize`)."""
 LEGAL_BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interest")
 
+
 def parse_duration(text: str) -> timedelta:
     """A policy duration, in the one grammar of :mod:`featurestore.durations` (a year counts 365
     days and a month 30: policies name periods, not dates).

@@ -27,8 +27,12 @@ def _days(value: timedelta) -> str:
 def _treatment(rule: ColumnRule) -> str:
     text = _TREATMENT_WORDS[rule.treatment]
     if rule.treatment == "generalize" and rule.generalize:
-        (key, value), = rule.generalize.items()
-        text += {"to": f" to its {value}", "width": f" to steps of {value}", "prefix": f" to its first {value} characters"}[key]
+        ((key, value),) = rule.generalize.items()
+        text += {
+            "to": f" to its {value}",
+            "width": f" to steps of {value}",
+            "prefix": f" to its first {value} characters",
+        }[key]
     if rule.treatment == "keyed_hash" and rule.normalize != "none":
         text += f" (after {rule.normalize} normalization)"
     return text
@@ -37,19 +41,24 @@ def _treatment(rule: ColumnRule) -> str:
 def _erasure_words(policy: Policy) -> str:
     if policy.erasure is None:
         return "no erasure rule"
-    return (f"one person is identified by `{policy.erasure.subject_key}`"
-            + (f"; erased everywhere within {_days(policy.erasure.sla)}" if policy.erasure.sla else ""))
+    return f"one person is identified by `{policy.erasure.subject_key}`" + (
+        f"; erased everywhere within {_days(policy.erasure.sla)}" if policy.erasure.sla else ""
+    )
 
 
 def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPastRetention | None = None) -> list[str]:
     """Sentences saying what approving `new` changes against the approved `old` (or None)."""
     lines: list[str] = []
     if old is None:
-        lines.append(f"Policy '{new.id}' v{new.version} has no approved version yet: approving it puts all of it in force.")
+        lines.append(
+            f"Policy '{new.id}' v{new.version} has no approved version yet: approving it puts all of it in force."
+        )
         lines.append(f"It governs the feature views {', '.join(new.feature_views)}.")
         for rule in new.columns.values():
             if rule.treatment != "keep":
-                lines.append(f"Column {rule.name} ({rule.kind.replace('_', ' ')}) will be {_treatment(rule)} before it is stored.")
+                lines.append(
+                    f"Column {rule.name} ({rule.kind.replace('_', ' ')}) will be {_treatment(rule)} before it is stored."
+                )
         for p in new.purposes.values():
             lines.append(f"Purpose {p.name} will be allowed: {', '.join(p.access)} access.")
         for name, value in new.retention.limits().items():
@@ -58,7 +67,9 @@ def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPas
     if old.sha256 == new.sha256:
         return [f"Policy '{new.id}' is approved exactly as written: approving it again changes nothing."]
     if new.version <= old.version:
-        lines.append(f"Warning: the version stays {new.version} although the content changed; raise it to {old.version + 1}.")
+        lines.append(
+            f"Warning: the version stays {new.version} although the content changed; raise it to {old.version + 1}."
+        )
     else:
         lines.append(f"Policy '{new.id}' goes from v{old.version} to v{new.version}.")
     for view in new.feature_views:
@@ -71,9 +82,16 @@ def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPas
         before = old.columns.get(name)
         if before is None:
             lines.append(f"Column {name} is newly classified as {rule.kind.replace('_', ' ')}: {_treatment(rule)}.")
-        elif (before.kind, before.treatment, before.generalize, before.normalize) != (rule.kind, rule.treatment, rule.generalize, rule.normalize):
-            lines.append(f"Column {name}: was {before.kind.replace('_', ' ')}, {_treatment(before)}; "
-                         f"now {rule.kind.replace('_', ' ')}, {_treatment(rule)} (data ingested from now on; rows stored before need --treat-existing).")
+        elif (before.kind, before.treatment, before.generalize, before.normalize) != (
+            rule.kind,
+            rule.treatment,
+            rule.generalize,
+            rule.normalize,
+        ):
+            lines.append(
+                f"Column {name}: was {before.kind.replace('_', ' ')}, {_treatment(before)}; "
+                f"now {rule.kind.replace('_', ' ')}, {_treatment(rule)} (data ingested from now on; rows stored before need --treat-existing)."
+            )
     for name in old.columns:
         if name not in new.columns:
             lines.append(f"Column {name} is no longer classified: a governed view holding it can no longer be applied.")
@@ -82,8 +100,15 @@ def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPas
         if before_p is None:
             lines.append(f"Purpose {name} is granted: {', '.join(p.access)} access.")
         elif before_p.access != p.access or before_p.sensitive_attributes != p.sensitive_attributes:
-            lines.append(f"Purpose {name}: access changes from {', '.join(before_p.access)} to {', '.join(p.access)}"
-                         + (" and now includes sensitive attributes" if p.sensitive_attributes and not before_p.sensitive_attributes else "") + ".")
+            lines.append(
+                f"Purpose {name}: access changes from {', '.join(before_p.access)} to {', '.join(p.access)}"
+                + (
+                    " and now includes sensitive attributes"
+                    if p.sensitive_attributes and not before_p.sensitive_attributes
+                    else ""
+                )
+                + "."
+            )
     for name in old.purposes:
         if name not in new.purposes:
             lines.append(f"Purpose {name} is revoked: reads for it will be refused.")
@@ -98,12 +123,16 @@ def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPas
         if b is None:
             lines.append(f"The {label} retention limit of {_days(a)} is removed.")  # type: ignore[arg-type]
         elif a is None or b < a:
-            sentence = f"The {label} retention is {'set' if a is None else 'shortened'} to {_days(b)}" + ("" if a is None else f" (was {_days(a)})")
+            sentence = f"The {label} retention is {'set' if a is None else 'shortened'} to {_days(b)}" + (
+                "" if a is None else f" (was {_days(a)})"
+            )
             if name == "offline" and rows_past_retention is not None:
                 counts = {view: rows_past_retention(view, b) for view in new.feature_views}
                 total = sum(counts.values())
                 detail = ", ".join(f"{n:,} in {v}" for v, n in counts.items() if n)
-                sentence += f": {total:,} stored rows are older than that and fall out of retention" + (f" ({detail})" if detail else "")
+                sentence += f": {total:,} stored rows are older than that and fall out of retention" + (
+                    f" ({detail})" if detail else ""
+                )
             lines.append(sentence + ".")
         else:
             lines.append(f"The {label} retention is lengthened to {_days(b)} (was {_days(a)}).")
@@ -120,31 +149,54 @@ def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPas
 
 def policy_markdown(policy: Policy, *, approvals: list[tuple[str, str, str | None, str]] | None = None) -> str:
     """A readable summary for legal. `approvals` are (by, role, ticket, when) of this exact content."""
-    out = [f"# {policy.title or policy.id}", "",
-           f"- Policy id: `{policy.id}`, version {policy.version}",
-           f"- Owner: {policy.owner}", f"- Legal basis: {policy.legal_basis.replace('_', ' ')}",
-           f"- In effect from {policy.effective_from.isoformat()}, review by {policy.review_by.isoformat()}",
-           f"- Content SHA-256: `{policy.sha256}`"]
+    out = [
+        f"# {policy.title or policy.id}",
+        "",
+        f"- Policy id: `{policy.id}`, version {policy.version}",
+        f"- Owner: {policy.owner}",
+        f"- Legal basis: {policy.legal_basis.replace('_', ' ')}",
+        f"- In effect from {policy.effective_from.isoformat()}, review by {policy.review_by.isoformat()}",
+        f"- Content SHA-256: `{policy.sha256}`",
+    ]
     if approvals:
         for by, role, ticket, when in approvals:
             out.append(f"- Approved by {by} ({role}) on {when}" + (f", ticket {ticket}" if ticket else ""))
     else:
         out.append("- **Not approved**: data it governs can be neither written nor read.")
-    out += ["", "## Feature views covered", "", *(f"- {v}" for v in policy.feature_views),
-            "", "## Columns", "", "| column | kind | before storage |", "|---|---|---|"]
+    out += [
+        "",
+        "## Feature views covered",
+        "",
+        *(f"- {v}" for v in policy.feature_views),
+        "",
+        "## Columns",
+        "",
+        "| column | kind | before storage |",
+        "|---|---|---|",
+    ]
     out += [f"| {r.name} | {r.kind.replace('_', ' ')} | {_treatment(r)} |" for r in policy.columns.values()]
     out += ["", "## Purposes", "", "| purpose | access | sensitive attributes |", "|---|---|---|"]
-    out += [f"| {p.name} | {', '.join(p.access)} | {'yes' if p.sensitive_attributes else 'no'} |" for p in policy.purposes.values()]
+    out += [
+        f"| {p.name} | {', '.join(p.access)} | {'yes' if p.sensitive_attributes else 'no'} |"
+        for p in policy.purposes.values()
+    ]
     if policy.denied:
         out += ["", f"Denied: {', '.join(policy.denied)}. Any purpose not listed is refused."]
     if policy.retention.limits():
-        out += ["", "## Retention", "", *(f"- {k.replace('_', ' ')}: {_days(v)}" for k, v in policy.retention.limits().items())]
+        out += [
+            "",
+            "## Retention",
+            "",
+            *(f"- {k.replace('_', ' ')}: {_days(v)}" for k, v in policy.retention.limits().items()),
+        ]
     if policy.erasure is not None:
         out += ["", "## Erasure", "", f"- {_erasure_words(policy).capitalize()}"]
     if policy.differential_privacy is not None:
         dp = policy.differential_privacy
         out += ["", "## Differential privacy", "", f"- For purposes: {', '.join(dp.purposes) or 'none'}"]
         if dp.budget is not None:
-            out.append(f"- Budget: epsilon {dp.budget.epsilon}, delta {dp.budget.delta}"
-                       + (f" per {_days(dp.budget.period)}" if dp.budget.period else ""))
+            out.append(
+                f"- Budget: epsilon {dp.budget.epsilon}, delta {dp.budget.delta}"
+                + (f" per {_days(dp.budget.period)}" if dp.budget.period else "")
+            )
     return "\n".join(out) + "\n"

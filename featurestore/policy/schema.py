@@ -10,19 +10,40 @@ from typing import Any
 
 from .model import ACCESS, KINDS, LEGAL_BASES, NORMALIZERS, TREATMENTS
 
-_DURATION = {"type": "string", "pattern": r"^(P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?|(\d+[wdhms])+)$",
-             "description": "ISO 8601 duration, e.g. P30D, P6M, P1Y"}
+_DURATION = {
+    "type": "string",
+    "pattern": r"^(P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?|(\d+[wdhms])+)$",
+    "description": "ISO 8601 duration, e.g. P30D, P6M, P1Y",
+}
 _GENERALIZE = {
     "oneOf": [
-        {"type": "object", "properties": {"to": {"enum": ["month", "year"]}}, "required": ["to"], "additionalProperties": False},
-        {"type": "object", "properties": {"width": {"type": "number", "exclusiveMinimum": 0}}, "required": ["width"], "additionalProperties": False},
-        {"type": "object", "properties": {"prefix": {"type": "integer", "minimum": 1}}, "required": ["prefix"], "additionalProperties": False},
+        {
+            "type": "object",
+            "properties": {"to": {"enum": ["month", "year"]}},
+            "required": ["to"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"width": {"type": "number", "exclusiveMinimum": 0}},
+            "required": ["width"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"prefix": {"type": "integer", "minimum": 1}},
+            "required": ["prefix"],
+            "additionalProperties": False,
+        },
     ]
 }
 _BUDGET = {
     "type": "object",
-    "properties": {"epsilon": {"type": "number", "exclusiveMinimum": 0}, "delta": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-                   "period": _DURATION},
+    "properties": {
+        "epsilon": {"type": "number", "exclusiveMinimum": 0},
+        "delta": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+        "period": _DURATION,
+    },
     "required": ["epsilon"],
     "additionalProperties": False,
 }
@@ -54,8 +75,18 @@ def policy_json_schema() -> dict[str, Any]:
         "$id": "https://featurestore.dev/schemas/policy-v1.json",
         "title": "featurestore data policy",
         "type": "object",
-        "required": ["id", "version", "owner", "legal_basis", "effective_from", "review_by", "scope",
-                     "classification", "treatments", "purposes"],
+        "required": [
+            "id",
+            "version",
+            "owner",
+            "legal_basis",
+            "effective_from",
+            "review_by",
+            "scope",
+            "classification",
+            "treatments",
+            "purposes",
+        ],
         "additionalProperties": False,
         "properties": {
             "api_version": {"const": "featurestore.policy/v1"},
@@ -99,8 +130,12 @@ def policy_json_schema() -> dict[str, Any]:
             },
             "retention": {
                 "type": "object",
-                "properties": {"offline": _DURATION, "online": _DURATION, "training_sets": _DURATION,
-                               "expired_training_sets": {"enum": ["rewrite", "delete"]}},
+                "properties": {
+                    "offline": _DURATION,
+                    "online": _DURATION,
+                    "training_sets": _DURATION,
+                    "expired_training_sets": {"enum": ["rewrite", "delete"]},
+                },
                 "additionalProperties": False,
             },
             "erasure": {
@@ -117,8 +152,11 @@ def policy_json_schema() -> dict[str, Any]:
                     "per_release": _BUDGET,
                     "contribution_bounds": {
                         "type": "object",
-                        "properties": {"max_rows_per_subject": {"type": "integer", "minimum": 1},
-                                       "max_groups_per_subject": {"type": "integer", "minimum": 1}, "clamp": {"type": "object"}},
+                        "properties": {
+                            "max_rows_per_subject": {"type": "integer", "minimum": 1},
+                            "max_groups_per_subject": {"type": "integer", "minimum": 1},
+                            "clamp": {"type": "object"},
+                        },
                         "additionalProperties": False,
                     },
                     "min_group_size": {"type": "integer", "minimum": 1},

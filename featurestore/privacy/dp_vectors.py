@@ -51,8 +51,15 @@ class VectorRelease:
         out: list[tuple[str, str, str, float, float]] = []
 
         def row(name: str, aggregate: str, vector: Vector) -> None:
-            out.append((name, aggregate, "Integer Laplace", vector.scale,
-                        float(dp.discrete_laplacian_scale_to_accuracy(vector.scale, ALPHA))))
+            out.append(
+                (
+                    name,
+                    aggregate,
+                    "Integer Laplace",
+                    vector.scale,
+                    float(dp.discrete_laplacian_scale_to_accuracy(vector.scale, ALPHA)),
+                )
+            )
 
         for kind, column in specs:
             if kind == "count":
@@ -65,8 +72,9 @@ class VectorRelease:
         return out
 
 
-def plan(specs: Sequence[tuple[str, str | None]], bounds: dict[str, tuple[int, int]], rows_per_entity: int,
-         epsilon: float) -> VectorRelease:
+def plan(
+    specs: Sequence[tuple[str, str | None]], bounds: dict[str, tuple[int, int]], rows_per_entity: int, epsilon: float
+) -> VectorRelease:
     """OpenDP's mechanisms for `specs` (count, sum:col, mean:col) with each entity's rows bounded by
     `rows_per_entity` and each column clamped to `bounds` (fixed-point integers)."""
     import opendp.prelude as dp_lib
@@ -94,16 +102,24 @@ def plan(specs: Sequence[tuple[str, str | None]], bounds: dict[str, tuple[int, i
     return VectorRelease(vectors, spent)
 
 
-def release(shape: VectorRelease, sums: pa.Table, group_by: Sequence[str], keys: list[tuple[str, ...]],
-            specs: Sequence[tuple[str, str | None]], bounds: dict[str, tuple[int, int]]) -> Any:
+def release(
+    shape: VectorRelease,
+    sums: pa.Table,
+    group_by: Sequence[str],
+    keys: list[tuple[str, ...]],
+    specs: Sequence[tuple[str, str | None]],
+    bounds: dict[str, tuple[int, int]],
+) -> Any:
     """Noise the exact per-group `sums` (columns: the group keys, ``_n`` and ``_s_<column>``) for every
     public key in `keys` (groups with no rows count as zero), as a Polars frame in fixed-point units."""
     import polars as pl
 
     index: dict[tuple[Any, ...], dict[str, Any]] = {tuple(r[g] for g in group_by): r for r in sums.to_pylist()}
     keys = keys if group_by else [()]
-    exact = {v.column: [int((index.get(k) or {}).get("_n" if v.column is None else f"_s_{v.column}") or 0) for k in keys]
-             for v in shape.vectors}
+    exact = {
+        v.column: [int((index.get(k) or {}).get("_n" if v.column is None else f"_s_{v.column}") or 0) for k in keys]
+        for v in shape.vectors
+    }
     noisy = {v.column: [int(x) for x in v.measurement(exact[v.column])] for v in shape.vectors}
     frame: dict[str, list[Any]] = {g: [k[i] for k in keys] for i, g in enumerate(group_by)}
     for kind, column in specs:
@@ -114,5 +130,7 @@ def release(shape: VectorRelease, sums: pa.Table, group_by: Sequence[str], keys:
         else:
             assert column is not None
             lo, hi = bounds[column]
-            frame[f"mean_{column}"] = [min(max(s / n, lo), hi) if n > 0 else None for s, n in zip(noisy[column], noisy[None], strict=True)]
+            frame[f"mean_{column}"] = [
+                min(max(s / n, lo), hi) if n > 0 else None for s, n in zip(noisy[column], noisy[None], strict=True)
+            ]
     return pl.DataFrame(frame)

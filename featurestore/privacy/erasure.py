@@ -158,14 +158,19 @@ class Erasure:
         return self.subjects.entity_hashes([(g.policy, g.view) for g in grants], raw_ids)
 
     def _deadline(self, grants: Sequence[Grant], now: datetime) -> datetime:
-        slas = [g.policy.erasure.sla for g in grants if g.policy is not None and g.policy.erasure is not None and g.policy.erasure.sla]
+        slas = [
+            g.policy.erasure.sla
+            for g in grants
+            if g.policy is not None and g.policy.erasure is not None and g.policy.erasure.sla
+        ]
         return now + (min(slas) if slas else DEFAULT_DEADLINE)
 
     def _training_sets_of(self, views: set[str]) -> list[str]:
         return [ts.name for ts in self.training.list_all() if set(ts.views) & views]
 
-    def _training_mask(self, ts_name: str, grants_by_view: dict[str, Grant], raw_ids: Sequence[str],
-                       counts: list[int] | None = None) -> Callable[[pa.Table, list[JoinPart]], pa.ChunkedArray]:
+    def _training_mask(
+        self, ts_name: str, grants_by_view: dict[str, Grant], raw_ids: Sequence[str], counts: list[int] | None = None
+    ) -> Callable[[pa.Table, list[JoinPart]], pa.ChunkedArray]:
         """Which rows of a saved training set hold these subjects (raw, pseudonymized or tokenized
         keys); with `counts`, also how many rows each subject holds."""
         ts = self.training.get(ts_name)
@@ -179,8 +184,16 @@ class Erasure:
                 grant = grants_by_view.get(part.vv.view.name) or part.grant
                 if key in ts.protected_columns:  # tokens of the raw key, under every AES-SIV key id
                     raw = pa.array(list(raw_ids), pa.string())
-                    by_id = [list(t) for t in zip(*(tokenize(raw, k, context=f"training_set:{key}").to_pylist()
-                                                      for k in self.ctx.keys.keys("siv")), strict=True)]
+                    by_id = [
+                        list(t)
+                        for t in zip(
+                            *(
+                                tokenize(raw, k, context=f"training_set:{key}").to_pylist()
+                                for k in self.ctx.keys.keys("siv")
+                            ),
+                            strict=True,
+                        )
+                    ]
                 else:
                     by_id = self.subjects.stored_forms_by_id(grant.policy, part.vv, raw_ids)
                 owner = {str(f): i for i, forms in enumerate(by_id) for f in forms}
@@ -210,33 +223,62 @@ class Erasure:
         hashes = self.subjects.entity_hashes_by_id([(g.policy, g.view) for g in grants], ids)
         holds = ctx.registry.holds()
         held = [self._holds_for(entity, grants, set(h), holds) for h in hashes]
-        request_ids = ctx.registry.add_deletion_requests([
-            {"kind": "erasure", "entity": entity, "subject": h[0] if h else None, "status": "held" if why else "pending",
-             "requested_at": now, "deadline": deadline, "details": {"held_by": why} if why else {}}
-            for h, why in zip(hashes, held, strict=True)])
+        request_ids = ctx.registry.add_deletion_requests(
+            [
+                {
+                    "kind": "erasure",
+                    "entity": entity,
+                    "subject": h[0] if h else None,
+                    "status": "held" if why else "pending",
+                    "requested_at": now,
+                    "deadline": deadline,
+                    "details": {"held_by": why} if why else {},
+                }
+                for h, why in zip(hashes, held, strict=True)
+            ]
+        )
         erased = [i for i, why in enumerate(held) if not why]
         waiting = [r for r in ctx.registry.deletion_requests(status="held", kind="erasure") if r.entity == entity]
         for i in erased:  # requests queued under holds that have ended are carried out now, and complete with this one
             for request in waiting:
                 if request.subject in hashes[i]:
-                    ctx.registry.update_deletion_request(request.id, status="pending",
-                                                         details={**request.details, "carried_out_by": request_ids[i]})
+                    ctx.registry.update_deletion_request(
+                        request.id, status="pending", details={**request.details, "carried_out_by": request_ids[i]}
+                    )
         ctx.registry.add_tombstones(entity, [(d, request_ids[i]) for i in erased for d in hashes[i]], now)
         removed = self._remove_subjects(grants, [ids[i] for i in erased])
-        ctx.registry.update_deletion_requests({request_ids[i]: {"removed": r} for i, r in zip(erased, removed, strict=True)})
+        ctx.registry.update_deletion_requests(
+            {request_ids[i]: {"removed": r} for i, r in zip(erased, removed, strict=True)}
+        )
         totals: dict[str, int] = {}
         for per_subject in removed:
             for place, n in per_subject.items():
                 totals[place] = totals.get(place, 0) + n
-        ctx.audit.append(ctx.actor, "erase", entity, details={
-            "requests": [request_ids[i] for i in erased], "removed": totals, "deadline": deadline.isoformat(),
-            "held": {str(request_ids[i]): why for i, why in enumerate(held) if why}})
+        ctx.audit.append(
+            ctx.actor,
+            "erase",
+            entity,
+            details={
+                "requests": [request_ids[i] for i in erased],
+                "removed": totals,
+                "deadline": deadline.isoformat(),
+                "held": {str(request_ids[i]): why for i, why in enumerate(held) if why},
+            },
+        )
         compacted = compact and bool(erased)
         if compacted:
             self.compact()
         by_index = dict(zip(erased, removed, strict=True))
-        return [ErasureResult(request_ids[i], "held" if held[i] else "done" if compacted else "pending", deadline,
-                              by_index.get(i, {}), held[i]) for i in range(len(ids))]
+        return [
+            ErasureResult(
+                request_ids[i],
+                "held" if held[i] else "done" if compacted else "pending",
+                deadline,
+                by_index.get(i, {}),
+                held[i],
+            )
+            for i in range(len(ids))
+        ]
 
     def _remove_subjects(self, grants: Sequence[Grant], raw_ids: Sequence[str]) -> list[dict[str, int]]:
         """Delete subjects from every place; rows removed per place, per subject."""
@@ -256,7 +298,9 @@ class Erasure:
             if self.ctx.registry.materialization(vv.view.name, vv.version) is not None:
                 table, place = online_table(vv), f"online {online_table(vv)}"
                 keys = list(owner)
-                present = [k for k, row in zip(keys, self.online.store.read(table, keys), strict=True) if row is not None]
+                present = [
+                    k for k, row in zip(keys, self.online.store.read(table, keys), strict=True) if row is not None
+                ]
                 for per_subject in removed:
                     per_subject[place] = 0
                 for key in present:
@@ -266,8 +310,12 @@ class Erasure:
         for name in self._training_sets_of(set(by_view)):
             place = f"training set {name}"
             counts = [0] * len(raw_ids)
-            self.training.rewrite(name, self._training_mask(name, by_view, raw_ids, counts), kind="erasure",
-                                  text="{rows} rows of erased subjects were removed; reproduction rebuilds the rows that remain")
+            self.training.rewrite(
+                name,
+                self._training_mask(name, by_view, raw_ids, counts),
+                kind="erasure",
+                text="{rows} rows of erased subjects were removed; reproduction rebuilds the rows that remain",
+            )
             for i, n in enumerate(counts):
                 removed[i][place] = n
         return removed
@@ -283,8 +331,11 @@ class Erasure:
             con.register("_fs_forms", values)
             try:
                 match = f"CAST({key} AS VARCHAR) IN (SELECT f FROM _fs_forms)"
-                counts = dict(con.execute(f"SELECT CAST({key} AS VARCHAR), count(*) FROM {quote(vv.table)} WHERE {match} "
-                                          f"GROUP BY ALL").fetchall())
+                counts = dict(
+                    con.execute(
+                        f"SELECT CAST({key} AS VARCHAR), count(*) FROM {quote(vv.table)} WHERE {match} GROUP BY ALL"
+                    ).fetchall()
+                )
                 if counts and delete:
                     self.ctx.offline.delete_keys(con, vv.table, subject_key(vv), [str(f) for f in forms])
             finally:
@@ -298,16 +349,35 @@ class Erasure:
         pending = ctx.registry.deletion_requests(status="pending")
         result = ctx.offline.compact(on_step)
         ctx.registry.complete_deletion_requests([r.id for r in pending], ctx.now())
-        ctx.audit.append(ctx.actor, "compact", "offline", details={
-            "bytes_before": result.bytes_before, "bytes_after": result.bytes_after, "requests_done": [r.id for r in pending]})
+        ctx.audit.append(
+            ctx.actor,
+            "compact",
+            "offline",
+            details={
+                "bytes_before": result.bytes_before,
+                "bytes_after": result.bytes_after,
+                "requests_done": [r.id for r in pending],
+            },
+        )
         return result
 
     def status(self) -> list[DeletionRequest]:
         """Every erasure and retention request, with whether it is overdue."""
         now = self.ctx.now()
-        return [DeletionRequest(r.id, r.kind, r.entity, r.status, r.requested_at, r.deadline, r.done_at,
-                                r.status != "done" and r.deadline is not None and r.deadline < now, dict(r.details))
-                for r in self.ctx.registry.deletion_requests()]
+        return [
+            DeletionRequest(
+                r.id,
+                r.kind,
+                r.entity,
+                r.status,
+                r.requested_at,
+                r.deadline,
+                r.done_at,
+                r.status != "done" and r.deadline is not None and r.deadline < now,
+                dict(r.details),
+            )
+            for r in self.ctx.registry.deletion_requests()
+        ]
 
     # --- lineage and proof --------------------------------------------------------------------
 
@@ -339,14 +409,24 @@ class Erasure:
             folder = root / "erasure_reports"
             folder.mkdir(exist_ok=True)
             report_path = folder / f"{entity}-{now.strftime('%Y%m%dT%H%M%S%fZ')}.json"
-            report_path.write_text(json.dumps({
-                "entity": entity, "subject_hash": hashes[0] if hashes else None, "checked_at": now.isoformat(),
-                "clean": all(c.found == 0 for c in checks),
-                "checks": [{"where": c.where, "method": c.method, "found": c.found} for c in checks],
-            }, indent=2), encoding="utf-8")
+            report_path.write_text(
+                json.dumps(
+                    {
+                        "entity": entity,
+                        "subject_hash": hashes[0] if hashes else None,
+                        "checked_at": now.isoformat(),
+                        "clean": all(c.found == 0 for c in checks),
+                        "checks": [{"where": c.where, "method": c.method, "found": c.found} for c in checks],
+                    },
+                    indent=2,
+                ),
+                encoding="utf-8",
+            )
             path = str(report_path)
         report = VerifyReport(entity, hashes[0] if hashes else "", now, checks, path)
-        ctx.audit.append(ctx.actor, "erase_verify", entity, details={"clean": report.clean, "checks": len(checks), "report": path})
+        ctx.audit.append(
+            ctx.actor, "erase_verify", entity, details={"clean": report.clean, "checks": len(checks), "report": path}
+        )
         return report
 
     def _lake_checks(self, root: Path, needles: set[str]) -> list[Check]:
@@ -378,16 +458,21 @@ class Erasure:
             forms = self.subjects.stored_forms(grant.policy, vv, [key])
             counts[f"offline {vv.ref}"] = sum(self._offline_rows(grant, forms, delete=False).values())
             if self.ctx.registry.materialization(vv.view.name, vv.version) is not None:
-                counts[f"online {online_table(vv)}"] = sum(r is not None for r in self.online.store.read(online_table(vv), [str(f) for f in forms]))
+                counts[f"online {online_table(vv)}"] = sum(
+                    r is not None for r in self.online.store.read(online_table(vv), [str(f) for f in forms])
+                )
         by_view = {g.view.view.name: g for g in grants}
         for name in self._training_sets_of(set(by_view)):
-            counts[f"training set {name}"] = self.training.rewrite(name, self._training_mask(name, by_view, [key]), kind="where",
-                                                                   text="", dry_run=True)
+            counts[f"training set {name}"] = self.training.rewrite(
+                name, self._training_mask(name, by_view, [key]), kind="where", text="", dry_run=True
+            )
         return counts
 
     # --- holds --------------------------------------------------------------------------------
 
-    def add_hold(self, *, reason: str, entity: str | None = None, key: str | None = None, view: str | None = None) -> Hold:
+    def add_hold(
+        self, *, reason: str, entity: str | None = None, key: str | None = None, view: str | None = None
+    ) -> Hold:
         """Suspend retention and erasure for a subject (`entity` and `key`) or a whole `view` (audited)."""
         ctx = self.ctx
         if not reason.strip():
@@ -397,16 +482,33 @@ class Erasure:
         now = ctx.now()
         if view is not None:
             self.catalog.view_versions(view)  # an unknown view is an error
-            hold_id = ctx.registry.add_hold(kind="view", entity=None, view_name=view, pseudonyms=[], reason=reason,
-                                            created_at=now, created_by=ctx.actor)
+            hold_id = ctx.registry.add_hold(
+                kind="view",
+                entity=None,
+                view_name=view,
+                pseudonyms=[],
+                reason=reason,
+                created_at=now,
+                created_by=ctx.actor,
+            )
         else:
             assert entity is not None and key is not None
             grants = self._versions(entity)
-            hold_id = ctx.registry.add_hold(kind="subject", entity=entity, view_name=None,
-                                            pseudonyms=self._entity_hashes(grants, [key]), reason=reason,
-                                            created_at=now, created_by=ctx.actor)
-        ctx.audit.append(ctx.actor, "hold_add", view or entity or "", details={"hold": hold_id, "kind": "view" if view else "subject",
-                                                                          "reason": reason})
+            hold_id = ctx.registry.add_hold(
+                kind="subject",
+                entity=entity,
+                view_name=None,
+                pseudonyms=self._entity_hashes(grants, [key]),
+                reason=reason,
+                created_at=now,
+                created_by=ctx.actor,
+            )
+        ctx.audit.append(
+            ctx.actor,
+            "hold_add",
+            view or entity or "",
+            details={"hold": hold_id, "kind": "view" if view else "subject", "reason": reason},
+        )
         return next(h for h in self.holds() if h.id == hold_id)
 
     def remove_hold(self, hold_id: int) -> None:
@@ -417,11 +519,19 @@ class Erasure:
 
     def holds(self) -> list[Hold]:
         """The active legal holds."""
-        return [Hold(h.id, h.kind, h.entity, h.view_name, h.reason, h.created_at, h.created_by) for h in self.ctx.registry.holds()]
+        return [
+            Hold(h.id, h.kind, h.entity, h.view_name, h.reason, h.created_at, h.created_by)
+            for h in self.ctx.registry.holds()
+        ]
 
     def held_hashes(self, entity: str) -> set[str]:
         """Subject hashes of an entity under a hold."""
-        return {h for hold in self.ctx.registry.holds() if hold.kind == "subject" and hold.entity == entity for h in hold.pseudonyms}
+        return {
+            h
+            for hold in self.ctx.registry.holds()
+            if hold.kind == "subject" and hold.entity == entity
+            for h in hold.pseudonyms
+        }
 
     def view_held(self, view: str) -> bool:
         """Whether a whole view is under a hold."""
@@ -455,17 +565,27 @@ class Erasure:
                     count = self._expire_offline(vv, now - limit, keep, dry_run=True)
                     if count and not dry_run:
                         if request is None:  # recorded before the delete: a crash leaves the compaction owed
-                            request = ctx.registry.add_deletion_request(kind="retention", entity=None, subject=None,
-                                                                        status="pending", requested_at=now, deadline=now, details={})
+                            request = ctx.registry.add_deletion_request(
+                                kind="retention",
+                                entity=None,
+                                subject=None,
+                                status="pending",
+                                requested_at=now,
+                                deadline=now,
+                                details={},
+                            )
                         count = self._expire_offline(vv, now - limit, keep, dry_run=False)
                     removed[f"offline {vv.ref}"] = count
                 online_limit = grant.policy.retention.online
                 if online_limit is not None and ctx.registry.materialization(vv.view.name, vv.version) is not None:
                     if dry_run:
-                        removed[f"online {online_table(vv)}"] = 0  # counted when it runs: the online stores have no dry run
+                        removed[f"online {online_table(vv)}"] = (
+                            0  # counted when it runs: the online stores have no dry run
+                        )
                     else:
                         removed[f"online {online_table(vv)}"] = self.online.store.delete_older(
-                            online_table(vv), to_us(now - online_limit), [str(k) for k in keep])
+                            online_table(vv), to_us(now - online_limit), [str(k) for k in keep]
+                        )
         for ts in self.training.list_all():
             parts = self.training.maintenance_parts(ts)
             limits = [p.grant.policy.retention.training_sets for p in parts if p.grant.policy is not None]
@@ -473,14 +593,25 @@ class Erasure:
             if limit is None or ts.timestamp_column not in ts.entity_columns:
                 continue
             cutoff = now - limit
-            action = next((p.grant.policy.retention.expired_training_sets for p in parts if p.grant.policy is not None), "rewrite")
+            action = next(
+                (p.grant.policy.retention.expired_training_sets for p in parts if p.grant.policy is not None), "rewrite"
+            )
 
-            def expired(table: pa.Table, _parts: list[JoinPart], cutoff: datetime = cutoff, column: str = ts.timestamp_column) -> pa.ChunkedArray:
+            def expired(
+                table: pa.Table, _parts: list[JoinPart], cutoff: datetime = cutoff, column: str = ts.timestamp_column
+            ) -> pa.ChunkedArray:
                 values = table.column(column)
-                return pc.fill_null(pc.less(values, pa.scalar(cutoff, pa.timestamp("us", tz="UTC")).cast(values.type)), False)
+                return pc.fill_null(
+                    pc.less(values, pa.scalar(cutoff, pa.timestamp("us", tz="UTC")).cast(values.type)), False
+                )
 
-            count = self.training.rewrite(ts.name, expired, kind="retention", dry_run=dry_run or action == "delete",
-                                          text="{rows} rows past the training-set retention were removed")
+            count = self.training.rewrite(
+                ts.name,
+                expired,
+                kind="retention",
+                dry_run=dry_run or action == "delete",
+                text="{rows} rows past the training-set retention were removed",
+            )
             if action == "delete" and count:
                 if not dry_run:
                     self.training.delete(ts.name)
@@ -514,8 +645,11 @@ class Erasure:
         clause = f" AND {key} NOT IN ({', '.join('?' * len(keep))})" if keep else ""
         params = [cutoff, *keep]
         with self.ctx.offline.connect(read_only=dry_run) as con:
-            [(count,)] = con.execute(f"SELECT count(*) FROM {quote(vv.table)} WHERE {ts} < ?{clause}", params).fetchall()
+            [(count,)] = con.execute(
+                f"SELECT count(*) FROM {quote(vv.table)} WHERE {ts} < ?{clause}", params
+            ).fetchall()
             if count and not dry_run:
-                self.ctx.offline.delete_older(con, vv.table, vv.view.timestamp_field, cutoff, subject_key(vv) if keep else None, keep)
+                self.ctx.offline.delete_older(
+                    con, vv.table, vv.view.timestamp_field, cutoff, subject_key(vv) if keep else None, keep
+                )
         return int(count)
-

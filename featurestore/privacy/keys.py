@@ -88,7 +88,9 @@ class ConfigKeyProvider:
 
     def _from_file(self, path: Path) -> bytes:
         given = path.expanduser()
-        if not given.is_absolute() and self.store_root is not None:  # relative to the store directory, as the config says
+        if (
+            not given.is_absolute() and self.store_root is not None
+        ):  # relative to the store directory, as the config says
             given = self.store_root / given
         given = Path(os.path.abspath(given))
         path = given.resolve()
@@ -98,14 +100,17 @@ class ConfigKeyProvider:
                 if candidate.is_relative_to(root) or candidate.is_relative_to(root.resolve()):
                     raise KeyManagementError(
                         f"the master key file {given} is inside the store directory{' (through a symlink)' if candidate is given and given != path else ''}; "
-                        "move it out (anyone who copies the store would get the key with it)")
+                        "move it out (anyone who copies the store would get the key with it)"
+                    )
         try:
             mode = path.stat().st_mode
         except FileNotFoundError:
             raise KeyManagementError(f"the master key file {path} does not exist") from None
         if stat.S_ISDIR(mode):
-            raise KeyManagementError(f"the master key file {path} is a directory; name the key file itself "
-                                     "(make one with `featurestore keys generate-master --out FILE`)")
+            raise KeyManagementError(
+                f"the master key file {path} is a directory; name the key file itself "
+                "(make one with `featurestore keys generate-master --out FILE`)"
+            )
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyManagementError(
                 f"the master key file {path} can be read by other users (mode {stat.filemode(mode)}); "

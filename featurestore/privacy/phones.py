@@ -79,7 +79,9 @@ def normalize_phones(column: pa.Array | pa.ChunkedArray, region: str | None) -> 
     chunked = pa.chunked_array([column]) if isinstance(column, pa.Array) else column
     text = pc.cast(chunked, pa.string()) if not pa.types.is_string(chunked.type) else chunked
     distinct = pc.unique(text)
-    normalized = pa.array([None if v is None else normalize_phone(v, region) for v in distinct.to_pylist()], pa.string())
+    normalized = pa.array(
+        [None if v is None else normalize_phone(v, region) for v in distinct.to_pylist()], pa.string()
+    )
     result = pc.take(normalized, pc.index_in(text, value_set=distinct))
     result = result if isinstance(result, pa.ChunkedArray) else pa.chunked_array([result])
     bad = pc.and_(pc.is_null(result), pc.is_valid(text))

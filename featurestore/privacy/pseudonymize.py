@@ -71,9 +71,14 @@ def normalize(column: Column, kind: str, *, region: str | None = None, name: str
         values, bad = normalize_phones(column, region)
         if bad is not None:
             raise PolicyViolation(
-                (f"column '{name}', " if name else "") + f"row {bad}: not a valid phone number"
-                + (f" (numbers without a country code are read in region {region})" if region else
-                   "; set region (e.g. region: GB) in the policy for numbers written without a country code"))
+                (f"column '{name}', " if name else "")
+                + f"row {bad}: not a valid phone number"
+                + (
+                    f" (numbers without a country code are read in region {region})"
+                    if region
+                    else "; set region (e.g. region: GB) in the policy for numbers written without a country code"
+                )
+            )
         return values
     import polars as pl
 
@@ -113,9 +118,7 @@ def keyed_hash(column: Column, key: DataKey, *, normalize: str = "none", region:
     return keyed_hash_columns({"": (column, normalize, region)}, key)[""]  # "": no column name for messages
 
 
-def keyed_hash_columns(
-    columns: dict[str, tuple[Column, str, str | None]], key: DataKey
-) -> dict[str, pa.ChunkedArray]:
+def keyed_hash_columns(columns: dict[str, tuple[Column, str, str | None]], key: DataKey) -> dict[str, pa.ChunkedArray]:
     """:func:`keyed_hash` for several columns at once, (column, normalization, phone region)
     by name: one native pass, in parallel across columns of equal length.
 
@@ -146,7 +149,11 @@ def keyed_hash_columns(
         frame = pl.DataFrame({name: pl.from_arrow(values[name]) for name in names})
         exprs: list[pl.Expr] = []
         for name in names:
-            digest = _chash(_normalized(pl.col(name), kinds[name])).hmac_sha256(key=key.hmac_text).str.slice(0, PSEUDONYM_HEX_DIGITS)
+            digest = (
+                _chash(_normalized(pl.col(name), kinds[name]))
+                .hmac_sha256(key=key.hmac_text)
+                .str.slice(0, PSEUDONYM_HEX_DIGITS)
+            )
             exprs.append((pl.lit(f"{key.id}:") + digest).alias(name))
         result = frame.select(exprs)
         for name in names:
@@ -177,7 +184,10 @@ def tokenize(column: Column, key: DataKey, *, context: str) -> pa.Array:
     aad = [context.encode()]
     values = pc.cast(column, pa.string()).to_pylist()
     return pa.array(
-        [None if v is None else f"{key.id}:" + base64.urlsafe_b64encode(siv.encrypt(v.encode(), aad)).decode() for v in values],
+        [
+            None if v is None else f"{key.id}:" + base64.urlsafe_b64encode(siv.encrypt(v.encode(), aad)).decode()
+            for v in values
+        ],
         pa.string(),
     )
 
@@ -190,8 +200,10 @@ def detokenize(token: str, key: DataKey, *, context: str) -> str:
     try:
         return AESSIV(key.secret).decrypt(base64.urlsafe_b64decode(body), [context.encode()]).decode()
     except (InvalidTag, ValueError):
-        raise PolicyViolation(f"not a token of {context} made with key '{key.id}': a token only opens through the "
-                              "view and column it was made for") from None
+        raise PolicyViolation(
+            f"not a token of {context} made with key '{key.id}': a token only opens through the "
+            "view and column it was made for"
+        ) from None
 
 
 def generalize(column: Column, rule: dict[str, Any]) -> pa.ChunkedArray | pa.Array:

@@ -26,14 +26,33 @@ class Reidentification:
         grant = ctx.access.grant(snapshot, vv, features, purpose, ("reidentify",))
         policy = grant.policy
         if policy is None:
-            ctx.access.refuse(snapshot, vv, features, purpose, ("reidentify",),
-                              f"feature view '{vv.view.name}' is not governed by a policy: it holds no tokens")
+            ctx.access.refuse(
+                snapshot,
+                vv,
+                features,
+                purpose,
+                ("reidentify",),
+                f"feature view '{vv.view.name}' is not governed by a policy: it holds no tokens",
+            )
         rule = policy.rule(column)
         if rule is None or rule.treatment != "tokenize":
-            ctx.access.refuse(snapshot, vv, features, purpose, ("reidentify",),
-                              f"column '{column}' of '{vv.view.name}' is not tokenized under policy '{policy.id}'; "
-                              "only tokens can be re-identified")
-        value = detokenize(token, ctx.keys.get(token.partition(":")[0]), context=token_context(policy.id, vv.view.name, column))
-        ctx.audit.append(ctx.actor, "reidentify", f"{vv.ref}.{column}", purpose=purpose,
-                         details={"token_sha256": hashlib.sha256(token.encode()).hexdigest()})
+            ctx.access.refuse(
+                snapshot,
+                vv,
+                features,
+                purpose,
+                ("reidentify",),
+                f"column '{column}' of '{vv.view.name}' is not tokenized under policy '{policy.id}'; "
+                "only tokens can be re-identified",
+            )
+        value = detokenize(
+            token, ctx.keys.get(token.partition(":")[0]), context=token_context(policy.id, vv.view.name, column)
+        )
+        ctx.audit.append(
+            ctx.actor,
+            "reidentify",
+            f"{vv.ref}.{column}",
+            purpose=purpose,
+            details={"token_sha256": hashlib.sha256(token.encode()).hexdigest()},
+        )
         return value

@@ -29,8 +29,14 @@ from .pseudonymize import detokenize, keyed_hash, token_context
 def subject_key(vv: ViewVersion) -> str:
     """The one join key that identifies a subject in a view (composite keys are not supported)."""
     if len(vv.join_keys) != 1:
-        raise DefinitionError([Problem(f"feature view '{vv.view.name}' has the composite key {', '.join(vv.join_keys)}; "
-                                       "erasure, holds and lineage need an entity with one join key")])
+        raise DefinitionError(
+            [
+                Problem(
+                    f"feature view '{vv.view.name}' has the composite key {', '.join(vv.join_keys)}; "
+                    "erasure, holds and lineage need an entity with one join key"
+                )
+            ]
+        )
     return next(iter(vv.join_keys))
 
 
@@ -61,7 +67,9 @@ class Subjects:
         try:
             return pa.chunked_array([pa.array(list(raw_ids), pa.string()).cast(arrow_type(vv.join_keys[key]))])
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise RetrievalError(f"a subject key given is not a valid {vv.join_keys[key]} for '{key}' of {vv.ref}") from None
+            raise RetrievalError(
+                f"a subject key given is not a valid {vv.join_keys[key]} for '{key}' of {vv.ref}"
+            ) from None
 
     def stored_forms(self, policy: Policy | None, vv: ViewVersion, raw_ids: Sequence[str]) -> list[object]:
         """Every form these subjects' keys may be stored in: as given (typed), and as the
@@ -81,15 +89,20 @@ class Subjects:
     def hashes(self, policy: Policy | None, vv: ViewVersion, raw: pa.ChunkedArray) -> list[pa.ChunkedArray]:
         """Subject hashes of a raw key column as the view normalizes it, one column per HMAC key id."""
         rule = policy.rule(subject_key(vv)) if policy is not None else None
-        return self._hashes(raw, rule.normalize if rule is not None else "none", rule.region if rule is not None else None)
+        return self._hashes(
+            raw, rule.normalize if rule is not None else "none", rule.region if rule is not None else None
+        )
 
     def _hashes(self, raw: pa.ChunkedArray, normalize: str, region: str | None) -> list[pa.ChunkedArray]:
         text = raw.cast(pa.string()) if raw.type != pa.string() else raw
         result = []
         for key in self.keys.keys("hmac") or [self.keys.current("hmac")]:
             pseudonyms = keyed_hash(text, key, normalize=normalize, region=region)
-            result.append(pa.chunked_array([pa.array([None if p is None else subject_hash(p) for p in pseudonyms.to_pylist()],
-                                                     pa.string())]))
+            result.append(
+                pa.chunked_array(
+                    [pa.array([None if p is None else subject_hash(p) for p in pseudonyms.to_pylist()], pa.string())]
+                )
+            )
         return result
 
     def entity_hashes(self, views: Sequence[tuple[Policy | None, ViewVersion]], raw_ids: Sequence[str]) -> list[str]:
@@ -98,7 +111,9 @@ class Subjects:
         the policies name); a normalization an id does not fit is skipped."""
         return list(dict.fromkeys(h for per_id in self.entity_hashes_by_id(views, raw_ids) for h in per_id))
 
-    def entity_hashes_by_id(self, views: Sequence[tuple[Policy | None, ViewVersion]], raw_ids: Sequence[str]) -> list[list[str]]:
+    def entity_hashes_by_id(
+        self, views: Sequence[tuple[Policy | None, ViewVersion]], raw_ids: Sequence[str]
+    ) -> list[list[str]]:
         """:meth:`entity_hashes` per raw id, computed for all of them at once."""
         if not views:
             return [[] for _ in raw_ids]
@@ -126,20 +141,33 @@ class Subjects:
         key = subject_key(vv)
         rule = policy.rule(key) if policy is not None else None
         if rule is not None and rule.treatment == "keyed_hash":
-            return [pa.chunked_array([pa.array([None if p is None else subject_hash(p) for p in stored.to_pylist()], pa.string())])]
+            return [
+                pa.chunked_array(
+                    [pa.array([None if p is None else subject_hash(p) for p in stored.to_pylist()], pa.string())]
+                )
+            ]
         if rule is not None and rule.treatment == "tokenize":
             assert policy is not None
             raw: list[str | None] = []
             for token in stored.to_pylist():
                 try:
-                    raw.append(None if token is None else detokenize(token, self.keys.get(token.partition(":")[0]),
-                                                                     context=token_context(policy.id, vv.view.name, key)))
+                    raw.append(
+                        None
+                        if token is None
+                        else detokenize(
+                            token,
+                            self.keys.get(token.partition(":")[0]),
+                            context=token_context(policy.id, vv.view.name, key),
+                        )
+                    )
                 except KeyManagementError:
                     raw.append(None)
             return self.hashes(policy, vv, pa.chunked_array([pa.array(raw, pa.string())]))
         return self.hashes(policy, vv, stored)
 
-    def matching(self, policy: Policy | None, vv: ViewVersion, stored: pa.ChunkedArray, wanted: set[str]) -> pa.ChunkedArray:
+    def matching(
+        self, policy: Policy | None, vv: ViewVersion, stored: pa.ChunkedArray, wanted: set[str]
+    ) -> pa.ChunkedArray:
         """A boolean mask: which stored keys belong to a subject whose hash is in `wanted`."""
         mask = pa.chunked_array([pa.array([False] * len(stored), pa.bool_())])
         if not wanted or len(stored) == 0:

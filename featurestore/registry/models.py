@@ -42,6 +42,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",

@@ -96,9 +96,12 @@ def _make_engine(url: str, schema: str | None = None) -> Engine:
         @event.listens_for(engine, "connect")
         def _project_schema(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute(f"SET search_path TO {quoted}")  # every table, alembic_version too, lives in the project's schema
+            cursor.execute(
+                f"SET search_path TO {quoted}"
+            )  # every table, alembic_version too, lives in the project's schema
             cursor.close()
             dbapi_connection.commit()
+
     _translate_faults(engine)
     return engine
 
@@ -203,7 +206,11 @@ class Registry:
     def safe_url(self) -> str:
         """The registry URL without its password (and the project's schema), for messages."""
         where = self.engine.url.render_as_string(hide_password=True)
-        return f"{where}, schema {self.schema}" if self.schema is not None and self.engine.dialect.name == "postgresql" else where
+        return (
+            f"{where}, schema {self.schema}"
+            if self.schema is not None and self.engine.dialect.name == "postgresql"
+            else where
+        )
 
     # --- sessions ----------------------------------------------------------------------------
 
@@ -232,9 +239,7 @@ class Registry:
             return list(s.scalars(select(FeatureViewRow).order_by(FeatureViewRow.name)))
 
     def view_versions(self, name: str | None = None) -> list[FeatureViewVersionRow]:
-        query = select(FeatureViewVersionRow).order_by(
-            FeatureViewVersionRow.view_name, FeatureViewVersionRow.version
-        )
+        query = select(FeatureViewVersionRow).order_by(FeatureViewVersionRow.view_name, FeatureViewVersionRow.version)
         if name is not None:
             query = query.where(FeatureViewVersionRow.view_name == name)
         with self._sessions() as s:
@@ -274,7 +279,9 @@ class Registry:
     def wrapped_keys(self, kind: str) -> list[tuple[str, str, datetime]]:
         """(id, wrapped key, created) of every data key of a kind, oldest first."""
         with self._sessions() as s:
-            rows = s.scalars(select(DataKeyRow).where(DataKeyRow.kind == kind).order_by(DataKeyRow.created_at, DataKeyRow.id))
+            rows = s.scalars(
+                select(DataKeyRow).where(DataKeyRow.kind == kind).order_by(DataKeyRow.created_at, DataKeyRow.id)
+            )
             return [(r.id, r.wrapped, r.created_at) for r in rows]
 
     def add_wrapped_key(self, key_id: str, kind: str, wrapped: str, created_at: datetime) -> None:
@@ -291,42 +298,87 @@ class Registry:
 
     def materialization(self, view: str, version: int) -> MaterializationRow | None:
         with self._sessions() as s:
-            return s.scalars(select(MaterializationRow).where(
-                MaterializationRow.view_name == view, MaterializationRow.version == version)).first()
+            return s.scalars(
+                select(MaterializationRow).where(
+                    MaterializationRow.view_name == view, MaterializationRow.version == version
+                )
+            ).first()
 
-    def set_materialization(self, view: str, version: int, *, last_batch_id: int, end: datetime, entities: int,
-                            generation: int, updated_at: datetime) -> None:
+    def set_materialization(
+        self,
+        view: str,
+        version: int,
+        *,
+        last_batch_id: int,
+        end: datetime,
+        entities: int,
+        generation: int,
+        updated_at: datetime,
+    ) -> None:
         with self.session() as s:
-            row = s.scalars(select(MaterializationRow).where(
-                MaterializationRow.view_name == view, MaterializationRow.version == version)).first()
+            row = s.scalars(
+                select(MaterializationRow).where(
+                    MaterializationRow.view_name == view, MaterializationRow.version == version
+                )
+            ).first()
             if row is None:
                 row = MaterializationRow(view_name=view, version=version)
                 s.add(row)
             row.last_batch_id, row.end, row.entities, row.generation, row.updated_at = (
-                last_batch_id, end, entities, generation, updated_at)
+                last_batch_id,
+                end,
+                entities,
+                generation,
+                updated_at,
+            )
 
     # --- writes of definitions, approvals, training sets and the audit log ---------------------
 
-    def apply_changes(self, changes: Sequence[Change], entities: Mapping[str, Entity], views: Mapping[str, FeatureView],
-                      keys: Mapping[str, Mapping[str, str]], tables: Mapping[str, str], now: datetime,
-                      services: Mapping[str, FeatureService] | None = None) -> None:
+    def apply_changes(
+        self,
+        changes: Sequence[Change],
+        entities: Mapping[str, Entity],
+        views: Mapping[str, FeatureView],
+        keys: Mapping[str, Mapping[str, str]],
+        tables: Mapping[str, str],
+        now: datetime,
+        services: Mapping[str, FeatureService] | None = None,
+    ) -> None:
         """Record a plan's changes in one transaction. `keys` and `tables` give, per view name,
         its entity's join keys and the offline table of its new version."""
         with self.session() as s:
             for change in changes:
                 if change.kind in ("create_service", "new_service_version"):
                     assert services is not None and change.version is not None
-                    s.add(FeatureServiceRow(name=change.name, version=change.version,
-                                            definition=services[change.name].to_dict(), created_at=now, updated_at=now))
+                    s.add(
+                        FeatureServiceRow(
+                            name=change.name,
+                            version=change.version,
+                            definition=services[change.name].to_dict(),
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
                 elif change.kind == "update_service":
                     assert services is not None
-                    srow = s.scalars(select(FeatureServiceRow).where(FeatureServiceRow.name == change.name,
-                                                                     FeatureServiceRow.version == change.version)).one()
+                    srow = s.scalars(
+                        select(FeatureServiceRow).where(
+                            FeatureServiceRow.name == change.name, FeatureServiceRow.version == change.version
+                        )
+                    ).one()
                     srow.definition, srow.updated_at = services[change.name].to_dict(), now
             for change in changes:
                 if change.kind == "create_entity":
                     e = entities[change.name]
-                    s.add(EntityRow(name=e.name, join_keys=dict(e.join_keys), description=e.description, created_at=now, updated_at=now))
+                    s.add(
+                        EntityRow(
+                            name=e.name,
+                            join_keys=dict(e.join_keys),
+                            description=e.description,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
                 elif change.kind == "update_entity":
                     row = s.get(EntityRow, change.name)
                     assert row is not None
@@ -345,30 +397,71 @@ class Registry:
                     continue
                 head = s.get(FeatureViewRow, view.name)
                 if head is None:
-                    s.add(FeatureViewRow(name=view.name, entity_name=view.entity, latest_version=change.version, created_at=now, updated_at=now))
+                    s.add(
+                        FeatureViewRow(
+                            name=view.name,
+                            entity_name=view.entity,
+                            latest_version=change.version,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
                 else:
                     head.latest_version = change.version
                     head.entity_name = view.entity
                     head.updated_at = now
                 s.flush()
-                s.add(FeatureViewVersionRow(
-                    view_name=view.name, version=change.version, definition=view.to_dict(), join_keys=dict(keys[view.name]),
-                    schema_hash=view.schema_hash(dict(keys[view.name])), table_name=tables[view.name],
-                    created_at=now, updated_at=now,
-                ))
+                s.add(
+                    FeatureViewVersionRow(
+                        view_name=view.name,
+                        version=change.version,
+                        definition=view.to_dict(),
+                        join_keys=dict(keys[view.name]),
+                        schema_hash=view.schema_hash(dict(keys[view.name])),
+                        table_name=tables[view.name],
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
 
-    def add_approval(self, *, policy_id: str, version: int, sha256: str, content: str, file_name: str,
-                     approved_by: str, role: str, ticket: str | None, approved_at: datetime, signature: str | None = None) -> None:
+    def add_approval(
+        self,
+        *,
+        policy_id: str,
+        version: int,
+        sha256: str,
+        content: str,
+        file_name: str,
+        approved_by: str,
+        role: str,
+        ticket: str | None,
+        approved_at: datetime,
+        signature: str | None = None,
+    ) -> None:
         """Record an approval of a policy's exact content (with the approver's signature, if signed)."""
         with self.session() as s:
-            s.add(PolicyApprovalRow(policy_id=policy_id, version=version, sha256=sha256, content=content, file_name=file_name,
-                                    approved_by=approved_by, role=role, ticket=ticket, approved_at=approved_at,
-                                    signature=signature))
+            s.add(
+                PolicyApprovalRow(
+                    policy_id=policy_id,
+                    version=version,
+                    sha256=sha256,
+                    content=content,
+                    file_name=file_name,
+                    approved_by=approved_by,
+                    role=role,
+                    ticket=ticket,
+                    approved_at=approved_at,
+                    signature=signature,
+                )
+            )
 
     def add_approver(self, *, name: str, role: str, public_key: str, added_at: datetime, added_by: str) -> None:
         """Register an approver's Ed25519 public key for a role (one key per name and role)."""
         with self.session() as s:
-            if s.scalars(select(ApproverRow).where(ApproverRow.name == name, ApproverRow.role == role)).first() is not None:
+            if (
+                s.scalars(select(ApproverRow).where(ApproverRow.name == name, ApproverRow.role == role)).first()
+                is not None
+            ):
                 raise PolicyViolation(f"approver '{name}' is already registered as {role}")
             s.add(ApproverRow(name=name, role=role, public_key=public_key, added_at=added_at, added_by=added_by))
 
@@ -381,9 +474,19 @@ class Registry:
         with self.session() as s:
             s.add(TrainingSetRow(**manifest))
 
-    def append_audit(self, at: Callable[[], datetime], actor: str, action: str, target: str, purpose: str | None,
-                     details: dict[str, Any], hasher: AuditHasher, genesis: str,
-                     change: Callable[[Session], None] | None = None, key_id: str | None = None) -> AuditRow | None:
+    def append_audit(
+        self,
+        at: Callable[[], datetime],
+        actor: str,
+        action: str,
+        target: str,
+        purpose: str | None,
+        details: dict[str, Any],
+        hasher: AuditHasher,
+        genesis: str,
+        change: Callable[[Session], None] | None = None,
+        key_id: str | None = None,
+    ) -> AuditRow | None:
         """Append one audit entry after the current head; None if another writer took that place
         first (the caller retries, linking to the new head). `change` runs in the same
         transaction, so the change and its entry commit together or not at all."""
@@ -395,8 +498,18 @@ class Registry:
                 prev = head.hash if head is not None else genesis
                 entry_id = (head.id if head is not None else 0) + 1
                 when = at()
-                row = AuditRow(id=entry_id, at=when, actor=actor, action=action, target=target, purpose=purpose,
-                               details=details, prev_hash=prev, hash=hasher(entry_id, when, prev), key_id=key_id)
+                row = AuditRow(
+                    id=entry_id,
+                    at=when,
+                    actor=actor,
+                    action=action,
+                    target=target,
+                    purpose=purpose,
+                    details=details,
+                    prev_hash=prev,
+                    hash=hasher(entry_id, when, prev),
+                    key_id=key_id,
+                )
                 s.add(row)
             return row
         except IntegrityError:
@@ -414,12 +527,28 @@ class Registry:
 
     # --- erasure, retention and legal holds -------------------------------------------------------
 
-    def add_deletion_request(self, *, kind: str, entity: str | None, subject: str | None, status: str,
-                             requested_at: datetime, deadline: datetime | None, details: dict[str, Any]) -> int:
+    def add_deletion_request(
+        self,
+        *,
+        kind: str,
+        entity: str | None,
+        subject: str | None,
+        status: str,
+        requested_at: datetime,
+        deadline: datetime | None,
+        details: dict[str, Any],
+    ) -> int:
         """Record a deletion the store owes; returns its id."""
         with self.session() as s:
-            row = DeletionRequestRow(kind=kind, entity=entity, subject=subject, status=status, requested_at=requested_at,
-                                     deadline=deadline, details=details)
+            row = DeletionRequestRow(
+                kind=kind,
+                entity=entity,
+                subject=subject,
+                status=status,
+                requested_at=requested_at,
+                deadline=deadline,
+                details=details,
+            )
             s.add(row)
             s.flush()
             return row.id
@@ -442,10 +571,18 @@ class Registry:
         """Mark deletion requests done (their compaction committed), in one statement."""
         if request_ids:
             with self.session() as s:
-                s.execute(update(DeletionRequestRow), [{"id": i, "status": "done", "done_at": done_at} for i in request_ids])
+                s.execute(
+                    update(DeletionRequestRow), [{"id": i, "status": "done", "done_at": done_at} for i in request_ids]
+                )
 
-    def update_deletion_request(self, request_id: int, *, status: str | None = None, done_at: datetime | None = None,
-                                details: dict[str, Any] | None = None) -> None:
+    def update_deletion_request(
+        self,
+        request_id: int,
+        *,
+        status: str | None = None,
+        done_at: datetime | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         """Change a deletion request's status, completion time or details."""
         with self.session() as s:
             row = s.get(DeletionRequestRow, request_id)
@@ -475,8 +612,11 @@ class Registry:
         transaction (hashes already recorded are kept)."""
         with self.session() as s:
             known = set(s.scalars(select(TombstoneRow.subject_hash).where(TombstoneRow.entity == entity)))
-            rows = [{"entity": entity, "subject_hash": digest, "request_id": request_id, "created_at": created_at}
-                    for digest, request_id in dict(hashes).items() if digest not in known]
+            rows = [
+                {"entity": entity, "subject_hash": digest, "request_id": request_id, "created_at": created_at}
+                for digest, request_id in dict(hashes).items()
+                if digest not in known
+            ]
             if rows:
                 s.execute(insert(TombstoneRow), rows)
 
@@ -485,12 +625,28 @@ class Registry:
         with self._sessions() as s:
             return set(s.scalars(select(TombstoneRow.subject_hash).where(TombstoneRow.entity == entity)))
 
-    def add_hold(self, *, kind: str, entity: str | None, view_name: str | None, pseudonyms: list[Any], reason: str,
-                 created_at: datetime, created_by: str) -> int:
+    def add_hold(
+        self,
+        *,
+        kind: str,
+        entity: str | None,
+        view_name: str | None,
+        pseudonyms: list[Any],
+        reason: str,
+        created_at: datetime,
+        created_by: str,
+    ) -> int:
         """Record a legal hold; returns its id."""
         with self.session() as s:
-            row = HoldRow(kind=kind, entity=entity, view_name=view_name, pseudonyms=pseudonyms, reason=reason,
-                          created_at=created_at, created_by=created_by)
+            row = HoldRow(
+                kind=kind,
+                entity=entity,
+                view_name=view_name,
+                pseudonyms=pseudonyms,
+                reason=reason,
+                created_at=created_at,
+                created_by=created_by,
+            )
             s.add(row)
             s.flush()
             return row.id
@@ -529,16 +685,20 @@ class Registry:
 
     # --- the privacy budget ledger ------------------------------------------------------------
 
-    def reserve_dp(self, budget_key: str, since: datetime | None, check: Callable[[list[DpLedgerRow]], None],
-                   entry: dict[str, Any]) -> int:
+    def reserve_dp(
+        self, budget_key: str, since: datetime | None, check: Callable[[list[DpLedgerRow]], None], entry: dict[str, Any]
+    ) -> int:
         """Reserve a release's cost atomically: lock the budget (an UPDATE of its lock row, so
         concurrent reservations take turns on PostgreSQL and SQLite alike), read its charges since
         `since`, let `check` refuse, then record `entry` (the columns of DpLedgerRow) as reserved."""
         for attempt in range(200):
             try:
                 with self.session() as s:
-                    locked = s.execute(update(DpBudgetLockRow).where(DpBudgetLockRow.key == budget_key)
-                                       .values(version=DpBudgetLockRow.version + 1))
+                    locked = s.execute(
+                        update(DpBudgetLockRow)
+                        .where(DpBudgetLockRow.key == budget_key)
+                        .values(version=DpBudgetLockRow.version + 1)
+                    )
                     if locked.rowcount == 0:  # type: ignore[attr-defined]
                         s.add(DpBudgetLockRow(key=budget_key, version=1))
                         s.flush()
@@ -576,8 +736,13 @@ class Registry:
         """(count, largest id, total rows) of the committed batches."""
         committed = IngestionBatchRow.status == "committed"
         with self._sessions() as s:
-            count, last, rows = s.execute(select(func.count(IngestionBatchRow.id), func.coalesce(func.max(IngestionBatchRow.id), 0),
-                                                 func.coalesce(func.sum(IngestionBatchRow.row_count), 0)).where(committed)).one()
+            count, last, rows = s.execute(
+                select(
+                    func.count(IngestionBatchRow.id),
+                    func.coalesce(func.max(IngestionBatchRow.id), 0),
+                    func.coalesce(func.sum(IngestionBatchRow.row_count), 0),
+                ).where(committed)
+            ).one()
         return int(count or 0), int(last or 0), int(rows or 0)
 
     def recover_batches(self, upserts: Mapping[int, Mapping[str, Any]], lost: Sequence[int], now: datetime) -> None:
@@ -588,8 +753,11 @@ class Registry:
             for batch_id, fields in upserts.items():
                 row = s.get(IngestionBatchRow, batch_id)
                 if row is None:
-                    row = IngestionBatchRow(id=batch_id, source="recovered from the offline store's batch record",
-                                            started_at=fields["ingested_at"])
+                    row = IngestionBatchRow(
+                        id=batch_id,
+                        source="recovered from the offline store's batch record",
+                        started_at=fields["ingested_at"],
+                    )
                     s.add(row)
                 row.view_name, row.version = fields["view_name"], fields["version"]
                 row.row_count, row.ingested_at = fields["row_count"], fields["ingested_at"]
@@ -601,8 +769,12 @@ class Registry:
                 row.error = "db recover: the offline store has no record of this batch, so none of its rows exist"
             s.flush()
             if self.engine.dialect.name == "postgresql":
-                s.execute(text("SELECT setval(pg_get_serial_sequence('ingestion_batches', 'id'), "
-                               "greatest((SELECT max(id) FROM ingestion_batches), 1))"))
+                s.execute(
+                    text(
+                        "SELECT setval(pg_get_serial_sequence('ingestion_batches', 'id'), "
+                        "greatest((SELECT max(id) FROM ingestion_batches), 1))"
+                    )
+                )
 
     def start_batch(self, view: str, version: int, *, source: str, ingested_at: datetime) -> int:
         """Record a pending batch and return its id (committed at once, before any data)."""
@@ -620,23 +792,32 @@ class Registry:
             return row.id
 
     def finish_batch(
-        self, batch_id: int, *, status: str, finished_at: datetime, row_count: int | None = None, error: str | None = None
+        self,
+        batch_id: int,
+        *,
+        status: str,
+        finished_at: datetime,
+        row_count: int | None = None,
+        error: str | None = None,
     ) -> None:
         """Mark a batch committed (with its row count) or aborted (with the reason)."""
         with self.session() as s:
             self.batch_finisher(batch_id, status=status, finished_at=finished_at, row_count=row_count, error=error)(s)
 
     @staticmethod
-    def batch_finisher(batch_id: int, *, status: str, finished_at: datetime, row_count: int | None = None,
-                       error: str | None = None) -> Callable[[Session], None]:
+    def batch_finisher(
+        batch_id: int, *, status: str, finished_at: datetime, row_count: int | None = None, error: str | None = None
+    ) -> Callable[[Session], None]:
         """The change that settles a pending batch, to run in the transaction of its audit entry;
         raises BatchAlreadySettled (rolling the transaction back) if another process settled it."""
 
         def change(s: Session) -> None:
             # One conditional UPDATE: it takes the write lock first (SQLite) or the row lock (PostgreSQL).
-            result = s.execute(update(IngestionBatchRow).where(IngestionBatchRow.id == batch_id,
-                                                               IngestionBatchRow.status == "pending")
-                               .values(status=status, row_count=row_count, finished_at=finished_at, error=error))
+            result = s.execute(
+                update(IngestionBatchRow)
+                .where(IngestionBatchRow.id == batch_id, IngestionBatchRow.status == "pending")
+                .values(status=status, row_count=row_count, finished_at=finished_at, error=error)
+            )
             if getattr(result, "rowcount", 1) == 0:
                 raise BatchAlreadySettled(batch_id)
 
