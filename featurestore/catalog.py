@@ -18,7 +18,7 @@ from .definitions import (
 )
 from .errors import ConfigError, DefinitionError, Problem, UnknownFeatureError, UnknownViewError, did_you_mean
 from .governance import MAINTAIN, check_definitions
-from .offline.duckdb_store import Carry
+from .offline import Carry
 from .plan import Plan, RegisteredView, compute_plan
 from .registry.models import FeatureViewRow, FeatureViewVersionRow
 from .services import SERVICE_PREFIX, FeatureService, parse_service_ref
@@ -233,13 +233,15 @@ class Catalog:
     def _carry(self, old: ViewVersion, new: FeatureView) -> Carry:
         """The copy that starts `new` with `old`'s rows: keys and event time as they are, each
         feature `old` has, null for the rest; none past retention (decided under a maintain grant)."""
-        grant = self.ctx.access.grant(self.ctx.access.snapshot(), old, old.view.feature_names, None, (MAINTAIN,))
+        grant = self.ctx.access.grant(
+            self.ctx.access.snapshot(), old, old.view.feature_names, "carry_forward", (MAINTAIN,)
+        )
         columns: dict[str, str | None] = {k: k for k in old.join_keys}
         columns[new.timestamp_field] = old.view.timestamp_field
         if new.created_timestamp_field:  # equal in both: carrying needs the same created column
             columns[new.created_timestamp_field] = new.created_timestamp_field
         columns.update({f.name: f.name if f.name in old.view.feature_names else None for f in new.features})
-        return Carry(old.table, columns, old.view.timestamp_field, grant.cutoff("offline"))
+        return Carry(grant, columns, old.view.timestamp_field)
 
     def _entity_keys(self, name: str, pending: dict[str, Entity]) -> dict[str, str]:
         if name in pending:

@@ -15,7 +15,7 @@ from .audit import AuditLog
 from .config import StoreConfig
 from .errors import FeatureStoreError
 from .governance import Access, Treatments
-from .offline.duckdb_store import OfflineStore
+from .offline import OfflineEngine
 from .privacy.keys import KeyRing
 from .registry import Registry
 
@@ -37,7 +37,7 @@ class StoreContext:
 
     config: StoreConfig
     registry: Registry
-    offline: OfflineStore
+    offline: OfflineEngine
     keys: KeyRing
     audit: AuditLog
     access: Access

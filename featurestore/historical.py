@@ -16,9 +16,7 @@ from .context import StoreContext
 from .errors import FeatureStoreError, RetrievalError
 from .governance import Grant, PolicySnapshot
 from .governance.treatments import treated
-from .offline import pit
-from .offline.duckdb_store import utc_schema
-from .offline.pit import ViewRequest, pit_sql
+from .offline.pit import ViewRequest
 from .retrieval import KeyColumns, join_frame, read_entity_frame
 
 ENGINES = ("duckdb", "spark")
@@ -186,32 +184,10 @@ class Historical:
         if engine not in ENGINES:
             raise RetrievalError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
         frame, requests = self.join_requests(entity, parts, timestamp_column, stored_keys=stored_keys)
-        if engine == "spark":
-            return with_features(entity, self._spark(frame, requests, as_of=as_of, known=known), requests)
-        with self.ctx.offline.connect(read_only=True) as con:
-            con.register("_fs_entities", frame)
-            try:
-                requests = pit.plan_by_shape(lambda sql: int(con.execute(sql).fetchall()[0][0]), requests, known=known)
-                sql = pit_sql(requests, as_of=as_of, known_at_prediction_time=known)
-                joined = utc_schema(con.sql(sql).to_arrow_table())
-            finally:
-                con.unregister("_fs_entities")
+        joined = self.ctx.offline.join(
+            [p.grant for p in parts], frame, requests, as_of=as_of, known=known, engine=engine
+        )
         return with_features(entity, joined, requests)
-
-    def _spark(self, frame: pa.Table, requests: list[ViewRequest], *, as_of: datetime | None, known: bool) -> pa.Table:
-        """The join on Spark over the lake store's files (the active SparkSession, else a local one)."""
-        from .offline.lake_join import spark_join, spark_session
-        from .offline.lake_store import LakeOfflineStore
-
-        offline = self.ctx.offline
-        if not isinstance(offline, LakeOfflineStore):
-            raise RetrievalError(
-                "engine='spark' reads the lake store: set `offline: {type: delta, path: ...}` in "
-                "featurestore.yaml (featurestore init --lake DIR_OR_URI), or leave engine at duckdb"
-            )
-        with offline.connect(read_only=True) as con:  # the batches a reader may see: recorded ones
-            committed = {b for b, _t, _n, _at in offline.batch_records_on(con)}
-        return spark_join(spark_session(), offline.lake, frame, requests, as_of=as_of, known=known, committed=committed)
 
     def join_requests(
         self, entity: pa.Table, parts: Sequence[JoinPart], timestamp_column: str, *, stored_keys: bool = False

@@ -143,15 +143,14 @@ class Ingestion:
 
         # The batch is recorded as pending while this process holds the offline store for
         # writing, so any process that can open the store knows no pending batch is in flight.
-        with ctx.offline.connect(read_only=False) as con:
-            self.reconcile_with(con)
-            ingested_at = ctx.offline.next_ingestion_time(con, ctx.now())
+        with ctx.offline.writing() as writer:
+            self.reconcile_with(writer.committed_batches)
+            ingested_at = writer.next_ingestion_time(ctx.now())
             batch_id = ctx.registry.start_batch(
                 vv.view.name, vv.version, source=prepared.source, ingested_at=ingested_at
             )
             try:
-                rows = ctx.offline.append_on(
-                    con,
+                rows = writer.append(
                     grant,
                     sources.prefetched(prepared.tables),
                     batch_id=batch_id,
@@ -170,7 +169,7 @@ class Ingestion:
                 except FeatureStoreError:
                     pass  # e.g. the registry is on the same full disk: the batch stays pending, settled as aborted on the next open
                 raise
-            duplicates = ctx.offline.duplicates_on(con, vv.table, [*vv.join_keys, vv.view.timestamp_field], batch_id)
+            duplicates = writer.duplicates(grant, batch_id)
             # The batch's settling and its audit entry commit in one registry transaction.
             ctx.audit.append(
                 ctx.actor,
@@ -214,9 +213,9 @@ class Ingestion:
         """Settle batches left pending by a crashed process (see :mod:`.settling`)."""
         Settler(self.ctx).reconcile(wait=wait)
 
-    def reconcile_with(self, con: Any) -> None:
-        """Settle pending batches on an open connection to the offline store."""
-        Settler(self.ctx).reconcile_with(con)
+    def reconcile_with(self, committed_of: Callable[[list[int]], dict[int, int] | None]) -> None:
+        """Settle pending batches against the offline store's record (see :meth:`Settler.reconcile_with`)."""
+        Settler(self.ctx).reconcile_with(committed_of)
 
 
 def _batch_info(row: IngestionBatchRow) -> BatchInfo:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .config import CONFIG_FILE, DEFAULT_CONFIG_TEXT, StoreConfig, load_config
 from .errors import ConfigError, FeatureStoreError, RegistryOutOfDate
-from .offline.duckdb_store import OfflineStore
+from .offline import OfflineEngine
 from .privacy.keys import MASTER_KEY_ENV, ConfigKeyProvider
 from .recovery import lost_registry
 from .registry import Registry
@@ -133,9 +133,11 @@ def open_context(
     return made[0]
 
 
-def open_offline_store(config: StoreConfig, lock_timeout: float) -> OfflineStore:
+def open_offline_store(config: StoreConfig, lock_timeout: float) -> OfflineEngine:
     """The offline store a config names: the embedded DuckDB file, or Delta tables (``type: delta``)."""
     if config.lake is None:
+        from .offline.duckdb_store import OfflineStore
+
         return OfflineStore(config.offline_path, lock_timeout=lock_timeout, force_compression=config.force_compression)
     from .offline.lake import DeltaTables
     from .offline.lake_store import LakeOfflineStore

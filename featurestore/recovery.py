@@ -24,7 +24,6 @@ from .config import StoreConfig
 from .context import StoreContext
 from .definitions import Definitions, FeatureView
 from .errors import RegistryOutOfDate, StoreDamaged
-from .offline.duckdb_store import quote
 from .plan import Change
 from .types import TYPE_NAMES, duckdb_type
 
@@ -94,10 +93,10 @@ def lost_registry(config: StoreConfig, exc: RegistryOutOfDate, where: str) -> St
     say to recover it (upgrading alone would leave it empty). None when that is not the case."""
     if exc.current is not None or config.offline_path is None or not config.offline_path.exists():
         return None
-    from .offline.duckdb_store import OfflineStore
+    from .opening import open_offline_store
 
-    with OfflineStore(config.offline_path, lock_timeout=config.lock_timeout).try_connect() as con:
-        count, _last, rows = OfflineStore.batch_summary_on(con) if con is not None else (0, 0, 0)
+    book = open_offline_store(config, config.lock_timeout).bookkeeping(wait=False)
+    count, _last, rows = book.summary if book is not None else (0, 0, 0)
     if not count:
         return None
     return StoreDamaged(
@@ -153,22 +152,18 @@ class Recovery:
                     "file over lost data."
                 )
             return
-        with offline.try_connect() as con:
-            if con is None:
-                return
-            recorded = offline.project_on(con)
-            if recorded is not None and recorded != self.ctx.config.project:
-                raise StoreDamaged(
-                    f"the offline store {offline.path} belongs to project '{recorded}', but featurestore.yaml says "
-                    f"{repr(self.ctx.config.project) if self.ctx.config.project else 'no project'}: with another project the store "
-                    f"would read and write another store's registry rows. Set `project: {recorded}` in featurestore.yaml."
-                )
-            if read_tables:
-                for table in offline.tables_on(con):
-                    con.execute(f"SELECT bit_xor(hash(COLUMNS(*))) FROM {quote(table)}").fetchall()  # reads every block
-            if offline.batch_summary_on(con) == self.ctx.registry.batch_summary():
-                return
-            records = offline.batch_records_on(con)
+        book = offline.bookkeeping(wait=False, read_every_block=read_tables)
+        if book is None:
+            return
+        if book.project is not None and book.project != self.ctx.config.project:
+            raise StoreDamaged(
+                f"the offline store {offline.path} belongs to project '{book.project}', but featurestore.yaml says "
+                f"{repr(self.ctx.config.project) if self.ctx.config.project else 'no project'}: with another project the store "
+                f"would read and write another store's registry rows. Set `project: {book.project}` in featurestore.yaml."
+            )
+        if book.summary == self.ctx.registry.batch_summary():
+            return
+        records = book.records
         problems = disagreements(self._registry_batches(), [Batch(b, t, n) for b, t, n, _at in records])
         if problems:
             raise StoreDamaged(
@@ -193,9 +188,9 @@ class Recovery:
         match the file's record, in one registry transaction; audited."""
         ctx = self.ctx
         report = RecoveryReport()
-        with ctx.offline.connect(read_only=True) as con:
-            tables = ctx.offline.tables_on(con)
-            records = ctx.offline.batch_records_on(con)
+        book = ctx.offline.bookkeeping()
+        assert book is not None  # waited for the store
+        tables, records = book.tables, book.records
         registered = {(r.view_name, r.version) for r in ctx.registry.view_versions()}
         entities = {e.name: e for e in definitions.entities}
         now = ctx.now()

@@ -5,8 +5,8 @@ needs neither pyarrow nor the ingestion machinery."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from .context import StoreContext
 from .errors import StoreLockedError
@@ -25,20 +25,21 @@ class Settler:
         if not self.ctx.registry.batches(status="pending"):
             return
         try:
-            with self.ctx.offline.connect(read_only=True) if wait else self.ctx.offline.try_connect() as con:
-                if con is not None:
-                    self.reconcile_with(con)
+            self.reconcile_with(lambda ids: self.ctx.offline.committed_batches(ids, wait=wait))
         except StoreLockedError:
             if wait:
                 raise
 
-    def reconcile_with(self, con: Any) -> None:
-        """Settle pending batches on an open connection to the offline store."""
+    def reconcile_with(self, committed_of: Callable[[list[int]], dict[int, int] | None]) -> None:
+        """Settle pending batches against the offline store's record: `committed_of` gives which
+        of some batch ids committed, with their rows (None: the store is held now; try later)."""
         registry = self.ctx.registry
         pending = registry.batches(status="pending")
         if not pending:
             return
-        committed = self.ctx.offline.committed_batches_on(con, [b.id for b in pending])
+        committed = committed_of([b.id for b in pending])
+        if committed is None:
+            return
         now = self.ctx.now()
         for batch in pending:
             try:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the capabilities are imported when first used: `featurestor
     from .doctor import Check
     from .governance.workflow import PolicyStatus
     from .ingestion import BatchInfo, IngestResult
-    from .offline.duckdb_store import Compaction
+    from .offline import Compaction
     from .online import OnlineStore
     from .online.consistency import ConsistencyReport
     from .online.service import MaterializeResult

@@ -330,6 +330,15 @@ class TrainingSets:
 
     def _load(self, ts: TrainingSet, parts: list[JoinPart]) -> pa.Table:
         """The saved file; only with an offline grant for every view it holds."""
+        table = self._read_file(ts, parts)
+        cutoff = _strictest([p.grant.cutoff("training_sets") for p in parts])
+        if cutoff is not None and ts.timestamp_column in table.column_names:  # rows past retention are gone for readers
+            table = table.filter(pc.invert(_before(table.column(ts.timestamp_column), cutoff)))
+        return table
+
+    def _read_file(self, ts: TrainingSet, parts: Sequence[JoinPart]) -> pa.Table:
+        """The saved rows, only with a grant (offline, or maintain for erasure, retention and
+        treat-existing) for every view the set holds."""
         granted = {
             p.grant.view.view.name
             for p in parts
@@ -338,13 +347,6 @@ class TrainingSets:
         missing = set(ts.views) - granted
         if missing:
             raise RetrievalError(f"training set '{ts.name}' holds {', '.join(sorted(missing))}, which no grant covers")
-        table = self._read_file(ts)
-        cutoff = _strictest([p.grant.cutoff("training_sets") for p in parts])
-        if cutoff is not None and ts.timestamp_column in table.column_names:  # rows past retention are gone for readers
-            table = table.filter(pc.invert(_before(table.column(ts.timestamp_column), cutoff)))
-        return table
-
-    def _read_file(self, ts: TrainingSet) -> pa.Table:
         root = self.ctx.config.root
         if root is None:
             return self._memory[ts.name]
@@ -363,9 +365,9 @@ class TrainingSets:
         self.ctx.registry.delete_training_set(name)
         self.ctx.audit.append(self.ctx.actor, "delete_training_set", name, details={"rows": ts.row_count})
 
-    def maintenance_parts(self, ts: TrainingSet) -> list[JoinPart]:
-        """Maintenance grants (erasure, retention) for every view of a training set."""
-        return self._grants(self.ctx.access.snapshot(), ts, None, (MAINTAIN,))
+    def maintenance_parts(self, ts: TrainingSet, task: str) -> list[JoinPart]:
+        """Maintain grants for `task` (erasure, retention, treat_existing) for every view of a training set."""
+        return self._grants(self.ctx.access.snapshot(), ts, task, (MAINTAIN,))
 
     def rewrite(
         self,
@@ -379,9 +381,8 @@ class TrainingSets:
         """Rewrite a saved set without the rows `remove` marks (erasure, retention); the manifest
         gets the new row count, content hash and a note. Returns how many rows went."""
         ts = self.get(name)
-        parts = self.maintenance_parts(ts)
-        self._load(ts, parts)  # the grants cover every view of the set
-        table = self._read_file(ts)
+        parts = self.maintenance_parts(ts, "retention" if kind == "retention" else "erasure")
+        table = self._read_file(ts, parts)
         mask = pc.fill_null(remove(table, parts), False)
         removed = int(pc.sum(mask).as_py() or 0)
         if removed == 0 or dry_run:
@@ -399,7 +400,7 @@ class TrainingSets:
         as :meth:`create` does for treated join keys (a policy approved over untreated rows); the
         manifest gets the new content hash, the protected columns and a note."""
         ts = self.get(name)
-        table = treat(self._read_file(ts))
+        table = treat(self._read_file(ts, self.maintenance_parts(ts, "treat_existing")))
         protected = list(ts.protected_columns)
         for key in keys:
             if key not in protected:

@@ -343,17 +343,17 @@ def test_a_rewrite_whose_commit_landed_is_never_done_twice(pair: Any) -> None:
     (a value is never treated twice)."""
     lake, _ = pair
     offline = lake._ctx.offline
-    with offline.connect(read_only=False) as con:
+    with offline._connect(read_only=False) as con:
         rows = con.sql('SELECT * FROM "fv_stock_v1" ORDER BY _fs_row').to_arrow_table()
     once = rows.set_column(rows.schema.get_field_index("qty"), "qty", pa.array([1] * rows.num_rows, pa.int64()))
     twice = rows.set_column(rows.schema.get_field_index("qty"), "qty", pa.array([2] * rows.num_rows, pa.int64()))
     recorded: list[str] = []
     offline.lake.overwrite("fv_stock_v1", once, {REWRITE_KEY: "policy-sha:qty"})  # the commit landed; then the kill
-    with offline.connect(read_only=False) as con:
-        offline.rewrite_rows(con, "fv_stock_v1", twice, lambda: recorded.append("rerun"), marker="policy-sha:qty")
+    with offline._connect(read_only=False) as con:
+        offline._rewrite_rows_on(con, "fv_stock_v1", twice, lambda: recorded.append("rerun"), marker="policy-sha:qty")
     assert recorded == ["rerun"], "the rerun records the rewrite"
     assert set(lake.read("stock").column("qty").to_pylist()) == {1}, "and does not rewrite the rewritten values again"
-    with offline.connect(read_only=False) as con:
-        offline.rewrite_rows(con, "fv_stock_v1", twice, lambda: recorded.append("new"), marker="other-sha:qty")
+    with offline._connect(read_only=False) as con:
+        offline._rewrite_rows_on(con, "fv_stock_v1", twice, lambda: recorded.append("new"), marker="other-sha:qty")
     assert set(lake.read("stock").column("qty").to_pylist()) == {2}, "another rewrite does rewrite"
     assert lake.read("stock").column("_batch_id").to_pylist() == rows.column("_batch_id").to_pylist(), "stamps kept"

@@ -195,7 +195,7 @@ LONG_READS = textwrap.dedent(
     print("READING", flush=True)
     deadline = time.monotonic() + float(sys.argv[3])
     while time.monotonic() < deadline:
-        with offline.connect(read_only=True) as con:
+        with offline._connect(read_only=True) as con:
             con.execute("SELECT count(*) FROM _fs_batches").fetchall()
             time.sleep(float(sys.argv[2]))
     """
@@ -235,7 +235,7 @@ def test_a_timed_out_reader_hears_who_writes(store_dir: Path) -> None:
         from pathlib import Path
         from featurestore.offline.duckdb_store import OfflineStore
 
-        with OfflineStore(Path(sys.argv[1])).connect(read_only=False):
+        with OfflineStore(Path(sys.argv[1]))._connect(read_only=False):
             print("WRITING", flush=True)
             time.sleep(30)
         """

@@ -36,6 +36,9 @@ MAINTAIN = "maintain"
 """The access kind of erasure and retention: they read only to delete, so they get the policy in
 force even for a blocked view (deleting must never be refused); no purpose."""
 READS = ("offline", "online", "reidentify", "dp_aggregates")
+TASKS = ("erasure", "retention", "treat_existing", "carry_forward", "policy_plan")
+"""What a maintain grant may be for; it names one in place of a purpose, and each engine method
+that deletes or rewrites rows accepts only its own (a retention grant cannot erase a subject)."""
 
 _MINTING = threading.local()
 """Set only while :func:`decide` constructs a grant; any other construction (including
@@ -49,7 +52,8 @@ class Grant:
     Attributes:
         view: The view version.
         features: The feature columns it may return (join keys and event time come along).
-        purpose: The purpose the caller named (None for writes and ungoverned reads).
+        purpose: The purpose the caller named (None for writes and ungoverned reads); for a
+            maintain grant, its task (one of TASKS).
         access: The access kinds decided (e.g. ``("offline",)``, ``("offline", "online")``).
         policy: The approved policy that governs the view (None: ungoverned).
         snapshot: The policy snapshot the decision was taken under.
@@ -74,6 +78,15 @@ class Grant:
         if access not in self.access:
             raise PolicyViolation(
                 f"a grant for {', '.join(self.access)} access to {self.view.ref} cannot be used for {access} access"
+            )
+        return self
+
+    def require_task(self, *tasks: str) -> Grant:
+        """This grant, if it is a maintain grant for one of `tasks`; PolicyViolation otherwise."""
+        self.require(MAINTAIN)
+        if self.purpose not in tasks:
+            raise PolicyViolation(
+                f"a maintain grant for {self.purpose} on {self.view.ref} cannot be used for {' or '.join(tasks)}"
             )
         return self
 
@@ -118,7 +131,11 @@ def decide(
     kinds = tuple(access)
     now = clock() if state.policy is not None and state.policy.retention.limits() and kinds != (WRITE,) else None
     if kinds == (MAINTAIN,):
-        return _mint(view, features, None, kinds, state.policy, snapshot, now)
+        if purpose not in TASKS:
+            raise PolicyViolation(
+                f"a maintain grant for '{name}' names its task, one of {', '.join(TASKS)} (got {purpose!r})"
+            )
+        return _mint(view, features, purpose, kinds, state.policy, snapshot, now)
     if state.blocked is not None:
         raise PolicyViolation(f"feature view '{name}' can be neither written nor read: {state.blocked}")
     policy = state.policy

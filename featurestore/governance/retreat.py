@@ -16,15 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 
 from ..catalog import Catalog, online_table
 from ..context import StoreContext
 from ..errors import PolicyViolation
-from ..offline.duckdb_store import TREATED_TABLE, quote
 from ..policy import Policy
 from ..policy.model import ColumnRule
+from .access import MAINTAIN
 from .rules import PolicySnapshot
 from .treatments import Treatments
 
@@ -33,13 +32,6 @@ if TYPE_CHECKING:
     from ..training_sets import TrainingSets
 
 TREATING = ("keyed_hash", "tokenize", "generalize")
-
-
-def _has_record(con: duckdb.DuckDBPyConnection) -> bool:
-    rows = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [TREATED_TABLE]
-    ).fetchall()
-    return bool(rows[0][0])
 
 
 @dataclass(frozen=True)
@@ -82,19 +74,8 @@ def untreated(ctx: StoreContext, catalog: Catalog, policy: Policy, snapshot: Pol
             ]
             if not columns:
                 continue
-            with ctx.offline.connect(read_only=True) as con:
-                [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(vv.table)}").fetchall()
-                done = (
-                    {
-                        c
-                        for (c,) in con.execute(
-                            f"SELECT column_name FROM {TREATED_TABLE} WHERE table_name = ? AND policy_sha256 = ?",
-                            [vv.table, policy.sha256],
-                        ).fetchall()
-                    }
-                    if _has_record(con)
-                    else set()
-                )
+            grant = ctx.access.grant(snapshot, vv, vv.view.feature_names, "treat_existing", (MAINTAIN,))
+            rows, done = ctx.offline.treated_columns(grant, policy.sha256)
             for column in [c for c in columns if c not in done]:
                 rule = policy.rule(column)
                 assert rule is not None
@@ -129,8 +110,6 @@ def treat_existing(
 ) -> dict[str, int]:
     """Rewrite the untreated rows under `policy`, delete the online copies of their views, treat
     saved training sets' copies, then compact. Returns rows rewritten per view version."""
-    import duckdb
-
     stuck = [i for i in items if not i.convertible]
     if stuck:
         raise PolicyViolation(
@@ -142,31 +121,16 @@ def treat_existing(
     by_table: dict[str, list[Untreated]] = {}
     for item in items:
         by_table.setdefault(item.table, []).append(item)
-    for table, group in by_table.items():
+    snapshot = ctx.access.snapshot()
+    for group in by_table.values():
         columns = sorted({i.column for i in group})
-        with ctx.offline.connect(read_only=False) as con:
-            data = con.sql(f"SELECT * FROM {quote(table)}").to_arrow_table()
-            treated = treatments.treat_columns(data, policy, catalog.get_view(group[0].view).view.name, columns)
-            con.execute(
-                f"CREATE TABLE IF NOT EXISTS {TREATED_TABLE} (table_name VARCHAR, column_name VARCHAR, "
-                "policy_sha256 VARCHAR, treated_at TIMESTAMPTZ)"
-            )
-            try:
+        vv = catalog.get_view(group[0].view)
+        grant = ctx.access.grant(snapshot, vv, vv.view.feature_names, "treat_existing", (MAINTAIN,))
 
-                def record(table: str = table, columns: list[str] = columns) -> None:
-                    con.executemany(
-                        f"INSERT INTO {TREATED_TABLE} VALUES (?, ?, ?, ?)",
-                        [[table, c, policy.sha256, ctx.now()] for c in columns],
-                    )
+        def treat_rows(data: pa.Table, view: str = vv.view.name, columns: list[str] = columns) -> pa.Table:
+            return treatments.treat_columns(data, policy, view, columns)
 
-                ctx.offline.rewrite_rows(con, table, treated, record, marker=f"{policy.sha256}:{','.join(columns)}")
-            except duckdb.Error:
-                raise PolicyViolation(
-                    f"{group[0].view}: the treated values of {', '.join(columns)} do not fit the stored "
-                    "column types (a hash or token is text: declare those features as string); nothing "
-                    "was changed"
-                ) from None
-        done[group[0].view] = data.num_rows
+        done[group[0].view] = ctx.offline.rewrite(grant, columns, treat_rows, policy_sha256=policy.sha256, at=ctx.now())
     for view in {i.view for i in items}:
         vv = catalog.get_view(view)
         if ctx.registry.materialization(vv.view.name, vv.version) is not None:

@@ -1,5 +1,9 @@
-"""The offline store: every ingested feature row, for training and time travel."""
+"""The offline store: every ingested feature row, for training and time travel.
 
-from .duckdb_store import OfflineStore
+:class:`OfflineEngine` is the face the rest of the store sees (:mod:`.engine`); the DuckDB file
+and the Delta lake implement it, and :func:`featurestore.opening.open_offline_store` picks one.
+"""
 
-__all__ = ["OfflineStore"]
+from .engine import GRANTED, POSITION, Bookkeeping, Carry, Compaction, OfflineEngine, OfflineWriter
+
+__all__ = ["GRANTED", "POSITION", "Bookkeeping", "Carry", "Compaction", "OfflineEngine", "OfflineWriter"]

@@ -19,7 +19,6 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,13 +27,15 @@ import duckdb
 
 from ..errors import StoreDamaged, StoreLockedError
 from ..faults import offline_fault
+from ..governance.access import MAINTAIN, READS, WRITE, Grant
+from ..types import duckdb_type
+from .engine import GRANTED, POSITION, Bookkeeping, Carry, Compaction
 from .file_lock import ReadWriteLock
 
 if TYPE_CHECKING:
     import pyarrow as pa  # imported where used: a store opens without pyarrow
 
-    from ..governance import Grant
-from ..types import duckdb_type
+    from .pit import ViewRequest
 
 BATCHES_TABLE = "_fs_batches"
 STORE_TABLE = "_fs_store"
@@ -47,27 +48,6 @@ TREATED_TABLE = "_fs_treated_columns"
 --treat-existing``, in the rewrite's transaction: a rerun after a crash never treats a value twice."""
 COMPACT_SUFFIX = ".compacting"
 """The new file is written beside the old one under this suffix, then renamed over it."""
-
-
-@dataclass(frozen=True)
-class Compaction:
-    """What one compaction did: the file's size before and after, and how long it took."""
-
-    bytes_before: int
-    bytes_after: int
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Carry:
-    """The rows a new view version's table starts with: every row of `source` (an older version
-    of the view) with an event time at or after `since` (retention), its own ingestion time and
-    batch id kept, each new column from the source column `columns` names (None: null)."""
-
-    source: str
-    columns: dict[str, str | None]
-    timestamp_field: str
-    since: datetime | None = None
 
 
 _PID_RE = re.compile(r"PID (\d+)")
@@ -145,7 +125,7 @@ class OfflineStore:
 
     def initialize(self, project: str | None = None) -> None:
         """Create the file and its bookkeeping tables if they do not exist, recording the store's project."""
-        with self.connect(read_only=False, create=True) as con:
+        with self._connect(read_only=False, create=True) as con:
             self._create_batches_table(con)
             if project is not None:
                 con.execute(
@@ -154,7 +134,7 @@ class OfflineStore:
                 con.execute(f"INSERT OR REPLACE INTO {STORE_TABLE} VALUES ('project', ?)", [project])
 
     @staticmethod
-    def project_on(con: duckdb.DuckDBPyConnection) -> str | None:
+    def _project_on(con: duckdb.DuckDBPyConnection) -> str | None:
         """The project the file was created for (None: not recorded, a store made without one)."""
         if not con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [STORE_TABLE]
@@ -164,7 +144,7 @@ class OfflineStore:
         return str(rows[0][0]) if rows else None
 
     @contextmanager
-    def connect(self, *, read_only: bool, create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _connect(self, *, read_only: bool, create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the database for one operation, waiting a bounded time for another holder; a
         missing file is an error (StoreDamaged) unless `create` (only ``init`` creates it)."""
         if self._memory is not None:
@@ -284,7 +264,7 @@ class OfflineStore:
         track of never is (StoreDamaged). `time_columns` (event and created time) matter to the lake store only."""
         cols = [f"{quote(n)} {duckdb_type(t)} " for n, t in columns.items()]
         cols += ["_ingested_at TIMESTAMPTZ NOT NULL", "_batch_id BIGINT NOT NULL"]
-        with self.connect(read_only=False) as con:
+        with self._connect(read_only=False) as con:
             con.execute(
                 f"CREATE TABLE IF NOT EXISTS {CARRIED_TABLE} (table_name VARCHAR PRIMARY KEY, "
                 "source_table VARCHAR NOT NULL, row_count BIGINT NOT NULL, carried_at TIMESTAMPTZ NOT NULL)"
@@ -351,10 +331,10 @@ class OfflineStore:
         return int(rows)
 
     @contextmanager
-    def try_connect(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    def _try_connect(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
         """A read-only connection if the file is free right now, else None (no waiting)."""
         if self._memory is not None or self.path is None or not self.path.exists():
-            with self.connect(read_only=True) as con:
+            with self._connect(read_only=True) as con:
                 yield con
             return
         with self._file_lock(exclusive=False, wait=False) as free:
@@ -382,7 +362,7 @@ class OfflineStore:
     # --- writes -----------------------------------------------------------------------------
 
     @staticmethod
-    def next_ingestion_time(con: duckdb.DuckDBPyConnection, now: datetime) -> datetime:
+    def _next_ingestion_time(con: duckdb.DuckDBPyConnection, now: datetime) -> datetime:
         """`now`, or 1 microsecond after the last committed batch if the clock has not passed it.
 
         Ingestion times are strictly increasing across a store's batches, so "latest ingestion
@@ -394,7 +374,7 @@ class OfflineStore:
         after_last = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=int(last) + 1)
         return max(now, after_last)
 
-    def append_on(
+    def _append_on(
         self,
         con: duckdb.DuckDBPyConnection,
         grant: Grant,
@@ -436,7 +416,7 @@ class OfflineStore:
             raise
         return total
 
-    def delete_keys(self, con: duckdb.DuckDBPyConnection, table: str, key: str, forms: Sequence[str]) -> None:
+    def _delete_keys_on(self, con: duckdb.DuckDBPyConnection, table: str, key: str, forms: Sequence[str]) -> None:
         """Delete the rows whose key (as text) is one of `forms` (erasure; the bytes go at compaction)."""
         import pyarrow as pa
 
@@ -448,7 +428,7 @@ class OfflineStore:
         finally:
             con.unregister("_fs_delete_forms")
 
-    def delete_older(
+    def _delete_older_on(
         self,
         con: duckdb.DuckDBPyConnection,
         table: str,
@@ -464,7 +444,7 @@ class OfflineStore:
             [cutoff, *(keep if clause else [])],
         )
 
-    def rewrite_rows(
+    def _rewrite_rows_on(
         self, con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, record: Callable[[], object], marker: str
     ) -> None:
         """Replace every row of a table by `data` and run `record` (bookkeeping) in one transaction
@@ -484,7 +464,7 @@ class OfflineStore:
             raise
 
     @staticmethod
-    def duplicates_on(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], batch_id: int) -> int:
+    def _duplicates_on(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], batch_id: int) -> int:
         """How many rows of one batch share their `columns` (key and event time) with a later row of it."""
         cols = ", ".join(quote(c) for c in columns)
         batch = f"FROM {quote(table)} WHERE _batch_id = {int(batch_id)}"
@@ -497,7 +477,7 @@ class OfflineStore:
     # --- reads ------------------------------------------------------------------------------
 
     @staticmethod
-    def committed_batches_on(con: duckdb.DuckDBPyConnection, batch_ids: Iterable[int]) -> dict[int, int]:
+    def _committed_batches_on(con: duckdb.DuckDBPyConnection, batch_ids: Iterable[int]) -> dict[int, int]:
         """Which of these batch ids committed, with their row counts."""
         ids = [int(b) for b in batch_ids]
         if not ids:
@@ -509,7 +489,7 @@ class OfflineStore:
         return {int(b): int(n) for b, n in rows}
 
     @staticmethod
-    def batch_records_on(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str, int, datetime]]:
+    def _batch_records_on(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str, int, datetime]]:
         """Every committed batch the file records: (batch id, table, rows, ingestion time), by id."""
         rows = con.execute(
             f"SELECT batch_id, table_name, row_count, ingested_at FROM {BATCHES_TABLE} ORDER BY batch_id"
@@ -517,7 +497,7 @@ class OfflineStore:
         return [(int(b), str(t), int(n), at) for b, t, n, at in rows]
 
     @staticmethod
-    def batch_summary_on(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
+    def _batch_summary_on(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
         """(count, largest id, total rows) of the committed batches the file records."""
         [(count, last, rows)] = con.execute(
             f"SELECT count(*), coalesce(max(batch_id), 0), coalesce(sum(row_count), 0) FROM {BATCHES_TABLE}"
@@ -525,7 +505,7 @@ class OfflineStore:
         return int(count), int(last), int(rows)
 
     @staticmethod
-    def tables_on(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+    def _tables_on(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
         """Every view-version table in the file with its columns and DuckDB types, in order."""
         tables: dict[str, dict[str, str]] = {}
         for table, column, dtype in con.execute(
@@ -540,20 +520,12 @@ class OfflineStore:
         wanted = list(tables)
         if not wanted:
             return {}
-        with self.connect(read_only=True) as con:
-            present = set(self.tables_on(con))
+        with self._connect(read_only=True) as con:
+            present = set(self._tables_on(con))
             return {
                 t: int(con.execute(f"SELECT count(*) FROM {quote(t)}").fetchall()[0][0]) if t in present else 0
                 for t in wanted
             }
-
-    def count_older(self, table: str, timestamp_field: str, cutoff: datetime) -> int:
-        """How many rows of a table have an event time before `cutoff`."""
-        with self.connect(read_only=True) as con:
-            [(count,)] = con.execute(
-                f"SELECT count(*) FROM {quote(table)} WHERE {quote(timestamp_field)} < ?", [cutoff]
-            ).fetchall()
-        return int(count)
 
     def scan(self, grant: Grant, *, as_of: datetime | None = None) -> pa.Table:
         """Every stored row a read grant covers (keys, event time, its features, ``_ingested_at``,
@@ -575,5 +547,309 @@ class OfflineStore:
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
         sql += f" ORDER BY _ingested_at, _batch_id, {self.position}"
-        with self.connect(read_only=True) as con:
+        with self._connect(read_only=True) as con:
             return utc_schema(con.sql(sql, params=params).to_arrow_table())
+
+    # --- the door: every method below that touches feature rows takes a Grant -----------------
+
+    def _granted_sql(self, grant: Grant) -> str:
+        """The rows and columns `grant` covers: join keys, event (and created) time, its features,
+        the stamps and the position; for a read grant none past its offline retention."""
+        vv = grant.view
+        created = [vv.view.created_timestamp_field] if vv.view.created_timestamp_field else []
+        columns = dict.fromkeys([*vv.join_keys, vv.view.timestamp_field, *created, *grant.features])
+        select = ", ".join(
+            [*(quote(c) for c in columns), "_ingested_at", "_batch_id", f"{self.position} AS {POSITION}"]
+        )
+        sql = f"SELECT {select} FROM {quote(vv.table)}"
+        cutoff = grant.cutoff("offline") if any(kind in READS for kind in grant.access) else None
+        if cutoff is not None:
+            sql += f" WHERE {quote(vv.view.timestamp_field)} >= TIMESTAMPTZ '{cutoff.astimezone(UTC).isoformat()}'"
+        return sql
+
+    @contextmanager
+    def _granted(self, grant: Grant) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._connect(read_only=True) as con:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {GRANTED} AS {self._granted_sql(grant)}")
+            try:
+                yield con
+            finally:
+                con.execute(f"DROP VIEW IF EXISTS {GRANTED}")
+
+    def query(self, grant: Grant, sql: str, params: Sequence[object] | None = None) -> pa.Table:
+        """A capability's own read (a DP truncation, say) over exactly the rows a grant covers:
+        `sql` reads the temporary view named :data:`GRANTED` that holds them (columns: join keys,
+        event and created time, the granted features, ``_ingested_at``, ``_batch_id`` and
+        ``_fs_position``) and nothing else."""
+        with self._granted(grant) as con:
+            return con.sql(sql, params=list(params) if params else None).to_arrow_table()
+
+    @contextmanager
+    def stream(
+        self,
+        grant: Grant,
+        sql: str,
+        params: dict[str, object],
+        *,
+        batch_size: int,
+        last_batch_of: Sequence[str] = (),
+    ) -> Iterator[tuple[int, Iterator[pa.RecordBatch]]]:
+        """:meth:`query`, its result streamed in Arrow batches while the store is held (writers
+        wait: one consistent snapshot), with the last batch id recorded for the tables
+        `last_batch_of` read in the same snapshot (materialization's watermark)."""
+        with self._granted(grant) as con:
+            last = self._last_batch_on(con, last_batch_of)
+            yield last, iter(con.sql(sql, params=params).arrow(batch_size=batch_size))
+
+    @staticmethod
+    def _last_batch_on(con: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> int:
+        if not tables:
+            return 0
+        [(last,)] = con.execute(
+            f"SELECT coalesce(max(batch_id), 0) FROM {BATCHES_TABLE} WHERE table_name IN "
+            f"({', '.join('?' * len(tables))})",
+            list(tables),
+        ).fetchall()
+        return int(last)
+
+    def data_version(self, grant: Grant) -> tuple[int, int]:
+        """(last batch id, stored rows) of the grant's view version: what a cached release depends on."""
+        table = grant.view.table
+        with self._connect(read_only=True) as con:
+            [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(table)}").fetchall()
+            return self._last_batch_on(con, [table]), int(rows)
+
+    def join(
+        self,
+        grants: Sequence[Grant],
+        entities: pa.Table,
+        requests: Sequence[ViewRequest],
+        *,
+        as_of: datetime | None,
+        known: bool,
+        engine: str = "duckdb",
+    ) -> pa.Table:
+        """The point-in-time join (:mod:`featurestore.offline.pit`) of `entities` (registered as
+        ``_fs_entities``) with each request; every request's table needs an offline grant among
+        `grants`. `engine` is ``duckdb``; the lake store also runs ``spark``."""
+        _require_tables(grants, requests, "offline")
+        if engine != "duckdb":
+            from ..errors import RetrievalError
+
+            raise RetrievalError(
+                "engine='spark' reads the lake store: set `offline: {type: delta, path: ...}` in "
+                "featurestore.yaml (featurestore init --lake DIR_OR_URI), or leave engine at duckdb"
+            )
+        from . import pit
+
+        with self._connect(read_only=True) as con:
+            con.register("_fs_entities", entities)
+            try:
+                planned = pit.plan_by_shape(
+                    lambda sql: int(con.execute(sql).fetchall()[0][0]), list(requests), known=known
+                )
+                sql = pit.pit_sql(planned, as_of=as_of, known_at_prediction_time=known)
+                return utc_schema(con.sql(sql).to_arrow_table())
+            finally:
+                con.unregister("_fs_entities")
+
+    def data_files(self) -> list[Path]:
+        """Files holding rows besides the store's DuckDB file (the lake's, for erasure proofs): none here."""
+        return []
+
+    # --- maintenance: erasure, retention, treat-existing (maintain grants only) ------------------
+
+    def key_counts(self, grant: Grant, forms: Sequence[object], *, delete: bool = False) -> dict[str, int]:
+        """Rows of the grant's view version whose subject key (as text) is one of `forms`, per
+        form; with `delete`, those rows are deleted in the same hold (erasure: the bytes go at
+        compaction)."""
+        import pyarrow as pa
+
+        vv = (grant.require_task("erasure") if delete else grant.require(MAINTAIN)).view
+        if not forms:
+            return {}
+        key = quote(_subject_key(grant))
+        values = pa.table({"f": pa.array([str(f) for f in forms], pa.string())})
+        with self._connect(read_only=not delete) as con:
+            con.register("_fs_forms", values)
+            try:
+                counts = dict(
+                    con.execute(
+                        f"SELECT CAST({key} AS VARCHAR), count(*) FROM {quote(vv.table)} "
+                        f"WHERE CAST({key} AS VARCHAR) IN (SELECT f FROM _fs_forms) GROUP BY ALL"
+                    ).fetchall()
+                )
+            finally:
+                con.unregister("_fs_forms")
+            if counts and delete:
+                self._delete_keys_on(con, vv.table, _subject_key(grant), [str(f) for f in forms])
+        return {str(k): int(v) for k, v in counts.items()}
+
+    def stored_keys(self, grant: Grant) -> pa.ChunkedArray:
+        """Every distinct stored subject key of the grant's view version (to find held subjects)."""
+        key = quote(_subject_key(grant.require_task("erasure", "retention")))
+        return self.query(grant, f"SELECT DISTINCT {key} FROM {GRANTED}").column(0)
+
+    def older(self, grant: Grant, cutoff: datetime, keep: Sequence[object] = (), *, delete: bool = False) -> int:
+        """How many rows of the grant's view version have an event time before `cutoff`, except
+        subject keys in `keep` (legal holds); with `delete`, those rows are deleted (retention)."""
+        vv = (grant.require_task("retention") if delete else grant.require(MAINTAIN)).view
+        ts = quote(vv.view.timestamp_field)
+        key = _subject_key(grant) if keep else None
+        clause = f" AND {quote(key)} NOT IN ({', '.join('?' * len(keep))})" if key is not None else ""
+        with self._connect(read_only=not delete) as con:
+            [(count,)] = con.execute(
+                f"SELECT count(*) FROM {quote(vv.table)} WHERE {ts} < ?{clause}", [cutoff, *keep]
+            ).fetchall()
+            if count and delete:
+                self._delete_older_on(con, vv.table, vv.view.timestamp_field, cutoff, key, keep)
+        return int(count)
+
+    def treated_columns(self, grant: Grant, policy_sha256: str) -> tuple[int, set[str]]:
+        """(stored rows, columns already rewritten under the policy with this hash) of the grant's
+        view version (approve --treat-existing)."""
+        table = grant.require_task("treat_existing").view.table
+        with self._connect(read_only=True) as con:
+            [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(table)}").fetchall()
+            if not con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [TREATED_TABLE]
+            ).fetchall()[0][0]:
+                return int(rows), set()
+            done = con.execute(
+                f"SELECT column_name FROM {TREATED_TABLE} WHERE table_name = ? AND policy_sha256 = ?",
+                [table, policy_sha256],
+            ).fetchall()
+        return int(rows), {str(c) for (c,) in done}
+
+    def rewrite(
+        self,
+        grant: Grant,
+        columns: Sequence[str],
+        treat: Callable[[pa.Table], pa.Table],
+        *,
+        policy_sha256: str,
+        at: datetime,
+    ) -> int:
+        """Rewrite every row of the grant's view version through `treat` (which treats `columns`)
+        and record (table, column, policy hash) in the same transaction, so a rerun after a crash
+        never treats a value twice. Returns the rows rewritten; a treated value that does not fit
+        its column is refused (PolicyViolation) with nothing changed."""
+        table = grant.require_task("treat_existing").view.table
+        with self._connect(read_only=False) as con:
+            data = con.sql(f"SELECT * FROM {quote(table)}").to_arrow_table()
+            treated = treat(data)
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {TREATED_TABLE} (table_name VARCHAR, column_name VARCHAR, "
+                "policy_sha256 VARCHAR, treated_at TIMESTAMPTZ)"
+            )
+
+            def record() -> None:
+                con.executemany(
+                    f"INSERT INTO {TREATED_TABLE} VALUES (?, ?, ?, ?)", [[table, c, policy_sha256, at] for c in columns]
+                )
+
+            try:
+                self._rewrite_rows_on(con, table, treated, record, marker=f"{policy_sha256}:{','.join(columns)}")
+            except duckdb.Error:
+                from ..errors import PolicyViolation
+
+                raise PolicyViolation(
+                    f"{grant.view.ref}: the treated values of {', '.join(columns)} do not fit the stored "
+                    "column types (a hash or token is text: declare those features as string); nothing "
+                    "was changed"
+                ) from None
+        return int(data.num_rows)
+
+    # --- ingestion ---------------------------------------------------------------------------
+
+    @contextmanager
+    def writing(self) -> Iterator[OfflineWriter]:
+        """Hold the store for writing (one writer at a time) for one ingestion: see :class:`OfflineWriter`."""
+        with self._connect(read_only=False) as con:
+            yield OfflineWriter(self, con)
+
+    # --- bookkeeping: batches, tables, the project (no feature rows) -----------------------------
+
+    def committed_batches(self, batch_ids: Iterable[int], *, wait: bool = True) -> dict[int, int] | None:
+        """Which of these batch ids committed, with their row counts; None when `wait` is off and
+        another process holds the store now."""
+        ids = list(batch_ids)
+        with self._connect(read_only=True) if wait else self._try_connect() as con:
+            return None if con is None else self._committed_batches_on(con, ids)
+
+    def bookkeeping(self, *, wait: bool = True, read_every_block: bool = False) -> Bookkeeping | None:
+        """What the store records besides rows (None when `wait` is off and it is held now);
+        `read_every_block` also reads every block of every view table (1.5 s for 10M rows) and
+        returns none of it, so damaged data shows as an error."""
+        with self._connect(read_only=True) if wait else self._try_connect() as con:
+            if con is None:
+                return None
+            if read_every_block:
+                for table in self._tables_on(con):
+                    con.execute(f"SELECT bit_xor(hash(COLUMNS(*))) FROM {quote(table)}").fetchall()
+            return Bookkeeping(
+                self._project_on(con), self._tables_on(con), self._batch_records_on(con), self._batch_summary_on(con)
+            )
+
+
+class OfflineWriter:
+    """One ingestion's hold on the offline store (from :meth:`OfflineStore.writing`): settle
+    pending batches against it, take the next ingestion time, append one batch under a write grant."""
+
+    def __init__(self, store: OfflineStore, con: duckdb.DuckDBPyConnection) -> None:
+        self._store = store
+        self._con = con
+
+    def committed_batches(self, batch_ids: Iterable[int]) -> dict[int, int]:
+        """Which of these batch ids committed, with their row counts."""
+        return self._store._committed_batches_on(self._con, batch_ids)
+
+    def next_ingestion_time(self, now: datetime) -> datetime:
+        """`now`, or 1 microsecond after the last committed batch if the clock has not passed it."""
+        return self._store._next_ingestion_time(self._con, now)
+
+    def append(
+        self,
+        grant: Grant,
+        batches: Iterable[pa.Table],
+        *,
+        batch_id: int,
+        ingested_at: datetime,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> int:
+        """Append every batch in one transaction under a write grant (see ``_append_on``); returns the rows."""
+        return self._store._append_on(
+            self._con, grant.require(WRITE), batches, batch_id=batch_id, ingested_at=ingested_at, on_rows=on_rows
+        )
+
+    def duplicates(self, grant: Grant, batch_id: int) -> int:
+        """How many rows of one batch share key and event time with a later row of it."""
+        vv = grant.require(WRITE).view
+        return self._store._duplicates_on(self._con, vv.table, [*vv.join_keys, vv.view.timestamp_field], batch_id)
+
+
+def _subject_key(grant: Grant) -> str:
+    """The one join key that identifies a subject (composite keys: DefinitionError)."""
+    from ..errors import DefinitionError, Problem
+
+    vv = grant.view
+    if len(vv.join_keys) != 1:
+        raise DefinitionError(
+            [
+                Problem(
+                    f"feature view '{vv.view.name}' has the composite key {', '.join(vv.join_keys)}; "
+                    "erasure, holds and lineage need an entity with one join key"
+                )
+            ]
+        )
+    return next(iter(vv.join_keys))
+
+
+def _require_tables(grants: Sequence[Grant], requests: Sequence[ViewRequest], access: str) -> None:
+    """Every request reads a table some grant of `access` covers (else PolicyViolation)."""
+    from ..errors import PolicyViolation
+
+    covered = {g.require(access).view.table for g in grants}
+    for request in requests:
+        if request.table not in covered:
+            raise PolicyViolation(f"no {access} grant covers the offline table {request.table}")

@@ -30,13 +30,15 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from ..types import duckdb_type
-from .duckdb_store import BATCHES_TABLE, CARRIED_TABLE, Carry, Compaction, OfflineStore, quote
+from .duckdb_store import BATCHES_TABLE, CARRIED_TABLE, OfflineStore, quote
+from .engine import Carry, Compaction
 from .lake import STAMPS, DeltaTables, sql_literal
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from ..governance import Grant
+    from .pit import ViewRequest
 
 LAKE_TABLES = "_fs_lake_tables"
 """Bookkeeping: the view-version tables the lake holds (an object store cannot be listed cheaply)."""
@@ -64,7 +66,7 @@ class LakeOfflineStore(OfflineStore):
         super().initialize(project)
         if self.lake.is_local:
             Path(self.lake.root).mkdir(parents=True, exist_ok=True)
-        with super().connect(read_only=False) as con:
+        with super()._connect(read_only=False) as con:
             self._create_bookkeeping(con)
 
     @staticmethod
@@ -76,10 +78,10 @@ class LakeOfflineStore(OfflineStore):
         )
 
     @contextmanager
-    def connect(self, *, read_only: bool, create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _connect(self, *, read_only: bool, create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """The bookkeeping file, with every lake table readable under its name (rows of recorded
         batches only). Rows change only through this class's methods, never by SQL."""
-        with super().connect(read_only=read_only, create=create) as con:
+        with super()._connect(read_only=read_only, create=create) as con:
             for table in self._tables(con):
                 self._register(con, table)
             yield con
@@ -95,7 +97,7 @@ class LakeOfflineStore(OfflineStore):
         self.lake.register(con, table, only_batches_in=BATCHES_TABLE)
 
     @staticmethod
-    def tables_on(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+    def _tables_on(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
         """Every lake table with its columns and DuckDB types (the row id left out, as DuckDB's rowid is)."""
         tables: dict[str, dict[str, str]] = {}
         for table, column, dtype in con.execute(
@@ -116,7 +118,7 @@ class LakeOfflineStore(OfflineStore):
         from ..types import arrow_type
 
         schema = pa.schema([(name, arrow_type(dtype)) for name, dtype in columns.items()])
-        with super().connect(read_only=False) as con:
+        with super()._connect(read_only=False) as con:
             self._create_bookkeeping(con)
             if self.lake.exists(table):
                 self._drop_orphan_lake(con, table)
@@ -148,7 +150,7 @@ class LakeOfflineStore(OfflineStore):
         self._refuse_unknown_rows(con, table, self.lake.dataset(table).count_rows(), f"the lake {self.lake.root}")
         self.lake.drop(table)
 
-    def append_on(
+    def _append_on(
         self,
         con: duckdb.DuckDBPyConnection,
         grant: Grant,
@@ -178,13 +180,13 @@ class LakeOfflineStore(OfflineStore):
         self._register(con, table)
         return total
 
-    def delete_keys(self, con: duckdb.DuckDBPyConnection, table: str, key: str, forms: Sequence[str]) -> None:
+    def _delete_keys_on(self, con: duckdb.DuckDBPyConnection, table: str, key: str, forms: Sequence[str]) -> None:
         """Delete the rows whose key (as text) is one of `forms`, leaving no copy (erasure)."""
         values = ", ".join(sql_literal(str(f)) for f in forms)
         self.lake.delete(table, f"CAST({_lake_name(key)} AS VARCHAR) IN ({values})")
         self._register(con, table)
 
-    def delete_older(
+    def _delete_older_on(
         self,
         con: duckdb.DuckDBPyConnection,
         table: str,
@@ -204,7 +206,7 @@ class LakeOfflineStore(OfflineStore):
         self.lake.delete(table, predicate)
         self._register(con, table)
 
-    def rewrite_rows(
+    def _rewrite_rows_on(
         self, con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, record: Callable[[], object], marker: str
     ) -> None:
         """Replace every row of a table by `data` (stamps kept) as one Delta commit, with `record`
@@ -223,13 +225,44 @@ class LakeOfflineStore(OfflineStore):
         self.lake.clean(table)
         self._register(con, table)
 
+    def join(
+        self,
+        grants: Sequence[Grant],
+        entities: pa.Table,
+        requests: Sequence[ViewRequest],
+        *,
+        as_of: datetime | None,
+        known: bool,
+        engine: str = "duckdb",
+    ) -> pa.Table:
+        """The point-in-time join by DuckDB over the lake, or with ``engine="spark"`` by Spark over
+        the same files (the active SparkSession, else a local one), rows of recorded batches only."""
+        if engine != "spark":
+            return super().join(grants, entities, requests, as_of=as_of, known=known, engine=engine)
+        from .duckdb_store import _require_tables
+        from .lake_join import spark_join, spark_session
+
+        _require_tables(grants, requests, "offline")
+        with super()._connect(read_only=True) as con:  # the batches a reader may see: recorded ones
+            committed = {b for b, _t, _n, _at in self._batch_records_on(con)}
+        return spark_join(
+            spark_session(), self.lake, entities, list(requests), as_of=as_of, known=known, committed=committed
+        )
+
+    def data_files(self) -> list[Path]:
+        """Every file of a local lake (data files, log entries, checkpoints), for erasure proofs;
+        none for a lake behind a URI (it is checked by query only)."""
+        from .lake import local_files
+
+        return sorted(local_files(Path(self.lake.root).resolve())) if self.lake.is_local else []
+
     def compact(self, on_step: Callable[[str], None] | None = None) -> Compaction:
         """Clean every lake table: delete the rows of batches without a record (a writer killed
         between its Delta commit and its record: invisible, but in the table's files), then remove
         files no longer in the current version and older log entries; compact the bookkeeping file."""
         import pyarrow.compute as pc
 
-        with super().connect(read_only=False) as con:
+        with super()._connect(read_only=False) as con:
             recorded = {int(b) for (b,) in con.execute(f"SELECT batch_id FROM {BATCHES_TABLE}").fetchall()}
             for table in self._tables(con):
                 stored = set(

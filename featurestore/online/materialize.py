@@ -115,10 +115,14 @@ def pushed_rows(
 
 
 def stream_rows(con: duckdb.DuckDBPyConnection, sql: str, end: datetime) -> Iterator[list[Row]]:
-    """Run `sql` and yield its rows in chunks (Arrow batches turned into tuples column-wise,
-    several times faster than fetching Python rows one by one)."""
-    reader = con.sql(sql, params={"end": end}).arrow(batch_size=CHUNK_ROWS)
-    for batch in reader:  # the reader is drained before the connection is used again
+    """Run `sql` and yield its rows in chunks (see :func:`chunks_of`)."""
+    return chunks_of(iter(con.sql(sql, params={"end": end}).arrow(batch_size=CHUNK_ROWS)))
+
+
+def chunks_of(batches: Iterator[pa.RecordBatch]) -> Iterator[list[Row]]:
+    """Arrow batches as lists of row tuples, turned column-wise (several times faster than
+    fetching Python rows one by one)."""
+    for batch in batches:  # the reader is drained before the connection is used again
         if batch.num_rows:
             yield list(zip(*(column.to_pylist() for column in batch.columns), strict=True))
 

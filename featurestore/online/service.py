@@ -16,13 +16,13 @@ from ..context import Progress, StoreContext, system_clock
 from ..errors import FeatureStoreError, NotFoundError
 from ..governance import WRITE, Grant
 from ..historical import Historical
-from ..offline.duckdb_store import BATCHES_TABLE
+from ..offline import GRANTED, POSITION
 from ..plan import Plan
 from ..privacy.keys import DataKey
 from ..privacy.pseudonymize import token_context, tokenize
 from ..privacy.subjects import Subjects
 from . import VALUES_AT, OnlineStore, Row, open_online_store
-from .materialize import copy_rows, latest_rows_sql, pushed_rows, stream_rows
+from .materialize import CHUNK_ROWS, chunks_of, copy_rows, latest_rows_sql, pushed_rows
 from .read_audit import ReadAudit
 from .serving import (
     EPOCH,
@@ -145,24 +145,24 @@ class OnlineService:
             rebuild = full or state is None or rewind
             # A version's table can hold rows carried from older versions, recorded under their tables.
             tables = [o.table for o in self.catalog.view_versions(vv.view.name) if o.version <= vv.version]
-            with ctx.offline.connect(read_only=True) as con:  # writers wait: a consistent snapshot
-                [(last_batch,)] = con.execute(
-                    f"SELECT coalesce(max(batch_id), 0) FROM {BATCHES_TABLE} WHERE table_name IN "
-                    f"({', '.join('?' * len(tables))})",
-                    tables,
-                ).fetchall()
-                generation = (state.generation if state is not None else 0) + 1
-                sql = latest_rows_sql(
-                    vv.table,
-                    list(vv.join_keys),
-                    vv.view.timestamp_field,
-                    features,
-                    since_batch=None if rebuild or state is None else state.last_batch_id,
-                    previous_end=None if rebuild or state is None else state.end,
-                    created_field=vv.view.created_timestamp_field,
-                    position=ctx.offline.position,
-                )
-                chunks = stream_rows(con, sql, end)
+            generation = (state.generation if state is not None else 0) + 1
+
+            sql = latest_rows_sql(
+                GRANTED,
+                list(vv.join_keys),
+                vv.view.timestamp_field,
+                features,
+                since_batch=None if rebuild or state is None else state.last_batch_id,
+                previous_end=None if rebuild or state is None else state.end,
+                created_field=vv.view.created_timestamp_field,
+                position=POSITION,
+            )
+            # The store is held while rows stream (writers wait): one consistent snapshot.
+            with ctx.offline.stream(grant, sql, {"end": end}, batch_size=CHUNK_ROWS, last_batch_of=tables) as (
+                last_batch,
+                batches,
+            ):
+                chunks = chunks_of(batches)
                 erased = ctx.registry.tombstones(vv.view.entity)
                 dropped = [0]
                 if erased:  # an erased subject never comes back online, even from rows ingested before its erasure

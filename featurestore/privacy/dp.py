@@ -50,7 +50,8 @@ from ..catalog import Catalog
 from ..context import StoreContext
 from ..errors import PolicyViolation, PrivacyBudgetExceeded
 from ..governance import Grant
-from ..offline.duckdb_store import BATCHES_TABLE, quote
+from ..offline import GRANTED
+from ..offline.duckdb_store import quote
 from ..policy import Policy
 from ..policy.model import DifferentialPrivacy
 from ..registry.models import DpLedgerRow
@@ -534,18 +535,9 @@ class DifferentialPrivacyQueries:
     def _data_version(self, grant: Grant) -> str:
         """What a release depends on: the view version's last batch and row count (erasure and
         retention delete rows without a new batch), and the retention cutoff's day."""
-        with self.ctx.offline.connect(read_only=True) as con:
-            return self._version_on(con, grant)
-
-    @staticmethod
-    def _version_on(con: Any, grant: Grant) -> str:
-        vv = grant.view
-        [(last,)] = con.execute(
-            f"SELECT coalesce(max(batch_id), 0) FROM {BATCHES_TABLE} WHERE table_name = ?", [vv.table]
-        ).fetchall()
-        [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(vv.table)}").fetchall()
+        last, rows = self.ctx.offline.data_version(grant)
         cutoff = grant.cutoff("offline")
-        return f"{vv.ref}:{last}:{rows}:{cutoff.date().isoformat() if cutoff else '-'}"
+        return f"{grant.view.ref}:{last}:{rows}:{cutoff.date().isoformat() if cutoff else '-'}"
 
     def _truncated(
         self,
@@ -572,11 +564,8 @@ class DifferentialPrivacyQueries:
             scaled = f"CAST({quote(column)} AS DOUBLE) * {scales[column]}"
             values.append(f"CAST(round(least(greatest({scaled}, {lo}), {hi})) AS BIGINT) AS {quote(column)}")
         groups = [f"CAST({quote(g)} AS VARCHAR) AS {quote(g)}" for g in group_by]
-        cutoff = grant.cutoff("offline")
-        conditions, params = [], []
-        if cutoff is not None:
-            conditions.append(f"{ts} >= ?")
-            params.append(cutoff)
+        conditions: list[str] = []
+        params: list[object] = []  # rows past retention are not in the granted view at all
         if window is not None:
             conditions.append(f"{ts} >= ? AND {ts} < ?")
             params += list(window)
@@ -585,7 +574,7 @@ class DifferentialPrivacyQueries:
         names = ", ".join([*(quote(g) for g in group_by), *(quote(c) for c in bounds)]) or "_one"
         # Partitioning by the key's 64-bit hash is twice as fast as by the string; two keys with one
         # hash share one bound of K rows, which only lowers their contribution.
-        rows = f"SELECT hash({key}) AS _fs_entity, random() AS _fs_r, {select} FROM {quote(vv.table)} {where}"
+        rows = f"SELECT hash({key}) AS _fs_entity, random() AS _fs_r, {select} FROM {GRANTED} {where}"
         if group_by and groups_per_entity:  # first the groups each entity counts in, chosen at random
             by = ", ".join(quote(g) for g in group_by)
             rows = (
@@ -604,12 +593,10 @@ class DifferentialPrivacyQueries:
             sql = f"SELECT {by + ', ' if by else ''}count(*) AS _n{sums} FROM ({sql})" + (
                 f" GROUP BY {by}" if by else ""
             )
-        with self.ctx.offline.connect(read_only=True) as con:
-            version = self._version_on(con, grant)
-            cache_key = (version, sql, tuple(map(str, params)))
-            if self._truncation is not None and self._truncation[0] == cache_key:
-                return self._truncation[1]
-            table = con.sql(sql, params=params or None).to_arrow_table()
+        cache_key = (self._data_version(grant), sql, tuple(map(str, params)))
+        if self._truncation is not None and self._truncation[0] == cache_key:
+            return self._truncation[1]
+        table = self.ctx.offline.query(grant, sql, params)
         self._truncation = (cache_key, table) if table.num_rows <= MAX_CACHED_ROWS else None
         return table
 

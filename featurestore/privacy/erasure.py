@@ -22,12 +22,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..catalog import Catalog, ViewVersion, online_table
+from ..catalog import Catalog, online_table
 from ..context import StoreContext
 from ..errors import NotFoundError, PolicyViolation
 from ..governance import MAINTAIN, Grant
 from ..historical import JoinPart
-from ..offline.duckdb_store import Compaction, quote
+from ..offline import Compaction
 from ..online.service import OnlineService, to_us
 from ..registry.models import HoldRow
 from ..training_sets import TrainingSets
@@ -141,7 +141,7 @@ class Erasure:
             if head.view.entity != entity:
                 continue
             for vv in self.catalog.view_versions(head.view.name):
-                grants.append(self.ctx.access.grant(snapshot, vv, vv.view.feature_names, None, (MAINTAIN,)))
+                grants.append(self.ctx.access.grant(snapshot, vv, vv.view.feature_names, "erasure", (MAINTAIN,)))
         return grants
 
     def _holds_for(self, entity: str, grants: Sequence[Grant], hashes: set[str], holds: Sequence[HoldRow]) -> list[str]:
@@ -322,25 +322,7 @@ class Erasure:
 
     def _offline_rows(self, grant: Grant, forms: list[object], *, delete: bool) -> dict[str, int]:
         """Rows whose key is one of `forms`, per form (as text); with `delete`, removed in one statement."""
-        vv = grant.require(MAINTAIN).view
-        key = quote(subject_key(vv))
-        if not forms:
-            return {}
-        values = pa.table({"f": pa.array([str(f) for f in forms], pa.string())})
-        with self.ctx.offline.connect(read_only=not delete) as con:
-            con.register("_fs_forms", values)
-            try:
-                match = f"CAST({key} AS VARCHAR) IN (SELECT f FROM _fs_forms)"
-                counts = dict(
-                    con.execute(
-                        f"SELECT CAST({key} AS VARCHAR), count(*) FROM {quote(vv.table)} WHERE {match} GROUP BY ALL"
-                    ).fetchall()
-                )
-                if counts and delete:
-                    self.ctx.offline.delete_keys(con, vv.table, subject_key(vv), [str(f) for f in forms])
-            finally:
-                con.unregister("_fs_forms")
-        return {str(k): int(v) for k, v in counts.items()}
+        return self.ctx.offline.key_counts(grant.require(MAINTAIN), forms, delete=delete)
 
     def compact(self, on_step: Callable[[str], None] | None = None) -> Compaction:
         """Rewrite the offline file so deleted rows leave no bytes, then mark every pending
@@ -432,15 +414,10 @@ class Erasure:
     def _lake_checks(self, root: Path, needles: set[str]) -> list[Check]:
         """On the lake store: every value of every Parquet file and log entry, decoded (compression
         could hide bytes), and the bytes of lake files outside the store directory."""
-        from ..offline.lake import local_files, strings_in
-        from ..offline.lake_store import LakeOfflineStore
+        from ..offline.lake import strings_in
 
-        offline = self.ctx.offline
-        if not isinstance(offline, LakeOfflineStore) or not offline.lake.is_local:
-            return []
         checks = []
-        lake = Path(offline.lake.root).resolve()
-        for file in sorted(local_files(lake)):
+        for file in self.ctx.offline.data_files():
             where = str(file.relative_to(root)) if file.is_relative_to(root) else str(file)
             if not file.is_relative_to(root):
                 data = file.read_bytes()
@@ -552,7 +529,7 @@ class Erasure:
         for head in self.catalog.list_views():
             versions = self.catalog.view_versions(head.view.name)
             for vv in versions:
-                grant = ctx.access.grant(snapshot, vv, vv.view.feature_names, None, (MAINTAIN,))
+                grant = ctx.access.grant(snapshot, vv, vv.view.feature_names, "retention", (MAINTAIN,))
                 if grant.policy is None or not grant.policy.retention.limits():
                     continue
                 if self.view_held(vv.view.name):
@@ -562,7 +539,7 @@ class Erasure:
                 if keep:
                     held.append(f"{vv.ref}: {len(keep)} subjects under a legal hold are kept")
                 if (limit := grant.policy.retention.offline) is not None:
-                    count = self._expire_offline(vv, now - limit, keep, dry_run=True)
+                    count = self._expire_offline(grant, now - limit, keep, dry_run=True)
                     if count and not dry_run:
                         if request is None:  # recorded before the delete: a crash leaves the compaction owed
                             request = ctx.registry.add_deletion_request(
@@ -574,7 +551,7 @@ class Erasure:
                                 deadline=now,
                                 details={},
                             )
-                        count = self._expire_offline(vv, now - limit, keep, dry_run=False)
+                        count = self._expire_offline(grant, now - limit, keep, dry_run=False)
                     removed[f"offline {vv.ref}"] = count
                 online_limit = grant.policy.retention.online
                 if online_limit is not None and ctx.registry.materialization(vv.view.name, vv.version) is not None:
@@ -587,7 +564,7 @@ class Erasure:
                             online_table(vv), to_us(now - online_limit), [str(k) for k in keep]
                         )
         for ts in self.training.list_all():
-            parts = self.training.maintenance_parts(ts)
+            parts = self.training.maintenance_parts(ts, "retention")
             limits = [p.grant.policy.retention.training_sets for p in parts if p.grant.policy is not None]
             limit = min((x for x in limits if x is not None), default=None)
             if limit is None or ts.timestamp_column not in ts.entity_columns:
@@ -633,23 +610,9 @@ class Erasure:
         wanted = self.held_hashes(grant.view.view.entity)
         if not wanted:
             return []
-        key = subject_key(grant.view)
-        with self.ctx.offline.connect(read_only=True) as con:
-            stored = con.sql(f"SELECT DISTINCT {quote(key)} FROM {quote(grant.view.table)}").to_arrow_table().column(0)
+        stored = self.ctx.offline.stored_keys(grant)
         mask = self.subjects.matching(grant.policy, grant.view, stored, wanted)
         return list(stored.filter(mask).to_pylist())
 
-    def _expire_offline(self, vv: ViewVersion, cutoff: datetime, keep: list[object], *, dry_run: bool) -> int:
-        ts = quote(vv.view.timestamp_field)
-        key = quote(subject_key(vv)) if keep else ""
-        clause = f" AND {key} NOT IN ({', '.join('?' * len(keep))})" if keep else ""
-        params = [cutoff, *keep]
-        with self.ctx.offline.connect(read_only=dry_run) as con:
-            [(count,)] = con.execute(
-                f"SELECT count(*) FROM {quote(vv.table)} WHERE {ts} < ?{clause}", params
-            ).fetchall()
-            if count and not dry_run:
-                self.ctx.offline.delete_older(
-                    con, vv.table, vv.view.timestamp_field, cutoff, subject_key(vv) if keep else None, keep
-                )
-        return int(count)
+    def _expire_offline(self, grant: Grant, cutoff: datetime, keep: list[object], *, dry_run: bool) -> int:
+        return self.ctx.offline.older(grant, cutoff, keep, delete=not dry_run)

@@ -1,0 +1,138 @@
+"""The layout's rules, checked on the source (an import-linter-style contract in a few lines).
+
+1. Only the engine packages hold connections: outside ``featurestore/offline/`` and
+   ``featurestore/online/`` no module opens DuckDB, SQLite or Redis, imports APSW, redis or
+   sqlite3, or reaches into an engine (a private attribute of the offline engine or the online
+   service's store). Everything else goes through the engines' public methods, whose every read
+   or write of feature rows takes a Grant.
+2. The offline bookkeeping tables (``_fs_batches``, ``_fs_treated_columns``, ...) are written by
+   the offline engine alone.
+3. Nothing outside the engine factory asks which engine it has (no ``isinstance`` on an engine).
+4. A public ``FeatureStore`` method that returns governed values is classified with the access it
+   needs in ``tests/test_enforcement.py``'s METHODS (which runs it under every policy state).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "featurestore"
+ENGINE_PACKAGES = ("offline", "online")
+CONNECTION_MODULES = {"duckdb", "apsw", "sqlite3", "redis"}
+"""Modules whose import outside the engines means a second door to a store (DuckDB outside the
+engines is allowed only in-memory over data the caller already holds: see ALLOWED)."""
+ALLOWED: dict[tuple[str, str], str] = {
+    ("demo.py", "duckdb"): "the demo computes its example source data in memory (no store is opened)",
+}
+ENGINE_TYPES = {"OfflineStore", "LakeOfflineStore", "SQLiteOnlineStore", "RedisOnlineStore"}
+BOOKKEEPING = ("_fs_batches", "_fs_treated_columns", "_fs_carried", "_fs_store", "_fs_lake_tables")
+GOVERNED_RETURNS = ("pa.Table", "OnlineResponse", "DpRelease", "Reproduction", "ConsistencyReport")
+"""Return types that carry feature values."""
+RELEASED_THROUGH = {"release_dp_view": "dp_query (its refusals are tested there)"}
+
+
+def _modules() -> list[tuple[str, ast.Module]]:
+    return [
+        (str(path.relative_to(ROOT)), ast.parse(path.read_text(), str(path))) for path in sorted(ROOT.rglob("*.py"))
+    ]
+
+
+def _outside_engines(relative: str) -> bool:
+    return relative.split("/")[0] not in ENGINE_PACKAGES
+
+
+def _violations(relative: str, tree: ast.Module) -> list[str]:
+    found: list[str] = []
+    for node in ast.walk(tree):
+        where = f"featurestore/{relative}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for name in names:
+                top = name.split(".")[0]
+                if top in CONNECTION_MODULES and (relative, top) not in ALLOWED:
+                    found.append(f"{where}: imports {name} (connections belong to offline/ and online/)")
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.endswith(("duckdb_store", "lake_store"))
+            ):
+                for alias in node.names:
+                    if alias.name in ENGINE_TYPES and relative not in ("opening.py",):
+                        found.append(f"{where}: imports the engine class {alias.name} (use the OfflineEngine protocol)")
+        elif isinstance(node, ast.Attribute):
+            chain = ast.unparse(node)
+            if chain.endswith((".connect", "._connect", "._try_connect", ".try_connect")) and "offline" in chain:
+                found.append(f"{where}: {chain} opens the offline store outside offline/")
+            if node.attr.startswith("_") and not node.attr.startswith("__"):
+                owner = ast.unparse(node.value)
+                if owner.endswith(("ctx.offline", ".offline")) or owner.endswith(("online.store", "online._store")):
+                    found.append(f"{where}: {chain} reaches into an engine")
+            if node.attr in ("store", "_store") and ast.unparse(node.value).endswith("online"):
+                found.append(f"{where}: {chain} reaches through the online service to its store")
+            if node.attr == "lake" and ast.unparse(node.value).endswith("offline"):
+                found.append(f"{where}: {chain} reaches into the lake engine")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance":
+            types = ast.unparse(node.args[1]) if len(node.args) > 1 else ""
+            if any(t in types for t in ENGINE_TYPES):
+                found.append(f"{where}: isinstance on an engine ({types}); add a method to the engine protocol")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value.upper()
+            if any(t.upper() in text for t in BOOKKEEPING) and any(
+                verb in text for verb in ("INSERT ", "UPDATE ", "DELETE ", "CREATE TABLE")
+            ):
+                found.append(f"{where}: writes an offline bookkeeping table (the engine is its one writer)")
+    return found
+
+
+def test_only_the_engines_hold_connections_and_write_bookkeeping() -> None:
+    problems = [p for relative, tree in _modules() if _outside_engines(relative) for p in _violations(relative, tree)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import duckdb\ncon = duckdb.connect('x')\n",
+        "import apsw\n",
+        "from redis import Redis\n",
+        "def f(ctx):\n    with ctx.offline.connect(read_only=True) as con:\n        pass\n",
+        "def f(ctx):\n    return ctx.offline._connect(read_only=True)\n",
+        "def f(self):\n    return self.ctx.offline._tables_on(None)\n",
+        "def f(self):\n    return self.online.store.read('t', [])\n",
+        "def f(self):\n    return self.ctx.offline.lake.root\n",
+        "def f(offline):\n    return isinstance(offline, LakeOfflineStore)\n",
+        "from .offline.duckdb_store import OfflineStore\n",
+        "SQL = 'INSERT INTO _fs_treated_columns VALUES (?, ?, ?, ?)'\n",
+        "SQL = 'delete from _fs_batches where batch_id = 1'\n",
+    ],
+)
+def test_the_contract_catches_each_kind_of_back_door(source: str) -> None:
+    """Each rule fails on the code it forbids (a check that cannot fail is no check)."""
+    assert _violations("capability.py", ast.parse(source)), source
+
+
+def test_engine_modules_themselves_are_free_to_connect() -> None:
+    assert not _outside_engines("offline/duckdb_store.py") and not _outside_engines("online/embedded.py")
+    assert _outside_engines("privacy/erasure.py") and _outside_engines("store.py")
+
+
+def test_every_public_method_returning_feature_values_is_classified() -> None:
+    from tests.test_enforcement import METHODS
+
+    tree = ast.parse((ROOT / "store.py").read_text())
+    store = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "FeatureStore")
+    returning = {
+        f.name: ast.unparse(f.returns)
+        for f in store.body
+        if isinstance(f, ast.FunctionDef) and not f.name.startswith("_") and f.returns is not None
+    }
+    governed = {name for name, returns in returning.items() if any(t in returns for t in GOVERNED_RETURNS)}
+    assert {"read", "get_historical_features", "get_online_features", "dp_query"} <= governed, "the scan sees them"
+    unclassified = sorted(name for name in governed if METHODS.get(name) is None and name not in RELEASED_THROUGH)
+    assert not unclassified, (
+        f"these public methods return feature values but METHODS in tests/test_enforcement.py gives them no "
+        f"access to check: {unclassified}"
+    )
