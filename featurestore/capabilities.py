@@ -38,11 +38,10 @@ class Capabilities:
         self._online_store = online_store
 
     def close(self) -> None:
-        """Record pending online-read audit entries and close the online store, if either was used."""
-        if "online" in self.__dict__:
+        """Record pending online-read audit entries and close the online store, if either was used
+        (an online store given to the store is closed by its service, made here if it was not yet)."""
+        if "online" in self.__dict__ or self._online_store is not None:
             self.online.close()
-        elif self._online_store is not None:
-            self._online_store.close()
 
     @cached_property
     def ingestion(self) -> Ingestion:

@@ -24,7 +24,7 @@ from .registry import Registry
 
 if TYPE_CHECKING:
     from .context import StoreContext
-    from .online import OnlineStore
+    from .online.service import OnlineService
     from .store import FeatureStore
 
 
@@ -54,10 +54,10 @@ def _run(checks: list[Check], name: str, probe: Callable[[], str], fix: str = ""
 
 
 def diagnose(
-    root: Path, open_store: Callable[[], tuple[FeatureStore, StoreContext, Callable[[], OnlineStore]]]
+    root: Path, open_store: Callable[[], tuple[FeatureStore, StoreContext, Callable[[], OnlineService]]]
 ) -> list[Check]:
     """Every check on the store at `root`; `open_store` opens it without the agreement check and
-    gives its context and its online store (opened when called)."""
+    gives its context and its online service (made when called; it opens the online store on first use)."""
     checks: list[Check] = []
     try:
         cfg = load_config(root.resolve())
@@ -114,7 +114,7 @@ def diagnose(
         _run(
             checks,
             "online store",
-            lambda: _online(fs, online()),
+            lambda: _online(fs, ctx, online()),
             "start the online store named in featurestore.yaml, or run `featurestore materialize --full`",
         )
         _policies(checks, fs)
@@ -144,12 +144,14 @@ def _keys(ctx: StoreContext) -> str:
     return f"the master key opens all {opened} data keys"
 
 
-def _online(fs: FeatureStore, store: OnlineStore) -> str:
-    from .catalog import online_table
+def _online(fs: FeatureStore, ctx: StoreContext, online: OnlineService) -> str:
+    from .governance import MAINTAIN
 
     views = fs.materialized_views()
+    snapshot = ctx.access.snapshot()
     for ref in views:
-        store.sample_keys(online_table(fs.get_view(ref)), 1, 0)
+        vv = fs.get_view(ref)
+        online.probe(ctx.access.grant(snapshot, vv, vv.view.feature_names, "doctor", (MAINTAIN,)), vv)
     return f"reachable; {len(views)} materialized view versions readable"
 
 

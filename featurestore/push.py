@@ -56,7 +56,7 @@ class Pusher:
                 prepared.on_table.append(kept.append)
             result = self.ingestion.ingest(view, data, prepared=prepared)
             batch_id, rows = result.batch_id, result.rows
-        entities = self.online.push(vv, kept) if to != "offline" else 0
+        entities = self.online.push(prepared.grant, kept) if to != "offline" else 0
         self.ctx.audit.append(
             self.ctx.actor,
             "push",

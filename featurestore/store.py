@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # the capabilities are imported when first used: `featurestor
     from .offline import Compaction
     from .online import OnlineStore
     from .online.consistency import ConsistencyReport
-    from .online.service import MaterializeResult
+    from .online.service import MaterializeResult, OnlineService
     from .online.serving import OnlineResponse
     from .policy import Policy
     from .privacy.dp import BudgetStatus, DpRelease
@@ -150,9 +150,9 @@ class FeatureStore:
     def doctor(cls, path: str | Path, **kwargs: Any) -> list[Check]:
         """Check the store end to end (``featurestore doctor``): what is wrong and how to fix it."""
 
-        def open_store() -> tuple[FeatureStore, StoreContext, Callable[[], OnlineStore]]:
+        def open_store() -> tuple[FeatureStore, StoreContext, Callable[[], OnlineService]]:
             fs = cls(path, check_agreement=False, **kwargs)
-            return fs, fs._ctx, lambda: fs._caps.online.store
+            return fs, fs._ctx, lambda: fs._caps.online
 
         from .doctor import diagnose
 

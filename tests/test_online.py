@@ -91,6 +91,15 @@ def test_materialize_and_read_with_statuses(store: FeatureStore, clock: SetClock
         store.get_online_features({"item_id": 1}, ["stock:qty"])
 
 
+def test_a_batch_with_a_missing_entity_reads_a_subset_of_the_features(store: FeatureStore) -> None:
+    """A blank row (a missing entity) is as wide as the requested columns, a stored row as wide as
+    the table: the columns are cut out of both."""
+    store.ingest("stock", stock([1, 2], T0 - timedelta(hours=1), 5))
+    store.materialize()
+    got = store.get_online_features([{"item_id": 1}, {"item_id": 3}, {"item_id": 2}], ["stock:qty"])
+    assert (got.values, got.statuses) == ({"qty": [5, None, 5]}, {"qty": ["present", "missing", "present"]})
+
+
 def test_incremental_materialization_touches_new_batches_only(store: FeatureStore, clock: SetClock) -> None:
     store.ingest("stock", stock([1, 2, 3], T0 - timedelta(hours=5), 1))
     assert store.materialize()[0].entities == 3

@@ -36,7 +36,7 @@ MAINTAIN = "maintain"
 """The access kind of erasure and retention: they read only to delete, so they get the policy in
 force even for a blocked view (deleting must never be refused); no purpose."""
 READS = ("offline", "online", "reidentify", "dp_aggregates")
-TASKS = ("erasure", "retention", "treat_existing", "carry_forward", "policy_plan")
+TASKS = ("erasure", "retention", "treat_existing", "carry_forward", "policy_plan", "doctor")
 """What a maintain grant may be for; it names one in place of a purpose, and each engine method
 that deletes or rewrites rows accepts only its own (a retention grant cannot erase a subject)."""
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from ..catalog import Catalog, online_table
+from ..catalog import Catalog
 from ..context import StoreContext
 from ..errors import PolicyViolation
 from ..policy import Policy
@@ -28,7 +28,7 @@ from .rules import PolicySnapshot
 from .treatments import Treatments
 
 if TYPE_CHECKING:
-    from ..online import OnlineStore
+    from ..online.service import OnlineService
     from ..training_sets import TrainingSets
 
 TREATING = ("keyed_hash", "tokenize", "generalize")
@@ -105,7 +105,7 @@ def treat_existing(
     policy: Policy,
     items: list[Untreated],
     treatments: Treatments,
-    online: OnlineStore,
+    online: OnlineService,
     training_sets: TrainingSets,
 ) -> dict[str, int]:
     """Rewrite the untreated rows under `policy`, delete the online copies of their views, treat
@@ -134,7 +134,8 @@ def treat_existing(
     for view in {i.view for i in items}:
         vv = catalog.get_view(view)
         if ctx.registry.materialization(vv.view.name, vv.version) is not None:
-            online.prune(online_table(vv), 1 << 62)  # every row goes; materialize --full serves treated values again
+            grant = ctx.access.grant(snapshot, vv, vv.view.feature_names, "treat_existing", (MAINTAIN,))
+            online.clear(grant, vv)  # every row goes; materialize --full serves treated values again
     columns_of: dict[str, set[str]] = {}
     for item in items:
         columns_of.setdefault(catalog.get_view(item.view).view.name, set()).add(item.column)

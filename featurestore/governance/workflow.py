@@ -191,7 +191,7 @@ class PolicyWorkflow:
             )
         treated = (
             retreat.treat_existing(
-                self.ctx, self.catalog, policy, items, self.ctx.treatments, self.online.store, self.training_sets
+                self.ctx, self.catalog, policy, items, self.ctx.treatments, self.online, self.training_sets
             )
             if items
             else {}

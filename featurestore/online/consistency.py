@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..catalog import Catalog, online_table
+from ..catalog import Catalog
 from ..context import StoreContext
 from ..historical import Historical, JoinPart
 from ..types import arrow_type
@@ -66,12 +66,9 @@ class Consistency:
         for grant in grants:
             vv = grant.require("online").view
             names = list(grant.features)
-            store = self.online.store
-            table = online_table(vv)
-            keys = store.sample_keys(table, sample, seed)
+            keys, stored = self.online.sample_rows(grant, vv, sample, seed)
             now = ctx.now()
             now_us = to_us(now)
-            stored = store.read(table, keys)
             parts_of = [k.split(KEY_SEPARATOR) for k in keys]
             entity = pa.table(
                 {

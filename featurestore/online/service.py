@@ -13,8 +13,8 @@ import pyarrow as pa
 
 from ..catalog import Catalog, ViewVersion, online_table
 from ..context import Progress, StoreContext, system_clock
-from ..errors import FeatureStoreError, NotFoundError
-from ..governance import WRITE, Grant
+from ..errors import FeatureStoreError, NotFoundError, PolicyViolation
+from ..governance import MAINTAIN, WRITE, Grant
 from ..historical import Historical
 from ..offline import GRANTED, POSITION
 from ..plan import Plan
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     import duckdb
 
 MICROSECOND = timedelta(microseconds=1)
+CLEAR_GENERATION = 1 << 62
+"""A generation above any a materialization writes: pruning below it removes every row."""
 
 
 @dataclass(frozen=True)
@@ -95,12 +97,24 @@ class OnlineService:
         )
         """Now in microseconds: the store clock's, read as an integer when it is the wall clock."""
 
-    @property
-    def store(self) -> OnlineStore:
-        """The online store (opened on first use)."""
-        if self._store is None:
-            self._store = open_online_store(self.ctx.config.online, self.ctx.config.root)
-        return self._store
+    def _opened(self) -> OnlineStore:
+        """The online store (opened on first use). Private: every path from outside this package
+        goes through a method that takes a Grant."""
+        store = self._store
+        if store is None:
+            store = self._store = open_online_store(self.ctx.config.online, self.ctx.config.root)
+        return store
+
+    @staticmethod
+    def _table(grant: Grant, access: str, vv: ViewVersion) -> str:
+        """The online table of `vv`, if `grant` covers `access` to that view version; PolicyViolation
+        otherwise (a grant for one view version cannot be spent on another's table)."""
+        table = online_table(grant.require(access).view)
+        if online_table(vv) != table:
+            raise PolicyViolation(
+                f"a grant for {grant.view.ref} cannot be used on the online rows of {vv.ref} ({online_table(vv)})"
+            )
+        return table
 
     def close(self) -> None:
         """Record pending online-read audit entries and close the online store."""
@@ -139,7 +153,7 @@ class OnlineService:
             vv = grant.require(WRITE).view
             table = online_table(vv)
             features = {f.name: f.dtype for f in vv.view.features}
-            self.store.ensure_table(table, list(features))
+            self._opened().ensure_table(table, list(features))
             state = ctx.registry.materialization(vv.view.name, vv.version)
             rewind = state is not None and end < state.end
             rebuild = full or state is None or rewind
@@ -167,9 +181,9 @@ class OnlineService:
                 dropped = [0]
                 if erased:  # an erased subject never comes back online, even from rows ingested before its erasure
                     chunks = self._without_erased(chunks, grant, erased, dropped)
-                count = copy_rows(chunks, self.store, table, generation, advance, newer_only=not rewind)
+                count = copy_rows(chunks, self._opened(), table, generation, advance, newer_only=not rewind)
             if rebuild:  # only now: readers saw old rows until each new one replaced it
-                self.store.prune(table, generation)
+                self._opened().prune(table, generation)
             ctx.registry.set_materialization(
                 vv.view.name,
                 vv.version,
@@ -186,13 +200,15 @@ class OnlineService:
             results.append(MaterializeResult(vv.view.name, vv.version, count, rebuild, end, dropped[0]))
         return results
 
-    def push(self, vv: ViewVersion, tables: Sequence[pa.Table]) -> int:
-        """Write validated, treated rows of `vv` straight to the online store (the latest row per
-        entity up to now, by the materialization rule), never over a row with a later event time.
+    def push(self, grant: Grant, tables: Sequence[pa.Table]) -> int:
+        """Write validated, treated rows of the grant's view version (a write grant: the one the
+        rows were prepared under) straight to the online store (the latest row per entity up to
+        now, by the materialization rule), never over a row with a later event time.
         Returns how many entities were written."""
         ctx = self.ctx
+        vv = grant.require(WRITE).view
         table = online_table(vv)
-        self.store.ensure_table(table, vv.view.feature_names)
+        self._opened().ensure_table(table, vv.view.feature_names)
         state = ctx.registry.materialization(vv.view.name, vv.version)
         if state is None:  # the next materialize recomputes every entity from batch 0
             ctx.registry.set_materialization(
@@ -209,7 +225,7 @@ class OnlineService:
             rows = pushed_rows(cursor, tables, vv, ctx.now())
         finally:
             cursor.close()
-        count = self.store.write(table, rows, state.generation if state is not None else 0, newer_only=True)
+        count = self._opened().write(table, rows, state.generation if state is not None else 0, newer_only=True)
         self._plans.clear()
         return count
 
@@ -227,9 +243,9 @@ class OnlineService:
                 continue
             new = self.catalog.get_view(f"{change.name}@v{change.version}")
             table = online_table(new)
-            self.store.ensure_table(table, new.view.feature_names)
+            self._opened().ensure_table(table, new.view.feature_names)
             columns = {f: f if f in old.view.feature_names else None for f in new.view.feature_names}
-            count = self.store.copy_table(online_table(old), table, columns, 0)
+            count = self._opened().copy_table(online_table(old), table, columns, 0)
             ctx.registry.set_materialization(
                 new.view.name,
                 new.version,
@@ -241,6 +257,46 @@ class OnlineService:
             )
             ctx.audit.append(ctx.actor, "materialize", new.ref, details={"entities": count, "carried_from": old.ref})
             self._plans.clear()
+
+    # --- governed maintenance: every method takes the Grant of the view version it touches -----
+
+    def present_keys(self, grant: Grant, vv: ViewVersion, keys: Sequence[str]) -> list[str]:
+        """Those of `keys` (stored forms of entity keys) that have a row online for `vv`, in order
+        (erasure and lineage). Needs a maintenance grant for `vv`."""
+        table = self._table(grant, MAINTAIN, vv)
+        keys = list(keys)
+        return [k for k, row in zip(keys, self._opened().read(table, keys), strict=True) if row is not None]
+
+    def delete_keys(self, grant: Grant, vv: ViewVersion, keys: Sequence[str]) -> int:
+        """Remove these entity keys of `vv` for good, no copy left in the store's files (erasure);
+        returns how many rows were removed. Needs a maintenance grant for erasure of `vv`."""
+        table = self._table(grant.require_task("erasure"), MAINTAIN, vv)
+        return self._opened().delete(table, list(keys))
+
+    def delete_older(self, grant: Grant, vv: ViewVersion, cutoff: datetime, keep: Sequence[str] = ()) -> int:
+        """Remove the rows of `vv` whose event time is before `cutoff` (retention), except the
+        entity keys in `keep` (legal holds); returns how many. Needs a maintenance grant for retention of `vv`."""
+        table = self._table(grant.require_task("retention"), MAINTAIN, vv)
+        return self._opened().delete_older(table, to_us(cutoff), list(keep))
+
+    def clear(self, grant: Grant, vv: ViewVersion) -> int:
+        """Remove every row of `vv`'s online table (treat-existing: raw copies go until the view is
+        materialized again); returns how many. Needs a treat-existing maintenance grant for `vv`."""
+        table = self._table(grant.require_task("treat_existing"), MAINTAIN, vv)
+        return self._opened().prune(table, CLEAR_GENERATION)
+
+    def probe(self, grant: Grant, vv: ViewVersion) -> None:
+        """Read one stored key of `vv` and discard it: raises if the table cannot be read
+        (``doctor``). Needs a maintenance grant for the doctor's check of `vv`."""
+        self._opened().sample_keys(self._table(grant.require_task("doctor"), MAINTAIN, vv), 1, 0)
+
+    def sample_rows(self, grant: Grant, vv: ViewVersion, n: int, seed: int) -> tuple[list[str], list[Row | None]]:
+        """Up to `n` entity keys of `vv`, a reproducible sample, and their rows as read back
+        (the consistency check). Needs a grant with online access to `vv`."""
+        table = self._table(grant, "online", vv)
+        store = self._opened()
+        keys = store.sample_keys(table, n, seed)
+        return keys, store.read(table, keys)
 
     def _without_erased(
         self, chunks: Iterator[list[Row]], grant: Grant, erased: set[str], dropped: list[int]
@@ -293,7 +349,7 @@ class OnlineService:
                     self.reads.record_read(plan.read_of_one)
                     return response
         rows = entity_rows_of(entity_rows)
-        response = lookup(plan, rows, self.store.read, self._now_us())
+        response = lookup(plan, rows, self._opened().read, self._now_us())
         self.reads.record(purpose, plan.audit_key, len(rows))
         return response
 
@@ -357,7 +413,9 @@ class OnlineService:
             view, stored = views[0], parts[0].vv.view.feature_names
             plan.single = single_lookup(
                 view,
-                self.store.point_reader(view.table, [stored[p - VALUES_AT] for p in view.positions], view.positions),
+                self._opened().point_reader(
+                    view.table, [stored[p - VALUES_AT] for p in view.positions], view.positions
+                ),
             )
         self._plans[cache_key] = plan
         return plan

@@ -341,7 +341,8 @@ def _lookup_plain(
     width = max(view.positions, default=VALUES_AT - 1) + 1
     blank = (None,) * width
     chosen = [row if status == PRESENT else blank for row, status in zip(found, row_status, strict=True)]
-    columns = list(zip(*chosen, strict=False)) if chosen else [()] * width  # a row may be longer than `width`
+    # Not strict: a blank is cut at the widest requested position, stored rows run on; zip stops at the shorter.
+    columns = list(zip(*chosen, strict=False)) if chosen else [()] * width
     for out, pos, conv in zip(view.outputs, view.positions, view.converters, strict=True):
         column = columns[pos]
         values[out].extend(column if conv is None else [None if v is None else conv(v) for v in column])

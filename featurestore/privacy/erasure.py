@@ -28,7 +28,7 @@ from ..errors import NotFoundError, PolicyViolation
 from ..governance import MAINTAIN, Grant
 from ..historical import JoinPart
 from ..offline import Compaction
-from ..online.service import OnlineService, to_us
+from ..online.service import OnlineService
 from ..registry.models import HoldRow
 from ..training_sets import TrainingSets
 from .pseudonymize import tokenize
@@ -296,16 +296,13 @@ class Erasure:
             for form, count in self._offline_rows(grant, [f for forms in by_id for f in forms], delete=True).items():
                 owner[form][place] += count
             if self.ctx.registry.materialization(vv.view.name, vv.version) is not None:
-                table, place = online_table(vv), f"online {online_table(vv)}"
-                keys = list(owner)
-                present = [
-                    k for k, row in zip(keys, self.online.store.read(table, keys), strict=True) if row is not None
-                ]
+                place = f"online {online_table(vv)}"
+                present = self.online.present_keys(grant, vv, list(owner))
                 for per_subject in removed:
                     per_subject[place] = 0
                 for key in present:
                     owner[key][place] += 1
-                self.online.store.delete(table, present)
+                self.online.delete_keys(grant, vv, present)
         by_view = {g.view.view.name: g for g in grants}
         for name in self._training_sets_of(set(by_view)):
             place = f"training set {name}"
@@ -435,9 +432,7 @@ class Erasure:
             forms = self.subjects.stored_forms(grant.policy, vv, [key])
             counts[f"offline {vv.ref}"] = sum(self._offline_rows(grant, forms, delete=False).values())
             if self.ctx.registry.materialization(vv.view.name, vv.version) is not None:
-                counts[f"online {online_table(vv)}"] = sum(
-                    r is not None for r in self.online.store.read(online_table(vv), [str(f) for f in forms])
-                )
+                counts[f"online {online_table(vv)}"] = len(self.online.present_keys(grant, vv, [str(f) for f in forms]))
         by_view = {g.view.view.name: g for g in grants}
         for name in self._training_sets_of(set(by_view)):
             counts[f"training set {name}"] = self.training.rewrite(
@@ -560,8 +555,8 @@ class Erasure:
                             0  # counted when it runs: the online stores have no dry run
                         )
                     else:
-                        removed[f"online {online_table(vv)}"] = self.online.store.delete_older(
-                            online_table(vv), to_us(now - online_limit), [str(k) for k in keep]
+                        removed[f"online {online_table(vv)}"] = self.online.delete_older(
+                            grant, vv, now - online_limit, [str(k) for k in keep]
                         )
         for ts in self.training.list_all():
             parts = self.training.maintenance_parts(ts, "retention")
