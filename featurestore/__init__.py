@@ -31,7 +31,7 @@ from .errors import (
     UnknownFeatureError,
     UnknownViewError,
 )
-from .services import FeatureService
+from .feature_services import FeatureService
 
 if _TYPE_CHECKING:
     from .store import FeatureStore

@@ -10,16 +10,21 @@ from .catalog import Catalog
 from .context import StoreContext
 
 if TYPE_CHECKING:
-    from .governance.workflow import PolicyWorkflow
+    from .compaction import Compactor
+    from .dp_queries import DifferentialPrivacyQueries
+    from .erasure import Erasure
+    from .erasure_proof import ErasureProofs
     from .historical import Historical
+    from .holds import Holds
     from .ingestion import Ingestion
+    from .lineage import Lineage
     from .online import OnlineStore
     from .online.consistency import Consistency
     from .online.service import OnlineService
-    from .privacy.dp import DifferentialPrivacyQueries
-    from .privacy.erasure import Erasure
-    from .privacy.reidentification import Reidentification
+    from .policy_workflow import PolicyWorkflow
     from .push import Pusher
+    from .reidentification import Reidentification
+    from .retention import Retention
     from .training_sets import TrainingSets
 
 
@@ -88,27 +93,62 @@ class Capabilities:
     @cached_property
     def policies(self) -> PolicyWorkflow:
         """The policy review workflow."""
-        from .governance.workflow import PolicyWorkflow
+        from .policy_workflow import PolicyWorkflow
 
         return PolicyWorkflow(self._ctx, self._catalog, self.online, self.training)
 
     @cached_property
     def reidentification(self) -> Reidentification:
         """Tokens back to values, for allowed purposes."""
-        from .privacy.reidentification import Reidentification
+        from .reidentification import Reidentification
 
         return Reidentification(self._ctx, self._catalog)
 
     @cached_property
-    def erasure(self) -> Erasure:
-        """Erasure, retention and holds."""
-        from .privacy.erasure import Erasure
+    def lineage(self) -> Lineage:
+        """Where subjects are: every view version, online table and training set."""
+        from .lineage import Lineage
 
-        return Erasure(self._ctx, self._catalog, self.online, self.training)
+        return Lineage(self._ctx, self._catalog, self.online, self.training)
+
+    @cached_property
+    def compactor(self) -> Compactor:
+        """Compaction, which completes the deletion requests waiting for it."""
+        from .compaction import Compactor
+
+        return Compactor(self._ctx)
+
+    @cached_property
+    def holds(self) -> Holds:
+        """Legal holds."""
+        from .holds import Holds
+
+        return Holds(self._ctx, self._catalog, self.lineage)
+
+    @cached_property
+    def erasure(self) -> Erasure:
+        """Erasure requests."""
+        from .erasure import Erasure
+
+        return Erasure(self._ctx, self.lineage, self.compactor)
+
+    @cached_property
+    def proofs(self) -> ErasureProofs:
+        """Proofs that erased subjects are gone."""
+        from .erasure_proof import ErasureProofs
+
+        return ErasureProofs(self._ctx, self.lineage)
+
+    @cached_property
+    def retention(self) -> Retention:
+        """Retention runs."""
+        from .retention import Retention
+
+        return Retention(self._ctx, self._catalog, self.lineage, self.holds, self.compactor)
 
     @cached_property
     def dp(self) -> DifferentialPrivacyQueries:
         """Differentially private aggregates."""
-        from .privacy.dp import DifferentialPrivacyQueries
+        from .dp_queries import DifferentialPrivacyQueries
 
         return DifferentialPrivacyQueries(self._ctx, self._catalog)

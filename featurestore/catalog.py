@@ -3,81 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
+from .apply_plan import Plan, RegisteredView, compute_plan
 from .context import StoreContext
-from .definitions import (
-    Definitions,
-    Entity,
-    FeatureRef,
-    FeatureView,
-    load_definitions,
-    parse_view_ref,
-    read_definitions,
-)
+from .definitions import Definitions, Entity, FeatureView, load_definitions, read_definitions
 from .errors import ConfigError, DefinitionError, Problem, UnknownFeatureError, UnknownViewError, did_you_mean
+from .feature_services import SERVICE_PREFIX, FeatureService, parse_service_ref
 from .governance import MAINTAIN, check_definitions
 from .offline import Carry
-from .plan import Plan, RegisteredView, compute_plan
+from .refs import FeatureRef, parse_view_ref
 from .registry.models import FeatureViewRow, FeatureViewVersionRow
-from .services import SERVICE_PREFIX, FeatureService, parse_service_ref
+from .versions import ResolvedFeature, ServiceVersion, ViewVersion, online_table, table_name
+
+__all__ = [
+    "Catalog",
+    "DefinitionsLike",
+    "ResolvedFeature",
+    "ServiceVersion",
+    "ViewVersion",
+    "online_table",
+    "table_name",
+]
 
 DefinitionsLike = Definitions | Iterable[Entity | FeatureView | FeatureService] | None
-
-
-@dataclass(frozen=True)
-class ViewVersion:
-    """One registered version of a feature view."""
-
-    view: FeatureView
-    version: int
-    join_keys: dict[str, str]
-    table: str
-    latest: bool
-    created_at: datetime
-
-    @property
-    def ref(self) -> str:
-        """``name@vN``."""
-        return f"{self.view.name}@v{self.version}"
-
-
-@dataclass(frozen=True)
-class ResolvedFeature:
-    """A feature reference resolved to one view version."""
-
-    ref: str
-    view: str
-    version: int
-    feature: str
-    dtype: str
-    service: str | None = None
-    """The feature service (``name@vN``) the reference came from, if any."""
-
-
-@dataclass(frozen=True)
-class ServiceVersion:
-    """One registered version of a feature service."""
-
-    service: FeatureService
-    version: int
-    created_at: datetime
-
-    @property
-    def ref(self) -> str:
-        """``name@vN``."""
-        return f"{self.service.name}@v{self.version}"
-
-
-def table_name(view: str, version: int) -> str:
-    """The offline table of a view version."""
-    return f"fv_{view}_v{version}"
-
-
-def online_table(vv: ViewVersion) -> str:
-    """The online table of a view version."""
-    return f"ov_{vv.view.name}_v{vv.version}"
 
 
 class Catalog:

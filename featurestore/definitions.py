@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,11 +24,11 @@ from typing import Any
 
 from .durations import GRAMMAR, parse_duration, short_duration
 from .errors import DefinitionError, Problem, UnknownFeatureError, did_you_mean
-from .services import FeatureService, service_from_yaml
+from .feature_services import FeatureService, service_from_yaml
+from .refs import NAME_RE
 from .types import KEY_TYPE_NAMES, TYPE_NAMES
 from .yamlpos import YamlSyntaxError, YList, YMap, check_keys, load_yaml, read_yaml_text
 
-NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}\Z")
 """The one pattern for entity, view, feature, key and training-set names: a letter, then up to 99
 letters, digits or _ (``\\Z``, not ``$``: a trailing newline is not part of a name)."""
 DEFAULT_TIMESTAMP_FIELD = "event_timestamp"
@@ -294,41 +293,6 @@ def view_problems(
                 )
             )
     return problems
-
-
-@dataclass(frozen=True)
-class FeatureRef:
-    """A parsed reference: ``"view:feature"`` (latest version), ``"view@v2:feature"`` (pinned),
-    or ``"view:*"`` (every feature of the view)."""
-
-    view: str
-    version: int | None
-    feature: str
-
-    @classmethod
-    def parse(cls, text: str) -> FeatureRef:
-        """Parse a reference string; raise UnknownFeatureError with the expected form if bad."""
-        match = re.match(r"^([A-Za-z][A-Za-z0-9_]*)(?:@v(\d+))?:([A-Za-z][A-Za-z0-9_]*|\*)$", text.strip())
-        if not match:
-            raise UnknownFeatureError(
-                f"invalid feature reference {text!r}; write 'view:feature', 'view@v2:feature' or 'view:*'"
-            )
-        version = int(match.group(2)) if match.group(2) else None
-        return cls(match.group(1), version, match.group(3))
-
-    def __str__(self) -> str:
-        pinned = f"@v{self.version}" if self.version is not None else ""
-        return f"{self.view}{pinned}:{self.feature}"
-
-
-def parse_view_ref(text: str) -> tuple[str, int | None]:
-    """Parse ``"view"`` or ``"view@v2"`` into (name, version or None)."""
-    match = re.match(r"^([A-Za-z][A-Za-z0-9_]*)(?:@v(\d+))?$", text.strip())
-    if not match:
-        from .errors import UnknownViewError
-
-        raise UnknownViewError(f"invalid feature view reference {text!r}; write 'view' or 'view@v2'")
-    return match.group(1), int(match.group(2)) if match.group(2) else None
 
 
 # --- YAML -------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ import pyarrow.compute  # noqa: F401  (pa.compute below)
 import pyarrow.parquet as pq
 
 from .config import CONFIG_FILE
+from .dp_queries import DpRelease
 from .errors import ConfigError, DefinitionError, IngestionError, PolicyViolation
-from .privacy.dp import DpRelease
 from .privacy.keys import generate_master_key
 from .store import FeatureStore
 

@@ -11,13 +11,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from .catalog import Catalog, ResolvedFeature, ViewVersion
+from .catalog import Catalog
 from .context import StoreContext
+from .entity_frames import KeyColumns, join_frame, read_entity_frame
 from .errors import FeatureStoreError, RetrievalError
 from .governance import Grant, PolicySnapshot
 from .governance.treatments import treated
 from .offline.pit import ViewRequest
-from .retrieval import KeyColumns, join_frame, read_entity_frame
+from .versions import ResolvedFeature, ViewVersion
 
 ENGINES = ("duckdb", "spark")
 """Who computes a point-in-time join: DuckDB (over the embedded file or the lake) or Spark (over the lake)."""

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import sources
-from .catalog import Catalog, ViewVersion
+from .catalog import Catalog
 from .context import Progress, StoreContext
 from .errors import FeatureStoreError
 from .governance import WRITE, Grant
@@ -22,6 +22,7 @@ from .policy import Policy
 from .privacy.subjects import Subjects, subject_key
 from .registry.models import IngestionBatchRow
 from .settling import Settler
+from .versions import ViewVersion
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,10 @@ def open_registry(config: StoreConfig, registry: Registry | None, hint: str) -> 
         registry.ensure_current(hint)
     except RegistryOutOfDate as exc:
         registry.close()
-        raise lost_registry(config, exc, registry.safe_url()) or exc from None
+        raise (
+            lost_registry(config, exc, registry.safe_url(), lambda: open_offline_store(config, config.lock_timeout))
+            or exc
+        ) from None
     except FeatureStoreError:
         registry.close()
         raise

@@ -16,16 +16,18 @@ training-set manifests, materialization state, erasure records and the audit his
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .catalog import Catalog, table_name
+from .apply_plan import Change
+from .catalog import Catalog
 from .config import StoreConfig
 from .context import StoreContext
 from .definitions import Definitions, FeatureView
 from .errors import RegistryOutOfDate, StoreDamaged
-from .plan import Change
+from .offline import OfflineEngine
 from .types import TYPE_NAMES, duckdb_type
+from .versions import table_name
 
 BOOKKEEPING = ("_ingested_at", "_batch_id")
 NOT_IN_THE_FILE = (
@@ -88,14 +90,15 @@ def disagreements(registry: Sequence[Batch], offline: Sequence[Batch], *, limit:
     return problems
 
 
-def lost_registry(config: StoreConfig, exc: RegistryOutOfDate, where: str) -> StoreDamaged | None:
+def lost_registry(
+    config: StoreConfig, exc: RegistryOutOfDate, where: str, offline: Callable[[], OfflineEngine]
+) -> StoreDamaged | None:
     """A registry with no schema beside an offline file that holds batches was lost, not new:
-    say to recover it (upgrading alone would leave it empty). None when that is not the case."""
+    say to recover it (upgrading alone would leave it empty). None when that is not the case.
+    `offline` opens the store's offline engine (asked only when its file exists)."""
     if exc.current is not None or config.offline_path is None or not config.offline_path.exists():
         return None
-    from .opening import open_offline_store
-
-    book = open_offline_store(config, config.lock_timeout).bookkeeping(wait=False)
+    book = offline().bookkeeping(wait=False)
     count, _last, rows = book.summary if book is not None else (0, 0, 0)
     if not count:
         return None

@@ -3,8 +3,11 @@
 Capabilities live in their own modules: :mod:`.catalog` (definitions, versions, plan/apply),
 :mod:`.ingestion` (batches; input reading in :mod:`.sources`), :mod:`.historical` (``read``,
 point-in-time joins), :mod:`.training_sets`, :mod:`.online.service` (materialize, lookups),
-:mod:`.online.consistency`, :mod:`.governance` (the policy in force, grants, treatments, the
-review workflow), :mod:`.privacy.reidentification`, :mod:`.privacy.keys` and :mod:`.audit`.
+:mod:`.online.consistency`, :mod:`.policy_workflow` (review and approval) with
+:mod:`.treat_existing`, :mod:`.erasure`, :mod:`.erasure_proof`, :mod:`.lineage`,
+:mod:`.retention`, :mod:`.holds`, :mod:`.compaction`, :mod:`.dp_queries`,
+:mod:`.reidentification`, :mod:`.privacy.keys` and :mod:`.audit`. They are built on first use by
+:mod:`.capabilities`; how the layers fit is in ``ARCHITECTURE.md``.
 """
 
 from __future__ import annotations
@@ -15,36 +18,40 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .apply_plan import Plan
 from .audit import AuditEntry
 from .capabilities import Capabilities
-from .catalog import Catalog, DefinitionsLike, ResolvedFeature, ServiceVersion, ViewVersion
+from .catalog import Catalog, DefinitionsLike
 from .config import StoreConfig, load_config
 from .context import Clock, Progress, StoreContext, system_clock
 from .definitions import Definitions, Entity
 from .errors import ConfigError
 from .governance import PolicySnapshot
 from .opening import create_store_files, default_actor, open_context, open_registry, registry_of
-from .plan import Plan
 from .privacy.keys import KeyProvider
 from .recovery import Recovery, RecoveryReport
 from .registry import Registry
 from .settling import Settler
+from .versions import ResolvedFeature, ServiceVersion, ViewVersion
 
 if TYPE_CHECKING:  # the capabilities are imported when first used: `featurestore views` starts without pyarrow
     import pyarrow as pa
 
     from .doctor import Check
-    from .governance.workflow import PolicyStatus
+    from .dp_queries import BudgetStatus, DpRelease
+    from .erasure import DeletionRequest, ErasureResult
+    from .erasure_proof import VerifyReport
+    from .holds import Hold
     from .ingestion import BatchInfo, IngestResult
     from .offline import Compaction
     from .online import OnlineStore
     from .online.consistency import ConsistencyReport
+    from .online.lookup import OnlineResponse
     from .online.service import MaterializeResult, OnlineService
-    from .online.serving import OnlineResponse
     from .policy import Policy
-    from .privacy.dp import BudgetStatus, DpRelease
-    from .privacy.erasure import DeletionRequest, ErasureResult, Hold, RetentionReport, VerifyReport
+    from .policy_workflow import PolicyStatus
     from .push import PushResult
+    from .retention import RetentionReport
     from .training_sets import Reproduction, TrainingSet
 
 
@@ -461,7 +468,7 @@ class FeatureStore:
 
     def erase(self, entity: str, keys: Sequence[str], *, compact: bool = True) -> list[ErasureResult]:
         """Erase subjects (raw ids of the entity's key) from every version of every view of the entity, the online store
-        and saved training sets, then compact; tombstones keep them from coming back (see :mod:`.privacy.erasure`)."""
+        and saved training sets, then compact; tombstones keep them from coming back (see :mod:`.erasure`)."""
         return self._caps.erasure.erase(entity, keys, compact=compact)
 
     def erasure_status(self) -> list[DeletionRequest]:
@@ -470,33 +477,33 @@ class FeatureStore:
 
     def verify_erasure(self, entity: str, key: str) -> VerifyReport:
         """Query every table and scan every file under the store for a subject; the report is kept as evidence."""
-        return self._caps.erasure.verify(entity, key)
+        return self._caps.proofs.verify(entity, key)
 
     def where(self, entity: str, key: str) -> dict[str, int]:
         """Subject lineage: every view version, online table and training set holding the subject, with row counts."""
-        return self._caps.erasure.where(entity, key)
+        return self._caps.lineage.where(entity, key)
 
     def run_retention(self, *, dry_run: bool = False) -> RetentionReport:
         """Delete rows past the policies' retention (except held ones) and compact; ``dry_run`` only counts."""
-        return self._caps.erasure.run_retention(dry_run=dry_run)
+        return self._caps.retention.run(dry_run=dry_run)
 
     def compact(self, on_step: Callable[[str], None] | None = None) -> Compaction:
         """Rewrite the offline file so deleted rows leave no bytes; completes pending deletion requests."""
-        return self._caps.erasure.compact(on_step)
+        return self._caps.compactor.compact(on_step)
 
     def add_hold(
         self, *, reason: str, entity: str | None = None, key: str | None = None, view: str | None = None
     ) -> Hold:
         """A legal hold on a subject (`entity`, `key`) or a `view`: retention and erasure wait for it."""
-        return self._caps.erasure.add_hold(reason=reason, entity=entity, key=key, view=view)
+        return self._caps.holds.add_hold(reason=reason, entity=entity, key=key, view=view)
 
     def remove_hold(self, hold_id: int) -> None:
         """End a legal hold (audited)."""
-        self._caps.erasure.remove_hold(hold_id)
+        self._caps.holds.remove_hold(hold_id)
 
     def list_holds(self) -> list[Hold]:
         """The active legal holds."""
-        return self._caps.erasure.holds()
+        return self._caps.holds.active()
 
     # --- differential privacy -------------------------------------------------------------------
 

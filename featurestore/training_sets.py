@@ -16,15 +16,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .context import StoreContext
-from .definitions import NAME_RE
+from .entity_frames import content_hash, read_entity_frame
 from .errors import NotFoundError, RetrievalError, did_you_mean
 from .governance import MAINTAIN, PolicySnapshot
 from .governance.treatments import treated
 from .historical import Historical, JoinPart
 from .policy import Policy
 from .privacy.pseudonymize import detokenize, tokenize
+from .refs import NAME_RE
 from .registry.models import TrainingSetRow
-from .retrieval import content_hash, read_entity_frame
 
 
 @dataclass(frozen=True)

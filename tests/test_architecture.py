@@ -116,7 +116,7 @@ def test_the_contract_catches_each_kind_of_back_door(source: str) -> None:
 
 def test_engine_modules_themselves_are_free_to_connect() -> None:
     assert not _outside_engines("offline/duckdb_store.py") and not _outside_engines("online/embedded.py")
-    assert _outside_engines("privacy/erasure.py") and _outside_engines("store.py")
+    assert _outside_engines("erasure.py") and _outside_engines("store.py")
 
 
 def test_every_public_method_returning_feature_values_is_classified() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from featurestore import Entity, FeatureStore, FeatureView, NotFoundError
 from featurestore.errors import PolicyViolation, RetrievalError
-from featurestore.online.serving import normalize_one
+from featurestore.online.lookup import normalize_one
 from featurestore.privacy.pseudonymize import normalize
 from featurestore.testing import TEST_KEY_PROVIDER
 

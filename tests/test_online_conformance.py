@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from featurestore.online import KEY_SEPARATOR, VALUES_AT, OnlineStore, Row
-from featurestore.online.serving import EXPIRED, MISSING, PRESENT, converter, value_status
+from featurestore.online.lookup import EXPIRED, MISSING, PRESENT, converter, value_status
 
 from .conftest import REDIS_URL, service_unavailable
 

@@ -214,7 +214,7 @@ ONE_NUMBER = {  # the issue's spellings of one US and one UK number; with countr
 
 @pytest.mark.parametrize("e164", sorted(ONE_NUMBER))
 def test_every_spelling_of_one_number_gets_one_pseudonym_at_ingestion_and_lookup(e164: str) -> None:
-    from featurestore.online.serving import KeyForm
+    from featurestore.online.lookup import KeyForm
     from featurestore.privacy.phones import region_of
 
     region = region_of(None, "1")
@@ -234,7 +234,7 @@ def test_every_spelling_of_one_number_gets_one_pseudonym_at_ingestion_and_lookup
     "value", ["555-0001", "+1 415 555 000", "+999 1234567", "tel: nope", "+44 20 7946 09581234", "0"]
 )
 def test_a_number_libphonenumber_does_not_call_valid_is_refused_by_row_never_quoted(value: str) -> None:
-    from featurestore.online.serving import normalize_one
+    from featurestore.online.lookup import normalize_one
 
     with pytest.raises(PolicyViolation, match=r"^row 2: not a valid phone number") as info:
         normalize(pa.array(["+1 415 555 0001", None, value]), "phone", region="US")

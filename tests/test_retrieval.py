@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from featurestore import Entity, FeatureStore, FeatureView, NotFoundError, RetrievalError, UnknownFeatureError
 from featurestore.cli import app
-from featurestore.retrieval import content_hash
+from featurestore.entity_frames import content_hash
 
 from .conftest import CUSTOMER, JOIN_PLANS, TS, StepClock, join_plan, profile_rows, ts
 

@@ -27,7 +27,7 @@ from .treatments import TEXT_TREATMENTS
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
-    from ..catalog import ViewVersion
+    from ..versions import ViewVersion
     from .policies import PolicySource
 
 WRITE = "write"

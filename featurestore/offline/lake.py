@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from ..entity_frames import US_UTC, row_numbers
 from ..errors import ConfigError
-from ..retrieval import US_UTC, row_numbers
 
 if TYPE_CHECKING:
     import pyarrow.dataset as ds

@@ -10,7 +10,7 @@ the rules of :mod:`featurestore.offline.pit` to the letter:
   microseconds (``unix_micros``), so the session time zone cannot shift an edge; it is pinned to
   UTC anyway. Spark's private ``_joinAsOf`` is not used: it plans a nested-loop join.
 
-Both take the entity frame of :func:`featurestore.retrieval.join_frame` (``_row``, the keys in
+Both take the entity frame of :func:`featurestore.entity_frames.join_frame` (``_row``, the keys in
 every stored form, ``_t_floor``, ``_t_ceil``) and return ``_row`` plus the outputs, one row per
 entity row, in ``_row`` order, typed as the stored columns.
 """

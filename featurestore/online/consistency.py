@@ -17,8 +17,8 @@ from ..context import StoreContext
 from ..historical import Historical, JoinPart
 from ..types import arrow_type
 from . import KEY_SEPARATOR, VALUES_AT
+from .lookup import PRESENT, converter, value_status
 from .service import OnlineService, effective_ttl_us, to_us
-from .serving import PRESENT, converter, value_status
 
 
 @dataclass(frozen=True)

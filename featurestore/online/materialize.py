@@ -24,7 +24,7 @@ from ..offline.pit import order_sql
 from . import KEY_SEPARATOR, OnlineStore, Row
 
 if TYPE_CHECKING:
-    from ..catalog import ViewVersion
+    from ..versions import ViewVersion
 
 CHUNK_ROWS = 50_000
 

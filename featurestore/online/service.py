@@ -11,20 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ..catalog import Catalog, ViewVersion, online_table
+from ..apply_plan import Plan
+from ..catalog import Catalog
 from ..context import Progress, StoreContext, system_clock
 from ..errors import FeatureStoreError, NotFoundError, PolicyViolation
 from ..governance import MAINTAIN, WRITE, Grant
 from ..historical import Historical
 from ..offline import GRANTED, POSITION
-from ..plan import Plan
 from ..privacy.keys import DataKey
 from ..privacy.pseudonymize import token_context, tokenize
 from ..privacy.subjects import Subjects
+from ..versions import ViewVersion, online_table
 from . import VALUES_AT, OnlineStore, Row, open_online_store
-from .materialize import CHUNK_ROWS, chunks_of, copy_rows, latest_rows_sql, pushed_rows
-from .read_audit import ReadAudit
-from .serving import (
+from .lookup import (
     EPOCH,
     PLAN_TTL_SECONDS,
     KeyForm,
@@ -35,7 +34,9 @@ from .serving import (
     lookup,
     single_lookup,
 )
-from .serving import entity_rows as entity_rows_of
+from .lookup import entity_rows as entity_rows_of
+from .materialize import CHUNK_ROWS, chunks_of, copy_rows, latest_rows_sql, pushed_rows
+from .read_audit import ReadAudit
 
 if TYPE_CHECKING:
     import duckdb

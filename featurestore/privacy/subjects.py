@@ -17,11 +17,11 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..catalog import ViewVersion
 from ..errors import DefinitionError, KeyManagementError, PolicyViolation, Problem, RetrievalError
 from ..governance.treatments import Treatments
 from ..policy import Policy
 from ..types import arrow_type
+from ..versions import ViewVersion
 from .keys import KeyRing
 from .pseudonymize import detokenize, keyed_hash, token_context
 

@@ -38,9 +38,9 @@ from .models import (
 if TYPE_CHECKING:
     from alembic.config import Config
 
+    from ..apply_plan import Change
     from ..definitions import Entity, FeatureView
-    from ..plan import Change
-    from ..services import FeatureService
+    from ..feature_services import FeatureService
 
 RowT = TypeVar("RowT")
 AuditHasher = Callable[[int, datetime, str], str]

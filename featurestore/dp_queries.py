@@ -46,17 +46,17 @@ from typing import Any, NoReturn
 
 import pyarrow as pa
 
-from ..catalog import Catalog
-from ..context import StoreContext
-from ..errors import PolicyViolation, PrivacyBudgetExceeded
-from ..governance import Grant
-from ..offline import GRANTED
-from ..offline.duckdb_store import quote
-from ..policy import Policy
-from ..policy.model import DifferentialPrivacy
-from ..registry.models import DpLedgerRow
-from . import dp_vectors
-from .subjects import subject_key
+from .catalog import Catalog
+from .context import StoreContext
+from .errors import PolicyViolation, PrivacyBudgetExceeded
+from .governance import Grant
+from .offline import GRANTED
+from .offline.duckdb_store import quote
+from .policy import Policy
+from .policy.model import DifferentialPrivacy
+from .privacy import dp_vectors
+from .privacy.subjects import subject_key
+from .registry.models import DpLedgerRow
 
 MAX_ROWS = 10**9
 """The public bound OpenDP's margins get on a view's size (not the real count, which is private)."""

@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .definitions import Entity, FeatureRef, FeatureView
+from .definitions import Entity, FeatureView
 from .durations import format_duration
 from .errors import DefinitionError, Problem, did_you_mean
-from .services import FeatureService
+from .feature_services import FeatureService
+from .refs import FeatureRef
 
 
 @dataclass(frozen=True)

@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from ..catalog import Catalog
-from ..context import StoreContext
-from ..errors import PolicyViolation
-from ..policy import Policy
-from ..policy.model import ColumnRule
-from .access import MAINTAIN
-from .rules import PolicySnapshot
-from .treatments import Treatments
+from .catalog import Catalog
+from .context import StoreContext
+from .errors import PolicyViolation
+from .governance.access import MAINTAIN
+from .governance.rules import PolicySnapshot
+from .governance.treatments import Treatments
+from .policy import Policy
+from .policy.model import ColumnRule
 
 if TYPE_CHECKING:
-    from ..online.service import OnlineService
-    from ..training_sets import TrainingSets
+    from .online.service import OnlineService
+    from .training_sets import TrainingSets
 
 TREATING = ("keyed_hash", "tokenize", "generalize")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import DefinitionError, Problem, UnknownFeatureError
+from .refs import NAME_RE, FeatureRef
 
 SERVICE_PREFIX = "service:"
 _SERVICE_RE = re.compile(r"service:([A-Za-z][A-Za-z0-9_]{0,99})(?:@v(\d+))?\Z")
@@ -39,8 +40,6 @@ def parse_service_ref(text: str) -> tuple[str, int | None] | None:
 
 def service_problems(name: Any, features: Any) -> list[tuple[str, str]]:
     """Problems with a service's own fields, as (field, message) pairs."""
-    from .definitions import NAME_RE, FeatureRef
-
     problems: list[tuple[str, str]] = []
     if not isinstance(name, str) or not NAME_RE.match(name):
         problems.append(

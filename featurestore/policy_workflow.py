@@ -9,17 +9,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import PolicyError, PolicyViolation, Problem, did_you_mean
-from ..policy import Policy, load_policy, plan_policy, policy_markdown
-from . import retreat, signatures
-from .access import MAINTAIN
-from .rules import PolicySnapshot
+from . import treat_existing as treating
+from .errors import PolicyError, PolicyViolation, Problem, did_you_mean
+from .governance import signatures
+from .governance.access import MAINTAIN
+from .governance.rules import PolicySnapshot
+from .policy import Policy, load_policy, plan_policy, policy_markdown
 
 if TYPE_CHECKING:
-    from ..catalog import Catalog
-    from ..context import StoreContext
-    from ..online.service import OnlineService
-    from ..training_sets import TrainingSets
+    from .catalog import Catalog
+    from .context import StoreContext
+    from .online.service import OnlineService
+    from .training_sets import TrainingSets
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,10 @@ class PolicyWorkflow:
                         f"Feature view {vv.view.name} will be governed by no policy: its future data will be "
                         "stored untreated (raw) and read without a purpose; rows stored so far keep their treatment."
                     )
-        items = retreat.untreated(self.ctx, self.catalog, policy, snapshot)
+        items = treating.untreated(self.ctx, self.catalog, policy, snapshot)
         if items:
             lines.append(
-                f"Stored rows this policy would treat are untreated: {retreat.describe(items)}. Approving needs "
+                f"Stored rows this policy would treat are untreated: {treating.describe(items)}. Approving needs "
                 "--treat-existing, which rewrites them under the policy and compacts the store."
             )
         return lines
@@ -159,7 +160,7 @@ class PolicyWorkflow:
     ) -> Policy:
         """Approve a policy file's exact content (bound to its SHA-256); it is in force from now on.
         Refused while stored rows hold values the policy treats untreated, unless `treat_existing`:
-        then those rows are rewritten under it first (see ``retreat``)."""
+        then those rows are rewritten under it first (see :mod:`.treat_existing`)."""
         snapshot = self.ctx.access.snapshot()
         policy = self.lint(path, snapshot)
         if not by.strip() or not role.strip():
@@ -182,15 +183,15 @@ class PolicyWorkflow:
                 f"'version' to {current.version + 1} (it is {policy.version}) and approve again"
             )
         signature = self._signature(policy, by, role, key)
-        items = retreat.untreated(self.ctx, self.catalog, policy, snapshot)
+        items = treating.untreated(self.ctx, self.catalog, policy, snapshot)
         if items and not treat_existing:
             raise PolicyViolation(
-                f"approving policy '{policy.id}' would leave stored values readable untreated: {retreat.describe(items)}. "
+                f"approving policy '{policy.id}' would leave stored values readable untreated: {treating.describe(items)}. "
                 "Approve with --treat-existing to rewrite those rows under the policy (and compact the store, so the raw "
                 "bytes go), or delete them first"
             )
         treated = (
-            retreat.treat_existing(
+            treating.treat_existing(
                 self.ctx, self.catalog, policy, items, self.ctx.treatments, self.online, self.training_sets
             )
             if items

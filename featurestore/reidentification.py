@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 
-from ..catalog import Catalog
-from ..context import StoreContext
-from .pseudonymize import detokenize, token_context
+from .catalog import Catalog
+from .context import StoreContext
+from .privacy.pseudonymize import detokenize, token_context
 
 
 class Reidentification:
