@@ -8,8 +8,6 @@ readable through pinned references such as ``"customer_profile@v1:country"``. Ev
 >>> view = FeatureView(name="profile", entity="customer", features={"age": "int64"}, ttl="30d")
 >>> view.ttl
 datetime.timedelta(days=30)
->>> FeatureRef.parse("profile@v2:age")
-FeatureRef(view='profile', version=2, feature='age')
 """
 
 from __future__ import annotations

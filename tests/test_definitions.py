@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from featurestore import DefinitionError, Entity, FeatureView
-from featurestore.definitions import FeatureRef, load_definitions, parse_ttl
+from featurestore.definitions import load_definitions, parse_ttl
+from featurestore.refs import FeatureRef
 
 GOOD = """\
 entities:
