@@ -215,7 +215,7 @@ ONE_NUMBER = {  # the issue's spellings of one US and one UK number; with countr
 @pytest.mark.parametrize("e164", sorted(ONE_NUMBER))
 def test_every_spelling_of_one_number_gets_one_pseudonym_at_ingestion_and_lookup(e164: str) -> None:
     from featurestore.online.lookup import KeyForm
-    from featurestore.privacy.phones import region_of
+    from featurestore.phones import region_of
 
     region = region_of(None, "1")
     assert region == "US"

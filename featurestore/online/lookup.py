@@ -6,7 +6,7 @@ every key id, for pseudonymized keys) and the policy decision. Plans are cached 
 when older than :data:`PLAN_TTL_SECONDS`, so a revoked approval or a new key takes effect within
 that time.
 
-Phone keys go through the one phone function ingestion uses (:mod:`featurestore.privacy.phones`).
+Phone keys go through the one phone function ingestion uses (:mod:`featurestore.phones`).
 Text and e-mail keys are normalized here in plain Python, by the same rules as the polars
 implementation used at ingestion (:mod:`featurestore.privacy.pseudonymize`), which it falls back
 to for non-ASCII text; a differential test keeps the two equal.
@@ -48,7 +48,7 @@ def normalize_one(value: Any, kind: str, region: str | None) -> str | None:
     if kind == "none":
         return text
     if kind == "phone":
-        from ..privacy.phones import normalize_phone
+        from ..phones import normalize_phone
 
         return normalize_phone(text, region)
     trimmed = text.strip(_WHITESPACE)

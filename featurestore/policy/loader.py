@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PolicyError, Problem, did_you_mean
-from ..privacy.phones import known_country_code, known_region, region_of
+from ..phones import known_country_code, known_region, region_of
 from ..yamlpos import Report, YamlSyntaxError, YList, YMap, check_keys, load_yaml, read_yaml_text
 from .model import (
     ACCESS,

@@ -66,7 +66,7 @@ def normalize(column: Column, kind: str, *, region: str | None = None, name: str
       PolicyViolation naming its row and column `name` (never its value).
     """
     if kind == "phone":
-        from .phones import normalize_phones
+        from ..phones import normalize_phones
 
         values, bad = normalize_phones(column, region)
         if bad is not None:
