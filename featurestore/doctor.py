@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .config import load_config
 from .errors import FeatureStoreError, StoreDamaged
@@ -24,8 +24,10 @@ from .registry import Registry
 
 if TYPE_CHECKING:
     from .context import StoreContext
+    from .ingestion import BatchInfo
     from .online.service import OnlineService
-    from .store import FeatureStore
+    from .policy_workflow import PolicyStatus
+    from .versions import ViewVersion
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,34 @@ def _run(checks: list[Check], name: str, probe: Callable[[], str], fix: str = ""
         return False
 
 
+class DiagnosedStore(Protocol):
+    """What the checks ask of an open store (a FeatureStore: doctor does not import the facade)."""
+
+    def __enter__(self) -> DiagnosedStore: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def list_batches(self) -> list[BatchInfo]:
+        """Every batch (reads every block and compares the batch records)."""
+        ...
+
+    def verify_audit(self) -> tuple[int, str]:
+        """The audit chain's length and head, verified."""
+        ...
+
+    def materialized_views(self) -> list[str]:
+        """Materialized view versions (``name@vN``)."""
+        ...
+
+    def get_view(self, ref: str) -> ViewVersion:
+        """One view version."""
+        ...
+
+    def policy_status(self) -> list[PolicyStatus]:
+        """Every policy id with its version in force, drafts and problems."""
+        ...
+
+
 def diagnose(
-    root: Path, open_store: Callable[[], tuple[FeatureStore, StoreContext, Callable[[], OnlineService]]]
+    root: Path, open_store: Callable[[], tuple[DiagnosedStore, StoreContext, Callable[[], OnlineService]]]
 ) -> list[Check]:
     """Every check on the store at `root`; `open_store` opens it without the agreement check and
     gives its context and its online service (made when called; it opens the online store on first use)."""
@@ -144,7 +172,7 @@ def _keys(ctx: StoreContext) -> str:
     return f"the master key opens all {opened} data keys"
 
 
-def _online(fs: FeatureStore, ctx: StoreContext, online: OnlineService) -> str:
+def _online(fs: DiagnosedStore, ctx: StoreContext, online: OnlineService) -> str:
     from .governance import MAINTAIN
 
     views = fs.materialized_views()
@@ -155,7 +183,7 @@ def _online(fs: FeatureStore, ctx: StoreContext, online: OnlineService) -> str:
     return f"reachable; {len(views)} materialized view versions readable"
 
 
-def _policies(checks: list[Check], fs: FeatureStore) -> None:
+def _policies(checks: list[Check], fs: DiagnosedStore) -> None:
     statuses = fs.policy_status()
     for status in statuses:
         for problem in status.problems:
