@@ -136,3 +136,131 @@ def test_every_public_method_returning_feature_values_is_classified() -> None:
         f"these public methods return feature values but METHODS in tests/test_enforcement.py gives them no "
         f"access to check: {unclassified}"
     )
+
+
+# --- floors: every import goes down a floor or stays on its own, and no two folders import each other
+
+FLOORS: list[tuple[str, tuple[str, ...]]] = [
+    ("faces", ("__init__", "cli", "server", "demo", "demo_lake", "example", "terminal", "testing")),
+    ("facade", ("store", "capabilities", "opening", "doctor")),
+    (
+        "capabilities",
+        (
+            "catalog",
+            "ingestion",
+            "push",
+            "historical",
+            "training_sets",
+            "online.service",
+            "online.consistency",
+            "online.materialize",
+            "online.read_audit",
+            "erasure",
+            "erasure_proof",
+            "lineage",
+            "holds",
+            "retention",
+            "compaction",
+            "dp_queries",
+            "reidentification",
+            "policy_workflow",
+            "treat_existing",
+            "recovery",
+            "settling",
+        ),
+    ),
+    ("context", ("context",)),
+    ("engines", ("offline", "online")),
+    ("decisions", ("governance",)),
+    ("registry", ("registry", "audit")),
+    ("mechanisms", ("privacy", "policy")),
+    (
+        "leaves",
+        (
+            "errors",
+            "types",
+            "durations",
+            "yamlpos",
+            "redaction",
+            "faults",
+            "sources",
+            "entity_frames",
+            "definitions",
+            "feature_services",
+            "refs",
+            "versions",
+            "config",
+            "apply_plan",
+            "phones",
+        ),
+    ),
+]
+"""Top to bottom. A module belongs to the most specific entry naming it (``online.service`` before
+``online``); a new module must be placed here (the test says so)."""
+
+
+def _module_name(relative: str) -> str:
+    name = relative.removesuffix(".py").replace("/", ".")
+    return name.removesuffix(".__init__") if name != "__init__" else name
+
+
+def _floor(module: str) -> int:
+    best: tuple[int, int] | None = None
+    for index, (_name, members) in enumerate(FLOORS):
+        for member in members:
+            if module == member or module.startswith(member + "."):
+                if best is None or len(member) > best[1]:
+                    best = (index, len(member))
+    if best is None:
+        raise AssertionError(
+            f"featurestore/{module}: place the module on a floor in FLOORS (tests/test_architecture.py)"
+        )
+    return best[0]
+
+
+def _imports(relative: str, tree: ast.Module) -> set[str]:
+    """Modules of featurestore a module imports (at run time, in functions, or for type checking)."""
+    here = _module_name(relative).split(".")
+    package = here if relative.endswith("__init__.py") else here[:-1]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                candidate = f"{target}.{alias.name}" if target else alias.name
+                found.add(candidate if (ROOT / (candidate.replace(".", "/") + ".py")).exists() else target)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("featurestore."):
+            found.add(node.module.removeprefix("featurestore."))  # type: ignore[union-attr]
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("featurestore.") for a in node.names if a.name.startswith("featurestore.")}
+    return {m for m in found if m and m != "migrations" and not m.startswith("migrations.")}
+
+
+def _folder(module: str) -> str:
+    parts = module.split(".")
+    return parts[0] if len(parts) > 1 or (ROOT / parts[0]).is_dir() else module
+
+
+def test_no_import_climbs_a_floor_and_no_two_folders_import_each_other() -> None:
+    climbs: list[str] = []
+    folders: set[tuple[str, str]] = set()
+    for relative, tree in _modules():
+        here = _module_name(relative)
+        for target in _imports(relative, tree):
+            if target == "__init__" or target == here:
+                continue
+            if _floor(target) < _floor(here):
+                climbs.append(f"featurestore/{relative} imports {target}, a floor up ({FLOORS[_floor(target)][0]})")
+            if _folder(here) != _folder(target):
+                folders.add((_folder(here), _folder(target)))
+    both = sorted({tuple(sorted(pair)) for pair in folders if (pair[1], pair[0]) in folders})
+    assert not climbs, "\n".join(climbs)
+    assert not both, f"folders that import each other: {both}"
+
+
+def test_the_floors_order_what_they_should() -> None:
+    assert _floor("online.service") < _floor("online.embedded") < _floor("governance.access") < _floor("privacy.keys")
+    assert _floor("store") < _floor("erasure") < _floor("context") < _floor("offline.duckdb_store")
+    with pytest.raises(AssertionError, match="place the module on a floor"):
+        _floor("brand_new_module")
