@@ -1,21 +1,29 @@
-"""Treatments as objects: every registered one honours the protocol."""
+"""Treatments as objects: every registered one honours the protocol, and the policy plan words
+every option that changes stored values as a change (and one that does not, as no change)."""
 
 from __future__ import annotations
 
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+from featurestore import FeatureStore
 from featurestore.errors import PolicyViolation
-from featurestore.policy import policy_json_schema
-from featurestore.policy.model import ColumnRule
+from featurestore.governance import retreat
+from featurestore.policy import parse_policy, plan_policy, policy_json_schema
+from featurestore.policy.model import ColumnRule, Policy
 from featurestore.privacy.keys import KeyRing, StaticKeyProvider
 from featurestore.privacy.treatments import NAMES, REGISTRY, Target, Treatment, same, treatment, treatment_of
+from featurestore.testing import TEST_KEY_PROVIDER
+
+from .test_governance import PERSON, POLICY, VIEW, people
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+TREATS = "(data ingested from now on; rows stored before need --treat-existing)."
 
 RULES = {
     "keyed_hash": ColumnRule("c", "direct_identifier", "keyed_hash", normalize="email"),
@@ -119,3 +127,219 @@ def test_only_a_reversible_treatment_turns_a_stored_value_back(name: str) -> Non
     else:
         with pytest.raises(PolicyViolation, match="its stored values cannot be turned back"):
             t.reverse("hmac-1:00", rule, keys, context="p/v/c")
+
+
+# --- the plan's words ------------------------------------------------------------------------
+
+
+def _policy(classification: dict[str, str], version: int = 1) -> Policy:
+    text = POLICY.replace("version: 1", f"version: {version}")
+    for column, spec in classification.items():
+        start = text.index(f"  {column}: ")
+        end = text.index("\n", start)
+        text = text[:start] + f"  {column}: {spec}" + text[end:]
+    return parse_policy(text, "people.yaml")
+
+
+def _plan(column: str, before: str, after: str) -> list[str]:
+    return plan_policy(_policy({column: before}), _policy({column: after}, version=2))
+
+
+WORDS = {
+    "keyed_hash": "replaced by a keyed hash",
+    "tokenize": "encrypted as a reversible token",
+    "generalize": "generalized to steps of 5",
+    "drop": "dropped (never stored)",
+    "keep": "kept as is",
+}
+GB = "(after phone normalization; numbers without a country code are read in region GB)"
+
+
+def _spec(name: str) -> str:
+    return (
+        f"{{kind: quasi_identifier, treatment: {name}"
+        + (", generalize: {width: 5}" if name == "generalize" else "")
+        + "}"
+    )
+
+
+@pytest.mark.parametrize("a", NAMES)
+@pytest.mark.parametrize("b", NAMES)
+def test_a_treatment_change_is_a_change_of_stored_values(a: str, b: str) -> None:
+    if a == b:
+        return
+    plan = _plan("spend", _spec(a), _spec(b))
+    assert f"Column spend: was quasi identifier, {WORDS[a]}; now quasi identifier, {WORDS[b]} {TREATS}" in plan
+    assert not any("No rule changes" in line for line in plan)
+
+
+@pytest.mark.parametrize(
+    ("column", "before", "after", "was", "now"),
+    [
+        pytest.param(
+            "email",
+            "{kind: direct_identifier, normalize: email}",
+            "{kind: direct_identifier, normalize: text}",
+            "replaced by a keyed hash (after email normalization)",
+            "replaced by a keyed hash (after text normalization)",
+            id="keyed_hash normalize",
+        ),
+        pytest.param(
+            "email",
+            "{kind: direct_identifier}",
+            "{kind: direct_identifier, normalize: email}",
+            "replaced by a keyed hash",
+            "replaced by a keyed hash (after email normalization)",
+            id="keyed_hash normalize from none",
+        ),
+        pytest.param(
+            "phone",
+            "{kind: direct_identifier, normalize: phone, region: GB}",
+            "{kind: direct_identifier, normalize: phone, region: IE}",
+            f"replaced by a keyed hash {GB}",
+            f"replaced by a keyed hash {GB.replace('GB', 'IE')}",
+            id="keyed_hash phone region",
+        ),
+        pytest.param(
+            "phone",
+            '{kind: direct_identifier, normalize: phone, country_code: "44"}',
+            '{kind: direct_identifier, normalize: phone, country_code: "1"}',
+            f"replaced by a keyed hash {GB}",
+            f"replaced by a keyed hash {GB.replace('GB', 'US')}",
+            id="keyed_hash country_code",
+        ),
+        pytest.param(
+            "phone",
+            '{kind: direct_identifier, normalize: phone, country_code: "44"}',
+            "{kind: direct_identifier, normalize: phone}",
+            f"replaced by a keyed hash {GB}",
+            "replaced by a keyed hash (after phone normalization)",
+            id="keyed_hash country_code removed",
+        ),
+        pytest.param(
+            "iban",
+            "{kind: direct_identifier, treatment: tokenize}",
+            "{kind: direct_identifier, treatment: tokenize, normalize: text}",
+            "encrypted as a reversible token",
+            "encrypted as a reversible token (after text normalization)",
+            id="tokenize normalize",
+        ),
+        pytest.param(
+            "iban",
+            "{kind: direct_identifier, treatment: tokenize, normalize: phone, region: GB}",
+            '{kind: direct_identifier, treatment: tokenize, normalize: phone, country_code: "1"}',
+            f"encrypted as a reversible token {GB}",
+            f"encrypted as a reversible token {GB.replace('GB', 'US')}",
+            id="tokenize phone region",
+        ),
+        pytest.param(
+            "birth_date",
+            "{kind: quasi_identifier, generalize: {to: year}}",
+            "{kind: quasi_identifier, generalize: {to: month}}",
+            "generalized to its year",
+            "generalized to its month",
+            id="generalize to",
+        ),
+        pytest.param(
+            "postcode",
+            "{kind: quasi_identifier, generalize: {prefix: 3}}",
+            "{kind: quasi_identifier, generalize: {prefix: 2}}",
+            "generalized to its first 3 characters",
+            "generalized to its first 2 characters",
+            id="generalize prefix",
+        ),
+        pytest.param(
+            "spend",
+            "{kind: quasi_identifier, generalize: {width: 5}}",
+            "{kind: quasi_identifier, generalize: {width: 10}}",
+            "generalized to steps of 5",
+            "generalized to steps of 10",
+            id="generalize width",
+        ),
+        pytest.param(
+            "spend",
+            "{kind: quasi_identifier, generalize: {width: 5}}",
+            "{kind: sensitive_attribute, generalize: {width: 10}, treatment: generalize}",
+            "generalized to steps of 5",
+            "generalized to steps of 10",
+            id="generalize width and kind",
+        ),
+    ],
+)
+def test_an_option_that_changes_stored_values_is_worded_as_a_change(
+    column: str, before: str, after: str, was: str, now: str
+) -> None:
+    plan = _plan(column, before, after)
+    a, b = _policy({column: before}).columns[column], _policy({column: after}).columns[column]
+    old_kind, new_kind = a.kind.replace("_", " "), b.kind.replace("_", " ")
+    assert f"Column {column}: was {old_kind}, {was}; now {new_kind}, {now} {TREATS}" in plan, plan
+    assert not any("No rule changes" in line for line in plan)
+    assert not same(a, b) and not retreat._same(a, b), "the plan and --treat-existing agree"
+
+
+@pytest.mark.parametrize(
+    ("column", "before", "after", "sentence"),
+    [
+        pytest.param(
+            "ethnicity",
+            "sensitive_attribute",
+            "non_personal",
+            "Column ethnicity: kind sensitive attribute -> non personal; it is still kept as is, "
+            "so its stored values do not change.",
+            id="kind, same treatment",
+        ),
+        pytest.param(
+            "email",
+            "{kind: direct_identifier, normalize: email}",
+            "{kind: quasi_identifier, treatment: keyed_hash, normalize: email}",
+            "Column email: kind direct identifier -> quasi identifier; it is still replaced by a keyed hash "
+            "(after email normalization), so its stored values do not change.",
+            id="kind of a hashed column",
+        ),
+        pytest.param(
+            "phone",
+            '{kind: direct_identifier, normalize: phone, region: GB, country_code: "44"}',
+            '{kind: direct_identifier, normalize: phone, region: GB, country_code: "353"}',
+            f"Column phone: country code 44 -> 353; it is still replaced by a keyed hash {GB}, "
+            "so its stored values do not change.",
+            id="country_code under an explicit region",
+        ),
+        pytest.param(
+            "birth_date",
+            "{kind: quasi_identifier, generalize: {to: year}}",
+            "{kind: quasi_identifier, generalize: {to: year}, normalize: text}",
+            "Column birth_date: normalize none -> text; it is still generalized to its year, "
+            "so its stored values do not change.",
+            id="normalization of a generalized column",
+        ),
+    ],
+)
+def test_an_option_that_does_not_change_stored_values_is_worded_as_such(
+    column: str, before: str, after: str, sentence: str
+) -> None:
+    plan = _plan(column, before, after)
+    assert sentence in plan, plan
+    assert not any(f"Column {column}: was" in line for line in plan), "not worded as a change of stored values"
+    a, b = _policy({column: before}).columns[column], _policy({column: after}).columns[column]
+    assert same(a, b) and retreat._same(a, b)
+
+
+def test_a_new_region_on_stored_phones_is_in_the_plan_and_the_untreated_rows(tmp_path: Path) -> None:
+    """The bug: the plan said "No rule changes" while every stored phone pseudonym changes."""
+    root = tmp_path / "store"
+    with FeatureStore.init(root, key_provider=TEST_KEY_PROVIDER) as fs:
+        path = root / "policies" / "people.yaml"
+        path.write_text(POLICY)
+        fs.apply([PERSON, VIEW])
+        fs.approve_policy(path, by="A. Counsel", role="legal")
+        fs.ingest("person", people(["a1", "a2"]))
+        path.write_text(
+            POLICY.replace("version: 1", "version: 2").replace('country_code: "44"', 'country_code: "44", region: IE')
+        )
+        plan = fs.plan_policy(path)
+    assert not any("No rule changes" in line for line in plan), plan
+    assert (
+        f"Column phone: was direct identifier, replaced by a keyed hash {GB}; now direct identifier, "
+        f"replaced by a keyed hash {GB.replace('GB', 'IE')} {TREATS}"
+    ) in plan
+    assert any("person@v1 holds 2 rows whose phone (keyed_hash) were stored untreated" in line for line in plan), plan

@@ -25,14 +25,13 @@ from ..errors import PolicyViolation
 from ..offline.duckdb_store import TREATED_TABLE, quote
 from ..policy import Policy
 from ..policy.model import ColumnRule
+from ..privacy.treatments import same, treatment_of
 from .rules import PolicySnapshot
 from .treatments import Treatments
 
 if TYPE_CHECKING:
     from ..online import OnlineStore
     from ..training_sets import TrainingSets
-
-TREATING = ("keyed_hash", "tokenize", "generalize")
 
 
 def _has_record(con: duckdb.DuckDBPyConnection) -> bool:
@@ -56,12 +55,7 @@ class Untreated:
 
 
 def _same(a: ColumnRule | None, b: ColumnRule) -> bool:
-    return a is not None and (a.treatment, a.normalize, a.region, a.generalize) == (
-        b.treatment,
-        b.normalize,
-        b.region,
-        b.generalize,
-    )
+    return a is not None and same(a, b)
 
 
 def untreated(ctx: StoreContext, catalog: Catalog, policy: Policy, snapshot: PolicySnapshot) -> list[Untreated]:
@@ -77,7 +71,7 @@ def untreated(ctx: StoreContext, catalog: Catalog, policy: Policy, snapshot: Pol
                 c
                 for c in [*vv.join_keys, *vv.view.feature_names]
                 if (rule := policy.rule(c)) is not None
-                and rule.treatment in TREATING
+                and treatment_of(rule).rewrites
                 and not _same(current.rule(c) if current else None, rule)
             ]
             if not columns:
@@ -99,7 +93,7 @@ def untreated(ctx: StoreContext, catalog: Catalog, policy: Policy, snapshot: Pol
                 rule = policy.rule(column)
                 assert rule is not None
                 old = current.rule(column) if current else None
-                convertible = old is None or old.treatment in ("keep", "drop")
+                convertible = old is None or not treatment_of(old).rewrites
                 if rows:
                     found.append(Untreated(vv.ref, vv.table, column, rule.treatment, int(rows), convertible))
     return found
