@@ -21,8 +21,9 @@ How to add a treatment (say ``mask``):
    ``output``, ``rewrites``, ``reversible``, ``options``) and implements ``apply``,
    ``describe`` and ``same``; override ``apply_all``, ``stored_forms``, ``lookup_forms`` and
    ``reverse`` where the defaults (one column at a time; stored as given; not reversible) are
-   wrong. The mechanism itself (the arithmetic on Arrow columns) belongs in
-   :mod:`featurestore.privacy.pseudonymize`, imported inside the methods.
+   wrong. Its arithmetic on Arrow columns can live in the module; mechanisms shared with other
+   code (normalize, HMAC, AES-SIV) are in :mod:`featurestore.privacy.pseudonymize`. Import
+   pyarrow and those inside the methods: policies load and plans are worded without them.
 2. Register it: import it here and add one line to :data:`REGISTRY`. Policy files, the JSON
    schema's enum (``policy.model.TREATMENTS`` is read from the registry) and every module that
    treats, looks up, erases, re-identifies or words data then know it.
