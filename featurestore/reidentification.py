@@ -7,7 +7,8 @@ import hashlib
 
 from .catalog import Catalog
 from .context import StoreContext
-from .privacy.pseudonymize import detokenize, token_context
+from .privacy.pseudonymize import token_context
+from .privacy.treatments import treatment_of
 
 
 class Reidentification:
@@ -35,7 +36,7 @@ class Reidentification:
                 f"feature view '{vv.view.name}' is not governed by a policy: it holds no tokens",
             )
         rule = policy.rule(column)
-        if rule is None or rule.treatment != "tokenize":
+        if rule is None or not treatment_of(rule).reversible:
             ctx.access.refuse(
                 snapshot,
                 vv,
@@ -45,8 +46,8 @@ class Reidentification:
                 f"column '{column}' of '{vv.view.name}' is not tokenized under policy '{policy.id}'; "
                 "only tokens can be re-identified",
             )
-        value = detokenize(
-            token, ctx.keys.get(token.partition(":")[0]), context=token_context(policy.id, vv.view.name, column)
+        value = treatment_of(rule).reverse(
+            token, rule, ctx.keys, context=token_context(policy.id, vv.view.name, column)
         )
         ctx.audit.append(
             ctx.actor,

@@ -23,6 +23,7 @@ from .governance.treatments import treated
 from .historical import Historical, JoinPart
 from .policy import Policy
 from .privacy.pseudonymize import detokenize, tokenize
+from .privacy.treatments import treatment_of
 from .refs import NAME_RE
 from .registry.models import TrainingSetRow
 
@@ -299,7 +300,7 @@ class TrainingSets:
                 if c not in protected
                 and c != timestamp_column
                 and (r := policy.rule(c)) is not None
-                and r.treatment != "keep"
+                and not treatment_of(r).as_is
             ]
             if others:  # treated in place, so the column order (and so the hash) is stable
                 view = next(

@@ -26,12 +26,11 @@ from .governance.rules import PolicySnapshot
 from .governance.treatments import Treatments
 from .policy import Policy
 from .policy.model import ColumnRule
+from .privacy.treatments import same, treatment_of
 
 if TYPE_CHECKING:
     from .online.service import OnlineService
     from .training_sets import TrainingSets
-
-TREATING = ("keyed_hash", "tokenize", "generalize")
 
 
 @dataclass(frozen=True)
@@ -48,12 +47,7 @@ class Untreated:
 
 
 def _same(a: ColumnRule | None, b: ColumnRule) -> bool:
-    return a is not None and (a.treatment, a.normalize, a.region, a.generalize) == (
-        b.treatment,
-        b.normalize,
-        b.region,
-        b.generalize,
-    )
+    return a is not None and same(a, b)
 
 
 def untreated(ctx: StoreContext, catalog: Catalog, policy: Policy, snapshot: PolicySnapshot) -> list[Untreated]:
@@ -69,7 +63,7 @@ def untreated(ctx: StoreContext, catalog: Catalog, policy: Policy, snapshot: Pol
                 c
                 for c in [*vv.join_keys, *vv.view.feature_names]
                 if (rule := policy.rule(c)) is not None
-                and rule.treatment in TREATING
+                and treatment_of(rule).rewrites
                 and not _same(current.rule(c) if current else None, rule)
             ]
             if not columns:
@@ -80,7 +74,7 @@ def untreated(ctx: StoreContext, catalog: Catalog, policy: Policy, snapshot: Pol
                 rule = policy.rule(column)
                 assert rule is not None
                 old = current.rule(column) if current else None
-                convertible = old is None or old.treatment in ("keep", "drop")
+                convertible = old is None or not treatment_of(old).rewrites
                 if rows:
                     found.append(Untreated(vv.ref, vv.table, column, rule.treatment, int(rows), convertible))
     return found

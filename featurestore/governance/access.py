@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import DefinitionError, PolicyViolation, Problem
 from ..policy import Policy
+from ..privacy.treatments import treatment_of
 from .rules import PolicySnapshot
-from .treatments import TEXT_TREATMENTS
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
@@ -210,17 +210,17 @@ def check_definitions(
                             f"({policy.file}); add it under 'classification' (default deny)"
                         )
                     )
-                elif rule.treatment == "drop":
+                elif not (treatment := treatment_of(rule)).stored:
                     problems.append(
                         Problem(
                             f"column '{column}' of feature view '{name}' is dropped by policy '{policy.id}'; remove it "
                             "from the view (dropped columns may still arrive in ingested data and are discarded)"
                         )
                     )
-                elif rule.treatment in TEXT_TREATMENTS and dtype != "string":
+                elif treatment.output == "text" and dtype != "string":
                     problems.append(
                         Problem(
-                            f"column '{column}' of feature view '{name}' is stored as a {rule.treatment.replace('_', ' ')} "
+                            f"column '{column}' of feature view '{name}' is stored as a {treatment.name.replace('_', ' ')} "
                             f"under policy '{policy.id}', so declare it 'string' (it is {dtype})"
                         )
                     )

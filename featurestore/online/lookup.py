@@ -14,8 +14,6 @@ to for non-ASCII text; a differential test keeps the two equal.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -23,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ..privacy.pseudonymize import PSEUDONYM_HEX_DIGITS
+from ..privacy.treatments.keyed_hash import pseudonymizer
 from . import KEY_SEPARATOR, VALUES_AT, Row
 
 if TYPE_CHECKING:
@@ -171,15 +169,22 @@ class KeyForm:
 
     name: str
     treatment: str | None
-    """None (stored as given), "keyed_hash" or "tokenize"."""
+    """None (stored as given), or the name of the treatment that made the stored keys."""
     dtype: str = "string"
     """The join key's declared type: a value of another type is refused, never silently missed."""
     normalize: str = "none"
     region: str | None = None
     """Where a phone number without a country code is read (phone keys only)."""
     hmac_keys: tuple[tuple[str, bytes], ...] = ()
-    """(key id, HMAC key bytes), newest last."""
-    tokenizers: tuple[Callable[[str], str], ...] = ()
+    """(key id, HMAC key bytes), newest last: keyed-hash forms for a form made by hand; a plan
+    gives `makers`."""
+    makers: tuple[Callable[[str], str], ...] = ()
+    """Per key id, newest last, the stored form of one normalized value
+    (:meth:`featurestore.privacy.treatments.Treatment.lookup_forms`)."""
+
+    def __post_init__(self) -> None:
+        if self.hmac_keys and not self.makers:
+            object.__setattr__(self, "makers", tuple(pseudonymizer(kid, secret) for kid, secret in self.hmac_keys))
 
     def forms(self, raw: Any) -> list[str]:
         if raw is None:
@@ -189,13 +194,7 @@ class KeyForm:
         normalized = normalize_one(raw, self.normalize, self.region)
         if normalized is None:
             return []
-        if self.treatment == "keyed_hash":
-            data = normalized.encode()
-            return [
-                f"{kid}:" + hmac.new(secret, data, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_DIGITS]
-                for kid, secret in self.hmac_keys
-            ]
-        return [tokenize(normalized) for tokenize in self.tokenizers]
+        return [make(normalized) for make in self.makers]
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from ..errors import FeatureStoreError, NotFoundError, PolicyViolation
 from ..governance import MAINTAIN, WRITE, Grant
 from ..historical import Historical
 from ..offline import GRANTED, POSITION
-from ..privacy.keys import DataKey
-from ..privacy.pseudonymize import token_context, tokenize
+from ..privacy.pseudonymize import token_context
 from ..privacy.subjects import Subjects
+from ..privacy.treatments import treatment_of
 from ..versions import ViewVersion, online_table
 from . import VALUES_AT, OnlineStore, Row, open_online_store
 from .lookup import (
@@ -369,29 +369,18 @@ class OnlineService:
             key_forms = []
             for key in vv.join_keys:
                 rule = policy.rule(key) if policy is not None else None
-                treatment = (
-                    rule.treatment if rule is not None and rule.treatment in ("keyed_hash", "tokenize") else None
-                )
-                hmac_keys: tuple[tuple[str, bytes], ...] = ()
-                tokenizers: tuple[Callable[[str], str], ...] = ()
-                keys = self.ctx.keys
-                if treatment == "keyed_hash":
-                    hmac_keys = tuple(
-                        (k.id, k.hmac_text.encode()) for k in (keys.keys("hmac") or [keys.current("hmac")])
-                    )
-                elif treatment == "tokenize":
-                    assert policy is not None
+                makers: tuple[Callable[[str], str], ...] = ()
+                if rule is not None and policy is not None:
                     context = token_context(policy.id, vv.view.name, key)
-                    tokenizers = tuple(_tokenizer(k, context) for k in (keys.keys("siv") or [keys.current("siv")]))
+                    makers = treatment_of(rule).lookup_forms(rule, self.ctx.keys, context=context)
                 key_forms.append(
                     KeyForm(
                         key,
-                        treatment,
+                        rule.treatment if rule is not None and makers else None,
                         vv.join_keys[key],
                         rule.normalize if rule else "none",
                         rule.region if rule else None,
-                        hmac_keys,
-                        tokenizers,
+                        makers=makers,
                     )
                 )
             views.append(
@@ -420,13 +409,3 @@ class OnlineService:
             )
         self._plans[cache_key] = plan
         return plan
-
-
-def _tokenizer(key: DataKey, context: str) -> Callable[[str], str]:
-    """Tokenize one value with `key` under a view column's token context (raw keys of tokenized join keys)."""
-
-    def token(value: str) -> str:
-        result: str = tokenize(pa.array([value]), key, context=context)[0].as_py()
-        return result
-
-    return token

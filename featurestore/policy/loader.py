@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import PolicyError, Problem, did_you_mean
 from ..phones import known_country_code, known_region, region_of
+from ..privacy.treatments import REGISTRY
 from ..yamlpos import Report, YamlSyntaxError, YList, YMap, check_keys, load_yaml, read_yaml_text
 from .model import (
     ACCESS,
@@ -251,7 +252,7 @@ def _treatments(doc: YMap, at: Report) -> dict[str, str]:
             at(section.key_pos(kind), f"unknown kind '{kind}'." + did_you_mean(str(kind), KINDS))
         elif treatment not in TREATMENTS:
             at(section.value_pos(kind), f"unknown treatment '{treatment}'." + did_you_mean(str(treatment), TREATMENTS))
-        elif kind == "direct_identifier" and treatment == "keep":
+        elif kind == "direct_identifier" and REGISTRY[str(treatment)].as_is:
             at(section.value_pos(kind), "direct identifiers cannot be kept in clear; use keyed_hash, tokenize or drop")
         else:
             result[str(kind)] = str(treatment)
@@ -299,7 +300,7 @@ def _classification(
                 f"unknown treatment '{treatment}'." + did_you_mean(str(treatment), TREATMENTS),
             )
             continue
-        if kind == "direct_identifier" and treatment == "keep":
+        if kind == "direct_identifier" and REGISTRY[str(treatment)].as_is:
             at(entry.value_pos("treatment"), f"column '{name}' is a direct identifier and cannot be kept in clear")
             continue
         normalize = entry.get("normalize", "none")
@@ -334,7 +335,7 @@ def _classification(
                 f"column '{name}' names a phone region but its normalize is {normalize}: add normalize: phone or remove it",
             )
         rule = entry.get("generalize")
-        if treatment == "generalize":
+        if "generalize" in REGISTRY[str(treatment)].options:
             if not _valid_generalize(rule):
                 at(
                     entry.value_pos("generalize") if "generalize" in entry else where,

@@ -10,11 +10,21 @@ from datetime import date, timedelta
 from typing import Any
 
 KINDS = ("direct_identifier", "quasi_identifier", "sensitive_attribute", "non_personal")
-TREATMENTS = ("keyed_hash", "tokenize", "generalize", "drop", "keep")
 ACCESS = ("offline", "online", "reidentify", "dp_aggregates")
 NORMALIZERS = ("none", "text", "email", "phone")
 """How identifiers are normalized before hashing (see :func:`featurestore.privacy.pseudonymize.normalize`)."""
 LEGAL_BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interest")
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``TREATMENTS``: the treatment names policy files may use, read from the registry
+    (:data:`featurestore.privacy.treatments.NAMES`) when first asked for, so this plain-data
+    module imports nothing of the treatments themselves."""
+    if name == "TREATMENTS":
+        from ..privacy.treatments import NAMES
+
+        return NAMES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -38,6 +48,7 @@ class ColumnRule:
     name: str
     kind: str
     treatment: str
+    """The name of its treatment; :func:`featurestore.privacy.treatments.treatment_of` gives the object."""
     normalize: str = "none"
     country_code: str | None = None
     """As the policy file wrote it (``"44"``); `region` is what normalization uses."""

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import timedelta
 
 from ..durations import format_duration
+from ..privacy.treatments import same, treatment_of
 from .model import ColumnRule, Policy
 
 RowsPastRetention = Callable[[str, timedelta], int]
 """(view name pattern, retention) -> how many stored rows are older than that retention."""
-
-_TREATMENT_WORDS = {
-    "keyed_hash": "replaced by a keyed hash",
-    "tokenize": "encrypted as a reversible token",
-    "generalize": "generalized",
-    "drop": "dropped (never stored)",
-    "keep": "kept as is",
-}
 
 
 def _days(value: timedelta) -> str:
@@ -25,17 +19,24 @@ def _days(value: timedelta) -> str:
 
 
 def _treatment(rule: ColumnRule) -> str:
-    text = _TREATMENT_WORDS[rule.treatment]
-    if rule.treatment == "generalize" and rule.generalize:
-        ((key, value),) = rule.generalize.items()
-        text += {
-            "to": f" to its {value}",
-            "width": f" to steps of {value}",
-            "prefix": f" to its first {value} characters",
-        }[key]
-    if rule.treatment == "keyed_hash" and rule.normalize != "none":
-        text += f" (after {rule.normalize} normalization)"
-    return text
+    return treatment_of(rule).describe(rule)
+
+
+def _changes(before: ColumnRule, after: ColumnRule) -> str:
+    """The settings of a column rule that differ, as ``kind non personal -> quasi identifier``."""
+    changed = [f.name for f in fields(ColumnRule) if getattr(before, f.name) != getattr(after, f.name)]
+    return "; ".join(
+        f"{name.replace('_', ' ')} {_setting(getattr(before, name))} -> {_setting(getattr(after, name))}"
+        for name in changed
+    )
+
+
+def _setting(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value).replace("_", " ")
 
 
 def _erasure_words(policy: Policy) -> str:
@@ -55,7 +56,7 @@ def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPas
         )
         lines.append(f"It governs the feature views {', '.join(new.feature_views)}.")
         for rule in new.columns.values():
-            if rule.treatment != "keep":
+            if not treatment_of(rule).as_is:
                 lines.append(
                     f"Column {rule.name} ({rule.kind.replace('_', ' ')}) will be {_treatment(rule)} before it is stored."
                 )
@@ -82,15 +83,15 @@ def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPas
         before = old.columns.get(name)
         if before is None:
             lines.append(f"Column {name} is newly classified as {rule.kind.replace('_', ' ')}: {_treatment(rule)}.")
-        elif (before.kind, before.treatment, before.generalize, before.normalize) != (
-            rule.kind,
-            rule.treatment,
-            rule.generalize,
-            rule.normalize,
-        ):
+        elif not same(before, rule):
             lines.append(
                 f"Column {name}: was {before.kind.replace('_', ' ')}, {_treatment(before)}; "
                 f"now {rule.kind.replace('_', ' ')}, {_treatment(rule)} (data ingested from now on; rows stored before need --treat-existing)."
+            )
+        elif before != rule:
+            lines.append(
+                f"Column {name}: {_changes(before, rule)}; it is still {_treatment(rule)}, "
+                "so its stored values do not change."
             )
     for name in old.columns:
         if name not in new.columns:

@@ -23,7 +23,8 @@ from ..policy import Policy
 from ..types import arrow_type
 from ..versions import ViewVersion
 from .keys import KeyRing
-from .pseudonymize import detokenize, keyed_hash, token_context
+from .pseudonymize import keyed_hash, token_context
+from .treatments import treatment_of
 
 
 def subject_key(vv: ViewVersion) -> str:
@@ -140,26 +141,20 @@ class Subjects:
         decrypted in memory, plain keys hashed), one column per HMAC key id that could match."""
         key = subject_key(vv)
         rule = policy.rule(key) if policy is not None else None
-        if rule is not None and rule.treatment == "keyed_hash":
+        treatment = treatment_of(rule) if rule is not None else None
+        if treatment is not None and treatment.key_kind == "hmac":  # stored keys are the pseudonyms hashes are made of
             return [
                 pa.chunked_array(
                     [pa.array([None if p is None else subject_hash(p) for p in stored.to_pylist()], pa.string())]
                 )
             ]
-        if rule is not None and rule.treatment == "tokenize":
+        if rule is not None and treatment is not None and treatment.reversible:
             assert policy is not None
+            context = token_context(policy.id, vv.view.name, key)
             raw: list[str | None] = []
             for token in stored.to_pylist():
                 try:
-                    raw.append(
-                        None
-                        if token is None
-                        else detokenize(
-                            token,
-                            self.keys.get(token.partition(":")[0]),
-                            context=token_context(policy.id, vv.view.name, key),
-                        )
-                    )
+                    raw.append(None if token is None else treatment.reverse(token, rule, self.keys, context=context))
                 except KeyManagementError:
                     raw.append(None)
             return self.hashes(policy, vv, pa.chunked_array([pa.array(raw, pa.string())]))
