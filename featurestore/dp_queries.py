@@ -50,12 +50,12 @@ from .catalog import Catalog
 from .context import StoreContext
 from .errors import PolicyViolation, PrivacyBudgetExceeded
 from .governance import Grant
+from .governance.subjects import subject_key
 from .offline import GRANTED
-from .offline.duckdb_store import quote
+from .offline.sql import quote
 from .policy import Policy
 from .policy.model import DifferentialPrivacy
 from .privacy import dp_vectors
-from .privacy.subjects import subject_key
 from .registry.models import DpLedgerRow
 
 MAX_ROWS = 10**9

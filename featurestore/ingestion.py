@@ -17,9 +17,9 @@ from .catalog import Catalog
 from .context import Progress, StoreContext
 from .errors import FeatureStoreError
 from .governance import WRITE, Grant
+from .governance.subjects import Subjects, subject_key
 from .governance.treatments import dropped, treated
 from .policy import Policy
-from .privacy.subjects import Subjects, subject_key
 from .registry.models import IngestionBatchRow
 from .settling import Settler
 from .versions import ViewVersion

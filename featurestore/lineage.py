@@ -14,10 +14,10 @@ from .catalog import Catalog
 from .context import StoreContext
 from .errors import NotFoundError
 from .governance import MAINTAIN, Grant
+from .governance.subjects import Subjects, subject_key
 from .historical import JoinPart
 from .online.service import OnlineService
 from .privacy.pseudonymize import tokenize
-from .privacy.subjects import Subjects, subject_key
 from .training_sets import TrainingSets
 from .versions import online_table
 

@@ -173,7 +173,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("engines", ("offline", "online")),
     ("decisions", ("governance",)),
     ("registry", ("registry", "audit")),
-    ("mechanisms", ("privacy", "policy")),
+    ("policy", ("policy",)),
+    ("privacy", ("privacy",)),
     (
         "leaves",
         (

@@ -31,6 +31,7 @@ from ..governance.access import MAINTAIN, READS, WRITE, Grant
 from ..types import duckdb_type
 from .engine import GRANTED, POSITION, Bookkeeping, Carry, Compaction
 from .file_lock import ReadWriteLock
+from .sql import quote, utc_schema
 
 if TYPE_CHECKING:
     import pyarrow as pa  # imported where used: a store opens without pyarrow
@@ -62,28 +63,6 @@ def _open(database: str, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         con.close()
         raise
     return con
-
-
-def utc_schema(table: pa.Table) -> pa.Table:
-    """Label every time-zone-aware timestamp column 'UTC' (DuckDB says 'Etc/UTC'); no data copy."""
-    import pyarrow as pa
-
-    fields = [
-        f.with_type(pa.timestamp(f.type.unit, tz="UTC"))
-        if pa.types.is_timestamp(f.type) and f.type.tz is not None
-        else f
-        for f in table.schema
-    ]
-    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
-
-
-def quote(identifier: str) -> str:
-    """Quote a DuckDB identifier.
-
-    >>> quote('fv_a"b')
-    '"fv_a""b"'
-    """
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _is_lock_error(exc: duckdb.Error) -> bool:

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from .duckdb_store import utc_schema
 from .lake import DeltaTables
 from .pit import ViewRequest, pit_sql, plan_by_shape
+from .sql import utc_schema
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from ..types import duckdb_type
-from .duckdb_store import BATCHES_TABLE, CARRIED_TABLE, OfflineStore, quote
+from .duckdb_store import BATCHES_TABLE, CARRIED_TABLE, OfflineStore
 from .engine import Carry, Compaction
 from .lake import STAMPS, DeltaTables, sql_literal
+from .sql import quote
 
 if TYPE_CHECKING:
     import pyarrow as pa

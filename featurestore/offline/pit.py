@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from .duckdb_store import quote
+from .sql import quote
 
 MAX_BIGINT = 9_223_372_036_854_775_807
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
-from ..offline.duckdb_store import quote
 from ..offline.pit import order_sql
+from ..offline.sql import quote
 from . import KEY_SEPARATOR, OnlineStore, Row
 
 if TYPE_CHECKING:

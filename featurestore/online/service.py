@@ -16,13 +16,13 @@ from ..catalog import Catalog
 from ..context import Progress, StoreContext, system_clock
 from ..errors import FeatureStoreError, NotFoundError, PolicyViolation
 from ..governance import MAINTAIN, WRITE, Grant
+from ..governance.subjects import Subjects
 from ..historical import Historical
 from ..offline import GRANTED, POSITION
 from ..privacy.pseudonymize import token_context
-from ..privacy.subjects import Subjects
 from ..privacy.treatments import treatment_of
 from ..versions import ViewVersion, online_table
-from . import VALUES_AT, OnlineStore, Row, open_online_store
+from . import VALUES_AT, OnlineStore, Row
 from .lookup import (
     EPOCH,
     PLAN_TTL_SECONDS,
@@ -36,6 +36,7 @@ from .lookup import (
 )
 from .lookup import entity_rows as entity_rows_of
 from .materialize import CHUNK_ROWS, chunks_of, copy_rows, latest_rows_sql, pushed_rows
+from .opening import open_online_store
 from .read_audit import ReadAudit
 
 if TYPE_CHECKING:

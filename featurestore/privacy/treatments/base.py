@@ -79,7 +79,7 @@ class Treatment(Protocol):
     key_kind: KeyKind | None
     """The kind of data key it needs, or None. ``"hmac"`` also promises that stored values are
     HMAC pseudonyms ``"<key id>:<hex>"`` of the normalized value: the values subject hashes are
-    made of (:mod:`featurestore.privacy.subjects`)."""
+    made of (:mod:`featurestore.governance.subjects`)."""
     output: Output
     """What is stored: ``"text"`` (a view declares the column ``string``), ``"unchanged"`` (the
     raw type) or ``"none"`` (nothing)."""

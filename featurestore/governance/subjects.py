@@ -18,13 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import DefinitionError, KeyManagementError, PolicyViolation, Problem, RetrievalError
-from ..governance.treatments import Treatments
 from ..policy import Policy
+from ..privacy.keys import KeyRing
+from ..privacy.pseudonymize import keyed_hash, token_context
+from ..privacy.treatments import treatment_of
 from ..types import arrow_type
 from ..versions import ViewVersion
-from .keys import KeyRing
-from .pseudonymize import keyed_hash, token_context
-from .treatments import treatment_of
+from .treatments import Treatments
 
 
 def subject_key(vv: ViewVersion) -> str:
