@@ -13,7 +13,7 @@ import pytest
 
 from featurestore import FeatureStore
 from featurestore.errors import PolicyViolation
-from featurestore.governance import retreat
+from featurestore import treat_existing
 from featurestore.policy import parse_policy, plan_policy, policy_json_schema
 from featurestore.policy.model import ColumnRule, Policy
 from featurestore.privacy.keys import KeyRing, StaticKeyProvider
@@ -274,7 +274,7 @@ def test_an_option_that_changes_stored_values_is_worded_as_a_change(
     old_kind, new_kind = a.kind.replace("_", " "), b.kind.replace("_", " ")
     assert f"Column {column}: was {old_kind}, {was}; now {new_kind}, {now} {TREATS}" in plan, plan
     assert not any("No rule changes" in line for line in plan)
-    assert not same(a, b) and not retreat._same(a, b), "the plan and --treat-existing agree"
+    assert not same(a, b) and not treat_existing._same(a, b), "the plan and --treat-existing agree"
 
 
 @pytest.mark.parametrize(
@@ -321,7 +321,7 @@ def test_an_option_that_does_not_change_stored_values_is_worded_as_such(
     assert sentence in plan, plan
     assert not any(f"Column {column}: was" in line for line in plan), "not worded as a change of stored values"
     a, b = _policy({column: before}).columns[column], _policy({column: after}).columns[column]
-    assert same(a, b) and retreat._same(a, b)
+    assert same(a, b) and treat_existing._same(a, b)
 
 
 def test_a_new_region_on_stored_phones_is_in_the_plan_and_the_untreated_rows(tmp_path: Path) -> None:
