@@ -11,9 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from featurestore import FeatureStore
+from featurestore import FeatureStore, treat_existing
 from featurestore.errors import PolicyViolation
-from featurestore import treat_existing
 from featurestore.policy import parse_policy, plan_policy, policy_json_schema
 from featurestore.policy.model import ColumnRule, Policy
 from featurestore.privacy.keys import KeyRing, StaticKeyProvider
