@@ -560,6 +560,7 @@ class OfflineStore:
         `sql` reads the temporary view named :data:`GRANTED` that holds them (columns: join keys,
         event and created time, the granted features, ``_ingested_at``, ``_batch_id`` and
         ``_fs_position``) and nothing else."""
+        _require_any(grant, QUERY_KINDS)
         with self._granted(grant) as con:
             return con.sql(sql, params=list(params) if params else None).to_arrow_table()
 
@@ -576,6 +577,7 @@ class OfflineStore:
         """:meth:`query`, its result streamed in Arrow batches while the store is held (writers
         wait: one consistent snapshot), with the last batch id recorded for the tables
         `last_batch_of` read in the same snapshot (materialization's watermark)."""
+        grant.require(WRITE)  # materialization reads to write the online store
         with self._granted(grant) as con:
             last = self._last_batch_on(con, last_batch_of)
             yield last, iter(con.sql(sql, params=params).arrow(batch_size=batch_size))
@@ -593,7 +595,7 @@ class OfflineStore:
 
     def data_version(self, grant: Grant) -> tuple[int, int]:
         """(last batch id, stored rows) of the grant's view version: what a cached release depends on."""
-        table = grant.view.table
+        table = _require_any(grant, QUERY_KINDS).view.table
         with self._connect(read_only=True) as con:
             [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(table)}").fetchall()
             return self._last_batch_on(con, [table]), int(rows)
@@ -822,6 +824,18 @@ def _subject_key(grant: Grant) -> str:
             ]
         )
     return next(iter(vv.join_keys))
+
+
+QUERY_KINDS = ("offline", "dp_aggregates", "reidentify", MAINTAIN)
+"""The grants a capability's own read (:meth:`OfflineStore.query`) may be spent with: reads of
+rows, and maintenance (which reads keys to delete); not online lookups or writes."""
+
+
+def _require_any(grant: Grant, kinds: Sequence[str]) -> Grant:
+    """`grant`, if it covers one of `kinds`; PolicyViolation otherwise."""
+    if not any(kind in grant.access for kind in kinds):
+        grant.require(kinds[0])  # raises, naming what the grant is for
+    return grant
 
 
 def _require_tables(grants: Sequence[Grant], requests: Sequence[ViewRequest], access: str) -> None:
