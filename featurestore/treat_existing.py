@@ -85,12 +85,21 @@ def describe(items: list[Untreated]) -> str:
     by_view: dict[str, list[Untreated]] = {}
     for item in items:
         by_view.setdefault(item.view, []).append(item)
-    return "; ".join(
-        f"{view} holds {group[0].rows:,} rows whose "
-        + ", ".join(f"{i.column} ({i.treatment})" for i in group)
-        + " were stored untreated"
-        for view, group in by_view.items()
-    )
+    parts = []
+    for view, group in by_view.items():
+        raw = [i for i in group if i.convertible]
+        other = [i for i in group if not i.convertible]
+        said = []
+        if raw:
+            said.append(", ".join(f"{i.column} ({i.treatment})" for i in raw) + " were stored untreated")
+        if other:
+            said.append(
+                ", ".join(f"{i.column} ({i.treatment})" for i in other)
+                + " were stored treated another way (--treat-existing cannot convert them: ingest them again into a "
+                "new view version)"
+            )
+        parts.append(f"{view} holds {group[0].rows:,} rows whose " + "; and whose ".join(said))
+    return "; ".join(parts)
 
 
 def treat_existing(

@@ -23,6 +23,25 @@ from .test_governance import PERSON, POLICY, VIEW, people
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TREATS = "(data ingested from now on; rows stored before need --treat-existing)."
+REINGEST = (
+    "(data ingested from now on; rows stored before keep their old treated values, which --treat-existing "
+    "cannot convert: ingest them again into a new view version)."
+)
+KEEPS = "(data ingested from now on; rows stored before keep their stored values)."
+DROPS = (
+    "(data ingested from now on drops it; a view that stores the column must remove it in a new version, "
+    "and rows stored before keep it until retention or erasure removes them)."
+)
+
+
+def after_words(before: str, after: str) -> str:
+    """What the plan must say of rows stored before a change from treatment `before` to `after`."""
+    if after == "drop":
+        return DROPS
+    if before in ("keyed_hash", "tokenize", "generalize"):  # already treated: cannot be converted in place
+        return REINGEST
+    return KEEPS if after == "keep" else TREATS
+
 
 RULES = {
     "keyed_hash": ColumnRule("c", "direct_identifier", "keyed_hash", normalize="email"),
@@ -168,7 +187,8 @@ def test_a_treatment_change_is_a_change_of_stored_values(a: str, b: str) -> None
     if a == b:
         return
     plan = _plan("spend", _spec(a), _spec(b))
-    assert f"Column spend: was quasi identifier, {WORDS[a]}; now quasi identifier, {WORDS[b]} {TREATS}" in plan
+    suffix = after_words(a, b)
+    assert f"Column spend: was quasi identifier, {WORDS[a]}; now quasi identifier, {WORDS[b]} {suffix}" in plan
     assert not any("No rule changes" in line for line in plan)
 
 
@@ -271,7 +291,7 @@ def test_an_option_that_changes_stored_values_is_worded_as_a_change(
     plan = _plan(column, before, after)
     a, b = _policy({column: before}).columns[column], _policy({column: after}).columns[column]
     old_kind, new_kind = a.kind.replace("_", " "), b.kind.replace("_", " ")
-    assert f"Column {column}: was {old_kind}, {was}; now {new_kind}, {now} {TREATS}" in plan, plan
+    assert f"Column {column}: was {old_kind}, {was}; now {new_kind}, {now} {REINGEST}" in plan, plan
     assert not any("No rule changes" in line for line in plan)
     assert not same(a, b) and not treat_existing._same(a, b), "the plan and --treat-existing agree"
 
@@ -336,9 +356,17 @@ def test_a_new_region_on_stored_phones_is_in_the_plan_and_the_untreated_rows(tmp
             POLICY.replace("version: 1", "version: 2").replace('country_code: "44"', 'country_code: "44", region: IE')
         )
         plan = fs.plan_policy(path)
+        for treat in (False, True):  # what the plan says: no way to approve over the old pseudonyms in place
+            with pytest.raises(PolicyViolation, match="already treated another way|treated another way"):
+                fs.approve_policy(path, by="A. Counsel", role="legal", treat_existing=treat)
+        assert fs.policy_status()[0].in_force.version == 1  # type: ignore[union-attr]
     assert not any("No rule changes" in line for line in plan), plan
     assert (
         f"Column phone: was direct identifier, replaced by a keyed hash {GB}; now direct identifier, "
-        f"replaced by a keyed hash {GB.replace('GB', 'IE')} {TREATS}"
+        f"replaced by a keyed hash {GB.replace('GB', 'IE')} {REINGEST}"
     ) in plan
-    assert any("person@v1 holds 2 rows whose phone (keyed_hash) were stored untreated" in line for line in plan), plan
+    assert any(
+        "person@v1 holds 2 rows whose phone (keyed_hash) were stored treated another way (--treat-existing cannot "
+        "convert them: ingest them again into a new view version)" in line
+        for line in plan
+    ), plan

@@ -86,7 +86,7 @@ def plan_policy(old: Policy | None, new: Policy, *, rows_past_retention: RowsPas
         elif not same(before, rule):
             lines.append(
                 f"Column {name}: was {before.kind.replace('_', ' ')}, {_treatment(before)}; "
-                f"now {rule.kind.replace('_', ' ')}, {_treatment(rule)} (data ingested from now on; rows stored before need --treat-existing)."
+                f"now {rule.kind.replace('_', ' ')}, {_treatment(rule)} {stored_before(before, rule)}"
             )
         elif before != rule:
             lines.append(
@@ -201,3 +201,22 @@ def policy_markdown(policy: Policy, *, approvals: list[tuple[str, str, str | Non
                 + (f" per {_days(dp.budget.period)}" if dp.budget.period else "")
             )
     return "\n".join(out) + "\n"
+
+
+def stored_before(before: ColumnRule, after: ColumnRule) -> str:
+    """What a change of a column's stored values means for the rows stored before it (the words
+    end the plan's sentence): treat-existing rewrites raw values only, so values already treated
+    another way must be ingested again, and a dropped column must leave the view."""
+    if not treatment_of(after).stored:
+        return (
+            "(data ingested from now on drops it; a view that stores the column must remove it in a new version, "
+            "and rows stored before keep it until retention or erasure removes them)."
+        )
+    if treatment_of(before).rewrites:
+        return (
+            "(data ingested from now on; rows stored before keep their old treated values, which --treat-existing "
+            "cannot convert: ingest them again into a new view version)."
+        )
+    if not treatment_of(after).rewrites:
+        return "(data ingested from now on; rows stored before keep their stored values)."
+    return "(data ingested from now on; rows stored before need --treat-existing)."
