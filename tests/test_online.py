@@ -29,7 +29,6 @@ ITEM = Entity(name="item", join_keys={"item_id": "int64"})
 STOCK = FeatureView(
     name="stock", entity="item", ttl="1d", features={"qty": "int64", "price": "float64", "seen": "timestamp"}
 )
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class SetClock:
