@@ -266,7 +266,7 @@ def redis_store(tmp_path: Path) -> Iterator[tuple[FeatureStore, str]]:
     try:
         import redis
 
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=30)
         client.ping()
     except Exception as exc:  # noqa: BLE001
         service_unavailable(f"Redis at {REDIS_URL}", str(exc))
