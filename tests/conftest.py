@@ -129,9 +129,18 @@ def join_plan(plan: str) -> Iterator[None]:
         yield
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``) every test that starts Spark runs on one worker:
+    one JVM for the run instead of one per worker."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("spark"))
+
+
 @pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
-    """One local SparkSession for the whole test session (starting one takes 10-20 s)."""
+    """One local SparkSession per test process (starting one takes 10-20 s); under pytest-xdist the
+    tests that use it run on one worker (pytest_collection_modifyitems)."""
     try:
         from featurestore.offline.lake_join import local_session
 

@@ -162,6 +162,7 @@ def test_db_upgrade_brings_an_empty_registry_to_head(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("spark")  # step 9b starts a local Spark in this process: on the worker of the Spark tests
 def test_demo_runs_and_reports(tmp_path: Path) -> None:
     out = run("demo", str(tmp_path / "demo"), "--customers", "50")
     steps = [

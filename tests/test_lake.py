@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +16,8 @@ from deltalake.exceptions import DeltaError
 
 from featurestore.offline.lake import DeltaTables, local_files, row_ids, sql_literal, strings_in
 
-ROOT = Path(__file__).resolve().parents[1]
+from .children import PATIENCE, spawn, wait_for
+
 TS = pa.timestamp("us", tz="UTC")
 SCHEMA = pa.schema([("email", pa.string()), ("event_timestamp", TS), ("spend", pa.float64())])
 T = datetime(2025, 3, 1, tzinfo=UTC)
@@ -84,32 +82,36 @@ def test_a_delete_leaves_no_copy_in_data_log_or_statistics(lake: DeltaTables) ->
 
 def test_kill_9_during_a_lake_ingest_leaves_no_partial_batch(lake: DeltaTables) -> None:
     lake.append("fv_p_v1", [rows(["kept@x"])], batch_id=1, ingested_at=T)
+    # The child streams rows into one batch; once it sees a data file of its own on disk (and has
+    # streamed 7 chunks), it says so and holds the batch open until it is killed.
     child = textwrap.dedent(f"""
-        import sys, time
+        import sys
         import pyarrow as pa
         from datetime import datetime, UTC
-        from featurestore.offline.lake import DeltaTables
+        from featurestore.offline.lake import DeltaTables, local_files
         TS = pa.timestamp("us", tz="UTC")
+        def data_files():
+            return {{p for p in local_files({str(lake.root)!r}) if p.suffix == ".parquet"}}
+        before = data_files()
         def chunks():
             for i in range(10_000):
                 n = 200_000
                 yield pa.table({{"email": pa.array([f"p{{i}}-{{j}}@x" for j in range(n)]),
                                  "event_timestamp": pa.array([datetime(2025, 3, 1, tzinfo=UTC)] * n, TS),
                                  "spend": pa.array([1.0] * n)}})
-                if i == 6:
+                if i >= 6 and data_files() - before:
                     print("streaming", flush=True)
+                    sys.stdin.readline()
         DeltaTables({str(lake.root)!r}, target_file_size=1_000_000).append("fv_p_v1", chunks(), batch_id=2, ingested_at=datetime(2025, 3, 2, tzinfo=UTC))
         print("committed", flush=True)
     """)
     before = {p for p in local_files(lake.root) if p.suffix == ".parquet"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "streaming"
-    time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc = spawn(child)
+    try:
+        wait_for(proc, "streaming")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=PATIENCE)
     written = {p for p in local_files(lake.root) if p.suffix == ".parquet"} - before
     assert lake.committed_batches("fv_p_v1") == {1}
     assert lake.dataset("fv_p_v1").to_table().column("email").to_pylist() == ["kept@x"], "no row of the killed batch"

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,9 +19,9 @@ from featurestore.offline.lake import local_files, strings_in
 from featurestore.offline.lake_store import REWRITE_KEY, LakeOfflineStore
 from featurestore.testing import TEST_KEY_PROVIDER, StepClock
 
+from .children import PATIENCE, spawn, wait_for
 from .test_governance import PERSON, POLICY, VIEW, hmac_of, people
 
-ROOT = Path(__file__).resolve().parents[1]
 TS = pa.timestamp("us", tz="UTC")
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 ITEM = Entity(name="item", join_keys={"item_id": "int64"})
@@ -217,30 +215,33 @@ def test_kill_9_during_a_lake_store_ingest_leaves_no_partial_batch(tmp_path: Pat
         fs.apply([ITEM, STOCK])
         fs.ingest("stock", stock([1], T0, 1))
     child = textwrap.dedent(f"""
+        import sys
         import pyarrow as pa
         from datetime import datetime, UTC
         from featurestore import FeatureStore
+        from featurestore.offline.lake import local_files
         TS = pa.timestamp("us", tz="UTC")
         n = 3_000_000
         table = pa.table({{"item_id": pa.array(range(n), pa.int64()), "event_timestamp": pa.array([datetime(2025, 3, 1, tzinfo=UTC)] * n, TS),
                            "qty": pa.array(range(n), pa.int64()), "price": pa.array([1.0] * n), "seen": pa.array([datetime(2025, 3, 1, tzinfo=UTC)] * n, TS)}})
         fs = FeatureStore({str(root)!r})
         fs._ctx.offline.lake.target_file_size = 1_000_000  # many files before the one commit
-        said = [False]
+        def data_files():
+            return [p for p in local_files({str(root / "lake")!r}) if p.suffix == ".parquet" and "_delta_log" not in str(p)]
         def progress(done, total):
-            if done > 1_000_000 and not said[0]:
-                said[0] = True
+            # Past a million rows with files of this batch on disk: say so, and hold the batch open.
+            if done > 1_000_000 and len(data_files()) > 1:
                 print("writing", flush=True)
+                sys.stdin.readline()
         fs.ingest("stock", pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=100_000)), progress=progress)
         print("committed", flush=True)
     """)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "writing"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    proc = spawn(child)
+    try:
+        wait_for(proc, "writing")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=PATIENCE)
     with FeatureStore(root) as fs:
         assert [b.status for b in fs.list_batches()] == ["committed", "aborted"]
         assert fs.read("stock").num_rows == 1, "no row of the killed batch"
