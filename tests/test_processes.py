@@ -225,7 +225,7 @@ HOLD_READ = textwrap.dedent(
     from pathlib import Path
     from featurestore.offline.duckdb_store import OfflineStore
 
-    with OfflineStore(Path(sys.argv[1]), lock_timeout=120).connect(read_only=True) as con:
+    with OfflineStore(Path(sys.argv[1]), lock_timeout=120)._connect(read_only=True) as con:
         con.execute("SELECT count(*) FROM _fs_batches").fetchall()
         print("READING", flush=True)
         sys.stdin.readline()
