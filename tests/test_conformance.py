@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from featurestore import FeatureStore
+from featurestore.governance import WRITE
 from featurestore.historical import with_features
 from featurestore.offline.lake import DeltaTables, local_files, strings_in
-from featurestore.offline.lake_join import duckdb_join, spark_join
+from featurestore.offline.lake_store import LakeOfflineStore
 from featurestore.testing import StepClock
 
 from .conftest import TS, join_plan
@@ -31,26 +32,39 @@ from .test_pit_property import JOIN_CASES, build, expected_values
 ENGINES = ("duckdb-file", "duckdb-lake", "spark-lake")
 
 
-def mirror(store: FeatureStore, lake: DeltaTables, refs: list[str], purpose: str | None = None) -> None:
-    """Write the view versions behind `refs` to the lake, one commit per stored batch."""
+def lake_engine(lake: DeltaTables) -> LakeOfflineStore:
+    """The lake offline engine over `lake`, its bookkeeping in a file beside it (made once)."""
+    engine = LakeOfflineStore(Path(f"{lake.root}-bookkeeping.duckdb"), lake)
+    engine.initialize()
+    return engine
+
+
+def mirror(store: FeatureStore, engine: LakeOfflineStore, refs: list[str], purpose: str | None = None) -> None:
+    """Write the view versions behind `refs` to the lake engine through its protocol (one batch per
+    stored batch, with the same batch ids, ingestion times and order within a batch)."""
     hist = store._caps.historical
-    for part in hist.grant_parts(store._ctx.access.snapshot(), hist.requests(refs, [], True), purpose):
+    snapshot = store._ctx.access.snapshot()
+    for part in hist.grant_parts(snapshot, hist.requests(refs, [], True), purpose):
         vv = part.vv
-        if lake.exists(vv.table):
+        if engine.lake.exists(vv.table):
             continue
         rows = store.read(vv.ref, features=list(part.grant.features), purpose=purpose)
         data = rows.drop_columns(["_ingested_at", "_batch_id"])
-        created = [vv.view.created_timestamp_field] if vv.view.created_timestamp_field else []
-        lake.create(vv.table, data.schema, [vv.view.timestamp_field, *created])
+        columns = {n: t for n, t in vv.view.stored_columns(vv.join_keys).items() if n in data.column_names}
+        engine.create_table(vv.table, columns, time_columns=vv.view.time_columns)
+        write = store._ctx.access.grant(
+            snapshot, vv, [c for c in vv.view.feature_names if c in columns], None, (WRITE,)
+        )
         batch_ids = rows.column("_batch_id").to_pylist()
         for batch_id in dict.fromkeys(batch_ids):  # in stored order: by ingestion time
             mask = pc.equal(rows.column("_batch_id"), batch_id)
-            lake.append(
-                vv.table,
-                [data.filter(mask)],
-                batch_id=batch_id,
-                ingested_at=rows.filter(mask).column("_ingested_at")[0].as_py(),
-            )
+            with engine.writing() as writer:
+                writer.append(
+                    write,
+                    [data.filter(mask)],
+                    batch_id=batch_id,
+                    ingested_at=rows.filter(mask).column("_ingested_at")[0].as_py(),
+                )
 
 
 def join_everywhere(
@@ -65,22 +79,27 @@ def join_everywhere(
     full_names: bool = False,
     purpose: str | None = None,
 ) -> dict[str, pa.Table]:
-    """The same join on every engine."""
-    mirror(store, lake, refs, purpose)
+    """The same join on every engine, each through the OfflineEngine protocol (the file through the
+    public get_historical_features; the lake through its engine's join, by DuckDB and by Spark)."""
+    assert spark is not None  # the lake engine's Spark join takes the active session
+    engine = lake_engine(lake)
+    mirror(store, engine, refs, purpose)
     hist = store._caps.historical
     parts = hist.grant_parts(
         store._ctx.access.snapshot(), hist.requests(refs, entity.column_names, full_names), purpose
     )
+    grants = [p.grant for p in parts]
     frame, requests = hist.join_requests(entity, parts, "event_timestamp")
-    return {
+    results = {
         "duckdb-file": store.get_historical_features(
             entity, refs, as_of=as_of, known_at_prediction_time=known, full_feature_names=full_names, purpose=purpose
-        ),
-        "duckdb-lake": with_features(entity, duckdb_join(lake, frame, requests, as_of=as_of, known=known), requests),
-        "spark-lake": with_features(
-            entity, spark_join(spark, lake, frame, requests, as_of=as_of, known=known), requests
-        ),
+        )
     }
+    for name, runner in (("duckdb-lake", "duckdb"), ("spark-lake", "spark")):
+        joined = engine.join(grants, frame, requests, as_of=as_of, known=known, engine=runner)
+        results[name] = with_features(entity, joined, requests)
+    engine.close()
+    return results
 
 
 @pytest.mark.parametrize("known", [False, True], ids=["event-time", "known-at-prediction-time"])

@@ -621,14 +621,15 @@ class OfflineStore:
                 "engine='spark' reads the lake store: set `offline: {type: delta, path: ...}` in "
                 "featurestore.yaml (featurestore init --lake DIR_OR_URI), or leave engine at duckdb"
             )
+        import dataclasses
+
         from . import pit
 
+        own = [dataclasses.replace(r, position=self.position) for r in requests]  # this engine's row position
         with self._connect(read_only=True) as con:
             con.register("_fs_entities", entities)
             try:
-                planned = pit.plan_by_shape(
-                    lambda sql: int(con.execute(sql).fetchall()[0][0]), list(requests), known=known
-                )
+                planned = pit.plan_by_shape(lambda sql: int(con.execute(sql).fetchall()[0][0]), own, known=known)
                 sql = pit.pit_sql(planned, as_of=as_of, known_at_prediction_time=known)
                 return utc_schema(con.sql(sql).to_arrow_table())
             finally:
