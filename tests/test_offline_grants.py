@@ -15,14 +15,14 @@ import pytest
 
 from featurestore import FeatureStore
 from featurestore.errors import PolicyViolation
-from featurestore.governance import MAINTAIN, WRITE, Grant
+from featurestore.governance import MAINTAIN, MATERIALIZE, WRITE, Grant
 from featurestore.governance.access import TASKS
 from featurestore.offline import GRANTED, Carry, OfflineEngine
 from featurestore.offline.pit import ViewRequest
 
 from .test_online import ITEM, STOCK, T0, SetClock, stock
 
-KINDS = ("offline", "online", "reidentify", "dp_aggregates", WRITE, MAINTAIN)
+KINDS = ("offline", "online", "reidentify", "dp_aggregates", WRITE, MATERIALIZE, MAINTAIN)
 
 
 @pytest.fixture(params=["duckdb", "lake"])
@@ -81,7 +81,7 @@ METHODS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Call]] = {
         lambda o, g, fs: o.query(g, f"SELECT count(*) FROM {GRANTED}"),
     ),
     "data_version": (("offline", "dp_aggregates", "reidentify", MAINTAIN), (), lambda o, g, fs: o.data_version(g)),
-    "stream": ((WRITE,), (), lambda o, g, fs: _stream(o, g)),
+    "stream": ((MATERIALIZE,), (), lambda o, g, fs: _stream(o, g)),
     "join": (("offline",), (), _join),
     "key_counts": ((MAINTAIN,), (), lambda o, g, fs: o.key_counts(g, ["1"])),
     "key_counts delete": ((MAINTAIN,), ("erasure",), lambda o, g, fs: o.key_counts(g, ["1"], delete=True)),

@@ -2,13 +2,14 @@
 (:mod:`.access`), what policies do to data (:mod:`.treatments`) and the review workflow
 (:mod:`.workflow`)."""
 
-from .access import MAINTAIN, READS, WRITE, Access, Grant, check_definitions, decide
+from .access import MAINTAIN, MATERIALIZE, READS, WRITE, Access, Grant, check_definitions, decide
 from .policies import PolicySource
 from .rules import Approval, Draft, PolicySnapshot, Proposal, ViewState, decide_snapshot
 from .treatments import Treatments
 
 __all__ = [
     "MAINTAIN",
+    "MATERIALIZE",
     "READS",
     "WRITE",
     "Access",

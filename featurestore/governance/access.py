@@ -31,7 +31,12 @@ if TYPE_CHECKING:
     from .policies import PolicySource
 
 WRITE = "write"
-"""The access kind of ingestion and materialization: the view must not be blocked; no purpose."""
+"""The access kind of ingestion and push (rows into the store): the view must not be blocked; no purpose."""
+MATERIALIZE = "materialize"
+"""The access kind of materialization: it reads the offline rows of a view version to write their
+latest values to the online store. Decided as a write (the view must not be blocked; no purpose),
+and accepted only where materialization reads and writes."""
+WRITES = ((WRITE,), (MATERIALIZE,))
 MAINTAIN = "maintain"
 """The access kind of erasure and retention: they read only to delete, so they get the policy in
 force even for a blocked view (deleting must never be refused); no purpose."""
@@ -122,14 +127,14 @@ def decide(
 ) -> Grant:
     """Decide one request under `snapshot`; return its Grant or raise PolicyViolation (with why).
 
-    Writes (``access=("write",)``) need the view not to be blocked. Reads need, for a governed
+    Writes (``access=("write",)`` or ``("materialize",)``) need the view not to be blocked. Reads need, for a governed
     view, a purpose the policy allows every access kind asked for, and sensitive attributes only
     for purposes released for them. `clock` is read only when a retention limit applies.
     """
     name = view.view.name
     state = snapshot.state(name)
     kinds = tuple(access)
-    now = clock() if state.policy is not None and state.policy.retention.limits() and kinds != (WRITE,) else None
+    now = clock() if state.policy is not None and state.policy.retention.limits() and kinds not in WRITES else None
     if kinds == (MAINTAIN,):
         if purpose not in TASKS:
             raise PolicyViolation(
@@ -139,7 +144,7 @@ def decide(
     if state.blocked is not None:
         raise PolicyViolation(f"feature view '{name}' can be neither written nor read: {state.blocked}")
     policy = state.policy
-    if policy is not None and kinds != (WRITE,):
+    if policy is not None and kinds not in WRITES:
         for kind in kinds:
             problem = policy.purpose_problem(purpose, kind)
             if problem:

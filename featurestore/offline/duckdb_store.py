@@ -27,7 +27,7 @@ import duckdb
 
 from ..errors import StoreDamaged, StoreLockedError
 from ..faults import offline_fault
-from ..governance.access import MAINTAIN, READS, WRITE, Grant
+from ..governance.access import MAINTAIN, MATERIALIZE, READS, WRITE, Grant
 from ..types import duckdb_type
 from .engine import GRANTED, POSITION, Bookkeeping, Carry, Compaction
 from .file_lock import ReadWriteLock
@@ -577,7 +577,7 @@ class OfflineStore:
         """:meth:`query`, its result streamed in Arrow batches while the store is held (writers
         wait: one consistent snapshot), with the last batch id recorded for the tables
         `last_batch_of` read in the same snapshot (materialization's watermark)."""
-        grant.require(WRITE)  # materialization reads to write the online store
+        grant.require(MATERIALIZE)
         with self._granted(grant) as con:
             last = self._last_batch_on(con, last_batch_of)
             yield last, iter(con.sql(sql, params=params).arrow(batch_size=batch_size))

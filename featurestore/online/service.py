@@ -15,7 +15,7 @@ from ..apply_plan import Plan
 from ..catalog import Catalog
 from ..context import Progress, StoreContext, system_clock
 from ..errors import FeatureStoreError, NotFoundError, PolicyViolation
-from ..governance import MAINTAIN, WRITE, Grant
+from ..governance import MAINTAIN, MATERIALIZE, WRITE, Grant
 from ..governance.subjects import Subjects
 from ..historical import Historical
 from ..offline import GRANTED, POSITION
@@ -141,7 +141,7 @@ class OnlineService:
             raise FeatureStoreError("end must be time-zone aware")
         targets = [self.catalog.get_view(v) for v in views] if views else self.catalog.list_views()
         snapshot = ctx.access.snapshot()
-        grants = [ctx.access.grant(snapshot, vv, vv.view.feature_names, None, (WRITE,)) for vv in targets]
+        grants = [ctx.access.grant(snapshot, vv, vv.view.feature_names, None, (MATERIALIZE,)) for vv in targets]
         results: list[MaterializeResult] = []
         done = 0
 
@@ -152,7 +152,7 @@ class OnlineService:
                 progress(done, None)
 
         for grant in grants:
-            vv = grant.require(WRITE).view
+            vv = grant.require(MATERIALIZE).view
             table = online_table(vv)
             features = {f.name: f.dtype for f in vv.view.features}
             self._opened().ensure_table(table, list(features))
