@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from featurestore import FeatureStore
+from featurestore import FeatureStore, FeatureView
 from featurestore.errors import PolicyViolation
 from featurestore.governance import MAINTAIN, WRITE, Grant
 from featurestore.governance.access import TASKS
@@ -142,3 +142,64 @@ def test_the_granted_view_holds_only_the_granted_columns(fs: FeatureStore) -> No
     narrow = ctx.access.grant(ctx.access.snapshot(), vv, [], None, ("offline",))
     columns = ctx.offline.query(narrow, f"SELECT * FROM {GRANTED}").column_names
     assert "qty" not in columns and "item_id" in columns, columns
+
+
+# --- the door holds for what a grant does not name (found in review) ----------------------------
+
+OTHER = FeatureView(name="other", entity="item", ttl="1d", features={"secret": "int64"})
+
+
+def _other(fs: FeatureStore) -> None:
+    """A second view of the same entity, one row with a value no stock grant may show."""
+    fs.apply([ITEM, STOCK, OTHER])
+    fs.ingest(
+        "other",
+        pa.table(
+            {
+                "item_id": pa.array([1], pa.int64()),
+                "event_timestamp": pa.array([T0 - timedelta(hours=1)], pa.timestamp("us", tz="UTC")),
+                "secret": pa.array([31337], pa.int64()),
+            }
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM fv_other_v1",
+        "SELECT * FROM fv_stock_v1",  # the granted view's own table: every column, rows past retention
+        'SELECT qty FROM "fv_stock_v1"',
+        f"SELECT (SELECT max(secret) FROM fv_other_v1) FROM {GRANTED}",
+        f"WITH g AS (SELECT * FROM {GRANTED}) SELECT * FROM g JOIN main.fv_other_v1 USING (item_id)",
+        "SELECT * FROM _fs_batches",
+        "SELECT * FROM query_table('fv_other_v1')",
+        f"SELECT 1 FROM {GRANTED}; SELECT * FROM fv_other_v1",
+        "DELETE FROM fv_stock_v1",
+    ],
+)
+def test_a_granted_read_reads_the_granted_view_and_nothing_else(fs: FeatureStore, sql: str) -> None:
+    """query and stream run a capability's SQL; any table but the granted view is refused, so a
+    careless capability cannot read past its grant (another view, ungranted columns, retention)."""
+    _other(fs)
+    offline, narrow = fs._ctx.offline, grant(fs, "offline")
+    with pytest.raises(PolicyViolation, match="reads only"):
+        offline.query(narrow, sql)
+    with pytest.raises(PolicyViolation, match="reads only"):
+        with offline.stream(grant(fs, WRITE), sql, {}, batch_size=10) as (_last, batches):
+            list(batches)
+    assert _rows(fs) == [(1, 5), (2, 5), (3, 5), (4, 6)], "nothing was changed"
+    with_cte = (
+        f"WITH _fs_rows AS MATERIALIZED (SELECT * FROM {GRANTED}) SELECT count(*) AS n FROM _fs_rows "
+        f"SEMI JOIN (SELECT item_id FROM {GRANTED}) USING (item_id)"
+    )
+    assert offline.query(narrow, with_cte).to_pylist() == [{"n": 4}]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_maintain_grant_reads_keys_and_times_never_feature_values(fs: FeatureStore, task: str) -> None:
+    """Maintenance is never refused, even on a blocked view, so its grant must not open the values:
+    the granted view of a maintain grant holds keys, times and stamps only."""
+    columns = fs._ctx.offline.query(grant(fs, MAINTAIN, task), f"SELECT * FROM {GRANTED}").column_names
+    assert "item_id" in columns and "event_timestamp" in columns
+    assert not {"qty", "price", "seen"} & set(columns), columns

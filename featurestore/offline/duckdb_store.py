@@ -533,10 +533,12 @@ class OfflineStore:
 
     def _granted_sql(self, grant: Grant) -> str:
         """The rows and columns `grant` covers: join keys, event (and created) time, its features,
-        the stamps and the position; for a read grant none past its offline retention."""
+        the stamps and the position; for a read grant none past its offline retention. A maintain
+        grant (never refused, even on a blocked view) reads keys and times only, no feature value."""
         vv = grant.view
         created = [vv.view.created_timestamp_field] if vv.view.created_timestamp_field else []
-        columns = dict.fromkeys([*vv.join_keys, vv.view.timestamp_field, *created, *grant.features])
+        features = () if grant.access == (MAINTAIN,) else grant.features
+        columns = dict.fromkeys([*vv.join_keys, vv.view.timestamp_field, *created, *features])
         select = ", ".join(
             [*(quote(c) for c in columns), "_ingested_at", "_batch_id", f"{self.position} AS {POSITION}"]
         )
@@ -547,8 +549,11 @@ class OfflineStore:
         return sql
 
     @contextmanager
-    def _granted(self, grant: Grant) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _granted(self, grant: Grant, sql: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection where `sql` (checked by :func:`_reads_only_granted`) may read the view
+        :data:`GRANTED` of `grant`'s rows and columns."""
         with self._connect(read_only=True) as con:
+            _reads_only_granted(con, sql)
             con.execute(f"CREATE OR REPLACE TEMP VIEW {GRANTED} AS {self._granted_sql(grant)}")
             try:
                 yield con
@@ -559,9 +564,10 @@ class OfflineStore:
         """A capability's own read (a DP truncation, say) over exactly the rows a grant covers:
         `sql` reads the temporary view named :data:`GRANTED` that holds them (columns: join keys,
         event and created time, the granted features, ``_ingested_at``, ``_batch_id`` and
-        ``_fs_position``) and nothing else."""
+        ``_fs_position``) and nothing else: one SELECT naming no other table and no table function
+        (else PolicyViolation, before anything is read)."""
         _require_any(grant, QUERY_KINDS)
-        with self._granted(grant) as con:
+        with self._granted(grant, sql) as con:
             return con.sql(sql, params=list(params) if params else None).to_arrow_table()
 
     @contextmanager
@@ -578,7 +584,7 @@ class OfflineStore:
         wait: one consistent snapshot), with the last batch id recorded for the tables
         `last_batch_of` read in the same snapshot (materialization's watermark)."""
         grant.require(WRITE)  # materialization reads to write the online store
-        with self._granted(grant) as con:
+        with self._granted(grant, sql) as con:
             last = self._last_batch_on(con, last_batch_of)
             yield last, iter(con.sql(sql, params=params).arrow(batch_size=batch_size))
 
@@ -846,3 +852,41 @@ def _require_tables(grants: Sequence[Grant], requests: Sequence[ViewRequest], ac
     for request in requests:
         if request.table not in covered:
             raise PolicyViolation(f"no {access} grant covers the offline table {request.table}")
+
+
+def _reads_only_granted(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse (PolicyViolation) `sql` unless it is one SELECT whose tables are :data:`GRANTED` and
+    its own CTEs, with no table function (read_parquet, query_table, ...): what a granted read may
+    name. Checked on DuckDB's parse tree, before anything runs."""
+    import json
+
+    from ..errors import PolicyViolation
+
+    [(text,)] = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()
+    tree = json.loads(text)
+    why = tree.get("error_message") if tree.get("error") else None
+    if why is None and len(tree.get("statements", [])) != 1:
+        why = "it holds several statements"
+    tables: set[tuple[str, str, str]] = set()
+    ctes: set[str] = set()
+    functions: set[str] = set()
+    stack: list[object] = [tree.get("statements", [])] if why is None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE":
+                tables.add((node.get("catalog_name", ""), node.get("schema_name", ""), node.get("table_name", "")))
+            elif node.get("type") == "TABLE_FUNCTION":
+                functions.add(str((node.get("function") or {}).get("function_name", "?")))
+            if isinstance(node.get("cte_map"), dict):
+                ctes |= {str(entry.get("key")) for entry in node["cte_map"].get("map", [])}
+            stack.extend(node.values())
+    others = sorted(
+        ".".join(p for p in name if p) for name in tables if name[:2] != ("", "") or name[2] not in {GRANTED, *ctes}
+    )
+    if why is None and (others or functions):
+        why = f"it names {', '.join([*others, *(f + '()' for f in sorted(functions))])}"
+    if why is not None:
+        raise PolicyViolation(f"a granted read reads only the view {GRANTED} in one SELECT: {why}")
