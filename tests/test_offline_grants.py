@@ -203,3 +203,44 @@ def test_a_maintain_grant_reads_keys_and_times_never_feature_values(fs: FeatureS
     columns = fs._ctx.offline.query(grant(fs, MAINTAIN, task), f"SELECT * FROM {GRANTED}").column_names
     assert "item_id" in columns and "event_timestamp" in columns
     assert not {"qty", "price", "seen"} & set(columns), columns
+
+
+def test_a_join_reads_only_the_features_and_rows_its_grants_cover(fs: FeatureStore) -> None:
+    frame, requests = _join_inputs(fs)
+    ctx, vv = fs._ctx, fs.get_view("stock@v1")
+    only_qty = ctx.access.grant(ctx.access.snapshot(), vv, ["qty"], None, ("offline",))
+    wider = dataclasses.replace(requests[0], features=["qty", "price"], outputs=["qty", "price"])
+    with pytest.raises(PolicyViolation, match="price"):
+        ctx.offline.join([only_qty], frame, [wider], as_of=None, known=False)
+    other_keys = dataclasses.replace(requests[0], join_keys=["qty"])
+    with pytest.raises(PolicyViolation, match="keys"):
+        ctx.offline.join([only_qty], frame, [other_keys], as_of=None, known=False)
+    assert ctx.offline.join([only_qty], frame, requests, as_of=None, known=False).num_rows == 2
+
+
+def test_a_join_keeps_the_grants_retention(tmp_path: Path) -> None:
+    """A request that drops the grant's retention cutoff (not_before) is refused: rows past
+    retention do not exist for a reader."""
+    from featurestore.testing import TEST_KEY_PROVIDER
+
+    from .test_erasure import RETAINED, clock_at, open_store
+    from .test_governance import PERSON, VIEW, people
+
+    root = tmp_path / "store"
+    FeatureStore.init(root, key_provider=TEST_KEY_PROVIDER).close()
+    (root / "policies" / "people.yaml").write_text(RETAINED)
+    with open_store(root, clock_at(10)) as store:
+        store.apply([PERSON, VIEW])
+        store.approve_policy(root / "policies" / "people.yaml", by="A. Counsel", role="legal")
+        store.ingest("person", people(["c1"], day=1))
+        historical, snapshot = store._caps.historical, store._ctx.access.snapshot()
+        at = pa.array([T0.replace(month=6, day=9)], pa.timestamp("us", tz="UTC"))
+        entity = pa.table({"customer_id": ["c1"], "event_timestamp": at})
+        asked = historical.requests(["person:spend"], entity.column_names, False)
+        parts = historical.grant_parts(snapshot, asked, "fraud_detection")
+        frame, requests = historical.join_requests(entity, parts, "event_timestamp")
+        assert requests[0].not_before is not None, "the policy keeps offline rows 30 days"
+        forever = dataclasses.replace(requests[0], not_before=None)
+        with pytest.raises(PolicyViolation, match="retention"):
+            store._ctx.offline.join([parts[0].grant], frame, [forever], as_of=None, known=False)
+        assert store._ctx.offline.join([parts[0].grant], frame, requests, as_of=None, known=False).num_rows == 1

@@ -845,13 +845,37 @@ def _require_any(grant: Grant, kinds: Sequence[str]) -> Grant:
 
 
 def _require_tables(grants: Sequence[Grant], requests: Sequence[ViewRequest], access: str) -> None:
-    """Every request reads a table some grant of `access` covers (else PolicyViolation)."""
+    """Every request reads a table some grant of `access` covers, and only what that grant covers:
+    its view's keys and time columns, its features, no row before its retention cutoff (else
+    PolicyViolation)."""
     from ..errors import PolicyViolation
 
-    covered = {g.require(access).view.table for g in grants}
+    by_table: dict[str, list[Grant]] = {}
+    for g in grants:
+        by_table.setdefault(g.require(access).view.table, []).append(g)
     for request in requests:
-        if request.table not in covered:
+        covering = by_table.get(request.table)
+        if not covering:
             raise PolicyViolation(f"no {access} grant covers the offline table {request.table}")
+        problems = [_uncovered(g, request) for g in covering]
+        if all(problems):
+            raise PolicyViolation(f"the {access} grant for {covering[0].view.ref} {problems[0]}")
+
+
+def _uncovered(grant: Grant, request: ViewRequest) -> str:
+    """What `request` reads that `grant` does not cover ("" when nothing)."""
+    vv = grant.view
+    if list(request.join_keys) != list(vv.join_keys):
+        return f"joins on the keys {', '.join(vv.join_keys)}, not {', '.join(request.join_keys)}"
+    if request.timestamp_field != vv.view.timestamp_field or request.created_field != vv.view.created_timestamp_field:
+        return "reads the view's own time columns only"
+    outside = [f for f in request.features if f not in grant.features]
+    if outside:
+        return f"does not cover {', '.join(outside)}"
+    cutoff = grant.read_cutoff()
+    if cutoff is not None and (request.not_before is None or request.not_before < cutoff):
+        return f"sees no row before {cutoff.isoformat()} (retention)"
+    return ""
 
 
 def _reads_only_granted(con: duckdb.DuckDBPyConnection, sql: str) -> None:
