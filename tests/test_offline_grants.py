@@ -244,3 +244,28 @@ def test_a_join_keeps_the_grants_retention(tmp_path: Path) -> None:
         with pytest.raises(PolicyViolation, match="retention"):
             store._ctx.offline.join([parts[0].grant], frame, [forever], as_of=None, known=False)
         assert store._ctx.offline.join([parts[0].grant], frame, requests, as_of=None, known=False).num_rows == 1
+
+
+def test_carry_copies_only_an_older_version_of_the_same_view(fs: FeatureStore) -> None:
+    """A carry-forward grant for one view cannot fill another view's table (its values would then
+    be read under the other view's policy), nor copy columns its grant does not name."""
+    _other(fs)
+    ctx, other = fs._ctx, fs.get_view("other@v1")
+    stock_columns = {"item_id": "int64", "event_timestamp": "timestamp", "qty": "int64"}
+    other_columns = {"item_id": "int64", "event_timestamp": "timestamp", "secret": "int64"}
+    keys = {"item_id": "item_id", "event_timestamp": "event_timestamp"}
+    g = ctx.access.grant(ctx.access.snapshot(), other, other.view.feature_names, "carry_forward", (MAINTAIN,))
+    with pytest.raises(PolicyViolation, match="other@v1"):
+        ctx.offline.create_table("fv_stock_v9", stock_columns, Carry(g, {**keys, "qty": "secret"}, "event_timestamp"))
+    assert ctx.offline.row_counts(["fv_stock_v9"]) == {"fv_stock_v9": 0}
+    with pytest.raises(PolicyViolation, match="other@v1"):  # not an older version of itself either
+        ctx.offline.create_table(
+            "fv_other_v1", other_columns, Carry(g, {**keys, "secret": "secret"}, "event_timestamp")
+        )
+    narrow = ctx.access.grant(ctx.access.snapshot(), other, [], "carry_forward", (MAINTAIN,))
+    with pytest.raises(PolicyViolation, match="secret"):
+        ctx.offline.create_table(
+            "fv_other_v2", other_columns, Carry(narrow, {**keys, "secret": "secret"}, "event_timestamp")
+        )
+    carry = Carry(g, {**keys, "secret": "secret"}, "event_timestamp")
+    assert ctx.offline.create_table("fv_other_v2", other_columns, carry) == 1

@@ -241,6 +241,8 @@ class OfflineStore:
         many). An orphan of an apply that did not finish (a table without committed batches,
         empty or holding only carried rows) is replaced; one that holds rows the registry lost
         track of never is (StoreDamaged). `time_columns` (event and created time) matter to the lake store only."""
+        if carry is not None:
+            carry.into(table)  # refused before anything changes
         cols = [f"{quote(n)} {duckdb_type(t)} " for n, t in columns.items()]
         cols += ["_ingested_at TIMESTAMPTZ NOT NULL", "_batch_id BIGINT NOT NULL"]
         with self._connect(read_only=False) as con:
@@ -286,17 +288,18 @@ class OfflineStore:
 
     @staticmethod
     def _carry(con: duckdb.DuckDBPyConnection, table: str, carry: Carry) -> int:
+        source_table = carry.into(table)
         select = ", ".join("NULL" if source is None else quote(source) for source in carry.columns.values())
         where, params = "", []
         if carry.since is not None:
             where, params = f" WHERE {quote(carry.timestamp_field)} >= ?", [carry.since]
         # One scan in storage (row id) order, which the insert keeps: in-batch ties break the same way.
         con.execute(
-            f"INSERT INTO {quote(table)} SELECT {select}, _ingested_at, _batch_id FROM {quote(carry.source)}{where}",
+            f"INSERT INTO {quote(table)} SELECT {select}, _ingested_at, _batch_id FROM {quote(source_table)}{where}",
             params,
         )
         [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(table)}").fetchall()
-        con.execute(f"INSERT INTO {CARRIED_TABLE} VALUES (?, ?, ?, now())", [table, carry.source, int(rows)])
+        con.execute(f"INSERT INTO {CARRIED_TABLE} VALUES (?, ?, ?, now())", [table, source_table, int(rows)])
         if con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [TREATED_TABLE]
         ).fetchall()[0][0]:
@@ -305,7 +308,7 @@ class OfflineStore:
                 con.execute(
                     f"INSERT INTO {TREATED_TABLE} SELECT ?, column_name, policy_sha256, treated_at FROM {TREATED_TABLE} "
                     f"WHERE table_name = ? AND column_name IN ({', '.join('?' * len(kept))})",
-                    [table, carry.source, *kept],
+                    [table, source_table, *kept],
                 )
         return int(rows)
 
