@@ -269,3 +269,17 @@ def test_carry_copies_only_an_older_version_of_the_same_view(fs: FeatureStore) -
         )
     carry = Carry(g, {**keys, "secret": "secret"}, "event_timestamp")
     assert ctx.offline.create_table("fv_other_v2", other_columns, carry) == 1
+
+
+def test_a_rewrite_whose_values_do_not_fit_names_no_value(fs: FeatureStore) -> None:
+    """Both engines refuse the same way, and the message quotes no stored or treated value."""
+    g = grant(fs, MAINTAIN, "treat_existing")
+
+    def as_text(t: pa.Table) -> pa.Table:
+        i = t.column_names.index("qty")
+        return t.set_column(i, "qty", pa.array([f"token-{v}" for v in t.column("qty").to_pylist()]))
+
+    with pytest.raises(PolicyViolation, match="do not fit") as refused:
+        fs._ctx.offline.rewrite(g, ["qty"], as_text, policy_sha256="sha", at=T0)
+    assert "token-" not in str(refused.value)
+    assert _rows(fs) == [(1, 5), (2, 5), (3, 5), (4, 6)]

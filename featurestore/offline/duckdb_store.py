@@ -724,6 +724,8 @@ class OfflineStore:
         and record (table, column, policy hash) in the same transaction, so a rerun after a crash
         never treats a value twice. Returns the rows rewritten; a treated value that does not fit
         its column is refused (PolicyViolation) with nothing changed."""
+        import pyarrow as pa
+
         table = grant.require_task("treat_existing").view.table
         with self._connect(read_only=False) as con:
             data = con.sql(f"SELECT * FROM {quote(table)}").to_arrow_table()
@@ -740,7 +742,8 @@ class OfflineStore:
 
             try:
                 self._rewrite_rows_on(con, table, treated, record, marker=f"{policy_sha256}:{','.join(columns)}")
-            except duckdb.Error:
+            except (duckdb.Error, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                # their messages quote the values that do not fit (the lake's cast, DuckDB's insert)
                 from ..errors import PolicyViolation
 
                 raise PolicyViolation(
