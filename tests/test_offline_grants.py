@@ -176,6 +176,7 @@ def _other(fs: FeatureStore) -> None:
         "SELECT * FROM query_table('fv_other_v1')",
         f"SELECT 1 FROM {GRANTED}; SELECT * FROM fv_other_v1",
         "DELETE FROM fv_stock_v1",
+        "WITH a AS (WITH fv_other_v1 AS (SELECT 1 AS x) SELECT * FROM fv_other_v1) SELECT * FROM fv_other_v1, a",
     ],
 )
 def test_a_granted_read_reads_the_granted_view_and_nothing_else(fs: FeatureStore, sql: str) -> None:

@@ -918,5 +918,9 @@ def _reads_only_granted(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     )
     if why is None and (others or functions):
         why = f"it names {', '.join([*others, *(f + '()' for f in sorted(functions))])}"
+    if why is None and ctes:  # a CTE named like a stored table would let a reference outside its scope reach the table
+        stored = {str(t).lower() for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if clashing := sorted(c for c in ctes if c.lower() in stored):
+            why = f"its CTEs {', '.join(clashing)} are named like stored tables"
     if why is not None:
         raise PolicyViolation(f"a granted read reads only the view {GRANTED} in one SELECT: {why}")
