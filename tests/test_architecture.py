@@ -1,12 +1,16 @@
 """The layout's rules, checked on the source (an import-linter-style contract in a few lines).
 
-1. Only the engine packages hold connections: outside ``featurestore/offline/`` and
-   ``featurestore/online/`` no module opens DuckDB, SQLite or Redis, imports APSW, redis or
-   sqlite3, or reaches into an engine (a private attribute of the offline engine or the online
-   service's store). Everything else goes through the engines' public methods, whose every read
-   or write of feature rows takes a Grant.
+1. Only the engines hold connections: outside ``featurestore/offline/`` and the online store
+   modules (``online/`` but for the capabilities there: the service, consistency, materialize,
+   read audit) no module opens DuckDB, SQLite, Redis or a Delta table, imports APSW, redis,
+   sqlite3, deltalake or pyspark (also by ``importlib.import_module`` or ``__import__``), or
+   reaches into an engine: a private attribute of the offline engine (through ``ctx.offline``,
+   a name bound to it, or a parameter typed as one; also by ``getattr``, ``vars`` or
+   ``__dict__``) or of the online service. Everything else goes through the engines' public
+   methods, whose every read or write of feature rows takes a Grant.
 2. The offline bookkeeping tables (``_fs_batches``, ``_fs_treated_columns``, ...) are written by
-   the offline engine alone.
+   the offline engine alone (also SQL assembled from pieces: f-strings, ``+``, the engine's
+   table-name constants).
 3. Nothing outside the engine factory asks which engine it has (no ``isinstance`` on an engine).
 4. A public ``FeatureStore`` method that returns governed values is classified with the access it
    needs in ``tests/test_enforcement.py``'s METHODS (which runs it under every policy state).
@@ -20,13 +24,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "featurestore"
-ENGINE_PACKAGES = ("offline", "online")
-CONNECTION_MODULES = {"duckdb", "apsw", "sqlite3", "redis"}
+ENGINE_PACKAGES = ("offline",)
+ONLINE_STORES = (
+    "online/__init__.py",
+    "online/embedded.py",
+    "online/redis_store.py",
+    "online/opening.py",
+    "online/lookup.py",
+)
+"""The online engine: the stores and their lookup plans. The rest of ``online/`` (the service,
+consistency, materialize, read audit) are capabilities and keep the rules."""
+CONNECTION_MODULES = {"duckdb", "apsw", "sqlite3", "redis", "deltalake", "pyspark"}
 """Modules whose import outside the engines means a second door to a store (DuckDB outside the
 engines is allowed only in-memory over data the caller already holds: see ALLOWED)."""
 ALLOWED: dict[tuple[str, str], str] = {
     ("demo.py", "duckdb"): "the demo computes its example source data in memory (no store is opened)",
+    ("online/service.py", "duckdb"): "pushed rows are ranked in an in-memory database (no store is opened)",
+    ("online/materialize.py", "duckdb"): "the SQL of pushed rows runs on the service's in-memory database",
 }
+IMPORTERS = {"__import__", "import_module", "importlib.import_module"}
+ENGINE_ANNOTATIONS = ("OfflineEngine", "OfflineStore", "LakeOfflineStore", "OnlineStore")
+"""A parameter typed as one of these holds an engine."""
+WRITE_VERBS = ("INSERT ", "UPDATE ", "DELETE ", "CREATE TABLE", "DROP TABLE", "ALTER TABLE", "TRUNCATE")
 ENGINE_TYPES = {"OfflineStore", "LakeOfflineStore", "SQLiteOnlineStore", "RedisOnlineStore"}
 BOOKKEEPING = ("_fs_batches", "_fs_treated_columns", "_fs_carried", "_fs_store", "_fs_lake_tables")
 GOVERNED_RETURNS = ("pa.Table", "OnlineResponse", "DpRelease", "Reproduction", "ConsistencyReport")
@@ -41,19 +60,99 @@ def _modules() -> list[tuple[str, ast.Module]]:
 
 
 def _outside_engines(relative: str) -> bool:
-    return relative.split("/")[0] not in ENGINE_PACKAGES
+    return relative.split("/")[0] not in ENGINE_PACKAGES and relative not in ONLINE_STORES
+
+
+def _engine_constants() -> dict[str, str]:
+    """The engines' module-level string constants (``BATCHES_TABLE = "_fs_batches"``, ...), by name."""
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / "offline").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+            ):
+                found.update({t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)})
+    return found
+
+
+ENGINE_CONSTANTS = _engine_constants()
+
+
+def _texts(tree: ast.Module) -> list[tuple[ast.AST, str]]:
+    """Every string the module writes, with pieces resolved: constants, f-strings and ``+`` of
+    strings, names bound to string constants (in the module, or the engines' such as BATCHES_TABLE)."""
+    names = dict(ENGINE_CONSTANTS)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            names.update({t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)})
+
+    def text(node: ast.AST) -> str | None:
+        if isinstance(node, ast.Constant):
+            return node.value if isinstance(node.value, str) else str(node.value)
+        if isinstance(node, ast.Name | ast.Attribute):
+            key = node.id if isinstance(node, ast.Name) else node.attr
+            return names.get(key)
+        if isinstance(node, ast.FormattedValue):
+            return text(node.value) or "{?}"
+        if isinstance(node, ast.JoinedStr):
+            return "".join(text(v) or "{?}" for v in node.values)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            left, right = text(node.left), text(node.right)
+            return None if left is None and right is None else (left or "{?}") + (right or "{?}")
+        return None
+
+    return [
+        (node, t)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant | ast.JoinedStr | ast.BinOp) and (t := text(node)) is not None
+    ]
+
+
+def _engine_names(tree: ast.Module) -> set[str]:
+    """Names that hold an engine: bound to ``ctx.offline`` (or another such name), or parameters
+    typed as an engine."""
+    names: set[str] = {"offline"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            if any(t in ast.unparse(node.annotation) for t in ENGINE_ANNOTATIONS):
+                names.add(node.arg)
+    for _ in range(2):  # an alias of an alias
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign | ast.AnnAssign | ast.NamedExpr) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if _is_engine(ast.unparse(node.value), names):
+                    names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def _is_engine(owner: str, names: set[str]) -> bool:
+    return owner.endswith((".offline", "online.store", "online._store")) or owner in names
 
 
 def _violations(relative: str, tree: ast.Module) -> list[str]:
     found: list[str] = []
+    engines = _engine_names(tree)
     for node in ast.walk(tree):
         where = f"featurestore/{relative}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in IMPORTERS and node.args:
+            name = node.args[0].value if isinstance(node.args[0], ast.Constant) else None
+            top = name.split(".")[0] if isinstance(name, str) else ""
+            if top in CONNECTION_MODULES and (relative, top) not in ALLOWED:
+                found.append(f"{where}: imports {name} by a call (connections belong to the engines)")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "vars"):
+            owner = ast.unparse(node.args[0]) if node.args else ""
+            attr = node.args[1].value if len(node.args) > 1 and isinstance(node.args[1], ast.Constant) else None
+            private = node.func.id == "vars" or not isinstance(attr, str) or attr.startswith("_")
+            if _is_engine(owner, engines) and private:
+                found.append(f"{where}: {ast.unparse(node)} reaches into an engine")
         if isinstance(node, ast.Import | ast.ImportFrom):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             for name in names:
                 top = name.split(".")[0]
                 if top in CONNECTION_MODULES and (relative, top) not in ALLOWED:
-                    found.append(f"{where}: imports {name} (connections belong to offline/ and online/)")
+                    found.append(f"{where}: imports {name} (connections belong to the engines)")
             if (
                 isinstance(node, ast.ImportFrom)
                 and node.module
@@ -64,27 +163,30 @@ def _violations(relative: str, tree: ast.Module) -> list[str]:
                         found.append(f"{where}: imports the engine class {alias.name} (use the OfflineEngine protocol)")
         elif isinstance(node, ast.Attribute):
             chain = ast.unparse(node)
-            if chain.endswith((".connect", "._connect", "._try_connect", ".try_connect")) and "offline" in chain:
+            owner = ast.unparse(node.value)
+            if chain.endswith((".connect", "._connect", "._try_connect", ".try_connect")) and _is_engine(
+                owner, engines
+            ):
                 found.append(f"{where}: {chain} opens the offline store outside offline/")
-            if node.attr.startswith("_") and not node.attr.startswith("__"):
-                owner = ast.unparse(node.value)
-                if owner.endswith(("ctx.offline", ".offline")) or owner.endswith(("online.store", "online._store")):
+            if node.attr.startswith("_") and (not node.attr.startswith("__") or node.attr == "__dict__"):
+                if _is_engine(owner, engines):
                     found.append(f"{where}: {chain} reaches into an engine")
-            if node.attr in ("store", "_store") and ast.unparse(node.value).endswith("online"):
+                elif owner == "online" or owner.endswith(".online"):
+                    found.append(f"{where}: {chain} reaches into the online service (its store is private to it)")
+            if node.attr in ("store", "_store") and (owner == "online" or owner.endswith(".online")):
                 found.append(f"{where}: {chain} reaches through the online service to its store")
-            if node.attr == "lake" and ast.unparse(node.value).endswith("offline"):
+            if node.attr == "lake" and _is_engine(owner, engines):
                 found.append(f"{where}: {chain} reaches into the lake engine")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance":
             types = ast.unparse(node.args[1]) if len(node.args) > 1 else ""
             if any(t in types for t in ENGINE_TYPES):
                 found.append(f"{where}: isinstance on an engine ({types}); add a method to the engine protocol")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            text = node.value.upper()
-            if any(t.upper() in text for t in BOOKKEEPING) and any(
-                verb in text for verb in ("INSERT ", "UPDATE ", "DELETE ", "CREATE TABLE")
-            ):
-                found.append(f"{where}: writes an offline bookkeeping table (the engine is its one writer)")
-    return found
+    for node, text in _texts(tree):
+        upper = text.upper()
+        if any(t.upper() in upper for t in BOOKKEEPING) and any(verb in upper for verb in WRITE_VERBS):
+            where = f"featurestore/{relative}:{getattr(node, 'lineno', 0)}"
+            found.append(f"{where}: writes an offline bookkeeping table (the engine is its one writer)")
+    return sorted(set(found))
 
 
 def test_only_the_engines_hold_connections_and_write_bookkeeping() -> None:
@@ -107,6 +209,24 @@ def test_only_the_engines_hold_connections_and_write_bookkeeping() -> None:
         "from .offline.duckdb_store import OfflineStore\n",
         "SQL = 'INSERT INTO _fs_treated_columns VALUES (?, ?, ?, ?)'\n",
         "SQL = 'delete from _fs_batches where batch_id = 1'\n",
+        # ways round the rules above that a next developer would plausibly write
+        "duckdb = __import__('duckdb')\n",
+        "import importlib\napsw = importlib.import_module('apsw')\n",
+        "from importlib import import_module\nimport_module('sqlite3')\n",
+        "import deltalake\n",
+        "from pyspark.sql import SparkSession\n",
+        "def f(ctx):\n    return getattr(ctx.offline, '_connect')(read_only=True)\n",
+        "def f(ctx):\n    return ctx.offline.__dict__['_memory']\n",
+        "def f(ctx):\n    return vars(ctx.offline)['_memory']\n",
+        "def f(self):\n    offline = self.ctx.offline\n    return offline._batch_records_on(None)\n",
+        "def f(self):\n    store = self.ctx.offline\n    return store._memory.execute('SELECT 1')\n",
+        "def f(engine: OfflineEngine):\n    return engine._granted_sql(None)\n",
+        "def f(self):\n    return self.online._opened().read('t', [])\n",
+        "def f(self):\n    self.lineage.online._plans.clear()\n",
+        "T = 'batches'\nSQL = f'INSERT INTO _fs_{T} VALUES (1)'\n",
+        "SQL = 'UPDATE ' + '_fs_batches' + ' SET row_count = 0'\n",
+        "from .offline.duckdb_store import BATCHES_TABLE\nSQL = f'DELETE FROM {BATCHES_TABLE} WHERE batch_id = 1'\n",
+        "SQL = 'DROP TABLE _fs_carried'\n",
     ],
 )
 def test_the_contract_catches_each_kind_of_back_door(source: str) -> None:
@@ -117,6 +237,27 @@ def test_the_contract_catches_each_kind_of_back_door(source: str) -> None:
 def test_engine_modules_themselves_are_free_to_connect() -> None:
     assert not _outside_engines("offline/duckdb_store.py") and not _outside_engines("online/embedded.py")
     assert _outside_engines("erasure.py") and _outside_engines("store.py")
+    # the capabilities in online/ are no engines: they keep the rules
+    assert all(_outside_engines(f"online/{m}.py") for m in ("service", "consistency", "materialize", "read_audit"))
+    assert _violations(
+        "online/consistency.py", ast.parse("def f(ctx):\n    return ctx.offline._connect(read_only=True)\n")
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def f(ctx):\n    return ctx.offline.query(grant, 'SELECT 1')\n",
+        "def f(self):\n    offline = self.ctx.offline\n    return offline.path\n",
+        "def f(self):\n    return self.online.present_keys(grant, vv, [])\n",
+        "SQL = f'SELECT count(*) FROM {BATCHES_TABLE}'\n",
+        "def f(self):\n    return self._store\n",
+        "import importlib\nimportlib.import_module('featurestore.cli')\n",
+    ],
+)
+def test_the_contract_lets_public_use_through(source: str) -> None:
+    """What the rules must not catch: public engine methods, reading bookkeeping, one's own privates."""
+    assert not _violations("capability.py", ast.parse(source)), source
 
 
 def test_every_public_method_returning_feature_values_is_classified() -> None:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from featurestore import Entity, FeatureStore, FeatureView, PrivacyBudgetExceeded
-from featurestore.errors import PolicyViolation
+from featurestore.errors import FeatureStoreError, PolicyViolation
 from featurestore.testing import TEST_KEY_PROVIDER, StepClock
 
 TS = pa.timestamp("us", tz="UTC")
@@ -476,3 +476,24 @@ def test_a_groups_bound_lowers_the_partition_selection_threshold(tmp_path: Path)
             ).statistics
             thresholds.append(stat.threshold)
     assert thresholds[1] < thresholds[0], thresholds
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"aggregates": ["count"], "group_by": ['ethnicity", (SELECT max(amount) FROM fv_applications_v1) AS "x']},
+        {"aggregates": ['sum:amount") FROM fv_applications_v1 --']},
+        {"aggregates": ["count; SELECT * FROM fv_applications_v1"]},
+        {"aggregates": ["count"], "group_by": ["_batch_id"]},
+        {"aggregates": ["sum:applicant_id"]},
+    ],
+)
+def test_names_in_a_query_cannot_inject_sql(tmp_path: Path, query: dict[str, list[str]]) -> None:
+    """Group and aggregate names reach the truncation's SQL: each must be a feature of the view
+    (quoted), an aggregate one of count, sum and mean; anything else is refused before any budget is
+    reserved or row read."""
+    with make(tmp_path) as fs:
+        fs.ingest("applications", rows([f"p{i}" for i in range(5)]))
+        with pytest.raises(FeatureStoreError):
+            fs.dp_query("applications", purpose="research", epsilon=0.5, **query)  # type: ignore[arg-type]
+        assert all(b.spent == 0 for b in fs.dp_budget()), "nothing was charged"

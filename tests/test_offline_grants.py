@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from featurestore import FeatureStore
+from featurestore import FeatureStore, FeatureView
 from featurestore.errors import PolicyViolation
 from featurestore.governance import MAINTAIN, MATERIALIZE, WRITE, Grant
 from featurestore.governance.access import TASKS
@@ -142,3 +142,145 @@ def test_the_granted_view_holds_only_the_granted_columns(fs: FeatureStore) -> No
     narrow = ctx.access.grant(ctx.access.snapshot(), vv, [], None, ("offline",))
     columns = ctx.offline.query(narrow, f"SELECT * FROM {GRANTED}").column_names
     assert "qty" not in columns and "item_id" in columns, columns
+
+
+# --- the door holds for what a grant does not name (found in review) ----------------------------
+
+OTHER = FeatureView(name="other", entity="item", ttl="1d", features={"secret": "int64"})
+
+
+def _other(fs: FeatureStore) -> None:
+    """A second view of the same entity, one row with a value no stock grant may show."""
+    fs.apply([ITEM, STOCK, OTHER])
+    fs.ingest(
+        "other",
+        pa.table(
+            {
+                "item_id": pa.array([1], pa.int64()),
+                "event_timestamp": pa.array([T0 - timedelta(hours=1)], pa.timestamp("us", tz="UTC")),
+                "secret": pa.array([31337], pa.int64()),
+            }
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM fv_other_v1",
+        "SELECT * FROM fv_stock_v1",  # the granted view's own table: every column, rows past retention
+        'SELECT qty FROM "fv_stock_v1"',
+        f"SELECT (SELECT max(secret) FROM fv_other_v1) FROM {GRANTED}",
+        f"WITH g AS (SELECT * FROM {GRANTED}) SELECT * FROM g JOIN main.fv_other_v1 USING (item_id)",
+        "SELECT * FROM _fs_batches",
+        "SELECT * FROM query_table('fv_other_v1')",
+        f"SELECT 1 FROM {GRANTED}; SELECT * FROM fv_other_v1",
+        "DELETE FROM fv_stock_v1",
+        "WITH a AS (WITH fv_other_v1 AS (SELECT 1 AS x) SELECT * FROM fv_other_v1) SELECT * FROM fv_other_v1, a",
+    ],
+)
+def test_a_granted_read_reads_the_granted_view_and_nothing_else(fs: FeatureStore, sql: str) -> None:
+    """query and stream run a capability's SQL; any table but the granted view is refused, so a
+    careless capability cannot read past its grant (another view, ungranted columns, retention)."""
+    _other(fs)
+    offline, narrow = fs._ctx.offline, grant(fs, "offline")
+    with pytest.raises(PolicyViolation, match="reads only"):
+        offline.query(narrow, sql)
+    with pytest.raises(PolicyViolation, match="reads only"):
+        with offline.stream(grant(fs, MATERIALIZE), sql, {}, batch_size=10) as (_last, batches):
+            list(batches)
+    assert _rows(fs) == [(1, 5), (2, 5), (3, 5), (4, 6)], "nothing was changed"
+    with_cte = (
+        f"WITH _fs_rows AS MATERIALIZED (SELECT * FROM {GRANTED}) SELECT count(*) AS n FROM _fs_rows "
+        f"SEMI JOIN (SELECT item_id FROM {GRANTED}) USING (item_id)"
+    )
+    assert offline.query(narrow, with_cte).to_pylist() == [{"n": 4}]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_maintain_grant_reads_keys_and_times_never_feature_values(fs: FeatureStore, task: str) -> None:
+    """Maintenance is never refused, even on a blocked view, so its grant must not open the values:
+    the granted view of a maintain grant holds keys, times and stamps only."""
+    columns = fs._ctx.offline.query(grant(fs, MAINTAIN, task), f"SELECT * FROM {GRANTED}").column_names
+    assert "item_id" in columns and "event_timestamp" in columns
+    assert not {"qty", "price", "seen"} & set(columns), columns
+
+
+def test_a_join_reads_only_the_features_and_rows_its_grants_cover(fs: FeatureStore) -> None:
+    frame, requests = _join_inputs(fs)
+    ctx, vv = fs._ctx, fs.get_view("stock@v1")
+    only_qty = ctx.access.grant(ctx.access.snapshot(), vv, ["qty"], None, ("offline",))
+    wider = dataclasses.replace(requests[0], features=["qty", "price"], outputs=["qty", "price"])
+    with pytest.raises(PolicyViolation, match="price"):
+        ctx.offline.join([only_qty], frame, [wider], as_of=None, known=False)
+    other_keys = dataclasses.replace(requests[0], join_keys=["qty"])
+    with pytest.raises(PolicyViolation, match="keys"):
+        ctx.offline.join([only_qty], frame, [other_keys], as_of=None, known=False)
+    assert ctx.offline.join([only_qty], frame, requests, as_of=None, known=False).num_rows == 2
+
+
+def test_a_join_keeps_the_grants_retention(tmp_path: Path) -> None:
+    """A request that drops the grant's retention cutoff (not_before) is refused: rows past
+    retention do not exist for a reader."""
+    from featurestore.testing import TEST_KEY_PROVIDER
+
+    from .test_erasure import RETAINED, clock_at, open_store
+    from .test_governance import PERSON, VIEW, people
+
+    root = tmp_path / "store"
+    FeatureStore.init(root, key_provider=TEST_KEY_PROVIDER).close()
+    (root / "policies" / "people.yaml").write_text(RETAINED)
+    with open_store(root, clock_at(10)) as store:
+        store.apply([PERSON, VIEW])
+        store.approve_policy(root / "policies" / "people.yaml", by="A. Counsel", role="legal")
+        store.ingest("person", people(["c1"], day=1))
+        historical, snapshot = store._caps.historical, store._ctx.access.snapshot()
+        at = pa.array([T0.replace(month=6, day=9)], pa.timestamp("us", tz="UTC"))
+        entity = pa.table({"customer_id": ["c1"], "event_timestamp": at})
+        asked = historical.requests(["person:spend"], entity.column_names, False)
+        parts = historical.grant_parts(snapshot, asked, "fraud_detection")
+        frame, requests = historical.join_requests(entity, parts, "event_timestamp")
+        assert requests[0].not_before is not None, "the policy keeps offline rows 30 days"
+        forever = dataclasses.replace(requests[0], not_before=None)
+        with pytest.raises(PolicyViolation, match="retention"):
+            store._ctx.offline.join([parts[0].grant], frame, [forever], as_of=None, known=False)
+        assert store._ctx.offline.join([parts[0].grant], frame, requests, as_of=None, known=False).num_rows == 1
+
+
+def test_carry_copies_only_an_older_version_of_the_same_view(fs: FeatureStore) -> None:
+    """A carry-forward grant for one view cannot fill another view's table (its values would then
+    be read under the other view's policy), nor copy columns its grant does not name."""
+    _other(fs)
+    ctx, other = fs._ctx, fs.get_view("other@v1")
+    stock_columns = {"item_id": "int64", "event_timestamp": "timestamp", "qty": "int64"}
+    other_columns = {"item_id": "int64", "event_timestamp": "timestamp", "secret": "int64"}
+    keys = {"item_id": "item_id", "event_timestamp": "event_timestamp"}
+    g = ctx.access.grant(ctx.access.snapshot(), other, other.view.feature_names, "carry_forward", (MAINTAIN,))
+    with pytest.raises(PolicyViolation, match="other@v1"):
+        ctx.offline.create_table("fv_stock_v9", stock_columns, Carry(g, {**keys, "qty": "secret"}, "event_timestamp"))
+    assert ctx.offline.row_counts(["fv_stock_v9"]) == {"fv_stock_v9": 0}
+    with pytest.raises(PolicyViolation, match="other@v1"):  # not an older version of itself either
+        ctx.offline.create_table(
+            "fv_other_v1", other_columns, Carry(g, {**keys, "secret": "secret"}, "event_timestamp")
+        )
+    narrow = ctx.access.grant(ctx.access.snapshot(), other, [], "carry_forward", (MAINTAIN,))
+    with pytest.raises(PolicyViolation, match="secret"):
+        ctx.offline.create_table(
+            "fv_other_v2", other_columns, Carry(narrow, {**keys, "secret": "secret"}, "event_timestamp")
+        )
+    carry = Carry(g, {**keys, "secret": "secret"}, "event_timestamp")
+    assert ctx.offline.create_table("fv_other_v2", other_columns, carry) == 1
+
+
+def test_a_rewrite_whose_values_do_not_fit_names_no_value(fs: FeatureStore) -> None:
+    """Both engines refuse the same way, and the message quotes no stored or treated value."""
+    g = grant(fs, MAINTAIN, "treat_existing")
+
+    def as_text(t: pa.Table) -> pa.Table:
+        i = t.column_names.index("qty")
+        return t.set_column(i, "qty", pa.array([f"token-{v}" for v in t.column("qty").to_pylist()]))
+
+    with pytest.raises(PolicyViolation, match="do not fit") as refused:
+        fs._ctx.offline.rewrite(g, ["qty"], as_text, policy_sha256="sha", at=T0)
+    assert "token-" not in str(refused.value)
+    assert _rows(fs) == [(1, 5), (2, 5), (3, 5), (4, 6)]

@@ -241,6 +241,8 @@ class OfflineStore:
         many). An orphan of an apply that did not finish (a table without committed batches,
         empty or holding only carried rows) is replaced; one that holds rows the registry lost
         track of never is (StoreDamaged). `time_columns` (event and created time) matter to the lake store only."""
+        if carry is not None:
+            carry.into(table)  # refused before anything changes
         cols = [f"{quote(n)} {duckdb_type(t)} " for n, t in columns.items()]
         cols += ["_ingested_at TIMESTAMPTZ NOT NULL", "_batch_id BIGINT NOT NULL"]
         with self._connect(read_only=False) as con:
@@ -286,17 +288,18 @@ class OfflineStore:
 
     @staticmethod
     def _carry(con: duckdb.DuckDBPyConnection, table: str, carry: Carry) -> int:
+        source_table = carry.into(table)
         select = ", ".join("NULL" if source is None else quote(source) for source in carry.columns.values())
         where, params = "", []
         if carry.since is not None:
             where, params = f" WHERE {quote(carry.timestamp_field)} >= ?", [carry.since]
         # One scan in storage (row id) order, which the insert keeps: in-batch ties break the same way.
         con.execute(
-            f"INSERT INTO {quote(table)} SELECT {select}, _ingested_at, _batch_id FROM {quote(carry.source)}{where}",
+            f"INSERT INTO {quote(table)} SELECT {select}, _ingested_at, _batch_id FROM {quote(source_table)}{where}",
             params,
         )
         [(rows,)] = con.execute(f"SELECT count(*) FROM {quote(table)}").fetchall()
-        con.execute(f"INSERT INTO {CARRIED_TABLE} VALUES (?, ?, ?, now())", [table, carry.source, int(rows)])
+        con.execute(f"INSERT INTO {CARRIED_TABLE} VALUES (?, ?, ?, now())", [table, source_table, int(rows)])
         if con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [TREATED_TABLE]
         ).fetchall()[0][0]:
@@ -305,7 +308,7 @@ class OfflineStore:
                 con.execute(
                     f"INSERT INTO {TREATED_TABLE} SELECT ?, column_name, policy_sha256, treated_at FROM {TREATED_TABLE} "
                     f"WHERE table_name = ? AND column_name IN ({', '.join('?' * len(kept))})",
-                    [table, carry.source, *kept],
+                    [table, source_table, *kept],
                 )
         return int(rows)
 
@@ -533,10 +536,12 @@ class OfflineStore:
 
     def _granted_sql(self, grant: Grant) -> str:
         """The rows and columns `grant` covers: join keys, event (and created) time, its features,
-        the stamps and the position; for a read grant none past its offline retention."""
+        the stamps and the position; for a read grant none past its offline retention. A maintain
+        grant (never refused, even on a blocked view) reads keys and times only, no feature value."""
         vv = grant.view
         created = [vv.view.created_timestamp_field] if vv.view.created_timestamp_field else []
-        columns = dict.fromkeys([*vv.join_keys, vv.view.timestamp_field, *created, *grant.features])
+        features = () if grant.access == (MAINTAIN,) else grant.features
+        columns = dict.fromkeys([*vv.join_keys, vv.view.timestamp_field, *created, *features])
         select = ", ".join(
             [*(quote(c) for c in columns), "_ingested_at", "_batch_id", f"{self.position} AS {POSITION}"]
         )
@@ -547,8 +552,11 @@ class OfflineStore:
         return sql
 
     @contextmanager
-    def _granted(self, grant: Grant) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _granted(self, grant: Grant, sql: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection where `sql` (checked by :func:`_reads_only_granted`) may read the view
+        :data:`GRANTED` of `grant`'s rows and columns."""
         with self._connect(read_only=True) as con:
+            _reads_only_granted(con, sql)
             con.execute(f"CREATE OR REPLACE TEMP VIEW {GRANTED} AS {self._granted_sql(grant)}")
             try:
                 yield con
@@ -559,9 +567,10 @@ class OfflineStore:
         """A capability's own read (a DP truncation, say) over exactly the rows a grant covers:
         `sql` reads the temporary view named :data:`GRANTED` that holds them (columns: join keys,
         event and created time, the granted features, ``_ingested_at``, ``_batch_id`` and
-        ``_fs_position``) and nothing else."""
+        ``_fs_position``) and nothing else: one SELECT naming no other table and no table function
+        (else PolicyViolation, before anything is read)."""
         _require_any(grant, QUERY_KINDS)
-        with self._granted(grant) as con:
+        with self._granted(grant, sql) as con:
             return con.sql(sql, params=list(params) if params else None).to_arrow_table()
 
     @contextmanager
@@ -578,7 +587,7 @@ class OfflineStore:
         wait: one consistent snapshot), with the last batch id recorded for the tables
         `last_batch_of` read in the same snapshot (materialization's watermark)."""
         grant.require(MATERIALIZE)
-        with self._granted(grant) as con:
+        with self._granted(grant, sql) as con:
             last = self._last_batch_on(con, last_batch_of)
             yield last, iter(con.sql(sql, params=params).arrow(batch_size=batch_size))
 
@@ -716,6 +725,8 @@ class OfflineStore:
         and record (table, column, policy hash) in the same transaction, so a rerun after a crash
         never treats a value twice. Returns the rows rewritten; a treated value that does not fit
         its column is refused (PolicyViolation) with nothing changed."""
+        import pyarrow as pa
+
         table = grant.require_task("treat_existing").view.table
         with self._connect(read_only=False) as con:
             data = con.sql(f"SELECT * FROM {quote(table)}").to_arrow_table()
@@ -732,7 +743,8 @@ class OfflineStore:
 
             try:
                 self._rewrite_rows_on(con, table, treated, record, marker=f"{policy_sha256}:{','.join(columns)}")
-            except duckdb.Error:
+            except (duckdb.Error, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                # their messages quote the values that do not fit (the lake's cast, DuckDB's insert)
                 from ..errors import PolicyViolation
 
                 raise PolicyViolation(
@@ -840,10 +852,76 @@ def _require_any(grant: Grant, kinds: Sequence[str]) -> Grant:
 
 
 def _require_tables(grants: Sequence[Grant], requests: Sequence[ViewRequest], access: str) -> None:
-    """Every request reads a table some grant of `access` covers (else PolicyViolation)."""
+    """Every request reads a table some grant of `access` covers, and only what that grant covers:
+    its view's keys and time columns, its features, no row before its retention cutoff (else
+    PolicyViolation)."""
     from ..errors import PolicyViolation
 
-    covered = {g.require(access).view.table for g in grants}
+    by_table: dict[str, list[Grant]] = {}
+    for g in grants:
+        by_table.setdefault(g.require(access).view.table, []).append(g)
     for request in requests:
-        if request.table not in covered:
+        covering = by_table.get(request.table)
+        if not covering:
             raise PolicyViolation(f"no {access} grant covers the offline table {request.table}")
+        problems = [_uncovered(g, request) for g in covering]
+        if all(problems):
+            raise PolicyViolation(f"the {access} grant for {covering[0].view.ref} {problems[0]}")
+
+
+def _uncovered(grant: Grant, request: ViewRequest) -> str:
+    """What `request` reads that `grant` does not cover ("" when nothing)."""
+    vv = grant.view
+    if list(request.join_keys) != list(vv.join_keys):
+        return f"joins on the keys {', '.join(vv.join_keys)}, not {', '.join(request.join_keys)}"
+    if request.timestamp_field != vv.view.timestamp_field or request.created_field != vv.view.created_timestamp_field:
+        return "reads the view's own time columns only"
+    outside = [f for f in request.features if f not in grant.features]
+    if outside:
+        return f"does not cover {', '.join(outside)}"
+    cutoff = grant.read_cutoff()
+    if cutoff is not None and (request.not_before is None or request.not_before < cutoff):
+        return f"sees no row before {cutoff.isoformat()} (retention)"
+    return ""
+
+
+def _reads_only_granted(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse (PolicyViolation) `sql` unless it is one SELECT whose tables are :data:`GRANTED` and
+    its own CTEs, with no table function (read_parquet, query_table, ...): what a granted read may
+    name. Checked on DuckDB's parse tree, before anything runs."""
+    import json
+
+    from ..errors import PolicyViolation
+
+    [(text,)] = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()
+    tree = json.loads(text)
+    why = tree.get("error_message") if tree.get("error") else None
+    if why is None and len(tree.get("statements", [])) != 1:
+        why = "it holds several statements"
+    tables: set[tuple[str, str, str]] = set()
+    ctes: set[str] = set()
+    functions: set[str] = set()
+    stack: list[object] = [tree.get("statements", [])] if why is None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE":
+                tables.add((node.get("catalog_name", ""), node.get("schema_name", ""), node.get("table_name", "")))
+            elif node.get("type") == "TABLE_FUNCTION":
+                functions.add(str((node.get("function") or {}).get("function_name", "?")))
+            if isinstance(node.get("cte_map"), dict):
+                ctes |= {str(entry.get("key")) for entry in node["cte_map"].get("map", [])}
+            stack.extend(node.values())
+    others = sorted(
+        ".".join(p for p in name if p) for name in tables if name[:2] != ("", "") or name[2] not in {GRANTED, *ctes}
+    )
+    if why is None and (others or functions):
+        why = f"it names {', '.join([*others, *(f + '()' for f in sorted(functions))])}"
+    if why is None and ctes:  # a CTE named like a stored table would let a reference outside its scope reach the table
+        stored = {str(t).lower() for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if clashing := sorted(c for c in ctes if c.lower() in stored):
+            why = f"its CTEs {', '.join(clashing)} are named like stored tables"
+    if why is not None:
+        raise PolicyViolation(f"a granted read reads only the view {GRANTED} in one SELECT: {why}")

@@ -67,6 +67,26 @@ class Carry:
         """The older version's table."""
         return self.grant.require_task("carry_forward").view.table
 
+    def into(self, table: str) -> str:
+        """The older version's table, if `table` is a later version of the same view and every
+        column copied is one the grant names (keys, event and created time, its features);
+        PolicyViolation otherwise (another view's rows would be read under that view's policy)."""
+        from ..errors import PolicyViolation
+        from ..versions import table_name
+
+        old = self.grant.require_task("carry_forward").view
+        _, _, number = table.rpartition("_v")
+        if not (number.isdigit() and table == table_name(old.view.name, int(number)) and int(number) > old.version):
+            raise PolicyViolation(
+                f"a carry-forward grant for {old.ref} fills only a later version of {old.view.name}, not {table}"
+            )
+        created = [old.view.created_timestamp_field] if old.view.created_timestamp_field else []
+        covered = {*old.join_keys, old.view.timestamp_field, *created, *self.grant.features}
+        outside = sorted({c for c in self.columns.values() if c is not None and c not in covered})
+        if outside:
+            raise PolicyViolation(f"the carry-forward grant for {old.ref} does not cover {', '.join(outside)}")
+        return old.table
+
     @property
     def since(self) -> datetime | None:
         """Rows before this event time are past retention and are not carried."""

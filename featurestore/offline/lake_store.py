@@ -118,6 +118,7 @@ class LakeOfflineStore(OfflineStore):
 
         from ..types import arrow_type
 
+        source = None if carry is None else carry.into(table)  # refused before anything changes
         schema = pa.schema([(name, arrow_type(dtype)) for name, dtype in columns.items()])
         with super()._connect(read_only=False) as con:
             self._create_bookkeeping(con)
@@ -125,11 +126,11 @@ class LakeOfflineStore(OfflineStore):
                 self._drop_orphan_lake(con, table)
             self.lake.create(table, schema, time_columns)
             con.execute(f"INSERT OR IGNORE INTO {LAKE_TABLES} VALUES (?)", [table])
-            if carry is None:
+            if carry is None or source is None:
                 return 0
-            self._register(con, carry.source)
+            self._register(con, source)
             # Recorded first: a kill after this leaves an orphan (a carried record, rows or not) that the next apply replaces.
-            con.execute(f"INSERT OR REPLACE INTO {CARRIED_TABLE} VALUES (?, ?, 0, now())", [table, carry.source])
+            con.execute(f"INSERT OR REPLACE INTO {CARRIED_TABLE} VALUES (?, ?, 0, now())", [table, source])
             select = ", ".join(
                 f"NULL::{duckdb_type(columns[name])} AS {quote(name)}"
                 if source is None
@@ -140,7 +141,7 @@ class LakeOfflineStore(OfflineStore):
             if carry.since is not None:
                 where, params = f" WHERE {quote(carry.timestamp_field)} >= ?", [carry.since]
             rows: pa.Table = con.sql(
-                f"SELECT {select}, {', '.join(STAMPS)} FROM {quote(carry.source)}{where} ORDER BY {LAKE_POSITION}",
+                f"SELECT {select}, {', '.join(STAMPS)} FROM {quote(source)}{where} ORDER BY {LAKE_POSITION}",
                 params=params,
             ).to_arrow_table()
             self.lake.write_rows(table, rows)
