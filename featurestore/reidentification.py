@@ -4,6 +4,7 @@ access, decided as a grant like every other read and audited (never with the val
 from __future__ import annotations
 
 import hashlib
+from typing import NoReturn
 
 from .catalog import Catalog
 from .context import StoreContext
@@ -26,25 +27,17 @@ class Reidentification:
         features = [column] if column in vv.view.feature_names else []
         grant = ctx.access.grant(snapshot, vv, features, purpose, ("reidentify",))
         policy = grant.policy
+
+        def refuse(why: str) -> NoReturn:
+            ctx.access.refuse(snapshot, vv, features, purpose, ("reidentify",), why)
+
         if policy is None:
-            ctx.access.refuse(
-                snapshot,
-                vv,
-                features,
-                purpose,
-                ("reidentify",),
-                f"feature view '{vv.view.name}' is not governed by a policy: it holds no tokens",
-            )
+            refuse(f"feature view '{vv.view.name}' is not governed by a policy: it holds no tokens")
         rule = policy.rule(column)
         if rule is None or not treatment_of(rule).reversible:
-            ctx.access.refuse(
-                snapshot,
-                vv,
-                features,
-                purpose,
-                ("reidentify",),
+            refuse(
                 f"column '{column}' of '{vv.view.name}' is not tokenized under policy '{policy.id}'; "
-                "only tokens can be re-identified",
+                "only tokens can be re-identified"
             )
         value = treatment_of(rule).reverse(
             token, rule, ctx.keys, context=token_context(policy.id, vv.view.name, column)

@@ -823,20 +823,10 @@ class OfflineWriter:
 
 
 def _subject_key(grant: Grant) -> str:
-    """The one join key that identifies a subject (composite keys: DefinitionError)."""
-    from ..errors import DefinitionError, Problem
+    """The one join key that identifies a subject in the grant's view (composite keys: DefinitionError)."""
+    from ..governance.subjects import subject_key
 
-    vv = grant.view
-    if len(vv.join_keys) != 1:
-        raise DefinitionError(
-            [
-                Problem(
-                    f"feature view '{vv.view.name}' has the composite key {', '.join(vv.join_keys)}; "
-                    "erasure, holds and lineage need an entity with one join key"
-                )
-            ]
-        )
-    return next(iter(vv.join_keys))
+    return subject_key(grant.view)
 
 
 QUERY_KINDS = ("offline", "dp_aggregates", "reidentify", MAINTAIN)
