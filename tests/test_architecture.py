@@ -406,3 +406,38 @@ def test_the_floors_order_what_they_should() -> None:
     assert _floor("store") < _floor("erasure") < _floor("context") < _floor("offline.duckdb_store")
     with pytest.raises(AssertionError, match="place the module on a floor"):
         _floor("brand_new_module")
+
+
+def test_no_import_cycle_between_modules() -> None:
+    """No module imports itself round a loop (imports in functions and for type checking count)."""
+    graph = {_module_name(rel): {t for t in _imports(rel, tree) if t != "__init__"} for rel, tree in _modules()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph.get(node, ()):
+            if target not in graph:
+                continue
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert not cycles, f"import cycles: {cycles}"
