@@ -183,10 +183,13 @@ def test_processes_take_turns_within_the_wait(store_dir: Path) -> None:
     try:
         wait_for(holder, "LOCKED")
 
+        seen_waiting: list[bool] = []
+
         def let_go_once_the_writer_waits() -> None:
             # This process has featurestore's lock, so it is waiting for DuckDB's: the holder's.
             try:
                 wait_until(lambda: holds_the_file(path, os.getpid(), "writing"), "the writer waiting for the held file")
+                seen_waiting.append(True)
             finally:
                 release(holder)
 
@@ -195,6 +198,7 @@ def test_processes_take_turns_within_the_wait(store_dir: Path) -> None:
         with FeatureStore(store_dir, lock_timeout=PATIENCE) as fs:
             assert fs.ingest("profile", profile_rows(3)).rows == 3
         letting_go.join(timeout=PATIENCE)
+        assert seen_waiting == [True], "the writer waited while the file was held"
     finally:
         release(holder)
         holder.wait(timeout=PATIENCE)
@@ -256,11 +260,14 @@ def test_a_waiting_writer_goes_before_new_readers(store_dir: Path) -> None:
         # A reader that holds the file: a writer waits for it, and a reader that comes now waits too.
         held = spawn(HOLD_READ, str(path))
         wait_for(held, "READING")
-        written: list[int] = []
+        written: list[int | BaseException] = []
 
         def write() -> None:
-            with FeatureStore(store_dir, lock_timeout=PATIENCE) as fs:
-                written.append(fs.ingest("profile", profile_rows(2)).rows)
+            try:
+                with FeatureStore(store_dir, lock_timeout=PATIENCE) as fs:
+                    written.append(fs.ingest("profile", profile_rows(2)).rows)
+            except BaseException as exc:  # noqa: BLE001 - shown by the assertion below
+                written.append(exc)
 
         writer = threading.Thread(target=write, daemon=True)
         writer.start()
@@ -269,7 +276,7 @@ def test_a_waiting_writer_goes_before_new_readers(store_dir: Path) -> None:
             assert read_now is False, "a new reader waits behind the waiting writer"
         release(held)  # the held read ends: the writer goes, then the readers
         writer.join(timeout=PATIENCE)
-        assert written == [2], "the waiting writer wrote"
+        assert written == [2], f"the waiting writer wrote: {written}"
     finally:
         for child in (first, second, held):
             if child is not None:
