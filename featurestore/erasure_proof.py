@@ -5,11 +5,13 @@ normalized forms, pseudonyms and tokens; the report is kept as evidence."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from .context import StoreContext
+from .governance import Grant
 from .lineage import Lineage
 
 
@@ -70,7 +72,7 @@ class ErasureProofs:
             for file in sorted(p for p in root.rglob("*") if p.is_file() and "erasure_reports" not in p.parts):
                 data = file.read_bytes()
                 checks.append(Check(str(file.relative_to(root)), "bytes", sum(data.count(n) for n in needles if n)))
-            checks += self._lake_checks(root, {n.decode() for n in needles if n})
+            checks += self._lake_checks(root, grants, {n.decode() for n in needles if n})
             folder = root / "erasure_reports"
             folder.mkdir(exist_ok=True)
             report_path = folder / f"{entity}-{now.strftime('%Y%m%dT%H%M%S%fZ')}.json"
@@ -94,17 +96,17 @@ class ErasureProofs:
         )
         return report
 
-    def _lake_checks(self, root: Path, needles: set[str]) -> list[Check]:
-        """On the lake store: every value of every Parquet file and log entry, decoded (compression
-        could hide bytes), and the bytes of lake files outside the store directory."""
-        from .offline.lake import strings_in
-
+    def _lake_checks(self, root: Path, grants: Sequence[Grant], needles: set[str]) -> list[Check]:
+        """On the lake store (asked of the engine under an erasure grant; counts only): every
+        value of every Parquet file and log entry, decoded (compression could hide bytes), and the
+        bytes of lake files outside the store directory (those under it were scanned already)."""
+        if not grants:
+            return []
         checks = []
-        for file in self.ctx.offline.data_files():
+        for file, found, values in self.ctx.offline.file_traces(grants[0], needles):
             where = str(file.relative_to(root)) if file.is_relative_to(root) else str(file)
             if not file.is_relative_to(root):
-                data = file.read_bytes()
-                checks.append(Check(where, "bytes", sum(data.count(n.encode()) for n in needles)))
-            if file.suffix in (".parquet", ".json"):
-                checks.append(Check(where, "values", len(needles & strings_in(file))))
+                checks.append(Check(where, "bytes", found))
+            if values is not None:
+                checks.append(Check(where, "values", values))
         return checks

@@ -25,6 +25,7 @@ from featurestore.cli import app
 from featurestore.server import create_app
 
 from .children import PATIENCE
+from .conftest import service_unavailable
 from .test_online import ITEM, STOCK, TS, stock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,7 +250,12 @@ def server_side_nodelay(server_pid: int, client: socket.socket) -> bool | None:
         except OSError:
             continue
         try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:  # not permitted to list them: cannot tell
+            os.close(pidfd)
+            return None
+        try:
+            for fd in fds:
                 try:
                     if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
                         continue
@@ -302,8 +308,8 @@ def test_serve_with_two_workers_answers_one_request_at_a_time_without_nagle(tmp_
         finally:
             lone.close()
         if nodelay is None:
-            pytest.skip(
-                "the kernel does not let this process read the server's socket options (pidfd_getfd, Linux 5.6)"
+            service_unavailable(
+                "the server's socket options (pidfd_getfd, Linux 5.6)", "the kernel does not let this process read them"
             )
         assert nodelay, "the worker's end of the connection has Nagle's algorithm on"
     finally:

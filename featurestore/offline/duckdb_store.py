@@ -644,8 +644,9 @@ class OfflineStore:
             finally:
                 con.unregister("_fs_entities")
 
-    def data_files(self) -> list[Path]:
-        """Files holding rows besides the store's DuckDB file (the lake's, for erasure proofs): none here."""
+    def file_traces(self, grant: Grant, needles: set[str]) -> list[tuple[Path, int, int | None]]:
+        """Erasure proofs over files besides the store's DuckDB file: there are none here."""
+        grant.require_task("erasure")
         return []
 
     # --- maintenance: erasure, retention, treat-existing (maintain grants only) ------------------

@@ -237,8 +237,11 @@ class OfflineEngine(Protocol):
         """Rewrite every row through `treat` and record it, once (approve --treat-existing)."""
         ...
 
-    def data_files(self) -> list[Path]:
-        """Files holding rows besides the store's file (a local lake's), for erasure proofs."""
+    def file_traces(self, grant: Grant, needles: set[str]) -> list[tuple[Path, int, int | None]]:
+        """Erasure proofs (an erasure grant): for each file holding rows besides the store's own
+        (a local lake's data files and log), how many times `needles` occur in its bytes and how
+        many of them are among its decoded values (None for a file that holds no values); counts
+        only, never a value."""
         ...
 
     # --- ingestion and bookkeeping ------------------------------------------------------------

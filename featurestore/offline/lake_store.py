@@ -251,12 +251,23 @@ class LakeOfflineStore(OfflineStore):
             spark_session(), self.lake, entities, list(requests), as_of=as_of, known=known, committed=committed
         )
 
-    def data_files(self) -> list[Path]:
-        """Every file of a local lake (data files, log entries, checkpoints), for erasure proofs;
-        none for a lake behind a URI (it is checked by query only)."""
-        from .lake import local_files
+    def file_traces(self, grant: Grant, needles: set[str]) -> list[tuple[Path, int, int | None]]:
+        """Erasure proofs over every file of a local lake (data files, log entries, checkpoints):
+        the needles' count in its bytes, and how many needles are among its decoded values
+        (compression could hide bytes) for Parquet files and log entries; none for a lake behind
+        a URI (it is checked by query only). Counts only: no value leaves the engine."""
+        from .lake import local_files, strings_in
 
-        return sorted(local_files(Path(self.lake.root).resolve())) if self.lake.is_local else []
+        grant.require_task("erasure")
+        if not self.lake.is_local:
+            return []
+        traces: list[tuple[Path, int, int | None]] = []
+        for file in sorted(local_files(Path(self.lake.root).resolve())):
+            data = file.read_bytes()
+            found = sum(data.count(n.encode()) for n in needles if n)
+            values = len(needles & strings_in(file)) if file.suffix in (".parquet", ".json") else None
+            traces.append((file, found, values))
+        return traces
 
     def compact(self, on_step: Callable[[str], None] | None = None) -> Compaction:
         """Clean every lake table: delete the rows of batches without a record (a writer killed
