@@ -153,17 +153,12 @@ def _registry(registry: Registry) -> str:
     current, head = registry.current_revision(), registry.head_revision()
     if current != head:
         registry.ensure_current(".")  # raises with the upgrade command
-    if registry.engine.dialect.name == "sqlite" and registry.engine.url.database:
-        from sqlalchemy import text
-
-        with registry.engine.connect() as conn:
-            result = [r[0] for r in conn.execute(text("PRAGMA integrity_check"))]
-        if result != ["ok"]:
-            raise StoreDamaged(
-                f"the registry {registry.engine.url.database} fails SQLite's integrity check "
-                f"({len(result)} problems): restore it from a backup, or move it aside and run "
-                "`featurestore db upgrade` then `featurestore db recover`"
-            )
+    if problems := registry.integrity_problems():
+        raise StoreDamaged(
+            f"the registry {registry.safe_url()} fails SQLite's integrity check "
+            f"({problems} problems): restore it from a backup, or move it aside and run "
+            "`featurestore db upgrade` then `featurestore db recover`"
+        )
     return f"{registry.safe_url()} is at the newest revision ({head}) and intact"
 
 

@@ -168,6 +168,10 @@ def _violations(relative: str, tree: ast.Module) -> list[str]:
                 owner, engines
             ):
                 found.append(f"{where}: {chain} opens the offline store outside offline/")
+            if chain.endswith((".engine.connect", ".engine.begin", ".engine.raw_connection")) and not (
+                relative.startswith("registry/")
+            ):
+                found.append(f"{where}: {chain} opens the registry's database outside registry/ (ask Registry)")
             if node.attr.startswith("_") and (not node.attr.startswith("__") or node.attr == "__dict__"):
                 if _is_engine(owner, engines):
                     found.append(f"{where}: {chain} reaches into an engine")
@@ -201,6 +205,7 @@ def test_only_the_engines_hold_connections_and_write_bookkeeping() -> None:
         "import apsw\n",
         "from redis import Redis\n",
         "def f(ctx):\n    with ctx.offline.connect(read_only=True) as con:\n        pass\n",
+        "def f(registry):\n    with registry.engine.connect() as conn:\n        pass\n",
         "def f(ctx):\n    return ctx.offline._connect(read_only=True)\n",
         "def f(self):\n    return self.ctx.offline._tables_on(None)\n",
         "def f(self):\n    return self.online.store.read('t', [])\n",

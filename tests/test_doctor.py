@@ -135,3 +135,38 @@ def test_the_cli_exits_1_with_the_fix_and_no_traceback(healthy: Path, tmp_path: 
     )
     assert "problem audit log:" in result.output and "problem keys:" in result.output
     assert result.output.rstrip().endswith("problems, 1 warnings.")
+
+
+def test_the_registry_answers_its_own_integrity_check(tmp_path: Path) -> None:
+    """doctor asks the Registry (the one door to it): a healthy SQLite file has no problem, a
+    damaged one has as many as SQLite finds, and a memory registry is no file to check."""
+    from featurestore.registry import Registry
+
+    healthy = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    healthy.upgrade()
+    try:
+        assert healthy.integrity_problems() == 0
+    finally:
+        healthy.close()
+    import sqlite3
+
+    damaged = tmp_path / "damaged.db"  # an index that no longer matches its table: 3 rows missing from it
+    con = sqlite3.connect(damaged)
+    con.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT, d TEXT)")
+    con.execute("CREATE INDEX i ON t (b)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)", [(n, f"b{n}", f"d{-n}") for n in range(3)])
+    con.commit()
+    con.execute("PRAGMA writable_schema = ON")
+    con.execute("UPDATE sqlite_master SET sql = 'CREATE INDEX i ON t (d)' WHERE name = 'i'")
+    con.commit()
+    con.close()
+    broken = Registry(f"sqlite:///{damaged}")
+    try:
+        assert broken.integrity_problems() == 3
+    finally:
+        broken.close()
+    memory = Registry("sqlite://")
+    try:
+        assert memory.integrity_problems() == 0
+    finally:
+        memory.close()

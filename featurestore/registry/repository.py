@@ -181,6 +181,15 @@ class Registry:
 
             command.upgrade(cfg, revision)
 
+    def integrity_problems(self) -> int:
+        """How many problems SQLite's ``PRAGMA integrity_check`` finds in a registry file (0 when
+        it is intact, or when the registry is not a SQLite file: PostgreSQL checks its own pages)."""
+        if self.engine.dialect.name != "sqlite" or not self.engine.url.database:
+            return 0
+        with self.engine.connect() as conn:
+            result = [r[0] for r in conn.execute(text("PRAGMA integrity_check"))]
+        return 0 if result == ["ok"] else len(result)
+
     def check(self) -> None:
         """Raise if the models and the migrations disagree (Alembic's ``check``)."""
         cfg = self._alembic_config()
